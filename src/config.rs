@@ -1,1 +1,678 @@
-//! (stub)
+//! Configuration: owns the TOML file format, its embedded defaults and its validation.
+//!
+//! Every error names the file, the line and column, and the key (`listen.starttls`), on one
+//! line, so `hearth check` and a failing `hearth serve` say exactly what to fix. This module
+//! must never act on the settings (bind, create directories, read certificates): it only reads
+//! the one file and checks values that can be checked without touching anything else.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+/// Inclusive bounds for `limits.max_stanza_bytes`; below 4 KiB ordinary roster pushes fail, and
+/// above 16 MiB one peer could hold most of a small board's memory.
+pub const STANZA_BYTES_RANGE: (u32, u32) = (4096, 16 * 1024 * 1024);
+/// Inclusive bounds for `limits.max_depth`.
+pub const DEPTH_RANGE: (u16, u16) = (4, 1024);
+
+/// The effective settings. Field and table names are the user-facing file format.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The one XMPP domain this server hosts (normalised, no localpart or resource).
+    #[serde(deserialize_with = "domain")]
+    pub domain: String,
+    /// Database, self-signed certificate and control socket live here. A relative path is
+    /// relative to the working directory of the process, as for every other path here.
+    #[serde(deserialize_with = "non_empty_path")]
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    pub tls: Tls,
+    pub auth: Auth,
+    pub limits: Limits,
+}
+
+/// Client ports. Either list may be empty, not both.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "ListenFields")]
+pub struct Listen {
+    /// Plain-text client ports where STARTTLS is offered (RFC 6120 §5).
+    pub starttls: Vec<SocketAddr>,
+    /// XEP-0368 ports where TLS starts before the stream.
+    pub direct_tls: Vec<SocketAddr>,
+}
+
+/// Certificate chain and private key in PEM. Both or neither; neither means a self-signed
+/// certificate kept in `data_dir/tls/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "TlsFields")]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Refuse authentication until the stream is encrypted.
+    pub require_encryption: bool,
+    /// Offer SASL PLAIN; it is only ever offered inside TLS.
+    pub allow_plain: bool,
+    /// Answer XEP-0078 `jabber:iq:auth`; only inside TLS.
+    pub legacy_auth: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest stanza accepted; a bigger one ends the stream with `policy-violation`.
+    #[serde(deserialize_with = "stanza_bytes")]
+    pub max_stanza_bytes: u32,
+    /// Deepest element nesting accepted.
+    #[serde(deserialize_with = "depth")]
+    pub max_depth: u16,
+    /// Streams not authenticated after this long are closed with `connection-timeout`.
+    #[serde(deserialize_with = "timeout_secs")]
+    pub auth_timeout_secs: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "localhost".into(),
+            data_dir: PathBuf::from("./hearth-data"),
+            listen: Listen::default(),
+            tls: Tls::default(),
+            auth: Auth::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            starttls: vec![SocketAddr::from(([0, 0, 0, 0], 5222))],
+            direct_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5223))],
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            require_encryption: true,
+            allow_plain: true,
+            legacy_auth: true,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 32,
+            auth_timeout_secs: 30,
+        }
+    }
+}
+
+impl Tls {
+    /// The configured certificate and key, or `None` for the self-signed fallback.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert.as_deref()?, self.key.as_deref()?))
+    }
+}
+
+/// Reads and validates the config file, or returns the defaults when there is none.
+/// The error is one line: `FILE:LINE:COLUMN: KEY: what is wrong`.
+pub fn load(path: Option<&Path>) -> Result<Config, String> {
+    let Some(path) = path else {
+        return Ok(Config::default());
+    };
+    let bytes = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("{}: not valid UTF-8 (TOML must be UTF-8)", path.display()))?;
+    parse(&text).map_err(|error| format!("{}:{error}", path.display()))
+}
+
+/// Parses config text; errors are `LINE:COLUMN: KEY: message` (the key when one applies).
+fn parse(text: &str) -> Result<Config, String> {
+    let root = toml::de::DeTable::parse(text).map_err(|error| describe(text, &error))?;
+    Config::deserialize(toml::Deserializer::from(root)).map_err(|error| describe(text, &error))
+}
+
+/// Turns a toml error into one line with its position and the dotted key it is about.
+fn describe(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().replace(['\n', '\r'], " ");
+    let Some(span) = error.span() else {
+        return format!(" {message}");
+    };
+    let (line, column) = line_and_column(text, span.start);
+    // Parse again only on this error path: the tree was consumed by deserialisation.
+    let mut key = Vec::new();
+    if let Ok(root) = toml::de::DeTable::parse(text) {
+        key_at(root.get_ref(), span.start, &mut key);
+    }
+    if key.is_empty() {
+        format!("{line}:{column}: {message}")
+    } else {
+        format!("{line}:{column}: {}: {message}", key.join("."))
+    }
+}
+
+/// 1-based line and column (in characters) of byte offset `offset`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
+    let line_start = before
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let line = before.iter().filter(|&&byte| byte == b'\n').count() + 1;
+    let column = before
+        .get(line_start..)
+        .unwrap_or_default()
+        .iter()
+        .filter(|&&byte| byte & 0xC0 != 0x80) // count UTF-8 lead bytes, i.e. characters
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// Fills `path` with the keys leading to the deepest key or value whose span holds `offset`.
+fn key_at(table: &toml::de::DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    for (key, value) in table {
+        let inside = |span: std::ops::Range<usize>| span.contains(&offset) || span.start == offset;
+        let nested = value
+            .get_ref()
+            .as_table()
+            .is_some_and(|inner| key_at(inner, offset, path));
+        if nested || inside(key.span()) || inside(value.span()) {
+            path.insert(0, key.get_ref().to_string());
+            return true;
+        }
+    }
+    false
+}
+
+/// What the `[listen]` table holds before the cross-field checks.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ListenFields {
+    #[serde(deserialize_with = "socket_addrs")]
+    starttls: Vec<SocketAddr>,
+    #[serde(deserialize_with = "socket_addrs")]
+    direct_tls: Vec<SocketAddr>,
+}
+
+impl Default for ListenFields {
+    fn default() -> Self {
+        let Listen {
+            starttls,
+            direct_tls,
+        } = Listen::default();
+        ListenFields {
+            starttls,
+            direct_tls,
+        }
+    }
+}
+
+impl TryFrom<ListenFields> for Listen {
+    type Error = String;
+
+    fn try_from(fields: ListenFields) -> Result<Self, String> {
+        if fields.starttls.is_empty() && fields.direct_tls.is_empty() {
+            return Err("no client port: starttls and direct_tls are both empty".into());
+        }
+        let all = || fields.starttls.iter().chain(&fields.direct_tls);
+        if let Some(repeated) = all()
+            .enumerate()
+            .find_map(|(index, addr)| all().skip(index + 1).find(|other| *other == addr))
+        {
+            return Err(format!("{repeated} is listed twice"));
+        }
+        Ok(Listen {
+            starttls: fields.starttls,
+            direct_tls: fields.direct_tls,
+        })
+    }
+}
+
+/// What the `[tls]` table holds before the both-or-neither check.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct TlsFields {
+    #[serde(deserialize_with = "optional_path")]
+    cert: Option<PathBuf>,
+    #[serde(deserialize_with = "optional_path")]
+    key: Option<PathBuf>,
+}
+
+impl TryFrom<TlsFields> for Tls {
+    type Error = String;
+
+    fn try_from(fields: TlsFields) -> Result<Self, String> {
+        match (&fields.cert, &fields.key) {
+            (Some(_), None) => Err("cert is set but key is not (give both or neither)".into()),
+            (None, Some(_)) => Err("key is set but cert is not (give both or neither)".into()),
+            _ => Ok(Tls {
+                cert: fields.cert,
+                key: fields.key,
+            }),
+        }
+    }
+}
+
+fn domain<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    normalize_domain(&text).map_err(serde::de::Error::custom)
+}
+
+fn non_empty_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
+    let path = PathBuf::deserialize(deserializer)?;
+    if path.as_os_str().is_empty() {
+        return Err(serde::de::Error::custom("must not be empty"));
+    }
+    Ok(path)
+}
+
+fn optional_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    non_empty_path(deserializer).map(Some)
+}
+
+fn socket_addrs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not an IP address with a port, like \"0.0.0.0:5222\" or \"[::]:5222\""
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Reads an integer and checks it against inclusive bounds, with one message for too small,
+/// too large and negative values alike.
+fn integer_in<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    (min, max): (i64, i64),
+) -> Result<i64, D::Error> {
+    let value = i64::deserialize(deserializer)?;
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "must be between {min} and {max}, not {value}"
+        )))
+    }
+}
+
+fn stanza_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let (min, max) = STANZA_BYTES_RANGE;
+    let value = integer_in(deserializer, (min.into(), max.into()))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn depth<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let (min, max) = DEPTH_RANGE;
+    let value = integer_in(deserializer, (min.into(), max.into()))?;
+    u16::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn timeout_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1, u32::MAX.into()))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// The effective settings as a complete config file, which [`load`] reads back unchanged.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        let addrs = |list: &[SocketAddr]| {
+            let quoted: Vec<String> = list.iter().map(|addr| quote(&addr.to_string())).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        let path = |path: &Path| quote(&path.to_string_lossy());
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "domain = {}", quote(&self.domain));
+        let _ = writeln!(out, "data_dir = {}", path(&self.data_dir));
+        let _ = writeln!(out, "\n[listen]");
+        let _ = writeln!(out, "starttls = {}", addrs(&self.listen.starttls));
+        let _ = writeln!(out, "direct_tls = {}", addrs(&self.listen.direct_tls));
+        let _ = writeln!(out, "\n[tls]");
+        match self.tls.files() {
+            Some((cert, key)) => {
+                let _ = writeln!(out, "cert = {}", path(cert));
+                let _ = writeln!(out, "key = {}", path(key));
+            }
+            None => {
+                let tls_dir = self.data_dir.join("tls");
+                let _ = writeln!(
+                    out,
+                    "# no cert/key: self-signed certificate in {}",
+                    tls_dir.to_string_lossy().replace(['\n', '\r'], " ")
+                );
+            }
+        }
+        let auth = &self.auth;
+        let _ = writeln!(out, "\n[auth]");
+        let _ = writeln!(out, "require_encryption = {}", auth.require_encryption);
+        let _ = writeln!(out, "allow_plain = {}", auth.allow_plain);
+        let _ = writeln!(out, "legacy_auth = {}", auth.legacy_auth);
+        let limits = &self.limits;
+        let _ = writeln!(out, "\n[limits]");
+        let _ = writeln!(out, "max_stanza_bytes = {}", limits.max_stanza_bytes);
+        let _ = writeln!(out, "max_depth = {}", limits.max_depth);
+        let _ = writeln!(out, "auth_timeout_secs = {}", limits.auth_timeout_secs);
+        out
+    }
+}
+
+/// A TOML basic string: quotes, backslashes and every control character escaped.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            ch if ch.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(ch));
+            }
+            ch => out.push(ch),
+        }
+    }
+    out.push('"');
+    out
+}
+
+// ---- TODO(merge): stand-in for src/jid.rs --------------------------------------------------
+// Wire to the real parser at merge time, e.g.:
+//   let jid = crate::jid::Jid::parse(text).map_err(|e| e.to_string())?;
+//   if jid.local().is_some() || jid.resource().is_some() { return Err(...) }
+//   Ok(jid.domain().to_string())
+/// Checks that `text` is a bare JID domain and returns its normalised form.
+pub(crate) fn normalize_domain(text: &str) -> Result<String, String> {
+    if text.contains('@') || text.contains('/') {
+        return Err(format!(
+            "`{text}` is not a bare domain (no `user@` and no `/resource`)"
+        ));
+    }
+    if text.is_empty()
+        || text.len() > 1023
+        || text.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        return Err(format!("`{text}` is not a valid domain"));
+    }
+    Ok(text.to_lowercase())
+}
+// ---- end TODO(merge) -------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        match parse(text) {
+            Ok(config) => panic!("accepted {text:?} as {config:?}"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("# only a comment\n").unwrap(), Config::default());
+        assert_eq!(load(None).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::default();
+        assert_eq!(config.domain, "localhost");
+        assert_eq!(config.data_dir, Path::new("./hearth-data"));
+        assert_eq!(config.listen.starttls, ["0.0.0.0:5222".parse().unwrap()]);
+        assert_eq!(config.listen.direct_tls, ["0.0.0.0:5223".parse().unwrap()]);
+        assert_eq!(config.tls.files(), None);
+        assert!(config.auth.require_encryption && config.auth.allow_plain);
+        assert!(config.auth.legacy_auth);
+        assert_eq!(config.limits.max_stanza_bytes, 262144);
+        assert_eq!(config.limits.max_depth, 32);
+        assert_eq!(config.limits.auth_timeout_secs, 30);
+    }
+
+    #[test]
+    fn full_file_is_read() {
+        let config = parse(
+            r#"
+domain = "Example.ORG"
+data_dir = "/var/lib/hearth"
+[listen]
+starttls = ["[::]:5222", "127.0.0.1:15222"]
+direct_tls = []
+[tls]
+cert = "/etc/hearth/cert.pem"
+key = "/etc/hearth/key.pem"
+[auth]
+require_encryption = false
+allow_plain = false
+legacy_auth = false
+[limits]
+max_stanza_bytes = 4096
+max_depth = 1024
+auth_timeout_secs = 1
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.domain, "example.org");
+        assert_eq!(config.data_dir, Path::new("/var/lib/hearth"));
+        assert_eq!(config.listen.starttls.len(), 2);
+        assert!(config.listen.direct_tls.is_empty());
+        assert_eq!(
+            config.tls.files(),
+            Some((
+                Path::new("/etc/hearth/cert.pem"),
+                Path::new("/etc/hearth/key.pem")
+            ))
+        );
+        assert!(!config.auth.require_encryption);
+        assert_eq!(config.limits.max_stanza_bytes, 4096);
+        assert_eq!(config.limits.max_depth, 1024);
+        assert_eq!(config.limits.auth_timeout_secs, 1);
+        // Partial tables keep the defaults of the keys not given.
+        let partial = parse("[limits]\nmax_depth = 8\n").unwrap();
+        assert_eq!(partial.limits.max_depth, 8);
+        assert_eq!(partial.limits.max_stanza_bytes, 262144);
+    }
+
+    #[test]
+    fn unknown_keys_rejected_with_name_and_line() {
+        let error = error_of("domain = \"a.example\"\nbogus = 1\n");
+        assert!(error.starts_with("2:1: bogus: "), "{error}");
+        assert!(error.contains("unknown field `bogus`"), "{error}");
+
+        let error = error_of("[limits]\nmax_depth = 8\nmax_stanzas = 5\n");
+        assert!(error.starts_with("3:1: limits.max_stanzas: "), "{error}");
+
+        let error = error_of("[auth]\n\n  plain = true\n");
+        assert!(error.starts_with("3:3: auth.plain: "), "{error}");
+
+        let error = error_of("[tls]\ncert = \"a\"\nkey = \"b\"\nchain = \"c\"\n");
+        assert!(error.starts_with("4:1: tls.chain: "), "{error}");
+
+        let error = error_of("[listening]\n");
+        assert!(
+            error.contains("listening") && error.starts_with("1:"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_types_rejected_with_key() {
+        let error = error_of("[auth]\nallow_plain = \"yes\"\n");
+        assert!(error.starts_with("2:15: auth.allow_plain: "), "{error}");
+        assert!(error.contains("invalid type"), "{error}");
+
+        let error = error_of("[limits]\nmax_depth = \"32\"\n");
+        assert!(error.starts_with("2:13: limits.max_depth: "), "{error}");
+
+        let error = error_of("domain = 5\n");
+        assert!(error.starts_with("1:10: domain: "), "{error}");
+
+        let error = error_of("listen = 5\n");
+        assert!(error.starts_with("1:10: listen: "), "{error}");
+
+        let error = error_of("[listen]\nstarttls = \"0.0.0.0:5222\"\n");
+        assert!(error.starts_with("2:12: listen.starttls: "), "{error}");
+    }
+
+    #[test]
+    fn syntax_errors_have_position() {
+        let error = error_of("domain = \"a\"\n[limits\n");
+        assert!(error.starts_with("2:"), "{error}");
+        let error = error_of("domain = \"a\"\ndomain = \"b\"\n");
+        assert!(error.starts_with("2:"), "{error}");
+        assert!(!error.contains('\n'));
+    }
+
+    #[test]
+    fn bad_addresses_rejected_with_key() {
+        let error = error_of("[listen]\nstarttls = [\"0.0.0.0\"]\n");
+        assert!(error.starts_with("2:12: listen.starttls: "), "{error}");
+        assert!(error.contains("`0.0.0.0` is not an IP address with a port"));
+
+        let error = error_of("[listen]\ndirect_tls = [\"example.org:5223\"]\n");
+        assert!(error.contains("listen.direct_tls: "), "{error}");
+
+        let error = error_of("[listen]\nstarttls = [5222]\n");
+        assert!(error.contains("listen.starttls: "), "{error}");
+
+        let error = error_of("[listen]\nstarttls = []\ndirect_tls = []\n");
+        assert!(error.starts_with("1:1: listen: no client port"), "{error}");
+
+        let error =
+            error_of("[listen]\nstarttls = [\"0.0.0.0:5222\"]\ndirect_tls = [\"0.0.0.0:5222\"]\n");
+        assert!(error.contains("0.0.0.0:5222 is listed twice"), "{error}");
+    }
+
+    #[test]
+    fn ranges_checked() {
+        for (text, key) in [
+            (
+                "[limits]\nmax_stanza_bytes = 4095\n",
+                "limits.max_stanza_bytes",
+            ),
+            (
+                "[limits]\nmax_stanza_bytes = 16777217\n",
+                "limits.max_stanza_bytes",
+            ),
+            (
+                "[limits]\nmax_stanza_bytes = -1\n",
+                "limits.max_stanza_bytes",
+            ),
+            ("[limits]\nmax_depth = 3\n", "limits.max_depth"),
+            ("[limits]\nmax_depth = 1025\n", "limits.max_depth"),
+            (
+                "[limits]\nauth_timeout_secs = 0\n",
+                "limits.auth_timeout_secs",
+            ),
+            (
+                "[limits]\nauth_timeout_secs = 4294967296\n",
+                "limits.auth_timeout_secs",
+            ),
+        ] {
+            let error = error_of(text);
+            assert!(error.starts_with("2:"), "{error}");
+            assert!(
+                error.contains(&format!("{key}: must be between")),
+                "{error}"
+            );
+        }
+        let edges = "[limits]\nmax_stanza_bytes = 16777216\nmax_depth = 4\n";
+        assert_eq!(parse(edges).unwrap().limits.max_stanza_bytes, 16777216);
+    }
+
+    #[test]
+    fn domain_and_paths_checked() {
+        let error = error_of("domain = \"alice@example.org\"\n");
+        assert!(error.starts_with("1:10: domain: "), "{error}");
+        assert!(error_of("domain = \"example.org/res\"\n").contains("domain: "));
+        assert!(error_of("domain = \"\"\n").contains("domain: "));
+        assert!(error_of("data_dir = \"\"\n").contains("data_dir: must not be empty"));
+        let error = error_of("[tls]\ncert = \"/c.pem\"\n");
+        assert!(error.contains("tls: cert is set but key is not"), "{error}");
+        let error = error_of("[tls]\nkey = \"/k.pem\"\n");
+        assert!(error.contains("tls: key is set but cert is not"), "{error}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("hearth-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hearth.toml");
+        std::fs::write(&file, "[limits]\nmax_depth = 2\n").unwrap();
+        let error = load(Some(&file)).unwrap_err();
+        assert!(
+            error.starts_with(&format!("{}:2:13: limits.max_depth: ", file.display())),
+            "{error}"
+        );
+        std::fs::write(&file, b"domain = \"\xff\"\n").unwrap();
+        assert!(load(Some(&file)).unwrap_err().contains("not valid UTF-8"));
+        let missing = dir.join("missing.toml");
+        let error = load(Some(&missing)).unwrap_err();
+        assert!(error.starts_with(&missing.display().to_string()), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn to_toml_round_trips() {
+        let default = Config::default();
+        assert_eq!(parse(&default.to_toml()).unwrap(), default);
+        assert!(default
+            .to_toml()
+            .contains("# no cert/key: self-signed certificate in"));
+
+        let custom = Config {
+            domain: "chat.example".into(),
+            data_dir: PathBuf::from("/srv/odd \"dir\"\\with\ttab\u{7f}"),
+            listen: Listen {
+                starttls: vec!["[::1]:5222".parse().unwrap()],
+                direct_tls: vec![],
+            },
+            tls: Tls {
+                cert: Some(PathBuf::from("/etc/ssl/ç.pem")),
+                key: Some(PathBuf::from("/etc/ssl/k.pem")),
+            },
+            auth: Auth {
+                require_encryption: false,
+                allow_plain: true,
+                legacy_auth: false,
+            },
+            limits: Limits {
+                max_stanza_bytes: 65536,
+                max_depth: 100,
+                auth_timeout_secs: 600,
+            },
+        };
+        let text = custom.to_toml();
+        assert_eq!(parse(&text).unwrap(), custom, "{text}");
+    }
+
+    #[test]
+    fn positions_count_characters() {
+        assert_eq!(line_and_column("", 0), (1, 1));
+        assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_and_column("é = 1\nx", 3), (1, 3));
+        assert_eq!(line_and_column("x\né = 1", 4), (2, 2));
+        assert_eq!(line_and_column("ab", 99), (1, 3));
+    }
+}
