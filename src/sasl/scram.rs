@@ -1,0 +1,542 @@
+//! SCRAM server side (RFC 5802 §5, §7; RFC 7677), without channel binding.
+//!
+//! Owns parsing of client-first/client-final messages and proof verification. It must
+//! never answer an unknown user differently from a wrong password before the proof
+//! step, and never compare proofs in variable time.
+
+use super::base64;
+use super::credentials::Credentials;
+use super::hash::{constant_time_eq, xor, ScramHash};
+use super::{authzid_allowed, normalize_username, Failure, Step};
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Random bytes appended (base64-encoded) to the client nonce.
+const SERVER_NONCE_BYTES: usize = 18;
+/// Room for the longest key (SHA-256).
+const MAX_KEY_LEN: usize = 32;
+
+/// State kept between server-first-message and client-final-message.
+pub(super) struct AwaitingFinal {
+    hash: ScramHash,
+    /// False when `stored_key` belongs to a decoy, so the proof can never pass.
+    account_exists: bool,
+    username: String,
+    /// The gs2-header exactly as received; `c=` must echo it.
+    gs2_header: String,
+    /// Client nonce followed by server nonce.
+    nonce: String,
+    /// `client-first-message-bare "," server-first-message`.
+    auth_message_start: String,
+    stored_key: [u8; MAX_KEY_LEN],
+    server_key: [u8; MAX_KEY_LEN],
+}
+
+/// Handles client-first-message; returns server-first-message and the state to finish.
+pub(super) fn server_first(
+    hash: ScramHash,
+    client_first: &[u8],
+    domain: &str,
+    lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
+) -> Result<(Vec<u8>, AwaitingFinal), Failure> {
+    let mut random = [0; SERVER_NONCE_BYTES];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| Failure::TemporaryAuthFailure)?;
+    server_first_with_nonce(hash, client_first, domain, lookup, &base64::encode(&random))
+}
+
+/// [`server_first`] with a given server nonce part (the RFC examples use fixed ones).
+fn server_first_with_nonce(
+    hash: ScramHash,
+    client_first: &[u8],
+    domain: &str,
+    lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
+    server_nonce: &str,
+) -> Result<(Vec<u8>, AwaitingFinal), Failure> {
+    let text = std::str::from_utf8(client_first).map_err(|_| Failure::MalformedRequest)?;
+    let message = ClientFirst::parse(text)?;
+    let username = normalize_username(&message.username).ok_or(Failure::NotAuthorized)?;
+    if let Some(authzid) = &message.authzid {
+        if !authzid_allowed(authzid, &username, domain) {
+            return Err(Failure::InvalidAuthzid);
+        }
+    }
+    let (credentials, account_exists) = match lookup(&username) {
+        Some(credentials) => (credentials, true),
+        None => (
+            Credentials::decoy(&username).ok_or(Failure::TemporaryAuthFailure)?,
+            false,
+        ),
+    };
+    let nonce = format!("{}{server_nonce}", message.client_nonce);
+    let server_first = format!(
+        "r={nonce},s={},i={}",
+        base64::encode(&credentials.salt),
+        credentials.iterations
+    );
+    let (stored, server) = credentials.keys(hash);
+    let mut awaiting = AwaitingFinal {
+        hash,
+        account_exists,
+        username,
+        gs2_header: message.gs2_header.to_owned(),
+        nonce,
+        auth_message_start: format!("{},{server_first}", message.bare),
+        stored_key: [0; MAX_KEY_LEN],
+        server_key: [0; MAX_KEY_LEN],
+    };
+    awaiting.stored_key[..stored.len()].copy_from_slice(stored);
+    awaiting.server_key[..server.len()].copy_from_slice(server);
+    Ok((server_first.into_bytes(), awaiting))
+}
+
+/// The parts of a client-first-message this server uses.
+struct ClientFirst<'a> {
+    gs2_header: &'a str,
+    authzid: Option<String>,
+    username: String,
+    client_nonce: &'a str,
+    bare: &'a str,
+}
+
+impl<'a> ClientFirst<'a> {
+    fn parse(text: &'a str) -> Result<Self, Failure> {
+        let (cbind_flag, rest) = text.split_once(',').ok_or(Failure::MalformedRequest)?;
+        // "n": client has no channel binding; "y": it has but thinks we don't (true: we
+        // advertise no -PLUS). "p=…" asks for binding on a non-PLUS mechanism: refused.
+        if !matches!(cbind_flag, "n" | "y") {
+            return Err(Failure::MalformedRequest);
+        }
+        let (authzid_field, bare) = rest.split_once(',').ok_or(Failure::MalformedRequest)?;
+        let authzid = match authzid_field {
+            "" => None,
+            field => Some(unescape_saslname(
+                field.strip_prefix("a=").ok_or(Failure::MalformedRequest)?,
+            )?),
+        };
+        let gs2_header = text
+            .get(..cbind_flag.len() + authzid_field.len() + 2)
+            .ok_or(Failure::MalformedRequest)?;
+        let mut attributes = bare.split(',');
+        // A leading "m=" is a mandatory extension we do not support (RFC 5802 §5.1);
+        // it fails the prefix check below. Later extensions are ignored.
+        let username = attributes
+            .next()
+            .and_then(|a| a.strip_prefix("n="))
+            .ok_or(Failure::MalformedRequest)?;
+        let client_nonce = attributes
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(Failure::MalformedRequest)?;
+        if !is_printable(client_nonce) {
+            return Err(Failure::MalformedRequest);
+        }
+        Ok(ClientFirst {
+            gs2_header,
+            authzid,
+            username: unescape_saslname(username)?,
+            client_nonce,
+            bare,
+        })
+    }
+}
+
+/// `printable = %x21-2B / %x2D-7E` (no ','), at least one character.
+fn is_printable(nonce: &str) -> bool {
+    !nonce.is_empty()
+        && nonce
+            .bytes()
+            .all(|b| matches!(b, 0x21..=0x2B | 0x2D..=0x7E))
+}
+
+/// Decodes a `saslname`: `=2C` is ',' and `=3D` is '='; any other '=' is malformed.
+fn unescape_saslname(name: &str) -> Result<String, Failure> {
+    if name.is_empty() {
+        return Err(Failure::MalformedRequest);
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '=' => match (chars.next(), chars.next()) {
+                (Some('2'), Some('C')) => out.push(','),
+                (Some('3'), Some('D')) => out.push('='),
+                _ => return Err(Failure::MalformedRequest),
+            },
+            '\0' => return Err(Failure::MalformedRequest),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+impl AwaitingFinal {
+    /// Handles client-final-message: success carries `v=ServerSignature`.
+    pub(super) fn finish(self, client_final: &[u8]) -> Step {
+        match self.verify(client_final) {
+            Ok(step) => step,
+            Err(failure) => Step::Failure(failure),
+        }
+    }
+
+    fn verify(self, client_final: &[u8]) -> Result<Step, Failure> {
+        let text = std::str::from_utf8(client_final).map_err(|_| Failure::MalformedRequest)?;
+        // The proof is always the last attribute; everything before it is signed.
+        let (without_proof, proof_field) =
+            text.rsplit_once(',').ok_or(Failure::MalformedRequest)?;
+        let proof = proof_field
+            .strip_prefix("p=")
+            .and_then(base64::decode)
+            .ok_or(Failure::MalformedRequest)?;
+        let mut attributes = without_proof.split(',');
+        let channel_binding = attributes
+            .next()
+            .and_then(|a| a.strip_prefix("c="))
+            .and_then(base64::decode)
+            .ok_or(Failure::MalformedRequest)?;
+        let nonce = attributes
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(Failure::MalformedRequest)?;
+        if channel_binding != self.gs2_header.as_bytes() || nonce != self.nonce {
+            return Err(Failure::NotAuthorized);
+        }
+
+        let hash = self.hash;
+        let key_len = hash.len();
+        let stored_key = self.stored_key.get(..key_len).unwrap_or_default();
+        let server_key = self.server_key.get(..key_len).unwrap_or_default();
+        let auth_message = format!("{},{without_proof}", self.auth_message_start);
+        let client_signature = hash.hmac(stored_key, auth_message.as_bytes());
+        let client_key = xor(&proof, &client_signature);
+        let proof_matches =
+            proof.len() == key_len && constant_time_eq(&hash.digest(&client_key), stored_key);
+        // `&`, not `&&`: the decoy path does the same work as a real one.
+        if !(proof_matches & self.account_exists) {
+            return Err(Failure::NotAuthorized);
+        }
+        let server_signature = hash.hmac(server_key, auth_message.as_bytes());
+        Ok(Step::Success {
+            username: self.username,
+            additional_data: format!("v={}", base64::encode(&server_signature)).into_bytes(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+
+    const DOMAIN: &str = "example.org";
+
+    /// Accounts holding "user"/"pencil" with the salt of the given RFC example.
+    fn rfc_accounts(salt_b64: &str) -> impl FnMut(&str) -> Option<Credentials> {
+        let salt = base64::decode(salt_b64).unwrap();
+        let credentials = Credentials::with_salt("pencil", salt, NonZeroU32::new(4096).unwrap());
+        move |user| (user == "user").then(|| credentials.clone())
+    }
+
+    fn first(
+        hash: ScramHash,
+        client_first: &str,
+        lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
+    ) -> Result<(String, AwaitingFinal), Failure> {
+        server_first_with_nonce(hash, client_first.as_bytes(), DOMAIN, lookup, "SERVERNONCE")
+            .map(|(message, awaiting)| (String::from_utf8(message).unwrap(), awaiting))
+    }
+
+    #[test]
+    fn rfc5802_sha1_example() {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        let (server_first, awaiting) = server_first_with_nonce(
+            ScramHash::Sha1,
+            b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+            DOMAIN,
+            &mut lookup,
+            "3rfcNHYJY1ZVvWVs7j",
+        )
+        .unwrap();
+        assert_eq!(
+            server_first,
+            b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
+        );
+        let step = awaiting.finish(
+            b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+        );
+        assert_eq!(
+            step,
+            Step::Success {
+                username: "user".into(),
+                additional_data: b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=".to_vec(),
+            }
+        );
+    }
+
+    #[test]
+    fn rfc7677_sha256_example() {
+        let mut lookup = rfc_accounts("W22ZaJ0SNY7soEsUEjb6gQ==");
+        let (server_first, awaiting) = server_first_with_nonce(
+            ScramHash::Sha256,
+            b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+            DOMAIN,
+            &mut lookup,
+            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+        )
+        .unwrap();
+        assert_eq!(
+            server_first,
+            b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        );
+        let step = awaiting.finish(
+            b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+              p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+        );
+        assert_eq!(
+            step,
+            Step::Success {
+                username: "user".into(),
+                additional_data: b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec(),
+            }
+        );
+    }
+
+    /// The RFC 5802 exchange, with the client-final message replaced.
+    fn rfc5802_final(client_final: &str) -> Step {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        let (_, awaiting) = server_first_with_nonce(
+            ScramHash::Sha1,
+            b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+            DOMAIN,
+            &mut lookup,
+            "3rfcNHYJY1ZVvWVs7j",
+        )
+        .unwrap();
+        awaiting.finish(client_final.as_bytes())
+    }
+
+    #[test]
+    fn wrong_proof_nonce_or_binding_is_not_authorized() {
+        let not_authorized = Step::Failure(Failure::NotAuthorized);
+        // A proof with one character changed.
+        assert_eq!(
+            rfc5802_final("c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI5Ts="),
+            not_authorized
+        );
+        // Truncated proof.
+        assert_eq!(
+            rfc5802_final("c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJ"),
+            not_authorized
+        );
+        // Tampered and truncated nonces.
+        assert_eq!(
+            rfc5802_final("c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7k,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="),
+            not_authorized
+        );
+        assert_eq!(
+            rfc5802_final("c=biws,r=fyko+d2lbbFgONRv9qkxdawL,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="),
+            not_authorized
+        );
+        // c= of "y,," instead of the "n,," actually sent.
+        assert_eq!(
+            rfc5802_final("c=eSws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="),
+            not_authorized
+        );
+    }
+
+    #[test]
+    fn malformed_client_final_is_rejected() {
+        for bad in [
+            "",
+            "c=biws",
+            "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j",
+            "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+            "c=biws,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+            "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=,x=1",
+            "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=not base64!",
+            "c=bi,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+            "x=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+        ] {
+            assert_eq!(
+                rfc5802_final(bad),
+                Step::Failure(Failure::MalformedRequest),
+                "{bad:?}"
+            );
+        }
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        let (_, awaiting) = first(ScramHash::Sha1, "n,,n=user,r=abc", &mut lookup).unwrap();
+        assert_eq!(
+            awaiting.finish(b"c=biws,r=abc\xff,p=AAAA"),
+            Step::Failure(Failure::MalformedRequest)
+        );
+    }
+
+    #[test]
+    fn extensions_in_client_final_are_signed_and_accepted() {
+        // An unknown optional extension before the proof is part of AuthMessage; the
+        // RFC proof then no longer matches, which shows it is not silently dropped.
+        assert_eq!(
+            rfc5802_final("c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,x=1,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="),
+            Step::Failure(Failure::NotAuthorized)
+        );
+    }
+
+    #[test]
+    fn client_first_variants() {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        let (server_first, awaiting) =
+            first(ScramHash::Sha1, "y,,n=user,r=abc", &mut lookup).unwrap();
+        assert!(server_first.starts_with("r=abcSERVERNONCE,s=QSXCR+Q6sek8bf92,i=4096"));
+        assert_eq!(awaiting.gs2_header, "y,,");
+        let (_, awaiting) = first(
+            ScramHash::Sha1,
+            "n,a=user@example.org,n=USER,r=abc,x=ignored",
+            &mut lookup,
+        )
+        .unwrap();
+        assert_eq!(awaiting.gs2_header, "n,a=user@example.org,");
+        assert_eq!(awaiting.username, "user");
+        assert_eq!(
+            awaiting.auth_message_start.split(',').nth(2),
+            Some("x=ignored")
+        );
+        let failure = |message: &str, lookup: &mut dyn FnMut(&str) -> Option<Credentials>| {
+            first(ScramHash::Sha256, message, lookup).err()
+        };
+        for malformed in [
+            "",
+            "n",
+            "n,",
+            "n,,",
+            "n,,r=abc",
+            "n,,n=user",
+            "n,,n=user,",
+            "n,,r=abc,n=user",
+            "n,,m=ext,n=user,r=abc",
+            "p=tls-unique,,n=user,r=abc",
+            "x,,n=user,r=abc",
+            "N,,n=user,r=abc",
+            "n,user,n=user,r=abc",
+            "n,a=,n=user,r=abc",
+            "n,,n=,r=abc",
+            "n,,n=user,r=",
+            "n,,n=user,r=ab c",
+            "n,,n=user,r=ab\u{e9}",
+        ] {
+            assert_eq!(
+                failure(malformed, &mut lookup),
+                Some(Failure::MalformedRequest),
+                "{malformed:?}"
+            );
+        }
+        assert_eq!(
+            failure("n,a=other@example.org,n=user,r=abc", &mut lookup),
+            Some(Failure::InvalidAuthzid)
+        );
+        assert_eq!(
+            failure("n,,n=us@er,r=abc", &mut lookup),
+            Some(Failure::NotAuthorized)
+        );
+        assert_eq!(
+            server_first_with_nonce(ScramHash::Sha1, b"n,,n=\xff,r=a", DOMAIN, &mut lookup, "s")
+                .err(),
+            Some(Failure::MalformedRequest)
+        );
+    }
+
+    #[test]
+    fn saslname_escapes() {
+        assert_eq!(unescape_saslname("a=2Cb=3Dc").unwrap(), "a,b=c");
+        assert_eq!(unescape_saslname("plain").unwrap(), "plain");
+        for bad in [
+            "", "a=", "a=2", "a=2c", "a=3d", "a=41", "a==", "a=3Dx=", "a\0b",
+        ] {
+            assert_eq!(
+                unescape_saslname(bad),
+                Err(Failure::MalformedRequest),
+                "{bad:?}"
+            );
+        }
+        // Escapes reach the account lookup decoded.
+        let mut seen = Vec::new();
+        let mut lookup = |user: &str| {
+            seen.push(user.to_owned());
+            None
+        };
+        assert!(first(ScramHash::Sha1, "n,,n=a=3Db=2Cc,r=abc", &mut lookup).is_ok());
+        assert_eq!(
+            first(ScramHash::Sha1, "n,,n=a=2x,r=abc", &mut lookup).err(),
+            Some(Failure::MalformedRequest)
+        );
+        assert_eq!(seen, ["a=b,c"]);
+    }
+
+    #[test]
+    fn unknown_user_gets_a_normal_looking_server_first() {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        let shape = |message: &str| {
+            let mut fields = message.split(',');
+            let nonce = fields.next().unwrap();
+            let salt = fields.next().unwrap().strip_prefix("s=").unwrap();
+            let iterations = fields.next().unwrap();
+            assert_eq!(fields.next(), None);
+            (
+                nonce.len(),
+                base64::decode(salt).unwrap().len(),
+                iterations.to_owned(),
+            )
+        };
+        let real = Credentials::derive("pencil", crate::sasl::DEFAULT_ITERATIONS).unwrap();
+        let mut real_lookup = move |user: &str| (user == "user").then(|| real.clone());
+        let known = server_first(
+            ScramHash::Sha256,
+            b"n,,n=user,r=abc",
+            DOMAIN,
+            &mut real_lookup,
+        )
+        .unwrap();
+        let unknown =
+            server_first(ScramHash::Sha256, b"n,,n=ghost,r=abc", DOMAIN, &mut lookup).unwrap();
+        let known_text = String::from_utf8(known.0).unwrap();
+        let unknown_text = String::from_utf8(unknown.0).unwrap();
+        assert_eq!(shape(&known_text), shape(&unknown_text));
+        assert_eq!(shape(&unknown_text), (2 + 3 + 24, 16, "i=4096".to_owned()));
+        assert!(unknown_text.starts_with("r=abc"));
+        // The same name gets the same salt, so repeated probes reveal nothing either.
+        let again =
+            server_first(ScramHash::Sha256, b"n,,n=ghost,r=abc", DOMAIN, &mut lookup).unwrap();
+        let salt = |text: &str| text.split(',').nth(1).map(str::to_owned);
+        assert_eq!(
+            salt(&unknown_text),
+            salt(&String::from_utf8(again.0).unwrap())
+        );
+        // The server nonce is fresh each time.
+        let nonce = |text: &str| text.split(',').next().map(str::to_owned);
+        let third =
+            server_first(ScramHash::Sha256, b"n,,n=ghost,r=abc", DOMAIN, &mut lookup).unwrap();
+        assert_ne!(
+            nonce(&unknown_text),
+            nonce(&String::from_utf8(third.0).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_decoy_never_authenticates_even_with_a_matching_proof() {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        let (_, mut awaiting) = server_first_with_nonce(
+            ScramHash::Sha1,
+            b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+            DOMAIN,
+            &mut lookup,
+            "3rfcNHYJY1ZVvWVs7j",
+        )
+        .unwrap();
+        awaiting.account_exists = false;
+        assert_eq!(
+            awaiting.finish(
+                b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
+            ),
+            Step::Failure(Failure::NotAuthorized)
+        );
+    }
+}
