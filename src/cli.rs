@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use lexopt::Arg;
 
 use crate::config::{self, Config};
-use crate::control::{self, Reply, Request, Store, StoreError};
+use crate::control::{self, Reply, Request};
+use crate::jid::Jid;
+use crate::sasl::Credentials;
+use crate::store::{Store, StoreError};
 
 /// Longest password accepted, in bytes.
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -292,7 +295,7 @@ fn run(command: Command) -> Result<(), Failure> {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
                 .init();
             let config = load_config("serve", config.as_deref())?;
-            run_server(config).map_err(|error| Failure::runtime("serve", error))?;
+            crate::server::run(config).map_err(|error| Failure::runtime("serve", error))?;
         }
         Command::Check { config } => {
             print!("{}", load_config("check", config.as_deref())?.to_toml());
@@ -564,47 +567,27 @@ fn set_terminal_attributes(fd: RawFd, attributes: &libc::termios) -> std::io::Re
     Ok(())
 }
 
-// ---- TODO(merge): calls into modules written in parallel --------------------------------------
-// Each function below is the one place its module is called from this file; wire them at merge.
-
-/// Opens the database. Merge: `crate::store::Store::open(data_dir, crate::store::DEFAULT_CACHE_BYTES)`
-/// (and import `Store`/`StoreError` from `crate::store` in control.rs).
+/// Opens the database (fails with `Locked` while a server holds it).
 fn open_store(data_dir: &Path) -> Result<Store, StoreError> {
-    Store::open(data_dir, control::stand_in::DEFAULT_CACHE_BYTES)
+    Store::open(data_dir, crate::store::DEFAULT_CACHE_BYTES)
 }
 
 /// Splits and normalises a JID into (localpart, domain, resource).
-/// Merge: `crate::jid::Jid::parse(text)` and its accessors.
 fn jid_parts(text: &str) -> Result<(Option<String>, String, Option<String>), String> {
-    let (bare, resource) = match text.split_once('/') {
-        Some((bare, resource)) => (bare, Some(resource.to_string())),
-        None => (text, None),
-    };
-    let (local, domain) = match bare.split_once('@') {
-        Some((local, domain)) => (Some(local), domain),
-        None => (None, bare),
-    };
-    if local.is_some_and(str::is_empty) || resource.as_deref() == Some("") {
-        return Err("empty part".into());
-    }
-    let domain = config::normalize_domain(domain)?;
-    Ok((local.map(str::to_string), domain, resource))
+    let jid = Jid::parse(text).map_err(|e| e.to_string())?;
+    Ok((
+        jid.local().map(str::to_string),
+        jid.domain().to_string(),
+        jid.resource().map(str::to_string),
+    ))
 }
 
-/// Derives the stored SCRAM credentials. Merge:
-/// `Ok(crate::sasl::Credentials::derive(password, crate::sasl::DEFAULT_ITERATIONS).to_bytes())`
-/// (map its error if `derive` returns a Result).
+/// Derives the stored SCRAM credentials: the password itself is never kept.
 fn derive_credentials(password: &str) -> Result<Vec<u8>, String> {
-    let _ = password;
-    Err("credential derivation is not wired yet (TODO(merge))".into())
+    Credentials::derive(password, crate::sasl::DEFAULT_ITERATIONS)
+        .map(|credentials| credentials.to_bytes())
+        .map_err(|e| e.to_string())
 }
-
-/// Runs the server until shutdown. Merge: `crate::server::run(config)`.
-fn run_server(config: Config) -> Result<(), String> {
-    let _ = config;
-    Err("the server is not wired yet (TODO(merge))".into())
-}
-// ---- end TODO(merge) ---------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {

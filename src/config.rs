@@ -76,6 +76,12 @@ pub struct Limits {
     /// Streams not authenticated after this long are closed with `connection-timeout`.
     #[serde(deserialize_with = "timeout_secs")]
     pub auth_timeout_secs: u32,
+    /// Messages kept for one offline user; past it senders get `service-unavailable`.
+    #[serde(deserialize_with = "offline_quota")]
+    pub offline_quota: u32,
+    /// Bytes queued for a client that is not reading; past it the stream ends.
+    #[serde(deserialize_with = "queue_bytes")]
+    pub outbound_queue_bytes: u32,
 }
 
 impl Default for Config {
@@ -116,6 +122,8 @@ impl Default for Limits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 32,
             auth_timeout_secs: 30,
+            offline_quota: 1000,
+            outbound_queue_bytes: 1024 * 1024,
         }
     }
 }
@@ -228,7 +236,14 @@ impl TryFrom<ListenFields> for Listen {
         if fields.starttls.is_empty() && fields.direct_tls.is_empty() {
             return Err("no client port: starttls and direct_tls are both empty".into());
         }
-        let all = || fields.starttls.iter().chain(&fields.direct_tls);
+        // Port 0 asks the kernel for a free port, so it may appear more than once.
+        let all = || {
+            fields
+                .starttls
+                .iter()
+                .chain(&fields.direct_tls)
+                .filter(|a| a.port() != 0)
+        };
         if let Some(repeated) = all()
             .enumerate()
             .find_map(|(index, addr)| all().skip(index + 1).find(|other| *other == addr))
@@ -325,6 +340,16 @@ fn depth<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
     u16::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn offline_quota<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (0, 1_000_000))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn queue_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (16 * 1024, 256 * 1024 * 1024))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn timeout_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let value = integer_in(deserializer, (1, u32::MAX.into()))?;
     u32::try_from(value).map_err(serde::de::Error::custom)
@@ -370,6 +395,12 @@ impl Config {
         let _ = writeln!(out, "max_stanza_bytes = {}", limits.max_stanza_bytes);
         let _ = writeln!(out, "max_depth = {}", limits.max_depth);
         let _ = writeln!(out, "auth_timeout_secs = {}", limits.auth_timeout_secs);
+        let _ = writeln!(out, "offline_quota = {}", limits.offline_quota);
+        let _ = writeln!(
+            out,
+            "outbound_queue_bytes = {}",
+            limits.outbound_queue_bytes
+        );
         out
     }
 }
@@ -395,27 +426,17 @@ fn quote(text: &str) -> String {
     out
 }
 
-// ---- TODO(merge): stand-in for src/jid.rs --------------------------------------------------
-// Wire to the real parser at merge time, e.g.:
-//   let jid = crate::jid::Jid::parse(text).map_err(|e| e.to_string())?;
-//   if jid.local().is_some() || jid.resource().is_some() { return Err(...) }
-//   Ok(jid.domain().to_string())
 /// Checks that `text` is a bare JID domain and returns its normalised form.
 pub(crate) fn normalize_domain(text: &str) -> Result<String, String> {
-    if text.contains('@') || text.contains('/') {
+    let jid =
+        crate::jid::Jid::parse(text).map_err(|e| format!("`{text}` is not a valid domain: {e}"))?;
+    if jid.local().is_some() || jid.resource().is_some() {
         return Err(format!(
             "`{text}` is not a bare domain (no `user@` and no `/resource`)"
         ));
     }
-    if text.is_empty()
-        || text.len() > 1023
-        || text.chars().any(|ch| ch.is_whitespace() || ch.is_control())
-    {
-        return Err(format!("`{text}` is not a valid domain"));
-    }
-    Ok(text.to_lowercase())
+    Ok(jid.domain().to_string())
 }
-// ---- end TODO(merge) -------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {
@@ -661,6 +682,8 @@ auth_timeout_secs = 1
                 max_stanza_bytes: 65536,
                 max_depth: 100,
                 auth_timeout_secs: 600,
+                offline_quota: 5,
+                outbound_queue_bytes: 65536,
             },
         };
         let text = custom.to_toml();

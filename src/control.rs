@@ -23,8 +23,7 @@ use smol::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::unix::{UnixListener, UnixStream};
 use smol::{LocalExecutor, Timer};
 
-// TODO(merge): replace with `use crate::store::{Store, StoreError};`
-pub use self::stand_in::{Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// File name of the socket inside the data dir.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -417,96 +416,6 @@ fn unhex(text: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-// ---- TODO(merge): stand-in for src/store/ ---------------------------------------------------
-// Delete this module at merge and import `crate::store::{Store, StoreError}` above (and in
-// cli.rs). It mirrors the store's account API (synchronous, run via `smol::unblock`) in memory
-// so the control protocol can be tested before the real store lands.
-#[doc(hidden)]
-pub mod stand_in {
-    use std::collections::BTreeMap;
-    use std::fmt;
-    use std::path::{Path, PathBuf};
-    use std::sync::{Arc, Mutex};
-
-    pub const DEFAULT_CACHE_BYTES: usize = 4 * 1024 * 1024;
-
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum StoreError {
-        Exists,
-        NotFound,
-        Locked(PathBuf),
-        Db(String),
-    }
-
-    impl fmt::Display for StoreError {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            match self {
-                StoreError::Exists => f.write_str("already exists"),
-                StoreError::NotFound => f.write_str("not found"),
-                StoreError::Locked(path) => {
-                    write!(
-                        f,
-                        "database {} is in use by another process",
-                        path.display()
-                    )
-                }
-                StoreError::Db(reason) => write!(f, "database error: {reason}"),
-            }
-        }
-    }
-
-    #[derive(Debug, Clone, Default)]
-    pub struct Store {
-        accounts: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
-    }
-
-    impl Store {
-        pub fn open(_data_dir: &Path, _cache_bytes: usize) -> Result<Store, StoreError> {
-            Ok(Store::default())
-        }
-
-        fn accounts<T>(
-            &self,
-            change: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> Result<T, StoreError>,
-        ) -> Result<T, StoreError> {
-            let mut accounts = self
-                .accounts
-                .lock()
-                .map_err(|_| StoreError::Db("poisoned".into()))?;
-            change(&mut accounts)
-        }
-
-        pub fn create_user(&self, user: &str, credentials: &[u8]) -> Result<(), StoreError> {
-            self.accounts(|accounts| {
-                if accounts.contains_key(user) {
-                    return Err(StoreError::Exists);
-                }
-                accounts.insert(user.into(), credentials.into());
-                Ok(())
-            })
-        }
-
-        pub fn set_credentials(&self, user: &str, credentials: &[u8]) -> Result<(), StoreError> {
-            self.accounts(|accounts| match accounts.get_mut(user) {
-                Some(stored) => {
-                    *stored = credentials.into();
-                    Ok(())
-                }
-                None => Err(StoreError::NotFound),
-            })
-        }
-
-        pub fn delete_user(&self, user: &str) -> Result<(), StoreError> {
-            self.accounts(|accounts| accounts.remove(user).map(drop).ok_or(StoreError::NotFound))
-        }
-
-        pub fn list_users(&self) -> Result<Vec<String>, StoreError> {
-            self.accounts(|accounts| Ok(accounts.keys().cloned().collect()))
-        }
-    }
-}
-// ---- end TODO(merge) -------------------------------------------------------------------
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,7 +568,7 @@ mod tests {
         let error = bind(&dir).unwrap_err();
         assert!(error.contains("another hearth server answers"), "{error}");
 
-        let store = Store::open(&dir, stand_in::DEFAULT_CACHE_BYTES).unwrap();
+        let store = Store::open(&dir, crate::store::DEFAULT_CACHE_BYTES).unwrap();
         let deleted = Rc::new(RefCell::new(Vec::<String>::new()));
         let on_deleted: Rc<dyn Fn(&str)> = {
             let deleted = Rc::clone(&deleted);

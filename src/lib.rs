@@ -1,21 +1,28 @@
 //! hearth: a single-binary XMPP server for small boards on a home or office LAN.
 //!
 //! Data flows one way: bytes → [`xml`] framer → [`stanza`] typed views →
-//! [`router`] → sessions ([`c2s`]) or [`store`] → bytes. One single-threaded
-//! event loop ([`server`]) holds every session.
+//! [`dispatch`] and the [`router`] → sessions ([`c2s`]) or [`store`] →
+//! bytes. One single-threaded event loop ([`server`]) holds every session.
 #![deny(unsafe_code)]
 
 pub mod c2s;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod disco;
+pub mod dispatch;
 pub mod jid;
+pub mod offline;
+pub mod ping;
+pub mod presence;
 pub mod router;
 pub mod sasl;
 pub mod server;
 pub mod stanza;
 pub mod store;
-#[allow(unsafe_code)] // termios and sd_notify need libc calls
+#[allow(unsafe_code)] // sd_notify needs clock_gettime
 pub mod systemd;
+pub mod time;
 pub mod tls;
+pub mod version;
 pub mod xml;

@@ -1,1 +1,345 @@
-//! (stub)
+//! The session registry and the delivery rules of RFC 6121 §8.5 for local
+//! addresses. The router decides *where* a stanza goes (which sessions,
+//! offline storage, an error or nowhere); it never parses XML, touches the
+//! store or writes to a socket. Each connection owns a [`Mailbox`] through
+//! which the router hands it serialised stanzas.
+
+use crate::jid::Jid;
+use crate::stanza::{MessageType, StanzaCondition, StreamCondition};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+/// One item for a connection to write.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A serialised stanza. `storable` marks a message with a body that
+    /// must go to offline storage if the session ends before writing it.
+    Stanza { xml: Rc<str>, storable: bool },
+    /// End the stream with this error (conflict, shutdown, …).
+    Close(StreamCondition),
+}
+
+/// A bounded per-connection queue of stanzas to write. Empty mailboxes hold
+/// no heap memory; the byte cap keeps a client that stops reading from
+/// growing the server without bound.
+#[derive(Default)]
+pub struct Mailbox {
+    queue: RefCell<VecDeque<Outbound>>,
+    queued_bytes: Cell<usize>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mailbox({} bytes queued)", self.queued_bytes.get())
+    }
+}
+
+/// The mailbox is over its byte cap: the reader is too slow.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+impl Mailbox {
+    /// Queues a stanza unless that would take the queue past `cap` bytes.
+    pub fn push_stanza(&self, xml: Rc<str>, storable: bool, cap: usize) -> Result<(), Full> {
+        let bytes = self.queued_bytes.get() + xml.len();
+        if bytes > cap && !self.queue.borrow().is_empty() {
+            return Err(Full);
+        }
+        self.queued_bytes.set(bytes);
+        self.push(Outbound::Stanza { xml, storable });
+        Ok(())
+    }
+
+    /// Queues a stream close; it is written after what is already queued.
+    pub fn close(&self, condition: StreamCondition) {
+        self.push(Outbound::Close(condition));
+    }
+
+    fn push(&self, item: Outbound) {
+        self.queue.borrow_mut().push_back(item);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Outbound> {
+        let mut queue = self.queue.borrow_mut();
+        match queue.pop_front() {
+            Some(item) => {
+                if let Outbound::Stanza { xml, .. } = &item {
+                    self.queued_bytes
+                        .set(self.queued_bytes.get().saturating_sub(xml.len()));
+                }
+                if queue.is_empty() && queue.capacity() > 16 {
+                    *queue = VecDeque::new();
+                }
+                Poll::Ready(item)
+            }
+            None => {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Everything still queued, for the no-loss rule when a session ends.
+    pub fn drain(&self) -> Vec<Outbound> {
+        self.queued_bytes.set(0);
+        std::mem::take(&mut *self.queue.borrow_mut()).into()
+    }
+}
+
+/// A bound resource: what the router needs to deliver to it.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub jid: Jid,
+    pub mailbox: Rc<Mailbox>,
+    /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
+    pub available: Cell<bool>,
+    pub priority: Cell<i8>,
+}
+
+/// Where a message addressed to a local user goes (RFC 6121 §8.5).
+#[derive(Debug, PartialEq)]
+pub enum MessageTarget {
+    Sessions(Vec<Rc<Session>>),
+    /// No session may take it: store it if it is storable, else drop.
+    Offline,
+    /// Silently ignored (e.g. a headline nobody is online for).
+    Drop,
+    Error(StanzaCondition),
+}
+
+impl PartialEq for Session {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+/// Bound sessions of local users, keyed by localpart.
+#[derive(Debug, Default)]
+pub struct Router {
+    users: HashMap<Box<str>, Vec<Rc<Session>>>,
+}
+
+impl Router {
+    /// Registers a bound resource. A session already bound to the same full
+    /// JID is returned so the caller can end it with `<conflict/>`
+    /// (RFC 6120 §7.7.2.2, the new session wins).
+    pub fn bind(&mut self, session: Rc<Session>) -> Option<Rc<Session>> {
+        let local = session.jid.local().unwrap_or_default();
+        let resources = self.users.entry(local.into()).or_default();
+        let old = resources
+            .iter()
+            .position(|s| s.jid.resource() == session.jid.resource())
+            .map(|i| resources.swap_remove(i));
+        resources.push(session);
+        old
+    }
+
+    pub fn unbind(&mut self, session: &Session) {
+        let Some(local) = session.jid.local() else {
+            return;
+        };
+        if let Some(resources) = self.users.get_mut(local) {
+            resources.retain(|s| s.id != session.id);
+            if resources.is_empty() {
+                self.users.remove(local);
+            }
+        }
+    }
+
+    /// All bound resources of a user.
+    pub fn resources(&self, local: &str) -> &[Rc<Session>] {
+        self.users.get(local).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The session bound to exactly this full JID.
+    pub fn find(&self, full: &Jid) -> Option<&Rc<Session>> {
+        let local = full.local()?;
+        self.resources(local)
+            .iter()
+            .find(|s| s.jid.resource() == full.resource())
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.users.values().map(Vec::len).sum()
+    }
+
+    /// Every bound session, e.g. to close them all at shutdown.
+    pub fn all(&self) -> impl Iterator<Item = &Rc<Session>> {
+        self.users.values().flatten()
+    }
+
+    /// RFC 6121 §8.5.2 and §8.5.3 for a message to an existing local user.
+    pub fn message_targets(&self, to: &Jid, ty: MessageType) -> MessageTarget {
+        if to.resource().is_some() {
+            if let Some(session) = self.find(to) {
+                return MessageTarget::Sessions(vec![session.clone()]);
+            }
+            // §8.5.3.2.1: no such resource.
+            return match ty {
+                MessageType::Normal | MessageType::Chat => self.bare_message_targets(to, ty),
+                MessageType::Groupchat => MessageTarget::Error(StanzaCondition::ServiceUnavailable),
+                MessageType::Headline | MessageType::Error => MessageTarget::Drop,
+            };
+        }
+        self.bare_message_targets(to, ty)
+    }
+
+    /// §8.5.2.1: the available resources with the highest non-negative
+    /// priority get normal and chat messages; headlines go to all of them.
+    fn bare_message_targets(&self, to: &Jid, ty: MessageType) -> MessageTarget {
+        let local = to.local().unwrap_or_default();
+        let eligible = || {
+            self.resources(local)
+                .iter()
+                .filter(|s| s.available.get() && s.priority.get() >= 0)
+        };
+        match ty {
+            MessageType::Groupchat => MessageTarget::Error(StanzaCondition::ServiceUnavailable),
+            MessageType::Headline => {
+                let all: Vec<_> = eligible().cloned().collect();
+                if all.is_empty() {
+                    MessageTarget::Drop
+                } else {
+                    MessageTarget::Sessions(all)
+                }
+            }
+            MessageType::Normal | MessageType::Chat | MessageType::Error => {
+                let Some(top) = eligible().map(|s| s.priority.get()).max() else {
+                    return if ty == MessageType::Error {
+                        MessageTarget::Drop
+                    } else {
+                        MessageTarget::Offline
+                    };
+                };
+                MessageTarget::Sessions(
+                    eligible()
+                        .filter(|s| s.priority.get() == top)
+                        .cloned()
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: u64, jid: &str, available: bool, priority: i8) -> Rc<Session> {
+        Rc::new(Session {
+            id,
+            jid: Jid::parse(jid).unwrap(),
+            mailbox: Rc::default(),
+            available: Cell::new(available),
+            priority: Cell::new(priority),
+        })
+    }
+
+    fn ids(target: MessageTarget) -> Vec<u64> {
+        match target {
+            MessageTarget::Sessions(s) => {
+                let mut ids: Vec<u64> = s.iter().map(|s| s.id).collect();
+                ids.sort();
+                ids
+            }
+            other => panic!("expected sessions, got {other:?}"),
+        }
+    }
+
+    fn jid(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
+    #[test]
+    fn same_full_jid_replaces_the_old_session() {
+        let mut router = Router::default();
+        assert!(router.bind(session(1, "a@h/r", true, 0)).is_none());
+        let old = router.bind(session(2, "a@h/r", true, 0)).unwrap();
+        assert_eq!(old.id, 1);
+        assert_eq!(router.session_count(), 1);
+    }
+
+    #[test]
+    fn bare_jid_goes_to_highest_non_negative_priority() {
+        let mut router = Router::default();
+        router.bind(session(1, "a@h/low", true, 1));
+        router.bind(session(2, "a@h/high", true, 5));
+        router.bind(session(3, "a@h/tie", true, 5));
+        router.bind(session(4, "a@h/neg", true, -1));
+        router.bind(session(5, "a@h/unavailable", false, 10));
+        assert_eq!(
+            ids(router.message_targets(&jid("a@h"), MessageType::Chat)),
+            vec![2, 3]
+        );
+        assert_eq!(
+            ids(router.message_targets(&jid("a@h"), MessageType::Headline)),
+            vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn only_negative_or_unavailable_resources_means_offline() {
+        let mut router = Router::default();
+        router.bind(session(1, "a@h/neg", true, -1));
+        router.bind(session(2, "a@h/idle", false, 0));
+        assert_eq!(
+            router.message_targets(&jid("a@h"), MessageType::Chat),
+            MessageTarget::Offline
+        );
+        assert_eq!(
+            router.message_targets(&jid("a@h"), MessageType::Headline),
+            MessageTarget::Drop
+        );
+        // A full JID reaches its resource whatever its priority.
+        assert_eq!(
+            ids(router.message_targets(&jid("a@h/neg"), MessageType::Chat)),
+            vec![1]
+        );
+    }
+
+    #[test]
+    fn unknown_resource_rules() {
+        let mut router = Router::default();
+        router.bind(session(1, "a@h/r", true, 0));
+        let gone = jid("a@h/gone");
+        assert_eq!(
+            ids(router.message_targets(&gone, MessageType::Chat)),
+            vec![1]
+        );
+        assert_eq!(
+            ids(router.message_targets(&gone, MessageType::Normal)),
+            vec![1]
+        );
+        assert_eq!(
+            router.message_targets(&gone, MessageType::Headline),
+            MessageTarget::Drop
+        );
+        assert_eq!(
+            router.message_targets(&gone, MessageType::Groupchat),
+            MessageTarget::Error(StanzaCondition::ServiceUnavailable)
+        );
+        assert_eq!(
+            router.message_targets(&jid("a@h"), MessageType::Groupchat),
+            MessageTarget::Error(StanzaCondition::ServiceUnavailable)
+        );
+    }
+
+    #[test]
+    fn mailbox_cap_refuses_past_limit_but_always_takes_one() {
+        let mailbox = Mailbox::default();
+        assert!(mailbox
+            .push_stanza("x".repeat(100).into(), false, 10)
+            .is_ok());
+        assert_eq!(mailbox.push_stanza("y".into(), false, 10), Err(Full));
+        assert_eq!(mailbox.drain().len(), 1);
+        assert!(mailbox.push_stanza("y".into(), false, 10).is_ok());
+    }
+}

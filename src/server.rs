@@ -1,1 +1,275 @@
-//! (stub)
+//! The event loop: one smol `LocalExecutor` on one thread holds every
+//! listener, every connection task and the shared server state, so state
+//! needs no locks. This module starts and stops the server (listeners,
+//! signals, graceful shutdown) and owns the state every handler reaches
+//! through [`Server`]; protocol logic lives in the feature modules.
+
+use crate::config::Config;
+use crate::router::{Mailbox, Router, Session};
+use crate::stanza::StreamCondition;
+use crate::store::Store;
+use crate::{c2s, control, systemd, tls};
+use async_signal::{Signal, Signals};
+use log::{error, info, warn};
+use ring::rand::{SecureRandom, SystemRandom};
+use smol::net::TcpListener;
+use smol::stream::StreamExt;
+use smol::{LocalExecutor, Timer};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a graceful stop waits for streams to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// State shared by every task of the loop.
+pub struct Server {
+    pub config: Config,
+    pub store: Store,
+    pub router: RefCell<Router>,
+    /// Users whose offline messages are being delivered right now.
+    pub offline_in_flight: RefCell<HashSet<Box<str>>>,
+    tls: RefCell<Arc<rustls::ServerConfig>>,
+    connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
+    next_id: Cell<u64>,
+    rng: SystemRandom,
+}
+
+impl Server {
+    pub fn new(config: Config, store: Store, tls: Arc<rustls::ServerConfig>) -> Server {
+        Server {
+            config,
+            store,
+            router: RefCell::default(),
+            offline_in_flight: RefCell::default(),
+            tls: RefCell::new(tls),
+            connections: RefCell::default(),
+            next_id: Cell::new(1),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.borrow().clone()
+    }
+
+    pub fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// 64 random bits as hex: stream ids and generated resources.
+    pub fn random_id(&self) -> String {
+        let mut bytes = [0u8; 8];
+        if self.rng.fill(&mut bytes).is_err() {
+            bytes = self.next_id().to_le_bytes();
+        }
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn register_connection(&self, mailbox: Rc<Mailbox>) -> u64 {
+        let id = self.next_id();
+        self.connections.borrow_mut().insert(id, mailbox);
+        id
+    }
+
+    pub fn unregister_connection(&self, id: u64) {
+        self.connections.borrow_mut().remove(&id);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.borrow().len()
+    }
+
+    /// Queues a stanza for a session. A session whose queue is over the cap
+    /// does not read: it is closed, and the stanza counts as not delivered.
+    pub fn deliver(&self, session: &Session, xml: Rc<str>, storable: bool) -> bool {
+        let cap = self.config.limits.outbound_queue_bytes as usize;
+        match session.mailbox.push_stanza(xml, storable, cap) {
+            Ok(()) => true,
+            Err(_) => {
+                warn!("{}: outbound queue full, closing the session", session.jid);
+                session.mailbox.close(StreamCondition::PolicyViolation);
+                false
+            }
+        }
+    }
+
+    /// Ends every session of an account (deleted by the administrator).
+    pub fn close_user(&self, local: &str) {
+        for session in self.router.borrow().resources(local) {
+            session.mailbox.close(StreamCondition::NotAuthorized);
+        }
+    }
+}
+
+/// Listeners bound before the loop starts, so errors come out at once.
+struct Listeners {
+    starttls: Vec<TcpListener>,
+    direct_tls: Vec<TcpListener>,
+}
+
+fn bind_all(config: &Config) -> Result<Listeners, String> {
+    let bind = |addr: &std::net::SocketAddr| {
+        std::net::TcpListener::bind(addr)
+            .and_then(TcpListener::try_from)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    Ok(Listeners {
+        starttls: config
+            .listen
+            .starttls
+            .iter()
+            .map(bind)
+            .collect::<Result<_, _>>()?,
+        direct_tls: config
+            .listen
+            .direct_tls
+            .iter()
+            .map(bind)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Runs the server until SIGTERM or SIGINT, then stops it gracefully.
+pub fn run(config: Config) -> Result<(), String> {
+    let started = Instant::now();
+    create_private_dir(&config.data_dir)?;
+    let store = Store::open(&config.data_dir, crate::store::DEFAULT_CACHE_BYTES)
+        .map_err(|e| e.to_string())?;
+    let material = tls::load(
+        config.tls.cert.as_deref(),
+        config.tls.key.as_deref(),
+        &config.data_dir,
+        &config.domain,
+        &[],
+    )?;
+    if material.generated {
+        info!("generated a self-signed certificate for {}", config.domain);
+    }
+    info!(
+        "TLS certificate SHA-256 fingerprint: {}",
+        material.fingerprint_sha256
+    );
+    let listeners = bind_all(&config)?;
+    let control = control::bind(&config.data_dir)?;
+    let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let server = Rc::new(Server::new(config, store.clone(), material.config));
+    let ex = Rc::new(LocalExecutor::new());
+
+    smol::block_on(ex.run(async {
+        for (listeners, direct) in [(listeners.starttls, false), (listeners.direct_tls, true)] {
+            for listener in listeners {
+                let kind = if direct { "direct-tls" } else { "starttls" };
+                if let Ok(addr) = listener.local_addr() {
+                    info!("listening for {kind} on {addr}");
+                }
+                ex.spawn(accept_loop(ex.clone(), server.clone(), listener, direct))
+                    .detach();
+            }
+        }
+        let on_deleted: Rc<dyn Fn(&str)> = {
+            let server = server.clone();
+            Rc::new(move |user: &str| server.close_user(user))
+        };
+        ex.spawn(control::serve(control, server.store.clone(), on_deleted))
+            .detach();
+        systemd::ready();
+        info!(
+            "hearth {} ready for {} in {} ms",
+            env!("CARGO_PKG_VERSION"),
+            server.config.domain,
+            started.elapsed().as_millis()
+        );
+        wait_for_stop(&server, signals).await;
+        shutdown(&server).await;
+    }));
+    // Commits whatever is still queued and joins the writer thread.
+    store.close();
+    info!("stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    ex: Rc<LocalExecutor<'static>>,
+    server: Rc<Server>,
+    listener: TcpListener,
+    direct_tls: bool,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                ex.spawn(c2s::serve(server.clone(), tcp, peer, direct_tls))
+                    .detach();
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                error!("accept failed: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// SIGHUP reloads the certificate; SIGTERM and SIGINT stop the server.
+async fn wait_for_stop(server: &Server, mut signals: Signals) {
+    while let Some(signal) = signals.next().await {
+        match signal {
+            Ok(Signal::Hup) => {
+                systemd::reloading();
+                let config = &server.config;
+                match tls::load(
+                    config.tls.cert.as_deref(),
+                    config.tls.key.as_deref(),
+                    &config.data_dir,
+                    &config.domain,
+                    &[],
+                ) {
+                    Ok(material) => {
+                        info!(
+                            "reloaded TLS certificate, SHA-256 {}",
+                            material.fingerprint_sha256
+                        );
+                        *server.tls.borrow_mut() = material.config;
+                    }
+                    Err(e) => error!("TLS reload failed, keeping the old certificate: {e}"),
+                }
+                systemd::ready();
+            }
+            Ok(_) => return,
+            Err(e) => error!("signal handling: {e}"),
+        }
+    }
+}
+
+/// Every stream gets `<system-shutdown/>` and its close tag; we wait a
+/// moment for the tasks to write them.
+async fn shutdown(server: &Server) {
+    systemd::stopping();
+    info!(
+        "stopping: closing {} connections",
+        server.connection_count()
+    );
+    for mailbox in server.connections.borrow().values() {
+        mailbox.close(StreamCondition::SystemShutdown);
+    }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while server.connection_count() > 0 && Instant::now() < deadline {
+        Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
+/// The data dir holds credentials and the TLS key: owner only.
+fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))
+}

@@ -1,1 +1,562 @@
-//! (stub)
+//! Client-to-server streams (RFC 6120): one task per connection walks the
+//! negotiation (TLS → SASL → bind) and then hands each stanza to
+//! [`crate::dispatch`]. This module owns the connection state machine, the
+//! stream features offered at each stage and stream errors; it never
+//! decides where a stanza is delivered.
+
+mod auth;
+mod transport;
+
+pub use transport::Transport;
+
+use crate::dispatch::{self, Deferred};
+use crate::jid::Jid;
+use crate::offline;
+use crate::router::{Mailbox, Outbound, Session};
+use crate::server::Server;
+use crate::stanza::{self, Kind, Rejection, Stanza, StanzaError, StreamCondition};
+use crate::xml::{self, Esc, Event, Framer, FramerError, StreamHeader, NS_CLIENT};
+use log::{debug, info};
+use smol::future;
+use smol::net::TcpStream;
+use smol::Timer;
+use std::cell::Cell;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use transport::ReadError;
+
+pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub const NS_IQ_AUTH: &str = "jabber:iq:auth";
+
+/// Where a connection is in RFC 6120's negotiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Plain TCP: STARTTLS is offered (and required by default).
+    Plain,
+    /// TLS up, not yet authenticated.
+    Secured,
+    /// SASL succeeded; the restarted stream offers resource binding.
+    Authenticated,
+    /// A resource is bound: stanzas flow.
+    Bound,
+}
+
+/// Why the loop stopped.
+enum End {
+    /// We sent (or must send) a stream error.
+    Error(StreamCondition, Option<&'static str>),
+    /// The client closed its stream; we answer with ours.
+    ClientClosed,
+    /// The socket is gone (reset, EOF, write failure).
+    Gone,
+}
+
+/// What woke the connection task.
+enum Wake {
+    Read(Result<usize, ReadError>),
+    Mail(Outbound),
+    Deadline,
+}
+
+struct Connection {
+    server: Rc<Server>,
+    peer: SocketAddr,
+    transport: Transport,
+    framer: Framer,
+    /// The client's current stream header (namespace context for stanzas).
+    header: Option<StreamHeader>,
+    /// Our header for the current stream has been written.
+    header_sent: bool,
+    stage: Stage,
+    /// A pre-1.0 stream (no `version`): no features, legacy auth only.
+    legacy_stream: bool,
+    out: String,
+    mailbox: Rc<Mailbox>,
+    sasl: Option<auth::SaslState>,
+    auth_failures: u8,
+    /// The authenticated account's localpart.
+    user: Option<Box<str>>,
+    session: Option<Rc<Session>>,
+}
+
+/// Runs one client connection to its end.
+pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let mailbox = Rc::new(Mailbox::default());
+    let conn_id = server.register_connection(mailbox.clone());
+    let limits = &server.config.limits;
+    let framer = Framer::new(xml::Limits {
+        max_stanza: limits.max_stanza_bytes as usize,
+        max_depth: limits.max_depth.into(),
+    });
+    let mut conn = Connection {
+        server: server.clone(),
+        peer,
+        transport: Transport::Plain(tcp),
+        framer,
+        header: None,
+        header_sent: false,
+        stage: Stage::Plain,
+        legacy_stream: false,
+        out: String::new(),
+        mailbox,
+        sasl: None,
+        auth_failures: 0,
+        user: None,
+        session: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs.into());
+    if direct_tls {
+        let config = server.tls_config();
+        match future::or(
+            async { Some(conn.transport.start_tls(config).await) },
+            async {
+                Timer::at(deadline).await;
+                None
+            },
+        )
+        .await
+        {
+            Some(Ok(())) => conn.stage = Stage::Secured,
+            Some(Err(e)) => {
+                debug!("{peer}: direct TLS handshake failed: {e}");
+                server.unregister_connection(conn_id);
+                return;
+            }
+            None => {
+                debug!("{peer}: direct TLS handshake timed out");
+                server.unregister_connection(conn_id);
+                return;
+            }
+        }
+    }
+    let end = conn.run(deadline).await;
+    conn.finish(end).await;
+    server.unregister_connection(conn_id);
+}
+
+impl Connection {
+    async fn run(&mut self, auth_deadline: Instant) -> End {
+        loop {
+            if !self.out.is_empty() {
+                let result = self.transport.write_all(self.out.as_bytes()).await;
+                self.out.clear();
+                if self.out.capacity() > 4096 {
+                    self.out = String::new();
+                }
+                if result.is_err() {
+                    return End::Gone;
+                }
+            }
+            let wake = {
+                let transport = &mut self.transport;
+                let framer = &mut self.framer;
+                let mailbox = &self.mailbox;
+                let authenticated = matches!(self.stage, Stage::Authenticated | Stage::Bound);
+                let read = future::poll_fn(|cx| transport.poll_fill(cx, framer).map(Wake::Read));
+                let mail = future::poll_fn(|cx| mailbox.poll_recv(cx).map(Wake::Mail));
+                let deadline = async {
+                    if authenticated {
+                        future::pending::<()>().await;
+                    }
+                    Timer::at(auth_deadline).await;
+                    Wake::Deadline
+                };
+                future::or(mail, future::or(read, deadline)).await
+            };
+            let step = match wake {
+                Wake::Read(Ok(0)) | Wake::Read(Err(ReadError::Io(_))) => return End::Gone,
+                Wake::Read(Ok(_)) => self.process_input().await,
+                Wake::Read(Err(ReadError::Xml(e))) => Err(framer_end(e)),
+                Wake::Mail(Outbound::Stanza { xml, .. }) => {
+                    self.out.push_str(&xml);
+                    Ok(())
+                }
+                Wake::Mail(Outbound::Close(condition)) => Err(End::Error(condition, None)),
+                Wake::Deadline => {
+                    info!("{}: not authenticated in time", self.peer);
+                    Err(End::Error(StreamCondition::ConnectionTimeout, None))
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Handles every complete event the framer holds.
+    async fn process_input(&mut self) -> Result<(), End> {
+        loop {
+            let wrapped = match self.framer.next() {
+                Err(e) => return Err(framer_end(e)),
+                Ok(None) => return Ok(()),
+                Ok(Some(Event::Whitespace)) => continue,
+                Ok(Some(Event::StreamClose)) => return Err(End::ClientClosed),
+                Ok(Some(Event::StreamOpen(header))) => {
+                    self.on_stream_open(header)?;
+                    continue;
+                }
+                Ok(Some(Event::Stanza(text))) => match &self.header {
+                    Some(header) => header.wrap(text),
+                    None => return Err(End::Error(StreamCondition::BadFormat, None)),
+                },
+            };
+            self.on_element(&wrapped).await?;
+            // STARTTLS and SASL success restart the stream: anything the
+            // client pipelined behind them belongs to the old one.
+            if self.header.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn on_stream_open(&mut self, header: StreamHeader) -> Result<(), End> {
+        let ours = &self.server.config.domain;
+        let result = check_header(&header, ours);
+        self.legacy_stream = header.version.is_none();
+        self.header = Some(header);
+        self.write_stream_header();
+        result?;
+        if !self.legacy_stream {
+            self.write_features();
+        }
+        Ok(())
+    }
+
+    fn write_stream_header(&mut self) {
+        let server = &self.server;
+        let id = server.random_id();
+        let _ = write!(
+            self.out,
+            "<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{}' id='{id}' from='{}'",
+            xml::NS_STREAMS,
+            Esc(&server.config.domain)
+        );
+        if let Some(from) = self.header.as_ref().and_then(|h| h.from.as_deref()) {
+            if Jid::parse(from).is_ok() {
+                let _ = write!(self.out, " to='{}'", Esc(from));
+            }
+        }
+        if !self.legacy_stream {
+            self.out.push_str(" version='1.0'");
+        }
+        self.out.push_str(" xml:lang='en'>");
+        self.header_sent = true;
+    }
+
+    /// RFC 6120 §4.3.2: what this stage offers.
+    fn write_features(&mut self) {
+        let auth = &self.server.config.auth;
+        self.out.push_str("<stream:features>");
+        match self.stage {
+            Stage::Plain => {
+                let _ = write!(self.out, "<starttls xmlns='{NS_TLS}'>");
+                if auth.require_encryption {
+                    self.out.push_str("<required/></starttls>");
+                } else {
+                    self.out.push_str("</starttls>");
+                    self.write_mechanisms();
+                }
+            }
+            Stage::Secured => self.write_mechanisms(),
+            Stage::Authenticated => {
+                let _ = write!(
+                    self.out,
+                    "<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session>"
+                );
+            }
+            Stage::Bound => {}
+        }
+        self.out.push_str("</stream:features>");
+    }
+
+    fn write_mechanisms(&mut self) {
+        let _ = write!(self.out, "<mechanisms xmlns='{NS_SASL}'>");
+        for mechanism in auth::offered_mechanisms(&self.server.config.auth, self.transport.is_tls())
+        {
+            let _ = write!(self.out, "<mechanism>{}</mechanism>", mechanism.name());
+        }
+        self.out.push_str("</mechanisms>");
+        if auth::legacy_auth_allowed(&self.server.config.auth, self.transport.is_tls()) {
+            self.out
+                .push_str("<auth xmlns='http://jabber.org/features/iq-auth'/>");
+        }
+    }
+
+    /// Starts a fresh stream: the client sends a new header next.
+    fn restart_stream(&mut self) {
+        self.framer.reset();
+        self.header = None;
+        self.header_sent = false;
+    }
+
+    async fn on_element(&mut self, wrapped: &str) -> Result<(), End> {
+        let doc = xml::parse_stanza(wrapped).map_err(framer_end)?;
+        let node = xml::stanza_element(&doc).map_err(framer_end)?;
+        let ns = node.tag_name().namespace();
+        match self.stage {
+            Stage::Plain if ns == Some(NS_TLS) && node.tag_name().name() == "starttls" => {
+                let _ = write!(self.out, "<proceed xmlns='{NS_TLS}'/>");
+                let proceed = std::mem::take(&mut self.out);
+                if self.transport.write_all(proceed.as_bytes()).await.is_err() {
+                    return Err(End::Gone);
+                }
+                if let Err(e) = self.transport.start_tls(self.server.tls_config()).await {
+                    debug!("{}: STARTTLS handshake failed: {e}", self.peer);
+                    return Err(End::Gone);
+                }
+                self.stage = Stage::Secured;
+                self.restart_stream();
+                Ok(())
+            }
+            Stage::Plain | Stage::Secured if ns == Some(NS_SASL) => {
+                if self.stage == Stage::Plain && self.server.config.auth.require_encryption {
+                    // RFC 6120 §6.5.6: refuse, the client may still STARTTLS.
+                    let _ = write!(
+                        self.out,
+                        "<failure xmlns='{NS_SASL}'><encryption-required/></failure>"
+                    );
+                    return Ok(());
+                }
+                self.on_sasl(node)
+            }
+            Stage::Plain | Stage::Secured => {
+                let stanza = Stanza::parse(node);
+                match stanza {
+                    Ok(iq) if auth::is_legacy_auth(&iq) => {
+                        if !auth::legacy_auth_allowed(
+                            &self.server.config.auth,
+                            self.transport.is_tls(),
+                        ) {
+                            return Err(End::Error(StreamCondition::NotAuthorized, None));
+                        }
+                        self.on_legacy_auth(&iq)
+                    }
+                    _ => Err(End::Error(StreamCondition::NotAuthorized, None)),
+                }
+            }
+            Stage::Authenticated => {
+                let stanza = Stanza::parse(node);
+                match stanza {
+                    Ok(iq) if iq.kind == Kind::Iq && iq.child("bind", NS_BIND).is_some() => {
+                        self.on_bind(&iq)
+                    }
+                    _ => Err(End::Error(StreamCondition::NotAuthorized, None)),
+                }
+            }
+            Stage::Bound => self.on_established(node).await,
+        }
+    }
+
+    async fn on_established(&mut self, node: roxmltree::Node<'_, '_>) -> Result<(), End> {
+        let Some(session) = self.session.clone() else {
+            return Err(End::Error(StreamCondition::InternalServerError, None));
+        };
+        let stanza = match Stanza::parse(node) {
+            Ok(stanza) => stanza,
+            Err(Rejection::Stream(condition)) => return Err(End::Error(condition, None)),
+            Err(Rejection::Stanza {
+                kind,
+                id,
+                condition,
+                is_error,
+            }) => {
+                if !is_error {
+                    let domain = &self.server.config.domain;
+                    stanza::write_error_reply(
+                        &mut self.out,
+                        kind,
+                        id,
+                        domain,
+                        session.jid.as_str(),
+                        &StanzaError::new(condition),
+                    );
+                }
+                return Ok(());
+            }
+        };
+        // RFC 6120 §8.1.2.1: a client may only name itself as sender.
+        if let Some(from) = &stanza.from {
+            if *from != session.jid && *from != session.jid.bare() {
+                return Err(End::Error(StreamCondition::InvalidFrom, None));
+            }
+        }
+        let deferred = dispatch::handle(&self.server, &session, &stanza, &mut self.out);
+        match deferred {
+            Deferred::None => Ok(()),
+            Deferred::CloseStream(condition) => Err(End::Error(condition, None)),
+            deferred => {
+                // Replies so far go out first: they answer earlier stanzas.
+                if !self.out.is_empty() {
+                    let out = std::mem::take(&mut self.out);
+                    if self.transport.write_all(out.as_bytes()).await.is_err() {
+                        return Err(End::Gone);
+                    }
+                }
+                self.complete(&session, deferred).await
+            }
+        }
+    }
+
+    /// Finishes work that waits for the disk, keeping the stream's order.
+    async fn complete(&mut self, session: &Session, deferred: Deferred) -> Result<(), End> {
+        match deferred {
+            Deferred::None => Ok(()),
+            Deferred::CloseStream(condition) => Err(End::Error(condition, None)),
+            Deferred::StoreOffline(pending) => {
+                pending.store(&self.server, &mut self.out).await;
+                Ok(())
+            }
+            Deferred::FlushOffline => {
+                let user = session.jid.local().unwrap_or_default();
+                let Some(batch) = offline::take(&self.server, user) else {
+                    return Ok(());
+                };
+                // Removed from the store only once written to this session.
+                if self
+                    .transport
+                    .write_all(batch.xml.as_bytes())
+                    .await
+                    .is_err()
+                {
+                    offline::release(&self.server, user);
+                    return Err(End::Gone);
+                }
+                offline::acknowledge(&self.server, batch).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn bind_session(
+        &mut self,
+        resource: Option<&str>,
+    ) -> Result<Rc<Session>, stanza::StanzaCondition> {
+        let server = &self.server;
+        let user = self.user.as_deref().unwrap_or_default();
+        let resource = match resource.map(str::trim) {
+            Some(r) if !r.is_empty() => r.to_owned(),
+            _ => server.random_id(),
+        };
+        let jid = Jid::from_parts(Some(user), &server.config.domain, Some(&resource))
+            .map_err(|_| stanza::StanzaCondition::BadRequest)?;
+        let session = Rc::new(Session {
+            id: server.next_id(),
+            jid,
+            mailbox: self.mailbox.clone(),
+            available: Cell::new(false),
+            priority: Cell::new(0),
+        });
+        if let Some(old) = server.router.borrow_mut().bind(session.clone()) {
+            info!(
+                "{}: resource conflict, replacing the older session",
+                old.jid
+            );
+            old.mailbox.close(StreamCondition::Conflict);
+        }
+        info!("{}: session bound from {}", session.jid, self.peer);
+        self.session = Some(session.clone());
+        self.stage = Stage::Bound;
+        Ok(session)
+    }
+
+    fn on_bind(&mut self, iq: &Stanza) -> Result<(), End> {
+        let resource = iq
+            .child("bind", NS_BIND)
+            .and_then(|bind| stanza::child_text(bind, "resource", NS_BIND));
+        let domain = self.server.config.domain.clone();
+        match self.bind_session(resource) {
+            Ok(session) => {
+                stanza::open_reply(&mut self.out, Kind::Iq, "result", iq.id, "", "");
+                let _ = write!(
+                    self.out,
+                    "><bind xmlns='{NS_BIND}'><jid>{}</jid></bind></iq>",
+                    Esc(session.jid.as_str())
+                );
+            }
+            Err(condition) => {
+                stanza::write_error_reply(
+                    &mut self.out,
+                    Kind::Iq,
+                    iq.id,
+                    &domain,
+                    "",
+                    &StanzaError::new(condition),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the connection: stream error or close, then the no-loss rule
+    /// for anything still queued, then the registry.
+    async fn finish(&mut self, end: End) {
+        match end {
+            End::Error(condition, text) => {
+                if !self.header_sent {
+                    self.write_stream_header();
+                }
+                info!("{}: stream error {}", self.peer, condition.name());
+                condition.write_close(text, &mut self.out);
+            }
+            End::ClientClosed => {
+                if !self.header_sent {
+                    self.write_stream_header();
+                }
+                self.out.push_str("</stream:stream>");
+            }
+            End::Gone => self.out.clear(),
+        }
+        if !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            let write = self.transport.write_all(out.as_bytes());
+            // A peer that does not read must not hold the task forever.
+            let _ = future::or(async { write.await.ok() }, async {
+                Timer::after(Duration::from_secs(5)).await;
+                None
+            })
+            .await;
+            self.transport.shutdown().await;
+        }
+        if let Some(session) = self.session.take() {
+            dispatch::session_ended(&self.server, &session).await;
+        }
+    }
+}
+
+/// RFC 6120 §4.7–4.8: namespace, version and host of a client's header.
+fn check_header(header: &StreamHeader, domain: &str) -> Result<(), End> {
+    if header.default_ns.as_deref() != Some(NS_CLIENT) {
+        return Err(End::Error(StreamCondition::InvalidNamespace, None));
+    }
+    if let Some(version) = &header.version {
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
+        if major != Some(1) {
+            return Err(End::Error(StreamCondition::UnsupportedVersion, None));
+        }
+    }
+    if let Some(to) = &header.to {
+        if !to.eq_ignore_ascii_case(domain) {
+            return Err(End::Error(StreamCondition::HostUnknown, None));
+        }
+    }
+    Ok(())
+}
+
+fn framer_end(e: FramerError) -> End {
+    let condition = match e {
+        FramerError::NotWellFormed => StreamCondition::NotWellFormed,
+        FramerError::RestrictedXml => StreamCondition::RestrictedXml,
+        FramerError::PolicyViolation => StreamCondition::PolicyViolation,
+        FramerError::InvalidNamespace => StreamCondition::InvalidNamespace,
+        FramerError::BadFormat => StreamCondition::BadFormat,
+    };
+    End::Error(condition, None)
+}

@@ -1,0 +1,209 @@
+//! Authentication on a client stream: SASL (RFC 6120 §6) and the legacy
+//! `jabber:iq:auth` login (XEP-0078). Passwords are checked against SCRAM
+//! credentials from the store and never leave this function's stack.
+
+use super::{Connection, End, Stage, NS_IQ_AUTH, NS_SASL};
+use crate::config::Auth as AuthConfig;
+use crate::jid::Jid;
+use crate::sasl::{base64, Credentials, Exchange, Failure, Mechanism, Step};
+use crate::stanza::{
+    self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
+};
+use crate::xml::Esc;
+use log::info;
+use roxmltree::Node;
+use std::fmt::Write;
+
+/// RFC 6120 §6.4.5 allows 2 to 5 retries; then the stream ends.
+const MAX_AUTH_FAILURES: u8 = 5;
+
+/// An unfinished SASL exchange.
+pub struct SaslState(Exchange);
+
+/// SCRAM always; PLAIN only inside TLS, and only if enabled.
+pub fn offered_mechanisms(auth: &AuthConfig, tls: bool) -> Vec<Mechanism> {
+    let mut mechanisms = vec![Mechanism::ScramSha256, Mechanism::ScramSha1];
+    if tls && auth.allow_plain {
+        mechanisms.push(Mechanism::Plain);
+    }
+    mechanisms
+}
+
+/// XEP-0078 sends the password itself, so it is only ever allowed in TLS.
+pub fn legacy_auth_allowed(auth: &AuthConfig, tls: bool) -> bool {
+    auth.legacy_auth && tls
+}
+
+pub fn is_legacy_auth(stanza: &Stanza) -> bool {
+    matches!(stanza.ty, StanzaType::Iq(IqType::Get | IqType::Set))
+        && stanza
+            .payload()
+            .is_some_and(|p| p.tag_name().namespace() == Some(NS_IQ_AUTH))
+}
+
+impl Connection {
+    pub(super) fn on_sasl(&mut self, node: Node) -> Result<(), End> {
+        let data = || -> Result<Vec<u8>, Failure> {
+            match node.text().map(str::trim) {
+                None | Some("") => Ok(Vec::new()),
+                Some("=") => Ok(Vec::new()),
+                Some(text) => base64::decode(text).ok_or(Failure::IncorrectEncoding),
+            }
+        };
+        let store = self.server.store.clone();
+        let mut lookup = |user: &str| {
+            store
+                .credentials(user)
+                .ok()
+                .flatten()
+                .and_then(|bytes| Credentials::from_bytes(&bytes))
+        };
+        let (step, next) = match node.tag_name().name() {
+            "auth" => {
+                self.sasl = None;
+                let tls = self.transport.is_tls();
+                let mechanism = node
+                    .attribute("mechanism")
+                    .and_then(Mechanism::from_name)
+                    .filter(|m| offered_mechanisms(&self.server.config.auth, tls).contains(m));
+                let initial = match node.text().map(str::trim) {
+                    None | Some("") => None,
+                    _ => Some(data()),
+                };
+                match (mechanism, initial) {
+                    (None, _) => (Step::Failure(Failure::InvalidMechanism), None),
+                    (Some(_), Some(Err(failure))) => (Step::Failure(failure), None),
+                    (Some(mechanism), initial) => {
+                        let initial = initial.and_then(Result::ok);
+                        Exchange::start(
+                            mechanism,
+                            initial.as_deref(),
+                            &self.server.config.domain,
+                            &mut lookup,
+                        )
+                    }
+                }
+            }
+            "response" => match (self.sasl.take(), data()) {
+                (None, _) => (Step::Failure(Failure::MalformedRequest), None),
+                (Some(_), Err(failure)) => (Step::Failure(failure), None),
+                (Some(SaslState(exchange)), Ok(response)) => exchange.step(&response, &mut lookup),
+            },
+            "abort" => {
+                self.sasl = None;
+                (Step::Failure(Failure::Aborted), None)
+            }
+            _ => return Err(End::Error(StreamCondition::NotAuthorized, None)),
+        };
+        match step {
+            Step::Challenge(challenge) => {
+                self.sasl = next.map(SaslState);
+                let _ = write!(
+                    self.out,
+                    "<challenge xmlns='{NS_SASL}'>{}</challenge>",
+                    base64::encode(&challenge)
+                );
+                Ok(())
+            }
+            Step::Success {
+                username,
+                additional_data,
+            } => {
+                let _ = write!(self.out, "<success xmlns='{NS_SASL}'>");
+                if !additional_data.is_empty() {
+                    self.out.push_str(&base64::encode(&additional_data));
+                }
+                self.out.push_str("</success>");
+                info!("{}: authenticated as {username}", self.peer);
+                self.user = Some(username.into());
+                self.stage = Stage::Authenticated;
+                self.restart_stream();
+                Ok(())
+            }
+            Step::Failure(failure) => {
+                let _ = write!(
+                    self.out,
+                    "<failure xmlns='{NS_SASL}'><{}/></failure>",
+                    failure.condition()
+                );
+                self.count_failure()
+            }
+        }
+    }
+
+    fn count_failure(&mut self) -> Result<(), End> {
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        info!(
+            "{}: authentication failure {}",
+            self.peer, self.auth_failures
+        );
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            return Err(End::Error(
+                StreamCondition::PolicyViolation,
+                Some("too many failed authentication attempts"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// XEP-0078: `get` lists the fields, `set` logs in and binds at once.
+    pub(super) fn on_legacy_auth(&mut self, iq: &Stanza) -> Result<(), End> {
+        let domain = self.server.config.domain.clone();
+        let Some(query) = iq.payload() else {
+            return Err(End::Error(StreamCondition::NotAuthorized, None));
+        };
+        let field = |name| stanza::child_text(query, name, NS_IQ_AUTH).map(str::trim);
+        if iq.ty == StanzaType::Iq(IqType::Get) {
+            stanza::open_reply(&mut self.out, Kind::Iq, "result", iq.id, "", "");
+            let _ = write!(
+                self.out,
+                "><query xmlns='{NS_IQ_AUTH}'><username>{}</username><password/><resource/></query></iq>",
+                Esc(field("username").unwrap_or_default())
+            );
+            return Ok(());
+        }
+        let reply_error = |out: &mut String, condition| {
+            stanza::write_error_reply(
+                out,
+                Kind::Iq,
+                iq.id,
+                &domain,
+                "",
+                &StanzaError::new(condition),
+            );
+        };
+        let (Some(username), Some(password), Some(resource)) =
+            (field("username"), field("password"), field("resource"))
+        else {
+            reply_error(&mut self.out, StanzaCondition::NotAcceptable);
+            return Ok(());
+        };
+        if username.is_empty() || resource.is_empty() {
+            reply_error(&mut self.out, StanzaCondition::NotAcceptable);
+            return Ok(());
+        }
+        let user = Jid::from_parts(Some(username), &domain, None)
+            .ok()
+            .and_then(|jid| jid.local().map(str::to_owned));
+        let credentials = user.as_deref().and_then(|user| {
+            self.server
+                .store
+                .credentials(user)
+                .ok()
+                .flatten()
+                .and_then(|bytes| Credentials::from_bytes(&bytes))
+        });
+        let verified = credentials.is_some_and(|c| c.verify_plain(password));
+        let (true, Some(user)) = (verified, user) else {
+            reply_error(&mut self.out, StanzaCondition::NotAuthorized);
+            return self.count_failure();
+        };
+        info!("{}: authenticated as {user} (legacy auth)", self.peer);
+        self.user = Some(user.into());
+        match self.bind_session(Some(resource)) {
+            Ok(_) => stanza::write_iq_result(&mut self.out, iq.id, "", ""),
+            Err(condition) => reply_error(&mut self.out, condition),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! The byte pipe under a client stream: plain TCP until STARTTLS, then TLS
+//! (or TLS from the first byte on the XEP-0368 port). Reads go through one
+//! per-thread scratch buffer straight into the stream framer, so an idle
+//! connection holds no read buffer of its own.
+
+use crate::xml::{Framer, FramerError};
+use futures_rustls::server::TlsStream;
+use smol::io::{AsyncRead, AsyncWriteExt};
+use smol::net::TcpStream;
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Largest TLS record plaintext: one read never needs more.
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
+}
+
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Taken out during a TLS upgrade that failed.
+    Closed,
+}
+
+/// What a read produced.
+pub enum ReadError {
+    Io(io::Error),
+    Xml(FramerError),
+}
+
+impl Transport {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// Reads what is available into the framer. `Ok(0)` is end of stream.
+    pub fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        framer: &mut Framer,
+    ) -> Poll<Result<usize, ReadError>> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let polled = match self {
+                Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, &mut scratch),
+                Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, &mut scratch),
+                Transport::Closed => Poll::Ready(Ok(0)),
+            };
+            match polled {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(ReadError::Io(e))),
+                Poll::Ready(Ok(n)) => {
+                    let data = scratch.get(..n).unwrap_or_default();
+                    Poll::Ready(framer.push(data).map(|()| n).map_err(ReadError::Xml))
+                }
+            }
+        })
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Plain(tcp) => {
+                tcp.write_all(bytes).await?;
+                tcp.flush().await
+            }
+            Transport::Tls(tls) => {
+                tls.write_all(bytes).await?;
+                tls.flush().await
+            }
+            Transport::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Upgrades plain TCP to TLS as the server side of the handshake.
+    pub async fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> io::Result<()> {
+        let Transport::Plain(tcp) = std::mem::replace(self, Transport::Closed) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        let tls = futures_rustls::TlsAcceptor::from(config)
+            .accept(tcp)
+            .await?;
+        *self = Transport::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// Closes the write side (TLS close_notify, then TCP FIN).
+    pub async fn shutdown(&mut self) {
+        let _ = match self {
+            Transport::Plain(tcp) => tcp.close().await,
+            Transport::Tls(tls) => tls.close().await,
+            Transport::Closed => Ok(()),
+        };
+    }
+}

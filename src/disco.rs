@@ -1,0 +1,87 @@
+//! Service discovery (XEP-0030) for the server and for accounts. This is
+//! the one place that lists what hearth advertises: a feature appears here
+//! only when the code that implements it is in place.
+
+use crate::dispatch::IqTarget;
+use crate::router::Session;
+use crate::server::Server;
+use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
+use crate::xml::Esc;
+use crate::{offline, ping, version};
+use std::fmt::Write;
+
+pub const NS_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+
+/// Features of the server's own JID, sorted as XEP-0115 hashing wants.
+fn server_features() -> [&'static str; 5] {
+    let mut features = [
+        NS_INFO,
+        NS_ITEMS,
+        offline::NS_OFFLINE,
+        ping::NS,
+        version::NS,
+    ];
+    features.sort_unstable();
+    features
+}
+
+/// Features answered on behalf of an account's bare JID.
+const ACCOUNT_FEATURES: [&str; 2] = [NS_INFO, NS_ITEMS];
+
+pub fn handle(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    ty: IqType,
+    target: IqTarget,
+    out: &mut String,
+) -> bool {
+    let Some(query) = stanza.payload() else {
+        return false;
+    };
+    if ty != IqType::Get || query.tag_name().name() != "query" {
+        return false;
+    }
+    let ns = query.tag_name().namespace().unwrap_or_default();
+    let domain = server.config.domain.as_str();
+    let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
+    if query.attribute("node").is_some() {
+        stanza::write_error_reply(
+            out,
+            Kind::Iq,
+            stanza.id,
+            from,
+            session.jid.as_str(),
+            &StanzaError::new(StanzaCondition::ItemNotFound),
+        );
+        return true;
+    }
+    stanza::open_reply(
+        out,
+        Kind::Iq,
+        "result",
+        stanza.id,
+        from,
+        session.jid.as_str(),
+    );
+    let _ = write!(out, "><query xmlns='{ns}'>");
+    if ns == NS_INFO {
+        match target {
+            IqTarget::Server => {
+                out.push_str("<identity category='server' type='im' name='hearth'/>");
+                for feature in server_features() {
+                    let _ = write!(out, "<feature var='{}'/>", Esc(feature));
+                }
+            }
+            IqTarget::Account(_) => {
+                out.push_str("<identity category='account' type='registered'/>");
+                for feature in ACCOUNT_FEATURES {
+                    let _ = write!(out, "<feature var='{}'/>", Esc(feature));
+                }
+            }
+        }
+    }
+    out.push_str("</query></iq>");
+    true
+}

@@ -1,0 +1,301 @@
+//! What happens to a stanza from an established session: iq requests go
+//! to the feature module that owns their namespace, messages and presence
+//! go through the router's delivery rules. Replies to the sender are
+//! appended to its output; work that must wait for the disk is returned as
+//! [`Deferred`] so the connection task can await it in order.
+
+use crate::jid::Jid;
+use crate::offline::{self, Pending};
+use crate::router::{MessageTarget, Session};
+use crate::server::Server;
+use crate::stanza::{
+    self, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
+};
+use crate::xml::{write_element, NS_CLIENT};
+use crate::{disco, ping, presence, version};
+use log::info;
+use std::rc::Rc;
+
+/// Work a handler leaves for the connection task.
+pub enum Deferred {
+    None,
+    CloseStream(StreamCondition),
+    /// Commit a message for an offline user, then answer the sender.
+    StoreOffline(Pending),
+    /// The session just became available: deliver stored messages.
+    FlushOffline,
+}
+
+/// Who an iq addressed to this server is really for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum IqTarget<'a> {
+    /// The server itself (no `to`, or the bare domain).
+    Server,
+    /// A local account's bare JID: the server answers on its behalf.
+    Account(&'a str),
+}
+
+pub fn handle(
+    server: &Rc<Server>,
+    session: &Rc<Session>,
+    stanza: &Stanza,
+    out: &mut String,
+) -> Deferred {
+    match stanza.ty {
+        StanzaType::Message(ty) => on_message(server, session, stanza, ty, out),
+        StanzaType::Presence(ty) => presence::on_presence(server, session, stanza, ty, out),
+        StanzaType::Iq(ty) => {
+            on_iq(server, session, stanza, ty, out);
+            Deferred::None
+        }
+    }
+}
+
+/// Serialises a stanza for delivery with the sender's full JID stamped.
+pub fn forwarded(stanza: &Stanza, from: &Jid) -> String {
+    let mut xml = String::with_capacity(stanza.node.range().len() + 64);
+    write_element(
+        &mut xml,
+        stanza.node,
+        NS_CLIENT,
+        &[("from", Some(from.as_str()))],
+    );
+    xml
+}
+
+/// Answers a stanza with an error, unless it is an error itself (RFC 6120 §8.3.1).
+pub fn reply_error(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    condition: StanzaCondition,
+    out: &mut String,
+) {
+    if stanza.node.attribute("type") == Some("error") {
+        return;
+    }
+    let domain = server.config.domain.as_str();
+    let from = stanza.to.as_ref().map_or(domain, Jid::as_str);
+    stanza::write_error_reply(
+        out,
+        stanza.kind,
+        stanza.id,
+        from,
+        session.jid.as_str(),
+        &StanzaError::new(condition),
+    );
+}
+
+/// Whether a localpart names an account: online users certainly exist.
+pub fn account_exists(server: &Server, local: &str) -> bool {
+    !server.router.borrow().resources(local).is_empty()
+        || server.store.user_exists(local).unwrap_or(false)
+}
+
+fn on_message(
+    server: &Rc<Server>,
+    session: &Rc<Session>,
+    stanza: &Stanza,
+    ty: MessageType,
+    out: &mut String,
+) -> Deferred {
+    // RFC 6121 §8.5: no `to` means the sender's own bare JID.
+    let to = stanza.to.clone().unwrap_or_else(|| session.jid.bare());
+    if to.domain() != server.config.domain {
+        reply_error(
+            server,
+            session,
+            stanza,
+            StanzaCondition::RemoteServerNotFound,
+            out,
+        );
+        return Deferred::None;
+    }
+    let Some(local) = to.local() else {
+        // Messages to the server itself carry nothing hearth acts on.
+        return Deferred::None;
+    };
+    if !account_exists(server, local) {
+        reply_error(
+            server,
+            session,
+            stanza,
+            StanzaCondition::ServiceUnavailable,
+            out,
+        );
+        return Deferred::None;
+    }
+    let target = server.router.borrow().message_targets(&to, ty);
+    let storable = offline::is_storable(stanza);
+    match target {
+        MessageTarget::Sessions(sessions) => {
+            let xml: Rc<str> = forwarded(stanza, &session.jid).into();
+            let delivered = sessions
+                .iter()
+                .filter(|s| server.deliver(s, xml.clone(), storable))
+                .count();
+            if delivered == 0 && storable {
+                return Deferred::StoreOffline(Pending::new(
+                    server,
+                    local,
+                    xml.to_string(),
+                    stanza,
+                    session.jid.as_str(),
+                ));
+            }
+            Deferred::None
+        }
+        MessageTarget::Offline if storable => {
+            let xml = forwarded(stanza, &session.jid);
+            Deferred::StoreOffline(Pending::new(
+                server,
+                local,
+                xml,
+                stanza,
+                session.jid.as_str(),
+            ))
+        }
+        MessageTarget::Offline | MessageTarget::Drop => Deferred::None,
+        MessageTarget::Error(condition) => {
+            reply_error(server, session, stanza, condition, out);
+            Deferred::None
+        }
+    }
+}
+
+fn on_iq(
+    server: &Rc<Server>,
+    session: &Rc<Session>,
+    stanza: &Stanza,
+    ty: IqType,
+    out: &mut String,
+) {
+    let domain = server.config.domain.as_str();
+    let target = match &stanza.to {
+        None => IqTarget::Server,
+        Some(to) if to.domain() != domain => {
+            reply_error(
+                server,
+                session,
+                stanza,
+                StanzaCondition::RemoteServerNotFound,
+                out,
+            );
+            return;
+        }
+        Some(to) if to.resource().is_some() => {
+            route_iq_to_resource(server, session, stanza, to, out);
+            return;
+        }
+        Some(to) => match to.local() {
+            None => IqTarget::Server,
+            Some(local) if account_exists(server, local) => IqTarget::Account(local),
+            Some(_) => {
+                reply_error(
+                    server,
+                    session,
+                    stanza,
+                    StanzaCondition::ServiceUnavailable,
+                    out,
+                );
+                return;
+            }
+        },
+    };
+    if matches!(ty, IqType::Result | IqType::Error) {
+        // Answers to requests the server never sent: nothing to do.
+        return;
+    }
+    let Some(payload) = stanza.payload() else {
+        reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
+        return;
+    };
+    let ns = payload.tag_name().namespace().unwrap_or_default();
+    let handled = match ns {
+        disco::NS_INFO | disco::NS_ITEMS => disco::handle(server, session, stanza, ty, target, out),
+        ping::NS => ping::handle(server, session, stanza, ty, out),
+        version::NS => version::handle(server, session, stanza, ty, target, out),
+        crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {
+            stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
+            true
+        }
+        _ => false,
+    };
+    if !handled {
+        reply_error(
+            server,
+            session,
+            stanza,
+            StanzaCondition::ServiceUnavailable,
+            out,
+        );
+    }
+}
+
+/// RFC 6121 §8.5.3: an iq to a full JID goes to that resource or is
+/// answered with an error; responses to a vanished resource are dropped.
+fn route_iq_to_resource(
+    server: &Rc<Server>,
+    session: &Rc<Session>,
+    stanza: &Stanza,
+    to: &Jid,
+    out: &mut String,
+) {
+    let target = server.router.borrow().find(to).cloned();
+    let is_request = matches!(stanza.ty, StanzaType::Iq(IqType::Get | IqType::Set));
+    match target {
+        Some(target) => {
+            let xml: Rc<str> = forwarded(stanza, &session.jid).into();
+            if !server.deliver(&target, xml, false) && is_request {
+                reply_error(
+                    server,
+                    session,
+                    stanza,
+                    StanzaCondition::ServiceUnavailable,
+                    out,
+                );
+            }
+        }
+        None if is_request => reply_error(
+            server,
+            session,
+            stanza,
+            StanzaCondition::ServiceUnavailable,
+            out,
+        ),
+        None => {}
+    }
+}
+
+/// The session is gone: unregister it, tell contacts, and keep every
+/// message still queued for it (RFC 6121 §8.5.3 / no-loss rule).
+pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
+    server.router.borrow_mut().unbind(session);
+    presence::session_ended(server, session);
+    let user = session.jid.local().unwrap_or_default();
+    let mut kept = 0;
+    for item in session.mailbox.drain() {
+        if let crate::router::Outbound::Stanza {
+            xml,
+            storable: true,
+        } = item
+        {
+            let quota = server.config.limits.offline_quota as usize;
+            if server
+                .store
+                .offline_push(user, xml.as_bytes().to_vec(), quota)
+                .await
+                .is_ok()
+            {
+                kept += 1;
+            }
+        }
+    }
+    if kept > 0 {
+        info!(
+            "{}: {kept} undelivered messages moved to offline storage",
+            session.jid
+        );
+    }
+    info!("{}: session ended", session.jid);
+}

@@ -1,0 +1,156 @@
+//! Offline messages (XEP-0160): what may be stored for a user with no
+//! available resource, storing it durably before the sender is answered,
+//! and delivering it oldest first with a XEP-0203 delay at the user's
+//! next initial presence. The store keeps a message until it has been
+//! written to a session.
+
+use crate::server::Server;
+use crate::stanza::{self, Kind, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType};
+use crate::store::StoreError;
+use crate::time;
+use crate::xml::{Esc, NS_CLIENT};
+use log::{info, warn};
+use std::fmt::Write;
+
+pub const NS_DELAY: &str = "urn:xmpp:delay";
+pub const NS_HINTS: &str = "urn:xmpp:hints";
+pub const NS_OFFLINE: &str = "msgoffline";
+
+/// XEP-0160 §3 / XEP-0334: only chat and normal messages with a body are
+/// stored; chat states, headlines, errors and groupchat are not.
+pub fn is_storable(stanza: &Stanza) -> bool {
+    matches!(
+        stanza.ty,
+        StanzaType::Message(MessageType::Chat | MessageType::Normal)
+    ) && stanza.child("body", NS_CLIENT).is_some()
+        && stanza.child("no-store", NS_HINTS).is_none()
+}
+
+/// A message waiting to be committed for an offline user.
+pub struct Pending {
+    user: Box<str>,
+    xml: String,
+    id: Option<String>,
+    to: String,
+    sender: String,
+}
+
+impl Pending {
+    /// `xml` is the message as it will be delivered (from stamped); the
+    /// delay element is added here, at the moment the server accepted it.
+    pub fn new(
+        server: &Server,
+        user: &str,
+        mut xml: String,
+        stanza: &Stanza,
+        sender: &str,
+    ) -> Pending {
+        if let Some(open) = xml.strip_suffix("</message>").map(str::len) {
+            xml.truncate(open);
+            let _ = write!(
+                xml,
+                "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/></message>",
+                Esc(&server.config.domain),
+                time::format_datetime(time::unix_now())
+            );
+        }
+        Pending {
+            user: user.into(),
+            xml,
+            id: stanza.id.map(str::to_owned),
+            to: stanza
+                .to
+                .as_ref()
+                .map(|j| j.as_str().to_owned())
+                .unwrap_or_default(),
+            sender: sender.to_owned(),
+        }
+    }
+
+    /// Commits the message; if it cannot be kept the sender is told, so
+    /// nothing accepted is silently lost.
+    pub async fn store(self, server: &Server, out: &mut String) {
+        let quota = server.config.limits.offline_quota as usize;
+        let result = server
+            .store
+            .offline_push(&self.user, self.xml.into_bytes(), quota)
+            .await;
+        let condition = match result {
+            Ok(()) => return,
+            Err(StoreError::QuotaExceeded) => {
+                info!("{}: offline quota reached", self.user);
+                StanzaCondition::ServiceUnavailable
+            }
+            Err(e) => {
+                warn!("{}: offline message not stored: {e}", self.user);
+                StanzaCondition::ResourceConstraint
+            }
+        };
+        stanza::write_error_reply(
+            out,
+            Kind::Message,
+            self.id.as_deref(),
+            &self.to,
+            &self.sender,
+            &StanzaError::new(condition),
+        );
+    }
+}
+
+/// Stored messages handed to a session; acknowledge once written.
+pub struct Batch {
+    user: Box<str>,
+    pub xml: String,
+    last_seq: u64,
+}
+
+/// The user's stored messages, oldest first, or None when there are none
+/// or another resource of the user is already taking them.
+pub fn take(server: &Server, user: &str) -> Option<Batch> {
+    if !server.offline_in_flight.borrow_mut().insert(user.into()) {
+        return None;
+    }
+    let messages = match server.store.offline_peek(user) {
+        Ok(messages) if !messages.is_empty() => messages,
+        Ok(_) => {
+            server.offline_in_flight.borrow_mut().remove(user);
+            return None;
+        }
+        Err(e) => {
+            warn!("{user}: cannot read offline messages: {e}");
+            server.offline_in_flight.borrow_mut().remove(user);
+            return None;
+        }
+    };
+    let mut xml = String::new();
+    let mut last_seq = 0;
+    for (seq, bytes) in messages {
+        xml.push_str(&String::from_utf8_lossy(&bytes));
+        last_seq = seq;
+    }
+    Some(Batch {
+        user: user.into(),
+        xml,
+        last_seq,
+    })
+}
+
+/// The batch reached the session's socket: remove it from the store.
+pub async fn acknowledge(server: &Server, batch: Batch) {
+    if let Err(e) = server
+        .store
+        .offline_remove(&batch.user, batch.last_seq)
+        .await
+    {
+        warn!(
+            "{}: offline messages delivered but not removed: {e}",
+            batch.user
+        );
+    }
+    release(server, &batch.user);
+}
+
+/// The batch could not be written: keep it for next time.
+pub fn release(server: &Server, user: &str) {
+    server.offline_in_flight.borrow_mut().remove(user);
+}

@@ -1,0 +1,178 @@
+//! The operator's side: command line, accounts while the server runs,
+//! disco and version, graceful stop.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn graceful_stop_closes_streams_and_exits_zero() {
+    let mut server = TestServer::start("");
+    server.add_user("alice");
+    let mut alice = Client::online(&server, "alice", "a");
+    alice.sync();
+    let status = server.stop();
+    alice.expect_stream_error("system-shutdown");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn accounts_are_managed_while_the_server_runs() {
+    let server = TestServer::start("");
+    // Added through the control socket: the running server holds the db.
+    server.add_user("ivy");
+    let mut ivy = Client::online(&server, "ivy", "r");
+    ivy.sync();
+    let out = server.hearth(&["users"], "");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ivy@localhost");
+    let out = server.hearth(
+        &["passwd", "ivy@localhost", "--password-stdin"],
+        "new secret",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = Client::connect(&server);
+    c.starttls();
+    assert!(!c.scram(hearth::sasl::Mechanism::ScramSha256, "ivy", PASSWORD));
+    assert!(c.scram(hearth::sasl::Mechanism::ScramSha256, "ivy", "new secret"));
+    // Deleting the account ends its sessions.
+    let out = server.hearth(&["deluser", "ivy@localhost"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ivy.expect_stream_error("not-authorized");
+    let out = server.hearth(&["users"], "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+}
+
+#[test]
+fn control_socket_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start("");
+    let mode = std::fs::metadata(server.data_dir().join("control.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+}
+
+#[test]
+fn disco_and_version_describe_the_server_and_account() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    let mut c = Client::online(&server, "alice", "a");
+    c.send("<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    let info = c.stanza();
+    for needle in [
+        "<identity category='server' type='im'",
+        "<feature var='urn:xmpp:ping'/>",
+        "<feature var='jabber:iq:version'/>",
+        "<feature var='http://jabber.org/protocol/disco#items'/>",
+    ] {
+        assert!(info.contains(needle), "{needle} in {info}");
+    }
+    c.send("<iq type='get' id='d2' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    assert!(c
+        .stanza()
+        .contains("<query xmlns='http://jabber.org/protocol/disco#items'"));
+    c.send("<iq type='get' id='d3' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    let account = c.stanza();
+    assert!(
+        account.contains("<identity category='account' type='registered'/>"),
+        "{account}"
+    );
+    c.send("<iq type='get' id='v1' to='localhost'><query xmlns='jabber:iq:version'/></iq>");
+    let version = c.stanza();
+    assert!(version.contains("<name>hearth</name>"), "{version}");
+    c.send("<iq type='get' id='d4' to='nobody@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert!(c.stanza().contains("<service-unavailable "));
+}
+
+#[test]
+fn certificate_is_generated_once_and_fingerprint_logged() {
+    let mut server = TestServer::start("");
+    let first = std::fs::read(server.data_dir().join("tls/cert.pem")).unwrap();
+    assert!(server.log().contains("fingerprint"), "{}", server.log());
+    assert!(server.stop().success());
+    server.spawn();
+    let second = std::fs::read(server.data_dir().join("tls/cert.pem")).unwrap();
+    assert_eq!(first, second);
+}
+
+#[test]
+fn cli_misuse_is_a_one_line_error_with_exit_2() {
+    let run = |args: &[&str]| hearth_command().args(args).output().unwrap();
+    for args in [
+        &["frobnicate"][..],
+        &["adduser"],
+        &["serve", "--bogus"],
+        &["users", "extra"],
+        &["adduser", "a@localhost", "b@localhost"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("hearth:"), "{err}");
+    }
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["adduser", "--help"],
+        &["check", "--help"],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("hearth"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn adduser_for_another_domain_is_refused() {
+    let server = TestServer::start("");
+    let out = server.hearth(&["adduser", "x@example.org", "--password-stdin"], "pw");
+    assert_eq!(out.status.code(), Some(2));
+    let out = server.hearth(&["adduser", "localhost", "--password-stdin"], "pw");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_rejects_unknown_keys_with_line_and_prints_settings() {
+    let dir = temp_dir("check");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "domain = \"example.lan\"\n[limits]\nmax_stanzas = 5\n",
+    )
+    .unwrap();
+    let out = hearth_command()
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_stanzas") && err.contains('3'), "{err}");
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "domain = \"example.lan\"\n").unwrap();
+    let out = hearth_command()
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let settings = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        settings.contains("example.lan") && settings.contains("max_stanza_bytes"),
+        "{settings}"
+    );
+}

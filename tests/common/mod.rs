@@ -1,0 +1,623 @@
+//! Test harness: starts the real `hearth` binary on ephemeral loopback
+//! ports with a temporary data dir, and speaks raw XML to it over real
+//! TCP and TLS. Incoming bytes are cut into stanzas with hearth's own
+//! framer; assertions look at what a client would see.
+#![allow(dead_code)] // each test binary uses a different part
+
+use hearth::sasl::base64;
+use hearth::sasl::client::ScramClient;
+use hearth::sasl::Mechanism;
+use hearth::xml::{Event, Framer, Limits};
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const DOMAIN: &str = "localhost";
+pub const PASSWORD: &str = "correct horse";
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The command that runs the server binary; `HEARTH_TEST_RUNNER` prefixes
+/// it (e.g. with qemu) when the tests run for another architecture.
+pub fn hearth_command() -> Command {
+    let bin = env!("CARGO_BIN_EXE_hearth");
+    match std::env::var("HEARTH_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut cmd = Command::new(parts.next().unwrap_or_default());
+            cmd.args(parts).arg(bin);
+            cmd
+        }
+        _ => Command::new(bin),
+    }
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hearth-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct TestServer {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub starttls: SocketAddr,
+    pub direct_tls: SocketAddr,
+    child: Option<Child>,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl TestServer {
+    /// Starts a server with `extra` appended to a minimal test config
+    /// (top-level keys first, then tables).
+    pub fn start(extra: &str) -> TestServer {
+        let dir = temp_dir("srv");
+        let data = dir.join("data");
+        let config = dir.join("hearth.toml");
+        let (top, tables) = split_extra(extra);
+        std::fs::write(
+            &config,
+            format!(
+                "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n{top}\n[listen]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = [\"127.0.0.1:0\"]\n{tables}\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let mut server = TestServer {
+            dir,
+            config,
+            starttls: "127.0.0.1:1".parse().unwrap(),
+            direct_tls: "127.0.0.1:1".parse().unwrap(),
+            child: None,
+            log: Arc::default(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the process and waits until it says it is ready.
+    pub fn spawn(&mut self) {
+        let mut child = hearth_command()
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hearth");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&line);
+                log.lock().unwrap().push('\n');
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("server did not start:\n{}", self.log.lock().unwrap()));
+            if let Some(addr) = line.split("listening for starttls on ").nth(1) {
+                self.starttls = addr.trim().parse().unwrap();
+            }
+            if let Some(addr) = line.split("listening for direct-tls on ").nth(1) {
+                self.direct_tls = addr.trim().parse().unwrap();
+            }
+            if line.contains(" ready for ") {
+                break;
+            }
+        }
+        // Keep draining so the pipe never fills.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        wait_timeout(&mut child, Duration::from_secs(20))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Runs `hearth adduser` with the password on stdin.
+    pub fn add_user(&self, user: &str) {
+        let out = self.hearth(
+            &["adduser", &format!("{user}@{DOMAIN}"), "--password-stdin"],
+            PASSWORD,
+        );
+        assert!(
+            out.status.success(),
+            "adduser failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs a hearth command with this server's config and `stdin` input.
+    pub fn hearth(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        let mut child = hearth_command()
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The command may exit before reading (e.g. on a usage error).
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{stdin}\n").as_bytes());
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// A root store trusting the server's self-signed certificate.
+    pub fn tls_client_config(&self) -> Arc<rustls::ClientConfig> {
+        client_config(&self.data_dir().join("tls/cert.pem"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn split_extra(extra: &str) -> (String, String) {
+    match extra.find('[') {
+        Some(i) if extra[..i].trim().is_empty() || extra[..i].ends_with('\n') => {
+            (extra[..i].to_string(), extra[i..].to_string())
+        }
+        _ => (extra.to_string(), String::new()),
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn client_config(cert: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Gone,
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Gone => Ok(0),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+            Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+            Stream::Gone => Ok(()),
+        }
+    }
+}
+
+/// What the client has received, cut at top-level boundaries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Got {
+    Header(String),
+    Stanza(String),
+    Close,
+    /// The server closed the TCP connection.
+    Eof,
+}
+
+/// A raw XMPP client over real sockets.
+pub struct Client {
+    stream: Stream,
+    framer: Framer,
+    tls_config: Arc<rustls::ClientConfig>,
+    /// Everything received, for assertions on order and for debugging.
+    pub transcript: String,
+    pub jid: String,
+}
+
+impl Client {
+    pub fn connect(server: &TestServer) -> Client {
+        Self::connect_to(server.starttls, server.tls_client_config())
+    }
+
+    pub fn connect_to(addr: SocketAddr, tls_config: Arc<rustls::ClientConfig>) -> Client {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        Client {
+            stream: Stream::Plain(tcp),
+            framer: new_framer(),
+            tls_config,
+            transcript: String::new(),
+            jid: String::new(),
+        }
+    }
+
+    /// Connects to the direct TLS port (XEP-0368) and handshakes.
+    pub fn connect_direct_tls(server: &TestServer) -> Client {
+        let mut client = Self::connect_to(server.direct_tls, server.tls_client_config());
+        client.tls_handshake();
+        client
+    }
+
+    pub fn send(&mut self, xml: &str) {
+        self.send_bytes(xml.as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// Sends; returns false if the server already closed the socket.
+    pub fn try_send(&mut self, xml: &str) -> bool {
+        self.stream
+            .write_all(xml.as_bytes())
+            .and_then(|()| self.stream.flush())
+            .is_ok()
+    }
+
+    pub fn open_stream(&mut self) {
+        self.send(&format!(
+            "<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+        ));
+    }
+
+    /// The next header, stanza, close or EOF (panics after a timeout).
+    pub fn next(&mut self) -> Got {
+        loop {
+            match self.framer.next() {
+                Ok(Some(Event::StreamOpen(h))) => {
+                    let got = Got::Header(format!("{h:?}"));
+                    return got;
+                }
+                Ok(Some(Event::Stanza(s))) => {
+                    let s = s.to_string();
+                    self.transcript.push_str(&s);
+                    return Got::Stanza(s);
+                }
+                Ok(Some(Event::StreamClose)) => return Got::Close,
+                Ok(Some(Event::Whitespace)) => continue,
+                Ok(None) => {}
+                Err(e) => panic!("server sent bad XML ({e:?}) after: {}", self.transcript),
+            }
+            let mut buf = [0u8; 16384];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Got::Eof,
+                Ok(n) => self.framer.push(&buf[..n]).unwrap(),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    panic!(
+                        "timed out waiting for the server; received so far: {}",
+                        self.transcript
+                    )
+                }
+                Err(_) => return Got::Eof,
+            }
+        }
+    }
+
+    /// The next stanza (skipping nothing: a header or close is a failure).
+    pub fn stanza(&mut self) -> String {
+        match self.next() {
+            Got::Stanza(s) => s,
+            other => panic!(
+                "expected a stanza, got {other:?}; transcript: {}",
+                self.transcript
+            ),
+        }
+    }
+
+    /// Reads stanzas until one contains `needle`; returns it.
+    pub fn expect(&mut self, needle: &str) -> String {
+        loop {
+            match self.next() {
+                Got::Stanza(s) if s.contains(needle) => return s,
+                Got::Stanza(_) | Got::Header(_) => continue,
+                other => panic!(
+                    "expected `{needle}`, got {other:?}; transcript: {}",
+                    self.transcript
+                ),
+            }
+        }
+    }
+
+    pub fn header(&mut self) -> String {
+        match self.next() {
+            Got::Header(h) => h,
+            other => panic!("expected a stream header, got {other:?}"),
+        }
+    }
+
+    /// Expects `<stream:error><condition/>` then the close and EOF.
+    pub fn expect_stream_error(&mut self, condition: &str) {
+        loop {
+            match self.next() {
+                Got::Header(_) => continue,
+                Got::Stanza(s) if s.starts_with("<stream:error") => {
+                    assert!(
+                        s.contains(&format!("<{condition} ")),
+                        "wanted {condition}, got {s}"
+                    );
+                    break;
+                }
+                other => panic!(
+                    "expected stream error {condition}, got {other:?}; transcript: {}",
+                    self.transcript
+                ),
+            }
+        }
+        assert_eq!(self.next(), Got::Close);
+        self.expect_eof();
+    }
+
+    /// The server closes the TCP connection.
+    pub fn expect_eof(&mut self) {
+        let mut buf = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Nothing arrives within `wait`.
+    pub fn expect_silence(&mut self, wait: Duration) {
+        if let Stream::Plain(s) = &self.stream {
+            s.set_read_timeout(Some(wait)).unwrap();
+        }
+        if let Stream::Tls(s) = &self.stream {
+            s.sock.set_read_timeout(Some(wait)).unwrap();
+        }
+        let mut buf = [0u8; 1024];
+        let result = self.stream.read(&mut buf);
+        let restore = |s: &TcpStream| s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        match &self.stream {
+            Stream::Plain(s) => restore(s),
+            Stream::Tls(s) => restore(&s.sock),
+            Stream::Gone => {}
+        }
+        match result {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Ok(n) => panic!(
+                "expected silence, got {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => panic!("expected silence, got {e}"),
+        }
+    }
+
+    pub fn tls_handshake(&mut self) {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            panic!("already TLS")
+        };
+        let conn = rustls::ClientConnection::new(
+            self.tls_config.clone(),
+            ServerName::try_from(DOMAIN).unwrap(),
+        )
+        .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).unwrap();
+        }
+        self.stream = Stream::Tls(Box::new(tls));
+        self.framer = new_framer();
+    }
+
+    /// The server restarts its stream after SASL success: so do we.
+    pub fn framer_reset_for_test(&mut self) {
+        self.framer = new_framer();
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Plain connection → header, features, STARTTLS, new header, features.
+    /// Returns the features offered inside TLS.
+    pub fn starttls(&mut self) -> String {
+        self.open_stream();
+        self.header();
+        let features = self.stanza();
+        assert!(
+            features.contains("urn:ietf:params:xml:ns:xmpp-tls"),
+            "{features}"
+        );
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        assert!(self.stanza().starts_with("<proceed"));
+        self.tls_handshake();
+        self.open_stream();
+        self.header();
+        self.stanza()
+    }
+
+    /// SCRAM exchange; true on success (the stream must then restart).
+    pub fn scram(&mut self, mechanism: Mechanism, user: &str, password: &str) -> bool {
+        let mut scram = ScramClient::new(mechanism, user, password).expect("SCRAM client");
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>",
+            mechanism.name(),
+            base64::encode(&scram.first())
+        ));
+        let challenge = self.stanza();
+        if challenge.starts_with("<failure") {
+            return false;
+        }
+        let server_first = base64::decode(&text_of(&challenge)).unwrap();
+        let reply = scram.handle_server_first(&server_first).unwrap();
+        self.send(&format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            base64::encode(&reply)
+        ));
+        let result = self.stanza();
+        if !result.starts_with("<success") {
+            assert!(result.starts_with("<failure"), "{result}");
+            return false;
+        }
+        let server_final = base64::decode(&text_of(&result)).unwrap();
+        assert!(scram.verify_server_final(&server_final), "server signature");
+        // The server starts a new stream after success.
+        self.framer = new_framer();
+        true
+    }
+
+    /// After authentication: restart the stream, bind `resource`.
+    pub fn bind(&mut self, resource: &str) -> String {
+        self.framer = new_framer();
+        self.open_stream();
+        self.header();
+        let features = self.stanza();
+        assert!(
+            features.contains("urn:ietf:params:xml:ns:xmpp-bind"),
+            "{features}"
+        );
+        self.send(&format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ));
+        let result = self.stanza();
+        assert!(result.contains("type='result'"), "{result}");
+        let jid = text_of(&result);
+        self.jid = jid.clone();
+        jid
+    }
+
+    /// Full login over STARTTLS with SCRAM-SHA-256 and initial presence.
+    pub fn login(server: &TestServer, user: &str, resource: &str) -> Client {
+        let mut client = Client::connect(server);
+        client.starttls();
+        assert!(
+            client.scram(Mechanism::ScramSha256, user, PASSWORD),
+            "login {user}"
+        );
+        client.bind(resource);
+        client
+    }
+
+    /// [`Client::login`] plus initial presence.
+    pub fn online(server: &TestServer, user: &str, resource: &str) -> Client {
+        let mut client = Self::login(server, user, resource);
+        client.send("<presence/>");
+        client
+    }
+
+    /// Round-trips a ping so everything sent before has been processed.
+    pub fn sync(&mut self) {
+        self.send("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>");
+        self.expect("id='sync'");
+    }
+}
+
+fn new_framer() -> Framer {
+    Framer::new(Limits {
+        max_stanza: 1 << 24,
+        max_depth: 256,
+    })
+}
+
+/// The concatenated text of an XML fragment (e.g. base64 payloads, jids).
+pub fn text_of(xml: &str) -> String {
+    let wrapped = format!(
+        "<w xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>{xml}</w>"
+    );
+    let doc = roxmltree::Document::parse(&wrapped).unwrap_or_else(|e| panic!("{e}: {xml}"));
+    doc.descendants()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// Parses one stanza so tests can look at names, attributes and children.
+pub fn with_doc<T>(xml: &str, f: impl FnOnce(roxmltree::Node) -> T) -> T {
+    let wrapped = format!(
+        "<w xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>{xml}</w>"
+    );
+    let doc = roxmltree::Document::parse(&wrapped).unwrap_or_else(|e| panic!("{e}: {xml}"));
+    f(doc.root_element().first_element_child().unwrap())
+}

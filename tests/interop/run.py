@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Interoperability tests: slixmpp (a real client library, from PyPI)
+against the real hearth binary on loopback.
+
+Usage: python tests/interop/run.py [path/to/hearth]
+Starts hearth with a temporary data dir on ephemeral ports, adds accounts
+with `hearth adduser`, then runs each scenario; prints
+'N passed, N failed' and exits non-zero on any failure.
+"""
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import slixmpp
+
+DOMAIN = "localhost"
+PASSWORD = "interop secret"
+TIMEOUT = 20
+
+
+class Hearth:
+    """One hearth process with its own data dir and ports."""
+
+    def __init__(self, binary):
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="hearth-interop-")
+        self.config = os.path.join(self.dir, "hearth.toml")
+        with open(self.config, "w") as f:
+            f.write(
+                f'domain = "{DOMAIN}"\ndata_dir = "{self.dir}/data"\n'
+                '[listen]\nstarttls = ["127.0.0.1:0"]\ndirect_tls = ["127.0.0.1:0"]\n'
+            )
+        self.proc = None
+        self.log = []
+
+    def start(self):
+        env = dict(os.environ, RUST_LOG="info")
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", "--config", self.config],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError("hearth exited:\n" + "".join(self.log))
+            self.log.append(line)
+            m = re.search(r"listening for starttls on (\S+)", line)
+            if m:
+                self.starttls = m.group(1).rsplit(":", 1)
+            m = re.search(r"listening for direct-tls on (\S+)", line)
+            if m:
+                self.direct_tls = m.group(1).rsplit(":", 1)
+            if " ready for " in line:
+                break
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def adduser(self, user):
+        subprocess.run(
+            [self.binary, "adduser", f"{user}@{DOMAIN}", "--password-stdin", "--config", self.config],
+            input=PASSWORD + "\n", text=True, check=True, capture_output=True,
+        )
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def cert(self):
+        return os.path.join(self.dir, "data", "tls", "cert.pem")
+
+
+def make_client(server, user, resource, direct_tls=False):
+    client = slixmpp.ClientXMPP(f"{user}@{DOMAIN}/{resource}", PASSWORD)
+    context = ssl.create_default_context(cafile=server.cert)
+    client.ssl_context = context
+    client.enable_direct_tls = direct_tls
+    client.enable_starttls = not direct_tls
+    client.enable_plaintext = False
+    client.register_plugin("xep_0030")
+    client.register_plugin("xep_0199")
+    client.register_plugin("xep_0203")
+    return client
+
+
+async def online(server, user, resource, direct_tls=False, presence=True):
+    client = make_client(server, user, resource, direct_tls)
+    started = asyncio.get_running_loop().create_future()
+    failed = lambda *_: started.done() or started.set_exception(RuntimeError(f"{user}: auth failed"))
+    client.add_event_handler("session_start", lambda _: started.done() or started.set_result(True))
+    client.add_event_handler("failed_all_auth", failed)
+    client.inbox = asyncio.Queue()
+    client.add_event_handler("message", lambda msg: client.inbox.put_nowait(msg))
+    host, port = server.direct_tls if direct_tls else server.starttls
+    client.connect(host, int(port))
+    await asyncio.wait_for(started, TIMEOUT)
+    if presence:
+        client.send_presence()
+    return client
+
+
+async def close(*clients):
+    for c in clients:
+        c.disconnect()
+    await asyncio.sleep(0.2)
+
+
+async def scenario_starttls_scram_ping_disco(server):
+    alice = await online(server, "alice", "starttls")
+    assert alice.boundjid.full == f"alice@{DOMAIN}/starttls", alice.boundjid
+    rtt = await alice.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    assert rtt is not None
+    info = await alice.plugin["xep_0030"].get_info(jid=DOMAIN, timeout=TIMEOUT)
+    features = info["disco_info"]["features"]
+    assert "urn:xmpp:ping" in features, features
+    assert ("server", "im", None, "hearth") in info["disco_info"]["identities"], info["disco_info"]["identities"]
+    await close(alice)
+
+
+async def scenario_direct_tls_login(server):
+    alice = await online(server, "alice", "direct", direct_tls=True)
+    rtt = await alice.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    assert rtt is not None
+    await close(alice)
+
+
+async def scenario_chat(server):
+    alice = await online(server, "alice", "a")
+    bob = await online(server, "bob", "b")
+    await asyncio.sleep(0.2)
+    alice.send_message(mto=f"bob@{DOMAIN}", mbody="hello bob", mtype="chat")
+    msg = await asyncio.wait_for(bob.inbox.get(), TIMEOUT)
+    assert msg["body"] == "hello bob", msg
+    assert msg["from"].full == f"alice@{DOMAIN}/a", msg["from"]
+    await close(alice, bob)
+
+
+async def scenario_offline_delivery(server):
+    alice = await online(server, "alice", "a2")
+    alice.send_message(mto=f"carol@{DOMAIN}", mbody="while you were out", mtype="chat")
+    await alice.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    carol = await online(server, "carol", "c")
+    msg = await asyncio.wait_for(carol.inbox.get(), TIMEOUT)
+    assert msg["body"] == "while you were out", msg
+    assert msg["delay"]["stamp"] is not None, msg
+    await close(alice, carol)
+
+
+SCENARIOS = [
+    scenario_starttls_scram_ping_disco,
+    scenario_direct_tls_login,
+    scenario_chat,
+    scenario_offline_delivery,
+]
+
+
+def main():
+    logging.basicConfig(level=logging.ERROR)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "target", "debug", "hearth")
+    server = Hearth(binary)
+    passed = failed = 0
+    try:
+        server.start()
+        for user in ("alice", "bob", "carol"):
+            server.adduser(user)
+        for scenario in SCENARIOS:
+            name = scenario.__name__.removeprefix("scenario_")
+            try:
+                asyncio.run(asyncio.wait_for(scenario(server), TIMEOUT * 3))
+                print(f"ok   {name}")
+                passed += 1
+            except Exception as exc:  # report and continue with the next one
+                print(f"FAIL {name}: {exc!r}")
+                failed += 1
+    finally:
+        server.stop()
+    if failed:
+        print("".join(server.log[-40:]))
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
