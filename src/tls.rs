@@ -24,6 +24,8 @@ pub struct TlsMaterial {
     /// SHA-256 of the end-entity certificate, `AB:CD:…`, for users to compare against what
     /// their client shows when it asks whether to trust a self-signed certificate.
     pub fingerprint_sha256: String,
+    /// SHA-1 of the same certificate: some clients (Profanity) only show this one.
+    pub fingerprint_sha1: String,
     /// True when this call created the self-signed certificate (first start): worth telling
     /// the admin, with the fingerprint.
     pub generated: bool,
@@ -60,11 +62,19 @@ pub fn load(
     };
     let chain = read_certificates(&cert_path)?;
     let private_key = read_key(&key_path)?;
-    let fingerprint_sha256 = chain.first().map(fingerprint).unwrap_or_default();
+    let fingerprint_of = |algorithm| {
+        chain
+            .first()
+            .map(|c| fingerprint(algorithm, c))
+            .unwrap_or_default()
+    };
+    let fingerprint_sha256 = fingerprint_of(&ring::digest::SHA256);
+    let fingerprint_sha1 = fingerprint_of(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
     let config = server_config(chain, private_key, &cert_path, &key_path)?;
     Ok(TlsMaterial {
         config: Arc::new(config),
         fingerprint_sha256,
+        fingerprint_sha1,
         generated,
     })
 }
@@ -177,9 +187,9 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
     fs::rename(&temporary, path).map_err(failed)
 }
 
-/// SHA-256 of the certificate's DER as uppercase hex pairs joined by colons.
-fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+/// A digest of the certificate's DER as uppercase hex pairs joined by colons.
+fn fingerprint(algorithm: &'static ring::digest::Algorithm, cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(algorithm, cert.as_ref());
     let mut text = String::with_capacity(digest.as_ref().len() * 3);
     for (index, byte) in digest.as_ref().iter().enumerate() {
         if index > 0 {
@@ -267,7 +277,7 @@ mod tests {
     fn fingerprint_format() {
         let cert = CertificateDer::from(vec![1, 2, 3]);
         assert_eq!(
-            fingerprint(&cert),
+            fingerprint(&ring::digest::SHA256, &cert),
             "03:90:58:C6:F2:C0:CB:49:2C:53:3B:0A:4D:14:EF:77:\
              CC:0F:78:AB:CC:CE:D5:28:7D:84:A1:A2:01:1C:FB:81"
         );

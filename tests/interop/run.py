@@ -172,7 +172,8 @@ SCENARIOS = [
 def main():
     logging.basicConfig(level=logging.ERROR)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "target", "debug", "hearth")
+    default = os.environ.get("HEARTH_BIN") or os.path.join(root, "target", "debug", "hearth")
+    binary = sys.argv[1] if len(sys.argv) > 1 else default
     server = Hearth(binary)
     passed = failed = 0
     try:
