@@ -244,6 +244,9 @@ pub fn handle(
     let change = match (ty, payload.tag_name().name(), items()) {
         (IqType::Get, "blocklist", _) => {
             match server.blocking.list(server, user) {
+                Ok(list) if list.is_empty() => {
+                    reply.result_with(out, &format!("<blocklist xmlns='{NS}'/>"));
+                }
                 Ok(list) => {
                     let mut payload = format!("<blocklist xmlns='{NS}'>");
                     write_items(&mut payload, &list);

@@ -193,8 +193,11 @@ pub fn handle(
 ) -> Deferred {
     let user = session.jid.local().unwrap_or_default().to_owned();
     let reply = IqReply::new(server, stanza, session.jid.as_str());
-    let query = stanza.payload().filter(|p| p.tag_name().name() == "query");
-    let (Some(query), IqTarget::Server) = (query, target) else {
+    let own = target == IqTarget::Server || target == IqTarget::Account(&user);
+    let Some(query) = stanza
+        .payload()
+        .filter(|p| own && p.tag_name().name() == "query")
+    else {
         reply.fail(out, StanzaCondition::ServiceUnavailable);
         return Deferred::None;
     };
