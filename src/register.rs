@@ -155,6 +155,11 @@ pub async fn before_auth(server: &Server, ip: IpAddr, iq: &Stanza<'_, '_>, out: 
         );
         return;
     };
+    // A taken name costs one read, not a key derivation (the create still checks).
+    if server.store.user_exists(&user).unwrap_or(false) {
+        reply.fail(out, StanzaCondition::Conflict);
+        return;
+    }
     let per_hour = server.config.registration.per_ip_per_hour;
     let Some(slot) = server.registrations.reserve(ip, per_hour) else {
         info!("{ip}: registration refused, {per_hour} accounts this hour already");
