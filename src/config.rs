@@ -32,6 +32,7 @@ pub struct Config {
     pub tls: Tls,
     pub auth: Auth,
     pub limits: Limits,
+    pub registration: Registration,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -82,6 +83,48 @@ pub struct Limits {
     /// Bytes queued for a client that is not reading; past it the stream ends.
     #[serde(deserialize_with = "queue_bytes")]
     pub outbound_queue_bytes: u32,
+    /// Largest vCard (XEP-0054) a user may store; past it `policy-violation`.
+    #[serde(deserialize_with = "stored_bytes")]
+    pub max_vcard_bytes: u32,
+    /// Largest private XML (XEP-0049) a user may store per namespace.
+    #[serde(deserialize_with = "stored_bytes")]
+    pub max_private_bytes: u32,
+}
+
+/// In-band registration (XEP-0077).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registration {
+    /// `open` lets anyone create an account over an encrypted stream before login.
+    pub mode: RegistrationMode,
+    /// Accounts one IP address may create per hour in `open` mode.
+    #[serde(deserialize_with = "per_hour")]
+    pub per_ip_per_hour: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    Closed,
+    Open,
+}
+
+impl RegistrationMode {
+    fn name(self) -> &'static str {
+        match self {
+            RegistrationMode::Closed => "closed",
+            RegistrationMode::Open => "open",
+        }
+    }
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration {
+            mode: RegistrationMode::Closed,
+            per_ip_per_hour: 5,
+        }
+    }
 }
 
 impl Default for Config {
@@ -93,6 +136,7 @@ impl Default for Config {
             tls: Tls::default(),
             auth: Auth::default(),
             limits: Limits::default(),
+            registration: Registration::default(),
         }
     }
 }
@@ -124,6 +168,8 @@ impl Default for Limits {
             auth_timeout_secs: 30,
             offline_quota: 1000,
             outbound_queue_bytes: 1024 * 1024,
+            max_vcard_bytes: 64 * 1024,
+            max_private_bytes: 64 * 1024,
         }
     }
 }
@@ -350,6 +396,16 @@ fn queue_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Err
     u32::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn stored_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1024, 16 * 1024 * 1024))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn per_hour<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1, 1_000_000))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn timeout_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let value = integer_in(deserializer, (1, u32::MAX.into()))?;
     u32::try_from(value).map_err(serde::de::Error::custom)
@@ -401,6 +457,12 @@ impl Config {
             "outbound_queue_bytes = {}",
             limits.outbound_queue_bytes
         );
+        let _ = writeln!(out, "max_vcard_bytes = {}", limits.max_vcard_bytes);
+        let _ = writeln!(out, "max_private_bytes = {}", limits.max_private_bytes);
+        let registration = &self.registration;
+        let _ = writeln!(out, "\n[registration]");
+        let _ = writeln!(out, "mode = {}", quote(registration.mode.name()));
+        let _ = writeln!(out, "per_ip_per_hour = {}", registration.per_ip_per_hour);
         out
     }
 }
@@ -469,6 +531,9 @@ mod tests {
         assert_eq!(config.limits.max_stanza_bytes, 262144);
         assert_eq!(config.limits.max_depth, 32);
         assert_eq!(config.limits.auth_timeout_secs, 30);
+        assert_eq!(config.limits.max_vcard_bytes, 65536);
+        assert_eq!(config.registration.mode, RegistrationMode::Closed);
+        assert_eq!(config.registration.per_ip_per_hour, 5);
     }
 
     #[test]
@@ -684,6 +749,12 @@ auth_timeout_secs = 1
                 auth_timeout_secs: 600,
                 offline_quota: 5,
                 outbound_queue_bytes: 65536,
+                max_vcard_bytes: 2048,
+                max_private_bytes: 1_000_000,
+            },
+            registration: Registration {
+                mode: RegistrationMode::Open,
+                per_ip_per_hour: 3,
             },
         };
         let text = custom.to_toml();

@@ -7,20 +7,23 @@ use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
 use crate::xml::Esc;
-use crate::{offline, ping, version};
+use crate::{blocking, offline, ping, register, vcard, version};
 use std::fmt::Write;
 
 pub const NS_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
 /// Features of the server's own JID, sorted as XEP-0115 hashing wants.
-fn server_features() -> [&'static str; 5] {
+fn server_features() -> [&'static str; 8] {
     let mut features = [
         NS_INFO,
         NS_ITEMS,
         offline::NS_OFFLINE,
         ping::NS,
         version::NS,
+        blocking::NS,
+        register::NS,
+        vcard::NS,
     ];
     features.sort_unstable();
     features

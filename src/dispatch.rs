@@ -12,8 +12,10 @@ use crate::stanza::{
     self, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
 };
 use crate::xml::{write_element, NS_CLIENT};
-use crate::{disco, ping, presence, version};
+use crate::{blocking, disco, ping, presence, private, register, vcard, version};
 use log::info;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 /// Work a handler leaves for the connection task.
@@ -24,6 +26,9 @@ pub enum Deferred {
     StoreOffline(Pending),
     /// The session just became available: deliver stored messages.
     FlushOffline,
+    /// Disk work whose outcome is the reply: awaited in stream order, and what it
+    /// returns is written to this session.
+    Reply(Pin<Box<dyn Future<Output = String>>>),
 }
 
 /// Who an iq addressed to this server is really for.
@@ -43,11 +48,17 @@ pub fn handle(
 ) -> Deferred {
     match stanza.ty {
         StanzaType::Message(ty) => on_message(server, session, stanza, ty, out),
-        StanzaType::Presence(ty) => presence::on_presence(server, session, stanza, ty, out),
-        StanzaType::Iq(ty) => {
-            on_iq(server, session, stanza, ty, out);
-            Deferred::None
+        StanzaType::Presence(ty) => {
+            if let Some(to) = &stanza.to {
+                if !blocking::gate(server, session, stanza, to, out) {
+                    return Deferred::None;
+                }
+            }
+            vcard::with_photo_update(server, session, stanza, |stanza| {
+                presence::on_presence(server, session, stanza, ty, out)
+            })
         }
+        StanzaType::Iq(ty) => on_iq(server, session, stanza, ty, out),
     }
 }
 
@@ -115,6 +126,9 @@ fn on_message(
         // Messages to the server itself carry nothing hearth acts on.
         return Deferred::None;
     };
+    if !blocking::gate(server, session, stanza, &to, out) {
+        return Deferred::None;
+    }
     if !account_exists(server, local) {
         reply_error(
             server,
@@ -169,8 +183,13 @@ fn on_iq(
     stanza: &Stanza,
     ty: IqType,
     out: &mut String,
-) {
+) -> Deferred {
     let domain = server.config.domain.as_str();
+    if let Some(to) = &stanza.to {
+        if to.domain() == domain && !blocking::gate(server, session, stanza, to, out) {
+            return Deferred::None;
+        }
+    }
     let target = match &stanza.to {
         None => IqTarget::Server,
         Some(to) if to.domain() != domain => {
@@ -181,11 +200,11 @@ fn on_iq(
                 StanzaCondition::RemoteServerNotFound,
                 out,
             );
-            return;
+            return Deferred::None;
         }
         Some(to) if to.resource().is_some() => {
             route_iq_to_resource(server, session, stanza, to, out);
-            return;
+            return Deferred::None;
         }
         Some(to) => match to.local() {
             None => IqTarget::Server,
@@ -198,22 +217,26 @@ fn on_iq(
                     StanzaCondition::ServiceUnavailable,
                     out,
                 );
-                return;
+                return Deferred::None;
             }
         },
     };
     if matches!(ty, IqType::Result | IqType::Error) {
         // Answers to requests the server never sent: nothing to do.
-        return;
+        return Deferred::None;
     }
     let Some(payload) = stanza.payload() else {
         reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
-        return;
+        return Deferred::None;
     };
     let ns = payload.tag_name().namespace().unwrap_or_default();
     let handled = match ns {
         disco::NS_INFO | disco::NS_ITEMS => disco::handle(server, session, stanza, ty, target, out),
         ping::NS => ping::handle(server, session, stanza, ty, out),
+        blocking::NS => return blocking::handle(server, session, stanza, ty, target, out),
+        register::NS => return register::handle(server, session, stanza, ty, target, out),
+        vcard::NS => return vcard::handle(server, session, stanza, ty, target, out),
+        private::NS => return private::handle(server, session, stanza, ty, target, out),
         version::NS => version::handle(server, session, stanza, ty, target, out),
         crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {
             stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
@@ -230,6 +253,7 @@ fn on_iq(
             out,
         );
     }
+    Deferred::None
 }
 
 /// RFC 6121 §8.5.3: an iq to a full JID goes to that resource or is
@@ -273,6 +297,10 @@ pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
     server.router.borrow_mut().unbind(session);
     presence::session_ended(server, session);
     let user = session.jid.local().unwrap_or_default();
+    if server.router.borrow().resources(user).is_empty() {
+        blocking::user_offline(server, user);
+        vcard::user_offline(server, user);
+    }
     let mut kept = 0;
     for item in session.mailbox.drain() {
         if let crate::router::Outbound::Stanza {

@@ -5,6 +5,7 @@
 //! bytes. One single-threaded event loop ([`server`]) holds every session.
 #![deny(unsafe_code)]
 
+pub mod blocking;
 pub mod c2s;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,9 @@ pub mod jid;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod private;
+pub mod register;
+pub mod reply;
 pub mod router;
 pub mod sasl;
 pub mod server;
@@ -24,5 +28,7 @@ pub mod store;
 pub mod systemd;
 pub mod time;
 pub mod tls;
+pub mod usercache;
+pub mod vcard;
 pub mod version;
 pub mod xml;

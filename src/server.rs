@@ -31,6 +31,9 @@ pub struct Server {
     pub router: RefCell<Router>,
     /// Users whose offline messages are being delivered right now.
     pub offline_in_flight: RefCell<HashSet<Box<str>>>,
+    pub blocking: crate::blocking::Blocklists,
+    pub photo_hashes: crate::vcard::PhotoHashes,
+    pub registrations: crate::register::RateLimit,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     next_id: Cell<u64>,
@@ -40,6 +43,9 @@ pub struct Server {
 impl Server {
     pub fn new(config: Config, store: Store, tls: Arc<rustls::ServerConfig>) -> Server {
         Server {
+            blocking: crate::blocking::Blocklists::load(&store),
+            photo_hashes: Default::default(),
+            registrations: Default::default(),
             config,
             store,
             router: RefCell::default(),

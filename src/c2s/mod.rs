@@ -11,11 +11,11 @@ pub use transport::Transport;
 
 use crate::dispatch::{self, Deferred};
 use crate::jid::Jid;
-use crate::offline;
 use crate::router::{Mailbox, Outbound, Session};
 use crate::server::Server;
 use crate::stanza::{self, Kind, Rejection, Stanza, StanzaError, StreamCondition};
 use crate::xml::{self, Esc, Event, Framer, FramerError, StreamHeader, NS_CLIENT};
+use crate::{offline, register};
 use log::{debug, info};
 use smol::future;
 use smol::net::TcpStream;
@@ -262,7 +262,12 @@ impl Connection {
                     self.write_mechanisms();
                 }
             }
-            Stage::Secured => self.write_mechanisms(),
+            Stage::Secured => {
+                self.write_mechanisms();
+                if register::offered(&self.server) {
+                    let _ = write!(self.out, "<register xmlns='{}'/>", register::NS_FEATURE);
+                }
+            }
             Stage::Authenticated => {
                 let _ = write!(
                     self.out,
@@ -336,6 +341,11 @@ impl Connection {
                         }
                         self.on_legacy_auth(&iq)
                     }
+                    Ok(iq) if self.stage == Stage::Secured && register::is_register(&iq) => {
+                        let server = self.server.clone();
+                        register::before_auth(&server, self.peer.ip(), &iq, &mut self.out).await;
+                        Ok(())
+                    }
                     _ => Err(End::Error(StreamCondition::NotAuthorized, None)),
                 }
             }
@@ -407,6 +417,11 @@ impl Connection {
         match deferred {
             Deferred::None => Ok(()),
             Deferred::CloseStream(condition) => Err(End::Error(condition, None)),
+            Deferred::Reply(task) => {
+                let reply = task.await;
+                self.out.push_str(&reply);
+                Ok(())
+            }
             Deferred::StoreOffline(pending) => {
                 pending.store(&self.server, &mut self.out).await;
                 Ok(())

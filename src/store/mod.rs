@@ -7,7 +7,10 @@
 //! (`smol::unblock`). No redb type appears in the public API.
 
 mod accounts;
+mod blocking;
 mod offline;
+mod private;
+mod vcard;
 mod writer;
 
 use std::fmt;
@@ -214,13 +217,19 @@ impl Store {
 /// be cleared here; [`Store::delete_user`] calls it in the same transaction that removes the
 /// account, so a deleted user leaves nothing behind.
 fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError> {
-    offline::clear_user(txn, user)
+    offline::clear_user(txn, user)?;
+    blocking::clear_user(txn, user)?;
+    vcard::clear_user(txn, user)?;
+    private::clear_user(txn, user)
 }
 
 /// Creates every table, so that readers never meet a missing one.
 fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     accounts::create_table(txn)?;
-    offline::create_tables(txn)
+    offline::create_tables(txn)?;
+    blocking::create_tables(txn)?;
+    vcard::create_tables(txn)?;
+    private::create_tables(txn)
 }
 
 fn open_error(path: &Path, error: DatabaseError) -> StoreError {

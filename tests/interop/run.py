@@ -95,6 +95,7 @@ def make_client(server, user, resource, direct_tls=False):
     client.register_plugin("xep_0030")
     client.register_plugin("xep_0199")
     client.register_plugin("xep_0203")
+    client.register_plugin("xep_0191")
     return client
 
 
@@ -106,6 +107,10 @@ async def online(server, user, resource, direct_tls=False, presence=True):
     client.add_event_handler("failed_all_auth", failed)
     client.inbox = asyncio.Queue()
     client.add_event_handler("message", lambda msg: client.inbox.put_nowait(msg))
+    client.errors = asyncio.Queue()
+    client.add_event_handler("message_error", lambda msg: client.errors.put_nowait(msg))
+    client.pushes = asyncio.Queue()
+    client.add_event_handler("blocked", lambda iq: client.pushes.put_nowait(iq))
     host, port = server.direct_tls if direct_tls else server.starttls
     client.connect(host, int(port))
     await asyncio.wait_for(started, TIMEOUT)
@@ -161,11 +166,31 @@ async def scenario_offline_delivery(server):
     await close(alice, carol)
 
 
+async def scenario_blocking(server):
+    alice = await online(server, "alice", "blocker")
+    bob = await online(server, "bob", "blocked")
+    await alice.plugin["xep_0191"].block(f"bob@{DOMAIN}", timeout=TIMEOUT)
+    push = await asyncio.wait_for(alice.pushes.get(), TIMEOUT)
+    assert [item["jid"] for item in push["block"]] == [f"bob@{DOMAIN}"], push
+    blocked = await alice.plugin["xep_0191"].get_blocked_jids(timeout=TIMEOUT)
+    assert blocked == {slixmpp.JID(f"bob@{DOMAIN}")}, blocked
+    bob.send_message(mto=f"alice@{DOMAIN}", mbody="let me in", mtype="chat")
+    error = await asyncio.wait_for(bob.errors.get(), TIMEOUT)
+    assert error["error"]["condition"] == "service-unavailable", error
+    assert alice.inbox.empty(), alice.inbox
+    await alice.plugin["xep_0191"].unblock(f"bob@{DOMAIN}", timeout=TIMEOUT)
+    bob.send_message(mto=f"alice@{DOMAIN}", mbody="thanks", mtype="chat")
+    msg = await asyncio.wait_for(alice.inbox.get(), TIMEOUT)
+    assert msg["body"] == "thanks", msg
+    await close(alice, bob)
+
+
 SCENARIOS = [
     scenario_starttls_scram_ping_disco,
     scenario_direct_tls_login,
     scenario_chat,
     scenario_offline_delivery,
+    scenario_blocking,
 ]
 
 

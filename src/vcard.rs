@@ -1,0 +1,177 @@
+//! vcard-temp (XEP-0054): a user's vCard, read by anyone, written by its owner, size-limited
+//! and persisted; and its avatar hash in the user's available presence (XEP-0153). This
+//! module owns vCard semantics; it never routes a stanza.
+
+use crate::dispatch::{Deferred, IqTarget};
+use crate::reply::IqReply;
+use crate::router::Session;
+use crate::sasl::base64;
+use crate::server::Server;
+use crate::stanza::{self, IqType, PresenceType, Stanza, StanzaCondition, StanzaError, StanzaType};
+use crate::usercache::UserCache;
+use crate::xml::{self, write_element, NS_CLIENT};
+use log::warn;
+use roxmltree::Node;
+use std::fmt::Write;
+use std::rc::Rc;
+
+pub const NS: &str = "vcard-temp";
+pub const NS_UPDATE: &str = "vcard-temp:x:update";
+
+/// Photo hashes of online users, for their every available presence.
+#[derive(Default)]
+pub struct PhotoHashes(UserCache<Option<Rc<str>>>);
+
+/// XEP-0153: the hex SHA-1 of the photo in `user`'s vCard, if it has one.
+pub fn photo_hash(server: &Server, user: &str) -> Option<Rc<str>> {
+    let loaded = server.photo_hashes.0.get_or_load(server, user, || {
+        server
+            .store
+            .vcard_photo_hash(user)
+            .map(|hash| hash.map(Rc::from))
+    });
+    loaded.unwrap_or_else(|e| {
+        warn!("{user}: cannot read the vCard photo hash: {e}");
+        None
+    })
+}
+
+/// The user's last session ended: keep nothing of theirs in memory.
+pub fn user_offline(server: &Server, user: &str) {
+    server.photo_hashes.0.forget(user);
+}
+
+/// XEP-0153 §4.1: runs `f` on the user's available presence with
+/// `<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>` added when their vCard has a
+/// photo and the client left the element out; on anything else, on the stanza as it is.
+pub fn with_photo_update<R>(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    f: impl FnOnce(&Stanza) -> R,
+) -> R {
+    let user = session.jid.local().unwrap_or_default();
+    if stanza.ty != StanzaType::Presence(PresenceType::Available)
+        || stanza.child("x", NS_UPDATE).is_some()
+    {
+        return f(stanza);
+    }
+    let Some(hash) = photo_hash(server, user) else {
+        return f(stanza);
+    };
+    let mut wrapped = format!("<w xmlns='{NS_CLIENT}'>");
+    write_element(&mut wrapped, stanza.node, NS_CLIENT, &[]);
+    let update = format!("<x xmlns='{NS_UPDATE}'><photo>{hash}</photo></x>");
+    if let Some(open) = wrapped.strip_suffix("/>").map(str::len) {
+        wrapped.truncate(open);
+        let _ = write!(wrapped, ">{update}</presence>");
+    } else if let Some(open) = wrapped.strip_suffix("</presence>").map(str::len) {
+        wrapped.truncate(open);
+        let _ = write!(wrapped, "{update}</presence>");
+    }
+    wrapped.push_str("</w>");
+    // The stanza was parsed once already, so this parse cannot fail short of a bug;
+    // if it does, the presence goes out as the client sent it.
+    let Ok(doc) = xml::parse_stanza(&wrapped) else {
+        return f(stanza);
+    };
+    match xml::stanza_element(&doc).ok().map(Stanza::parse) {
+        Some(Ok(updated)) => f(&updated),
+        _ => f(stanza),
+    }
+}
+
+/// XEP-0153 §3.1: the photo is the base64 BINVAL of PHOTO; its hash is the hex SHA-1 of
+/// the decoded bytes. Line breaks inside the base64 are allowed.
+fn photo_hash_of(vcard: Node) -> Option<String> {
+    let photo = stanza::child(vcard, "PHOTO", NS)?;
+    let binval = stanza::child_text(photo, "BINVAL", NS)?;
+    let compact: String = binval.split_ascii_whitespace().collect();
+    let bytes = base64::decode(&compact).filter(|b| !b.is_empty())?;
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &bytes);
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `vcard-temp` get (own or another account's) and set (own only).
+pub fn handle(
+    server: &Rc<Server>,
+    session: &Rc<Session>,
+    stanza: &Stanza,
+    ty: IqType,
+    target: IqTarget,
+    out: &mut String,
+) -> Deferred {
+    let own = session.jid.local().unwrap_or_default();
+    let reply = IqReply::new(server, stanza, session.jid.as_str());
+    let Some(vcard) = stanza.payload().filter(|p| p.tag_name().name() == "vCard") else {
+        reply.fail(out, StanzaCondition::BadRequest);
+        return Deferred::None;
+    };
+    let user = match target {
+        IqTarget::Server => own,
+        IqTarget::Account(user) => user,
+    };
+    match ty {
+        IqType::Get => {
+            match server.store.vcard(user) {
+                Ok(Some(bytes)) => reply.result_with(out, &String::from_utf8_lossy(&bytes)),
+                // §3.1 allows an empty vCard for a user who has none.
+                Ok(None) => reply.result_with(out, &format!("<vCard xmlns='{NS}'/>")),
+                Err(e) => {
+                    warn!("{user}: cannot read the vCard: {e}");
+                    reply.fail(out, StanzaCondition::ResourceConstraint);
+                }
+            }
+            Deferred::None
+        }
+        IqType::Set if user != own => {
+            reply.fail(out, StanzaCondition::Forbidden);
+            Deferred::None
+        }
+        IqType::Set => {
+            let mut xml = String::new();
+            write_element(&mut xml, vcard, "", &[]);
+            if xml.len() > server.config.limits.max_vcard_bytes as usize {
+                reply.error(
+                    out,
+                    &StanzaError::new(StanzaCondition::PolicyViolation)
+                        .with_text("the vCard is larger than this server allows"),
+                );
+                return Deferred::None;
+            }
+            let hash = photo_hash_of(vcard);
+            let server = server.clone();
+            let user = user.to_owned();
+            Deferred::Reply(Box::pin(async move {
+                let result = server.store.set_vcard(&user, xml.into_bytes(), hash).await;
+                server.photo_hashes.0.forget(&user);
+                reply.after_write(result, "vCard")
+            }))
+        }
+        IqType::Result | IqType::Error => Deferred::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn photo_hash_is_sha1_of_decoded_binval() {
+        let xml = "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>aGVs\n  bG8=</BINVAL></PHOTO></vCard>";
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        // SHA-1("hello")
+        assert_eq!(
+            photo_hash_of(doc.root_element()).as_deref(),
+            Some("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d")
+        );
+        for none in [
+            "<vCard xmlns='vcard-temp'><FN>x</FN></vCard>",
+            "<vCard xmlns='vcard-temp'><PHOTO><BINVAL>!!</BINVAL></PHOTO></vCard>",
+            "<vCard xmlns='vcard-temp'><PHOTO><EXTVAL>http://x</EXTVAL></PHOTO></vCard>",
+        ] {
+            let doc = roxmltree::Document::parse(none).unwrap();
+            assert_eq!(photo_hash_of(doc.root_element()), None, "{none}");
+        }
+    }
+}
