@@ -32,6 +32,7 @@ pub struct Config {
     pub tls: Tls,
     pub auth: Auth,
     pub limits: Limits,
+    pub roster: Roster,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -84,6 +85,22 @@ pub struct Limits {
     pub outbound_queue_bytes: u32,
 }
 
+/// `[roster]`: RFC 6121 §2 limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Roster {
+    /// Items one user may keep; past it roster sets get `not-allowed` and
+    /// subscriptions that would add an item get `resource-constraint`.
+    #[serde(deserialize_with = "max_items")]
+    pub max_items: u32,
+}
+
+impl Default for Roster {
+    fn default() -> Self {
+        Roster { max_items: 500 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -93,6 +110,7 @@ impl Default for Config {
             tls: Tls::default(),
             auth: Auth::default(),
             limits: Limits::default(),
+            roster: Roster::default(),
         }
     }
 }
@@ -345,6 +363,11 @@ fn offline_quota<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::E
     u32::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn max_items<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1, 100_000))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn queue_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let value = integer_in(deserializer, (16 * 1024, 256 * 1024 * 1024))?;
     u32::try_from(value).map_err(serde::de::Error::custom)
@@ -401,6 +424,8 @@ impl Config {
             "outbound_queue_bytes = {}",
             limits.outbound_queue_bytes
         );
+        let _ = writeln!(out, "\n[roster]");
+        let _ = writeln!(out, "max_items = {}", self.roster.max_items);
         out
     }
 }
@@ -685,6 +710,7 @@ auth_timeout_secs = 1
                 offline_quota: 5,
                 outbound_queue_bytes: 65536,
             },
+            roster: Roster { max_items: 7 },
         };
         let text = custom.to_toml();
         assert_eq!(parse(&text).unwrap(), custom, "{text}");

@@ -12,7 +12,7 @@ use crate::stanza::{
     self, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
 };
 use crate::xml::{write_element, NS_CLIENT};
-use crate::{disco, ping, presence, version};
+use crate::{disco, last, ping, presence, roster, version};
 use log::info;
 use std::rc::Rc;
 
@@ -24,6 +24,8 @@ pub enum Deferred {
     StoreOffline(Pending),
     /// The session just became available: deliver stored messages.
     FlushOffline,
+    /// Disk work (e.g. a roster change); its output is written to the sender.
+    Work(std::pin::Pin<Box<dyn std::future::Future<Output = String>>>),
 }
 
 /// Who an iq addressed to this server is really for.
@@ -44,10 +46,7 @@ pub fn handle(
     match stanza.ty {
         StanzaType::Message(ty) => on_message(server, session, stanza, ty, out),
         StanzaType::Presence(ty) => presence::on_presence(server, session, stanza, ty, out),
-        StanzaType::Iq(ty) => {
-            on_iq(server, session, stanza, ty, out);
-            Deferred::None
-        }
+        StanzaType::Iq(ty) => on_iq(server, session, stanza, ty, out),
     }
 }
 
@@ -169,7 +168,7 @@ fn on_iq(
     stanza: &Stanza,
     ty: IqType,
     out: &mut String,
-) {
+) -> Deferred {
     let domain = server.config.domain.as_str();
     let target = match &stanza.to {
         None => IqTarget::Server,
@@ -181,11 +180,11 @@ fn on_iq(
                 StanzaCondition::RemoteServerNotFound,
                 out,
             );
-            return;
+            return Deferred::None;
         }
         Some(to) if to.resource().is_some() => {
             route_iq_to_resource(server, session, stanza, to, out);
-            return;
+            return Deferred::None;
         }
         Some(to) => match to.local() {
             None => IqTarget::Server,
@@ -198,22 +197,24 @@ fn on_iq(
                     StanzaCondition::ServiceUnavailable,
                     out,
                 );
-                return;
+                return Deferred::None;
             }
         },
     };
     if matches!(ty, IqType::Result | IqType::Error) {
         // Answers to requests the server never sent: nothing to do.
-        return;
+        return Deferred::None;
     }
     let Some(payload) = stanza.payload() else {
         reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
-        return;
+        return Deferred::None;
     };
     let ns = payload.tag_name().namespace().unwrap_or_default();
     let handled = match ns {
         disco::NS_INFO | disco::NS_ITEMS => disco::handle(server, session, stanza, ty, target, out),
         ping::NS => ping::handle(server, session, stanza, ty, out),
+        roster::NS => return roster::handle(server, session, stanza, ty, target, out),
+        last::NS => last::handle(server, session, stanza, ty, target, out),
         version::NS => version::handle(server, session, stanza, ty, target, out),
         crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {
             stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
@@ -230,6 +231,7 @@ fn on_iq(
             out,
         );
     }
+    Deferred::None
 }
 
 /// RFC 6121 §8.5.3: an iq to a full JID goes to that resource or is
@@ -271,7 +273,7 @@ fn route_iq_to_resource(
 /// message still queued for it (RFC 6121 §8.5.3 / no-loss rule).
 pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
     server.router.borrow_mut().unbind(session);
-    presence::session_ended(server, session);
+    presence::session_ended(server, session).await;
     let user = session.jid.local().unwrap_or_default();
     let mut kept = 0;
     for item in session.mailbox.drain() {

@@ -12,14 +12,17 @@ pub mod control;
 pub mod disco;
 pub mod dispatch;
 pub mod jid;
+pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod roster;
 pub mod router;
 pub mod sasl;
 pub mod server;
 pub mod stanza;
 pub mod store;
+pub mod subscription;
 #[allow(unsafe_code)] // sd_notify needs clock_gettime
 pub mod systemd;
 pub mod time;

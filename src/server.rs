@@ -31,6 +31,8 @@ pub struct Server {
     pub router: RefCell<Router>,
     /// Users whose offline messages are being delivered right now.
     pub offline_in_flight: RefCell<HashSet<Box<str>>>,
+    /// For XEP-0012 uptime.
+    pub started: Instant,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     next_id: Cell<u64>,
@@ -44,6 +46,7 @@ impl Server {
             store,
             router: RefCell::default(),
             offline_in_flight: RefCell::default(),
+            started: Instant::now(),
             tls: RefCell::new(tls),
             connections: RefCell::default(),
             next_id: Cell::new(1),

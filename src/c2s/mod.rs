@@ -268,6 +268,7 @@ impl Connection {
                     self.out,
                     "<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session>"
                 );
+                let _ = write!(self.out, "<ver xmlns='{}'/>", crate::roster::NS_VERSIONING);
             }
             Stage::Bound => {}
         }
@@ -407,6 +408,11 @@ impl Connection {
         match deferred {
             Deferred::None => Ok(()),
             Deferred::CloseStream(condition) => Err(End::Error(condition, None)),
+            Deferred::Work(work) => {
+                let reply = work.await;
+                self.out.push_str(&reply);
+                Ok(())
+            }
             Deferred::StoreOffline(pending) => {
                 pending.store(&self.server, &mut self.out).await;
                 Ok(())
@@ -450,6 +456,8 @@ impl Connection {
             mailbox: self.mailbox.clone(),
             available: Cell::new(false),
             priority: Cell::new(0),
+            interested: Cell::new(false),
+            presence: Default::default(),
         });
         if let Some(old) = server.router.borrow_mut().bind(session.clone()) {
             info!(

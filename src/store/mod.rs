@@ -8,7 +8,10 @@
 
 mod accounts;
 mod offline;
+mod roster;
 mod writer;
+
+pub use roster::{Roster, RosterItem, RosterTxn, Stored};
 
 use std::fmt;
 use std::future::Future;
@@ -214,13 +217,15 @@ impl Store {
 /// be cleared here; [`Store::delete_user`] calls it in the same transaction that removes the
 /// account, so a deleted user leaves nothing behind.
 fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError> {
-    offline::clear_user(txn, user)
+    offline::clear_user(txn, user)?;
+    roster::clear_user(txn, user)
 }
 
 /// Creates every table, so that readers never meet a missing one.
 fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     accounts::create_table(txn)?;
-    offline::create_tables(txn)
+    offline::create_tables(txn)?;
+    roster::create_tables(txn)
 }
 
 fn open_error(path: &Path, error: DatabaseError) -> StoreError {

@@ -1,0 +1,77 @@
+//! Last Activity (XEP-0012): the server's uptime, and for an account's bare JID the seconds
+//! since its last logout (0 while online), shown only to the account itself and to users
+//! subscribed to its presence. Queries to a full JID are routed to the client, not here.
+
+use crate::dispatch::{reply_error, IqTarget};
+use crate::router::Session;
+use crate::server::Server;
+use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition};
+use crate::time;
+use std::fmt::Write;
+
+pub const NS: &str = "jabber:iq:last";
+
+pub fn handle(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    ty: IqType,
+    target: IqTarget,
+    out: &mut String,
+) -> bool {
+    if ty != IqType::Get {
+        return false;
+    }
+    let seconds = match target {
+        IqTarget::Server => server.started.elapsed().as_secs(),
+        IqTarget::Account(contact) => match account_idle(server, session, contact) {
+            Ok(seconds) => seconds,
+            Err(condition) => {
+                reply_error(server, session, stanza, condition, out);
+                return true;
+            }
+        },
+    };
+    let domain = server.config.domain.as_str();
+    let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
+    stanza::open_reply(
+        out,
+        Kind::Iq,
+        "result",
+        stanza.id,
+        from,
+        session.jid.as_str(),
+    );
+    let _ = write!(out, "><query xmlns='{NS}' seconds='{seconds}'/></iq>");
+    true
+}
+
+/// XEP-0012 §5: seconds since `contact` logged out, if the asker may see its presence.
+fn account_idle(server: &Server, session: &Session, contact: &str) -> Result<u64, StanzaCondition> {
+    let user = session.jid.local().unwrap_or_default();
+    if contact != user {
+        let contact_jid = format!("{contact}@{}", server.config.domain);
+        let subscribed = server
+            .store
+            .roster_item(user, &contact_jid)
+            .ok()
+            .flatten()
+            .is_some_and(|item| item.to);
+        if !subscribed {
+            return Err(StanzaCondition::Forbidden);
+        }
+    }
+    let online = server
+        .router
+        .borrow()
+        .resources(contact)
+        .iter()
+        .any(|s| s.available.get());
+    if online {
+        return Ok(0);
+    }
+    match server.store.last_presence(contact) {
+        Ok(Some((when, _))) => Ok(time::unix_now().saturating_sub(when)),
+        _ => Err(StanzaCondition::ItemNotFound),
+    }
+}
