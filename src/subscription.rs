@@ -55,9 +55,9 @@ pub struct Change {
 /// A generated subscription stanza between two bare JIDs.
 pub fn stanza(ty: &str, from: &str, to: &str) -> String {
     format!(
-        "<presence type='{ty}' from='{}' to='{}'/>",
-        Esc(from),
-        Esc(to)
+        "<presence type='{ty}' to='{}' from='{}'/>",
+        Esc(to),
+        Esc(from)
     )
 }
 
@@ -367,5 +367,149 @@ pub fn carry_out(server: &Server, outcome: Outcome) {
                 available,
             } => presence::send_presence_of(server, &from, &to, available),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{open, TempDir};
+    use crate::store::Store;
+
+    /// "N", "T", "F" or "B", then "+PO" (ask) and/or "+PI" (pending in), as Appendix A.
+    fn set(store: &Store, user: &'static str, contact: &'static str, state: &'static str) {
+        smol::block_on(store.roster_update(move |txn| {
+            let contact_jid = format!("{contact}@h");
+            let base = &state[..1];
+            if base != "N" || state.contains("+PO") {
+                let item = RosterItem {
+                    jid: contact_jid.clone(),
+                    to: base == "T" || base == "B",
+                    from: base == "F" || base == "B",
+                    ask: state.contains("+PO"),
+                    ..RosterItem::default()
+                };
+                txn.put(user, &item)?;
+            }
+            if state.contains("+PI") {
+                txn.set_pending(user, &contact_jid, b"<presence/>")?;
+            }
+            Ok(())
+        }))
+        .unwrap();
+    }
+
+    fn get(store: &Store, user: &'static str, contact: &'static str) -> String {
+        let item = store.roster_item(user, &format!("{contact}@h")).unwrap();
+        let item = item.unwrap_or_default();
+        let mut state = match (item.to, item.from) {
+            (false, false) => "N",
+            (true, false) => "T",
+            (false, true) => "F",
+            (true, true) => "B",
+        }
+        .to_string();
+        if item.ask {
+            state.push_str("+PO");
+        }
+        let pending = store.pending_in(user).unwrap().len();
+        if pending > 0 {
+            state.push_str("+PI");
+        }
+        state
+    }
+
+    /// RFC 6121 Appendix A: alice sends `kind` to bob; both states before and after.
+    #[test]
+    fn appendix_a_transitions_for_both_ends() {
+        use PresenceType::*;
+        let rows = [
+            (Subscribe, "N", "N", "N+PO", "N+PI"),
+            (Subscribe, "N+PI", "N+PO", "N+PO+PI", "N+PO+PI"),
+            (Subscribe, "T", "F", "T", "F"),
+            (Subscribe, "F", "T", "F+PO", "T+PI"),
+            (Subscribe, "B", "B", "B", "B"),
+            (Subscribed, "N+PI", "N+PO", "F", "T"),
+            (Subscribed, "N+PO+PI", "N+PO+PI", "F+PO", "T+PI"),
+            (Subscribed, "T+PI", "F+PO", "B", "B"),
+            (Subscribed, "N", "N", "N", "N"),
+            (Unsubscribe, "N+PO", "N+PI", "N", "N"),
+            (Unsubscribe, "T", "F", "N", "N"),
+            (Unsubscribe, "B", "B", "F", "T"),
+            (Unsubscribe, "T+PI", "F+PO", "N+PI", "N+PO"),
+            (Unsubscribed, "N+PI", "N+PO", "N", "N"),
+            (Unsubscribed, "F", "T", "N", "N"),
+            (Unsubscribed, "B", "B", "T", "F"),
+            (Unsubscribed, "F+PO", "T+PI", "N+PO", "N+PI"),
+        ];
+        for (kind, alice, bob, alice_after, bob_after) in rows {
+            let dir = TempDir::new("appendix-a");
+            let store = open(&dir);
+            set(&store, "alice", "bob", alice);
+            set(&store, "bob", "alice", bob);
+            let change = Change {
+                kind,
+                sender: "alice".into(),
+                target: "bob".into(),
+                domain: "h".into(),
+                xml: "<presence/>".into(),
+                target_exists: true,
+                max_items: 10,
+            };
+            smol::block_on(store.roster_update(move |txn| change.apply(txn))).unwrap();
+            assert_eq!(
+                (get(&store, "alice", "bob"), get(&store, "bob", "alice")),
+                (alice_after.to_string(), bob_after.to_string()),
+                "{kind:?} from alice {alice} to bob {bob}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_each_side_is_sent() {
+        let dir = TempDir::new("subscription-deliveries");
+        let store = open(&dir);
+        let change = |kind| Change {
+            kind,
+            sender: "alice".into(),
+            target: "bob".into(),
+            domain: "h".into(),
+            xml: "<presence id='x'/>".into(),
+            target_exists: true,
+            max_items: 10,
+        };
+        let run = |kind| {
+            let change = change(kind);
+            smol::block_on(store.roster_update(move |txn| change.apply(txn))).unwrap()
+        };
+        let first = run(PresenceType::Subscribe);
+        assert_eq!(first.pushes.len(), 1);
+        assert_eq!(
+            first.deliveries,
+            [Delivery::Stanza {
+                to: "bob".into(),
+                xml: "<presence id='x'/>".into()
+            }]
+        );
+        // A repeated request is neither stored again nor delivered again.
+        let again = run(PresenceType::Subscribe);
+        assert!(again.pushes.is_empty() && again.deliveries.is_empty());
+        // Bob has approved already: his server answers for him and sends his presence.
+        set(&store, "bob", "alice", "F");
+        let auto = run(PresenceType::Subscribe);
+        assert_eq!(
+            auto.deliveries,
+            [
+                Delivery::Stanza {
+                    to: "alice".into(),
+                    xml: "<presence type='subscribed' to='alice@h' from='bob@h'/>".into()
+                },
+                Delivery::Presence {
+                    from: "bob".into(),
+                    to: "alice".into(),
+                    available: true
+                }
+            ]
+        );
     }
 }

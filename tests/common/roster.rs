@@ -33,9 +33,13 @@ pub fn expect_push(client: &mut Client) -> String {
 pub fn subscribe(from: &mut Client, to: &mut Client) {
     let (from_bare, to_bare) = (bare(&from.jid), bare(&to.jid));
     from.send(&format!("<presence type='subscribe' to='{to_bare}'/>"));
-    to.expect(&format!("type='subscribe' from='{from_bare}'"));
+    to.expect(&format!(
+        "type='subscribe' to='{to_bare}' from='{from_bare}'"
+    ));
     to.send(&format!("<presence type='subscribed' to='{from_bare}'/>"));
-    from.expect(&format!("type='subscribed' from='{to_bare}'"));
+    from.expect(&format!(
+        "type='subscribed' to='{from_bare}' from='{to_bare}'"
+    ));
     settle(from, to);
 }
 
