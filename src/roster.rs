@@ -137,7 +137,7 @@ fn get(server: &Server, session: &Session, stanza: &Stanza, query: Node, out: &m
     let client_ver = query.attribute("ver");
     let known = client_ver
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&v| v <= roster.ver);
+        .filter(|&v| (roster.floor..=roster.ver).contains(&v));
     if let Some(known) = known {
         stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
         let mut changes: Vec<&Stored> = roster.items.iter().filter(|s| s.ver > known).collect();

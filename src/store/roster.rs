@@ -8,7 +8,9 @@
 //!
 //! Versioning (XEP-0237): each user has a counter bumped by every item change, and each item
 //! records the counter value of its last change. A removed item stays as a tombstone carrying
-//! its removal version, so any earlier version can be answered with the changes since.
+//! its removal version, so an earlier version can be answered with the changes since. Only
+//! the newest [`MAX_TOMBSTONES`] are kept; the user's `floor` records the newest version
+//! pruned, and versions below it get the whole roster instead.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -19,8 +21,11 @@ use super::{Store, StoreError};
 
 /// (user, contact bare JID) → encoded [`Stored`] item.
 const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("roster");
-/// user → current roster version.
-const VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("roster_ver");
+/// user → (current roster version, floor: the oldest version changes can be given from).
+const VERSIONS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("roster_ver");
+
+/// Removed items remembered per user for versioning deltas.
+pub const MAX_TOMBSTONES: usize = 64;
 /// (user, requester bare JID) → the subscribe stanza as it will be redelivered.
 const PENDING_IN: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pending_in");
 /// user → (Unix time of the last logout, the unavailable presence sent then).
@@ -59,6 +64,8 @@ pub struct Stored {
 #[derive(Debug, Default)]
 pub struct Roster {
     pub ver: u64,
+    /// Versions below this cannot be answered with changes only.
+    pub floor: u64,
     pub items: Vec<Stored>,
 }
 
@@ -189,9 +196,36 @@ impl RosterTxn<'_> {
 
     fn bump(&self, user: &str) -> Result<u64, StoreError> {
         let mut versions = self.txn.open_table(VERSIONS)?;
-        let ver = versions.get(user)?.map_or(0, |v| v.value()) + 1;
-        versions.insert(user, ver)?;
-        Ok(ver)
+        let (ver, floor) = versions.get(user)?.map_or((0, 0), |v| v.value());
+        versions.insert(user, (ver + 1, floor))?;
+        Ok(ver + 1)
+    }
+
+    /// Drops the oldest tombstones past [`MAX_TOMBSTONES`] and raises the floor past them.
+    fn prune(&self, user: &str) -> Result<(), StoreError> {
+        let mut items = self.txn.open_table(ITEMS)?;
+        let mut tombstones = Vec::new();
+        for entry in items.range((user, "")..(user, "\u{10FFFF}"))? {
+            let (key, bytes) = entry?;
+            let stored = decode(key.value().1, bytes.value())?;
+            if stored.removed {
+                tombstones.push((stored.ver, stored.item.jid));
+            }
+        }
+        if tombstones.len() <= MAX_TOMBSTONES {
+            return Ok(());
+        }
+        tombstones.sort_unstable();
+        let excess = tombstones.len() - MAX_TOMBSTONES;
+        let mut floor = 0;
+        for (ver, jid) in tombstones.iter().take(excess) {
+            items.remove((user, jid.as_str()))?;
+            floor = *ver;
+        }
+        let mut versions = self.txn.open_table(VERSIONS)?;
+        let (ver, _) = versions.get(user)?.map_or((0, 0), |v| v.value());
+        versions.insert(user, (ver, floor))?;
+        Ok(())
     }
 
     /// Stores `item` for `user` as a new roster version; returns it as stored.
@@ -214,6 +248,9 @@ impl RosterTxn<'_> {
             (user, item.jid.as_str()),
             encode(&item, ver, removed).as_slice(),
         )?;
+        if removed {
+            self.prune(user)?;
+        }
         Ok(Stored { item, ver, removed })
     }
 
@@ -268,17 +305,17 @@ impl Store {
     /// `user`'s roster, tombstones included, in contact order.
     pub fn roster(&self, user: &str) -> Result<Roster, StoreError> {
         let txn = self.read()?;
-        let ver = txn
+        let (ver, floor) = txn
             .open_table(VERSIONS)?
             .get(user)?
-            .map_or(0, |v| v.value());
+            .map_or((0, 0), |v| v.value());
         let table = txn.open_table(ITEMS)?;
         let mut items = Vec::new();
         for entry in table.range((user, "")..(user, "\u{10FFFF}"))? {
             let (key, bytes) = entry?;
             items.push(decode(key.value().1, bytes.value())?);
         }
-        Ok(Roster { ver, items })
+        Ok(Roster { ver, floor, items })
     }
 
     /// The item `user` has for `contact`, if any.
@@ -346,6 +383,28 @@ mod tests {
     }
 
     #[test]
+    fn old_tombstones_are_pruned_and_raise_the_floor() {
+        let dir = TempDir::new("roster-prune");
+        let store = open(&dir);
+        smol::block_on(store.roster_update(|txn| {
+            for n in 0..=MAX_TOMBSTONES {
+                let jid = format!("c{n:03}@h");
+                txn.put("alice", &item(&jid))?;
+                txn.remove("alice", &jid)?;
+            }
+            Ok(())
+        }))
+        .unwrap();
+        let roster = store.roster("alice").unwrap();
+        assert_eq!(roster.items.len(), MAX_TOMBSTONES);
+        assert!(roster.items.iter().all(|s| s.removed));
+        // The first removal (version 2) is forgotten: deltas start after it.
+        assert_eq!(roster.floor, 2);
+        assert_eq!(roster.items[0].item.jid, "c001@h");
+        assert_eq!(roster.ver, 2 * (MAX_TOMBSTONES as u64 + 1));
+    }
+
+    #[test]
     fn items_round_trip_with_versions_and_tombstones() {
         let bytes = encode(&item("b@h"), 42, false);
         let stored = decode("b@h", &bytes).unwrap();
@@ -378,6 +437,7 @@ mod tests {
         assert_eq!(roster.live().count(), 1);
         assert_eq!(roster.items[1].ver, 3);
         assert!(roster.items[1].removed);
+        assert_eq!(roster.floor, 0);
         assert_eq!(
             store.pending_in("alice").unwrap(),
             vec![b"<presence/>".to_vec()]
