@@ -369,7 +369,7 @@ fn last_activity() {
 
     alice.send("<iq type='get' id='l1' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>");
     assert!(alice.expect("id='l1'").contains("seconds='0'"));
-    bob.send("</stream:stream>");
+    bob.send("<presence type='unavailable'><status>off to bed</status></presence>");
     alice.expect("type='unavailable' from='bob@localhost/b'");
     std::thread::sleep(Duration::from_millis(1100));
     alice.send("<iq type='get' id='l2' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>");
@@ -383,6 +383,7 @@ fn last_activity() {
             .unwrap()
     });
     assert!((1..60).contains(&seconds), "{idle}");
+    assert!(idle.ends_with("'>off to bed</query></iq>"), "{idle}");
     // Carol is not subscribed to bob.
     carol.send("<iq type='get' id='l3' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>");
     assert!(carol.expect("id='l3'").contains("<forbidden "));
