@@ -33,6 +33,7 @@ pub struct Config {
     pub auth: Auth,
     pub limits: Limits,
     pub registration: Registration,
+    pub roster: Roster,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -127,6 +128,22 @@ impl Default for Registration {
     }
 }
 
+/// `[roster]`: RFC 6121 §2 limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Roster {
+    /// Items one user may keep; past it roster sets get `not-allowed` and
+    /// subscriptions that would add an item get `resource-constraint`.
+    #[serde(deserialize_with = "max_items")]
+    pub max_items: u32,
+}
+
+impl Default for Roster {
+    fn default() -> Self {
+        Roster { max_items: 500 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -137,6 +154,7 @@ impl Default for Config {
             auth: Auth::default(),
             limits: Limits::default(),
             registration: Registration::default(),
+            roster: Roster::default(),
         }
     }
 }
@@ -391,6 +409,11 @@ fn offline_quota<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::E
     u32::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn max_items<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1, 100_000))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn queue_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let value = integer_in(deserializer, (16 * 1024, 256 * 1024 * 1024))?;
     u32::try_from(value).map_err(serde::de::Error::custom)
@@ -463,6 +486,8 @@ impl Config {
         let _ = writeln!(out, "\n[registration]");
         let _ = writeln!(out, "mode = {}", quote(registration.mode.name()));
         let _ = writeln!(out, "per_ip_per_hour = {}", registration.per_ip_per_hour);
+        let _ = writeln!(out, "\n[roster]");
+        let _ = writeln!(out, "max_items = {}", self.roster.max_items);
         out
     }
 }
@@ -756,6 +781,7 @@ auth_timeout_secs = 1
                 mode: RegistrationMode::Open,
                 per_ip_per_hour: 3,
             },
+            roster: Roster { max_items: 7 },
         };
         let text = custom.to_toml();
         assert_eq!(parse(&text).unwrap(), custom, "{text}");

@@ -7,17 +7,18 @@ use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
 use crate::xml::Esc;
-use crate::{blocking, offline, ping, register, vcard, version};
+use crate::{blocking, last, offline, ping, register, vcard, version};
 use std::fmt::Write;
 
 pub const NS_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
 /// Features of the server's own JID, sorted as XEP-0115 hashing wants.
-fn server_features() -> [&'static str; 8] {
+fn server_features() -> [&'static str; 9] {
     let mut features = [
         NS_INFO,
         NS_ITEMS,
+        last::NS,
         offline::NS_OFFLINE,
         ping::NS,
         version::NS,
@@ -30,7 +31,7 @@ fn server_features() -> [&'static str; 8] {
 }
 
 /// Features answered on behalf of an account's bare JID.
-const ACCOUNT_FEATURES: [&str; 2] = [NS_INFO, NS_ITEMS];
+const ACCOUNT_FEATURES: [&str; 3] = [NS_INFO, NS_ITEMS, last::NS];
 
 pub fn handle(
     server: &Server,

@@ -12,7 +12,7 @@ use crate::stanza::{
     self, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
 };
 use crate::xml::{write_element, NS_CLIENT};
-use crate::{blocking, disco, ping, presence, private, register, vcard, version};
+use crate::{blocking, disco, last, ping, presence, private, register, roster, vcard, version};
 use log::info;
 use std::future::Future;
 use std::pin::Pin;
@@ -237,6 +237,8 @@ fn on_iq(
         register::NS => return register::handle(server, session, stanza, ty, target, out),
         vcard::NS => return vcard::handle(server, session, stanza, ty, target, out),
         private::NS => return private::handle(server, session, stanza, ty, target, out),
+        roster::NS => return roster::handle(server, session, stanza, ty, target, out),
+        last::NS => last::handle(server, session, stanza, ty, target, out),
         version::NS => version::handle(server, session, stanza, ty, target, out),
         crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {
             stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
@@ -295,7 +297,7 @@ fn route_iq_to_resource(
 /// message still queued for it (RFC 6121 §8.5.3 / no-loss rule).
 pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
     server.router.borrow_mut().unbind(session);
-    presence::session_ended(server, session);
+    presence::session_ended(server, session).await;
     let user = session.jid.local().unwrap_or_default();
     if server.router.borrow().resources(user).is_empty() {
         blocking::user_offline(server, user);

@@ -1,19 +1,184 @@
-//! Presence (RFC 6121 §4): a session's availability and priority, and
-//! directed presence between local users. Roster-based broadcast and
-//! subscriptions build on this (they need the roster).
+//! Presence (RFC 6121 §4): availability and priority of each session, broadcast to the
+//! contacts subscribed `from` the user and to the user's other resources, probes answered on
+//! behalf of local contacts (their current presence, or the last unavailable one with a
+//! XEP-0203 delay), directed presence and the `unavailable` its recipients get at logout.
+//! Subscription stanzas go to [`crate::subscription`]; this module never changes a roster.
 
+use crate::blocking::{self, Verdict};
 use crate::dispatch::{forwarded, reply_error, Deferred};
+use crate::jid::Jid;
+use crate::offline::NS_DELAY;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, PresenceType, Stanza, StanzaCondition};
-use crate::xml::NS_CLIENT;
+use crate::store::StoreError;
+use crate::subscription;
+use crate::time;
+use crate::xml::{Esc, NS_CLIENT};
+use log::warn;
+use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
+
+/// Directed presence recipients remembered per session; past it the oldest is forgotten
+/// (it then misses the `unavailable` at logout), so a session's memory stays bounded.
+const MAX_DIRECTED: usize = 32;
+
+/// What a session remembers about its own presence. Empty, it holds no heap memory.
+#[derive(Debug, Default)]
+pub struct State {
+    /// The last broadcast available presence, `from` stamped and without `to`: what a
+    /// probe or a new subscriber gets. Shared by every copy sent.
+    current: RefCell<Option<Rc<str>>>,
+    /// Addresses given available presence outside the subscription (RFC 6121 §4.6), told
+    /// `unavailable` when the session goes offline.
+    directed: RefCell<Vec<Jid>>,
+}
 
 /// RFC 6121 §4.7.2.3: priority is -128..=127, absent means 0.
 pub fn priority(stanza: &Stanza) -> Option<i8> {
     match stanza::child_text(stanza.node, "priority", NS_CLIENT) {
         None => Some(0),
         Some(text) => text.trim().parse().ok(),
+    }
+}
+
+/// A presence serialised without `to`, addressed to `to`.
+fn addressed(xml: &str, to: &str) -> String {
+    let rest = xml.strip_prefix("<presence").unwrap_or(xml);
+    format!("<presence to='{}'{rest}", Esc(to))
+}
+
+/// A presence with one more child element at its end.
+fn with_child(mut xml: String, child: &str) -> String {
+    if let Some(open) = xml.strip_suffix("/>").map(str::len) {
+        xml.truncate(open);
+        xml.push('>');
+    } else if let Some(open) = xml.strip_suffix("</presence>").map(str::len) {
+        xml.truncate(open);
+    } else {
+        return xml;
+    }
+    xml.push_str(child);
+    xml.push_str("</presence>");
+    xml
+}
+
+fn unavailable_from(from: &Jid) -> String {
+    format!(
+        "<presence type='unavailable' from='{}'/>",
+        Esc(from.as_str())
+    )
+}
+
+/// Queues `xml` for every available resource of a local user.
+pub fn deliver_to_user(server: &Server, local: &str, xml: Rc<str>) {
+    let router = server.router.borrow();
+    for session in router.resources(local).iter().filter(|s| s.available.get()) {
+        server.deliver(session, xml.clone(), false);
+    }
+}
+
+/// A bare JID reaches the user's available resources, a full JID that resource.
+fn deliver_to_jid(server: &Server, to: &Jid, xml: Rc<str>) {
+    let Some(local) = to.local() else { return };
+    if to.resource().is_none() {
+        deliver_to_user(server, local, xml);
+    } else if let Some(session) = server.router.borrow().find(to) {
+        server.deliver(session, xml, false);
+    }
+}
+
+/// The presence of each available resource of `from` (or `unavailable` from each) to the
+/// bare JID of `to`: after a subscription is approved or cancelled (RFC 6121 §3).
+pub fn send_presence_of(server: &Server, from: &str, to: &str, available: bool) {
+    let to_jid = format!("{to}@{}", server.config.domain);
+    let router = server.router.borrow();
+    for session in router.resources(from).iter().filter(|s| s.available.get()) {
+        let xml = if available {
+            match session.presence.current.borrow().as_deref() {
+                Some(current) => addressed(current, &to_jid),
+                None => continue,
+            }
+        } else {
+            addressed(&unavailable_from(&session.jid), &to_jid)
+        };
+        deliver_to_user(server, to, xml.into());
+    }
+}
+
+/// Local contacts whose roster item on `user`'s roster satisfies `wanted`.
+fn contacts(
+    server: &Server,
+    user: &str,
+    wanted: fn(&crate::store::RosterItem) -> bool,
+) -> Vec<Jid> {
+    let roster = match server.store.roster(user) {
+        Ok(roster) => roster,
+        Err(e) => {
+            warn!("{user}: cannot read roster: {e}");
+            return Vec::new();
+        }
+    };
+    roster
+        .live()
+        .filter(|item| wanted(item))
+        .filter_map(|item| Jid::parse(&item.jid).ok())
+        .filter(|jid| jid.domain() == server.config.domain && jid.local().is_some())
+        .collect()
+}
+
+/// RFC 6121 §4.2.2 / §4.4.2: to every contact subscribed `from` the user and to the user's
+/// other available resources.
+fn broadcast(server: &Server, session: &Session, xml: &str) {
+    let user = session.jid.local().unwrap_or_default();
+    for contact in contacts(server, user, |item| item.from) {
+        // XEP-0191 §3.3: presence stops flowing to a blocked contact, both ways.
+        if blocking::allows(server, &session.jid, &contact) != Verdict::Allow {
+            continue;
+        }
+        let local = contact.local().unwrap_or_default();
+        deliver_to_user(server, local, addressed(xml, contact.as_str()).into());
+    }
+    let router = server.router.borrow();
+    for own in router.resources(user) {
+        if own.id != session.id && own.available.get() {
+            server.deliver(own, addressed(xml, own.jid.as_str()).into(), false);
+        }
+    }
+}
+
+/// A probe answered on behalf of a local contact (RFC 6121 §4.3.2): the presence of each
+/// available resource, else the last unavailable presence with the time it was sent.
+fn answer_probe(server: &Server, contact: &str, to: &Jid, out: &mut String) {
+    let blocked = Jid::from_parts(Some(contact), &server.config.domain, None)
+        .is_ok_and(|contact| blocking::allows(server, &contact, to) != Verdict::Allow);
+    if blocked {
+        return;
+    }
+    let router = server.router.borrow();
+    let mut answered = false;
+    for session in router
+        .resources(contact)
+        .iter()
+        .filter(|s| s.available.get())
+    {
+        if let Some(current) = session.presence.current.borrow().as_deref() {
+            out.push_str(&addressed(current, to.as_str()));
+            answered = true;
+        }
+    }
+    if answered {
+        return;
+    }
+    if let Ok(Some((when, xml))) = server.store.last_presence(contact) {
+        let delay = format!(
+            "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/>",
+            Esc(&server.config.domain),
+            time::format_datetime(when)
+        );
+        let xml = addressed(&String::from_utf8_lossy(&xml), to.as_str());
+        out.push_str(&with_child(xml, &delay));
     }
 }
 
@@ -24,39 +189,111 @@ pub fn on_presence(
     ty: PresenceType,
     out: &mut String,
 ) -> Deferred {
-    if let Some(to) = &stanza.to {
-        directed(server, session, stanza, to, out);
-        return Deferred::None;
-    }
-    match ty {
-        PresenceType::Available => {
-            let Some(priority) = priority(stanza) else {
-                reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
-                return Deferred::None;
-            };
-            session.priority.set(priority);
-            let initial = !session.available.replace(true);
-            if initial {
-                Deferred::FlushOffline
-            } else {
-                Deferred::None
-            }
+    use PresenceType::*;
+    match (ty, &stanza.to) {
+        (Subscribe | Subscribed | Unsubscribe | Unsubscribed, Some(to)) => {
+            subscription::handle(server, session, stanza, ty, to, out)
         }
-        PresenceType::Unavailable => {
-            session.available.set(false);
+        (Subscribe | Subscribed | Unsubscribe | Unsubscribed, None) => {
+            reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
             Deferred::None
         }
-        _ => Deferred::None,
+        (Probe, Some(to)) => {
+            probe(server, session, to, out);
+            Deferred::None
+        }
+        (Available | Unavailable | Error, Some(to)) => {
+            directed(server, session, stanza, ty, to, out);
+            Deferred::None
+        }
+        (Available, None) => available(server, session, stanza, out),
+        (Unavailable, None) => {
+            let xml = forwarded(stanza, &session.jid);
+            match unavailable(server, session, &xml) {
+                Some(write) => Deferred::Reply(Box::pin(async move {
+                    if let Err(e) = write.await {
+                        warn!("last presence not stored: {e}");
+                    }
+                    String::new()
+                })),
+                None => Deferred::None,
+            }
+        }
+        (Probe | Error, None) => Deferred::None,
     }
 }
 
-/// Presence sent to one address: delivered to a local user's available
-/// resources (bare JID) or to one resource (full JID).
+/// Initial presence or an update (RFC 6121 §4.2, §4.4).
+fn available(
+    server: &Rc<Server>,
+    session: &Rc<Session>,
+    stanza: &Stanza,
+    out: &mut String,
+) -> Deferred {
+    let Some(priority) = priority(stanza) else {
+        reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
+        return Deferred::None;
+    };
+    session.priority.set(priority);
+    let xml: Rc<str> = forwarded(stanza, &session.jid).into();
+    *session.presence.current.borrow_mut() = Some(xml.clone());
+    let initial = !session.available.replace(true);
+    broadcast(server, session, &xml);
+    if !initial {
+        return Deferred::None;
+    }
+    let user = session.jid.local().unwrap_or_default();
+    for contact in contacts(server, user, |item| item.to) {
+        answer_probe(
+            server,
+            contact.local().unwrap_or_default(),
+            &session.jid,
+            out,
+        );
+    }
+    for own in server.router.borrow().resources(user) {
+        if own.id != session.id && own.available.get() {
+            if let Some(current) = own.presence.current.borrow().as_deref() {
+                out.push_str(&addressed(current, session.jid.as_str()));
+            }
+        }
+    }
+    // RFC 6121 §3.1.3: requests not yet answered are shown again at each login.
+    match server.store.pending_in(user) {
+        Ok(requests) => {
+            for request in requests {
+                out.push_str(&String::from_utf8_lossy(&request));
+            }
+        }
+        Err(e) => warn!("{user}: cannot read subscription requests: {e}"),
+    }
+    Deferred::FlushOffline
+}
+
+/// A probe from the client: answered for contacts it is subscribed to, else ignored.
+fn probe(server: &Server, session: &Session, to: &Jid, out: &mut String) {
+    let user = session.jid.local().unwrap_or_default();
+    let subscribed = server
+        .store
+        .roster_item(user, to.bare().as_str())
+        .ok()
+        .flatten()
+        .is_some_and(|item| item.to);
+    if let (true, Some(contact)) = (subscribed, to.local()) {
+        if to.domain() == server.config.domain {
+            answer_probe(server, contact, &session.jid, out);
+        }
+    }
+}
+
+/// Presence sent to one address (RFC 6121 §4.6): delivered to a local user's available
+/// resources (bare JID) or one resource (full JID); remembered for the logout.
 fn directed(
     server: &Rc<Server>,
     session: &Rc<Session>,
     stanza: &Stanza,
-    to: &crate::jid::Jid,
+    ty: PresenceType,
+    to: &Jid,
     out: &mut String,
 ) {
     if to.domain() != server.config.domain {
@@ -69,30 +306,91 @@ fn directed(
         );
         return;
     }
-    let Some(local) = to.local() else { return };
-    let targets: Vec<Rc<Session>> = {
-        let router = server.router.borrow();
-        if to.resource().is_some() {
-            router.find(to).cloned().into_iter().collect()
-        } else {
-            router
-                .resources(local)
-                .iter()
-                .filter(|s| s.available.get())
-                .cloned()
-                .collect()
+    let mut list = session.presence.directed.borrow_mut();
+    list.retain(|jid| jid != to);
+    if ty == PresenceType::Available {
+        let user = session.jid.local().unwrap_or_default();
+        let subscriber = server
+            .store
+            .roster_item(user, to.bare().as_str())
+            .ok()
+            .flatten()
+            .is_some_and(|item| item.from);
+        if !subscriber {
+            if list.len() >= MAX_DIRECTED {
+                list.remove(0);
+            }
+            list.push(to.clone());
         }
-    };
-    if targets.is_empty() {
-        return;
     }
-    let xml: Rc<str> = forwarded(stanza, &session.jid).into();
-    for target in &targets {
-        server.deliver(target, xml.clone(), false);
+    drop(list);
+    deliver_to_jid(server, to, forwarded(stanza, &session.jid).into());
+}
+
+/// The session goes unavailable with `xml` (from stamped, no `to`): broadcast, tell directed
+/// recipients, and if it was the user's last available resource, return the store write
+/// of the last presence (XEP-0012, probes while offline).
+fn unavailable(
+    server: &Server,
+    session: &Session,
+    xml: &str,
+) -> Option<impl Future<Output = Result<(), StoreError>>> {
+    let was_available = session.available.replace(false);
+    session.presence.current.take();
+    for jid in session.presence.directed.take() {
+        deliver_to_jid(server, &jid, addressed(xml, jid.as_str()).into());
+    }
+    if !was_available {
+        return None;
+    }
+    broadcast(server, session, xml);
+    let user = session.jid.local().unwrap_or_default();
+    let others = server
+        .router
+        .borrow()
+        .resources(user)
+        .iter()
+        .any(|s| s.id != session.id && s.available.get());
+    if others {
+        return None;
+    }
+    Some(
+        server
+            .store
+            .set_last_presence(user, time::unix_now(), xml.as_bytes().to_vec()),
+    )
+}
+
+/// The session ended, cleanly or not: contacts see it go `unavailable` either way.
+pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
+    let xml = unavailable_from(&session.jid);
+    if let Some(write) = unavailable(server, session, &xml) {
+        if let Err(e) = write.await {
+            warn!("{}: last presence not stored: {e}", session.jid);
+        }
     }
 }
 
-/// A session ended without (or after) unavailable presence.
-pub fn session_ended(_server: &Rc<Server>, session: &Rc<Session>) {
-    session.available.set(false);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addressing_and_children() {
+        assert_eq!(
+            addressed(
+                "<presence from='a@h/r'><show>away</show></presence>",
+                "b&c@h"
+            ),
+            "<presence to='b&amp;c@h' from='a@h/r'><show>away</show></presence>"
+        );
+        assert_eq!(
+            with_child("<presence type='unavailable'/>".into(), "<x/>"),
+            "<presence type='unavailable'><x/></presence>"
+        );
+        assert_eq!(
+            with_child("<presence><status>s</status></presence>".into(), "<x/>"),
+            "<presence><status>s</status><x/></presence>"
+        );
+    }
 }

@@ -101,6 +101,9 @@ pub struct Session {
     /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
     pub available: Cell<bool>,
     pub priority: Cell<i8>,
+    /// Asked for the roster, so gets roster pushes (RFC 6121 §2.1.6).
+    pub interested: Cell<bool>,
+    pub presence: crate::presence::State,
 }
 
 /// Where a message addressed to a local user goes (RFC 6121 §8.5).
@@ -240,6 +243,8 @@ mod tests {
             mailbox: Rc::default(),
             available: Cell::new(available),
             priority: Cell::new(priority),
+            interested: Cell::new(false),
+            presence: Default::default(),
         })
     }
 

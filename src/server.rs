@@ -34,6 +34,8 @@ pub struct Server {
     pub blocking: crate::blocking::Blocklists,
     pub photo_hashes: crate::vcard::PhotoHashes,
     pub registrations: crate::register::RateLimit,
+    /// For XEP-0012 uptime.
+    pub started: Instant,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     next_id: Cell<u64>,
@@ -50,6 +52,7 @@ impl Server {
             store,
             router: RefCell::default(),
             offline_in_flight: RefCell::default(),
+            started: Instant::now(),
             tls: RefCell::new(tls),
             connections: RefCell::default(),
             next_id: Cell::new(1),

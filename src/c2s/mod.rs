@@ -273,6 +273,7 @@ impl Connection {
                     self.out,
                     "<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session>"
                 );
+                let _ = write!(self.out, "<ver xmlns='{}'/>", crate::roster::NS_VERSIONING);
             }
             Stage::Bound => {}
         }
@@ -465,6 +466,8 @@ impl Connection {
             mailbox: self.mailbox.clone(),
             available: Cell::new(false),
             priority: Cell::new(0),
+            interested: Cell::new(false),
+            presence: Default::default(),
         });
         if let Some(old) = server.router.borrow_mut().bind(session.clone()) {
             info!(

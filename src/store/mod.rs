@@ -10,8 +10,11 @@ mod accounts;
 mod blocking;
 mod offline;
 mod private;
+mod roster;
 mod vcard;
 mod writer;
+
+pub use roster::{Roster, RosterItem, RosterTxn, Stored};
 
 use std::fmt;
 use std::future::Future;
@@ -220,7 +223,8 @@ fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError>
     offline::clear_user(txn, user)?;
     blocking::clear_user(txn, user)?;
     vcard::clear_user(txn, user)?;
-    private::clear_user(txn, user)
+    private::clear_user(txn, user)?;
+    roster::clear_user(txn, user)
 }
 
 /// Creates every table, so that readers never meet a missing one.
@@ -229,7 +233,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     offline::create_tables(txn)?;
     blocking::create_tables(txn)?;
     vcard::create_tables(txn)?;
-    private::create_tables(txn)
+    private::create_tables(txn)?;
+    roster::create_tables(txn)
 }
 
 fn open_error(path: &Path, error: DatabaseError) -> StoreError {

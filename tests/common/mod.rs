@@ -4,6 +4,8 @@
 //! framer; assertions look at what a client would see.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod roster;
+
 use hearth::sasl::base64;
 use hearth::sasl::client::ScramClient;
 use hearth::sasl::Mechanism;

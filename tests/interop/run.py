@@ -185,12 +185,53 @@ async def scenario_blocking(server):
     await close(alice, bob)
 
 
+async def next_presence(client, sender, ptype):
+    """Waits for a presence of `ptype` ('away', 'unavailable', …) from `sender`'s bare JID."""
+    while True:
+        pres = await asyncio.wait_for(client.presences.get(), TIMEOUT)
+        if pres["from"].bare == sender and pres["type"] == ptype:
+            return pres
+
+
+async def scenario_mutual_subscription_presence(server):
+    dave = await online(server, "dave", "d")
+    erin = await online(server, "erin", "e")
+    for client in (dave, erin):
+        client.auto_authorize = True
+        client.auto_subscribe = True
+        client.presences = asyncio.Queue()
+        client.add_event_handler("presence", lambda p, c=client: c.presences.put_nowait(p))
+        await client.get_roster(timeout=TIMEOUT)
+    dave_jid, erin_jid = f"dave@{DOMAIN}", f"erin@{DOMAIN}"
+    dave.send_presence_subscription(pto=erin_jid)
+    deadline = time.time() + TIMEOUT
+    while not (
+        dave.client_roster[erin_jid]["subscription"] == "both"
+        and erin.client_roster[dave_jid]["subscription"] == "both"
+    ):
+        assert time.time() < deadline, (
+            dave.client_roster[erin_jid]["subscription"],
+            erin.client_roster[dave_jid]["subscription"],
+        )
+        await asyncio.sleep(0.05)
+    dave.send_presence(pshow="away", pstatus="brb")
+    pres = await next_presence(erin, dave_jid, "away")
+    assert pres["status"] == "brb", pres
+    erin.send_presence(pshow="away")
+    await next_presence(dave, erin_jid, "away")
+    erin.disconnect()
+    pres = await next_presence(dave, erin_jid, "unavailable")
+    assert pres["from"].full == f"{erin_jid}/e", pres
+    await close(dave)
+
+
 SCENARIOS = [
     scenario_starttls_scram_ping_disco,
     scenario_direct_tls_login,
     scenario_chat,
     scenario_offline_delivery,
     scenario_blocking,
+    scenario_mutual_subscription_presence,
 ]
 
 
@@ -203,7 +244,7 @@ def main():
     passed = failed = 0
     try:
         server.start()
-        for user in ("alice", "bob", "carol"):
+        for user in ("alice", "bob", "carol", "dave", "erin"):
             server.adduser(user)
         for scenario in SCENARIOS:
             name = scenario.__name__.removeprefix("scenario_")
