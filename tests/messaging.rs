@@ -196,3 +196,23 @@ fn directed_presence_reaches_the_resource() {
         "{got}"
     );
 }
+
+#[test]
+fn typing_notifications_pass_through_untouched() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = Client::online(&server, "alice", "a");
+    let mut bob = Client::online(&server, "bob", "b");
+    bob.sync();
+    for state in ["composing", "paused", "active", "inactive", "gone"] {
+        alice.send(&format!(
+            "<message to='bob@localhost' type='chat'><{state} xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        ));
+        let got = bob.expect("chatstates");
+        assert_eq!(
+            got,
+            format!("<message to='bob@localhost' type='chat' from='alice@localhost/a'><{state} xmlns='http://jabber.org/protocol/chatstates'/></message>")
+        );
+    }
+}
