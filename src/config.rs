@@ -32,6 +32,7 @@ pub struct Config {
     pub tls: Tls,
     pub auth: Auth,
     pub limits: Limits,
+    pub muc: Muc,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -84,6 +85,62 @@ pub struct Limits {
     pub outbound_queue_bytes: u32,
 }
 
+/// XEP-0045 chat rooms (`[muc]`): the service lives on its own subdomain.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Muc {
+    pub enabled: bool,
+    /// The service's domain; absent means `rooms.<domain>`.
+    #[serde(deserialize_with = "optional_domain")]
+    pub domain: Option<String>,
+    /// Rooms one user may own at a time.
+    #[serde(deserialize_with = "small_count")]
+    pub max_rooms_per_user: u32,
+    /// Default and ceiling for a room's `maxusers`.
+    #[serde(deserialize_with = "small_count")]
+    pub max_occupants: u32,
+    /// Groupchat messages a room keeps for joining occupants, unless its config says less.
+    #[serde(deserialize_with = "small_count")]
+    pub history_default: u32,
+    /// Who may create rooms: any local user, or only the listed admins.
+    pub creators: Creators,
+    /// Bare JIDs allowed to create rooms when `creators = "admins"`.
+    pub admins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Creators {
+    Local,
+    Admins,
+}
+
+impl Default for Muc {
+    fn default() -> Self {
+        Muc {
+            enabled: true,
+            domain: None,
+            max_rooms_per_user: 10,
+            max_occupants: 100,
+            history_default: 20,
+            creators: Creators::Local,
+            admins: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The chat-room service's domain, when the service is enabled.
+    pub fn muc_domain(&self) -> Option<String> {
+        self.muc.enabled.then(|| {
+            self.muc
+                .domain
+                .clone()
+                .unwrap_or_else(|| format!("rooms.{}", self.domain))
+        })
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -93,6 +150,7 @@ impl Default for Config {
             tls: Tls::default(),
             auth: Auth::default(),
             limits: Limits::default(),
+            muc: Muc::default(),
         }
     }
 }
@@ -328,6 +386,15 @@ fn integer_in<'de, D: Deserializer<'de>>(
     }
 }
 
+fn optional_domain<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    domain(deserializer).map(Some)
+}
+
+fn small_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (0, 100_000))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn stanza_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let (min, max) = STANZA_BYTES_RANGE;
     let value = integer_in(deserializer, (min.into(), max.into()))?;
@@ -401,6 +468,22 @@ impl Config {
             "outbound_queue_bytes = {}",
             limits.outbound_queue_bytes
         );
+        let muc = &self.muc;
+        let _ = writeln!(out, "\n[muc]");
+        let _ = writeln!(out, "enabled = {}", muc.enabled);
+        if let Some(domain) = &muc.domain {
+            let _ = writeln!(out, "domain = {}", quote(domain));
+        }
+        let _ = writeln!(out, "max_rooms_per_user = {}", muc.max_rooms_per_user);
+        let _ = writeln!(out, "max_occupants = {}", muc.max_occupants);
+        let _ = writeln!(out, "history_default = {}", muc.history_default);
+        let creators = match muc.creators {
+            Creators::Local => "local",
+            Creators::Admins => "admins",
+        };
+        let _ = writeln!(out, "creators = {}", quote(creators));
+        let admins: Vec<String> = muc.admins.iter().map(|a| quote(a)).collect();
+        let _ = writeln!(out, "admins = [{}]", admins.join(", "));
         out
     }
 }
@@ -684,6 +767,15 @@ auth_timeout_secs = 1
                 auth_timeout_secs: 600,
                 offline_quota: 5,
                 outbound_queue_bytes: 65536,
+            },
+            muc: Muc {
+                enabled: false,
+                domain: Some("conference.chat.example".into()),
+                max_rooms_per_user: 3,
+                max_occupants: 50,
+                history_default: 5,
+                creators: Creators::Admins,
+                admins: vec!["boss@chat.example".into()],
             },
         };
         let text = custom.to_toml();

@@ -31,6 +31,8 @@ pub struct Server {
     pub router: RefCell<Router>,
     /// Users whose offline messages are being delivered right now.
     pub offline_in_flight: RefCell<HashSet<Box<str>>>,
+    /// XEP-0045 chat rooms.
+    pub muc: crate::muc::Muc,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     next_id: Cell<u64>,
@@ -39,7 +41,9 @@ pub struct Server {
 
 impl Server {
     pub fn new(config: Config, store: Store, tls: Arc<rustls::ServerConfig>) -> Server {
+        let muc = crate::muc::Muc::load(&config, &store);
         Server {
+            muc,
             config,
             store,
             router: RefCell::default(),
@@ -145,7 +149,7 @@ pub fn run(config: Config) -> Result<(), String> {
         config.tls.key.as_deref(),
         &config.data_dir,
         &config.domain,
-        &[],
+        &extra_names(&config),
     )?;
     if material.generated {
         info!("generated a self-signed certificate for {}", config.domain);
@@ -228,7 +232,7 @@ async fn wait_for_stop(server: &Server, mut signals: Signals) {
                     config.tls.key.as_deref(),
                     &config.data_dir,
                     &config.domain,
-                    &[],
+                    &extra_names(config),
                 ) {
                     Ok(material) => {
                         info!(
@@ -262,6 +266,11 @@ async fn shutdown(server: &Server) {
     while server.connection_count() > 0 && Instant::now() < deadline {
         Timer::after(Duration::from_millis(10)).await;
     }
+}
+
+/// Names besides the domain a generated certificate covers: the chat-room service.
+fn extra_names(config: &Config) -> Vec<String> {
+    config.muc_domain().into_iter().collect()
 }
 
 /// The data dir holds credentials and the TLS key: owner only.

@@ -7,6 +7,7 @@
 //! (`smol::unblock`). No redb type appears in the public API.
 
 mod accounts;
+mod muc;
 mod offline;
 mod writer;
 
@@ -220,6 +221,7 @@ fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError>
 /// Creates every table, so that readers never meet a missing one.
 fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     accounts::create_table(txn)?;
+    muc::create_tables(txn)?;
     offline::create_tables(txn)
 }
 
