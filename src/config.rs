@@ -99,7 +99,7 @@ pub struct Muc {
     /// Default and ceiling for a room's `maxusers`.
     #[serde(deserialize_with = "small_count")]
     pub max_occupants: u32,
-    /// Groupchat messages a room keeps for joining occupants, unless its config says less.
+    /// Groupchat messages a new room keeps for joining occupants (at most 200).
     #[serde(deserialize_with = "small_count")]
     pub history_default: u32,
     /// Who may create rooms: any local user, or only the listed admins.

@@ -256,6 +256,8 @@ fn join_order_refusals_nick_change_and_leave() {
         "<presence to='hall@{MUC}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
     ));
     error_condition(&carol.expect("type='error'"), "jid-malformed");
+    carol.send(&format!("<presence to='hall@{MUC}/'/>"));
+    error_condition(&carol.expect("type='error'"), "jid-malformed");
     carol.send(&format!("<presence to='hall@{MUC}/{}'/>", "n".repeat(1024)));
     error_condition(&carol.expect("type='error'"), "jid-malformed");
     join(&mut carol, "hall", "ca", "");

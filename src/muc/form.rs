@@ -8,6 +8,8 @@ use std::fmt::Write;
 
 pub const NS_DATA: &str = "jabber:x:data";
 const FORM_TYPE: &str = "http://jabber.org/protocol/muc#roomconfig";
+/// Ceiling for `historylength`: history is kept in memory, per room.
+pub const MAX_HISTORY: u32 = 200;
 
 /// Everything an owner can configure. Compact: one allocation per text field at most.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,7 +164,12 @@ impl RoomConfig {
                         _ => return Err("whois is neither moderators nor anyone"),
                     }
                 }
-                "historylength" | "muc#maxhistoryfetch" => new.history_length = number()?,
+                "historylength" | "muc#maxhistoryfetch" => {
+                    new.history_length = number()?;
+                    if new.history_length > MAX_HISTORY {
+                        return Err("historylength is out of range");
+                    }
+                }
                 "changesubject" => new.change_subject = flag()?,
                 _ => return Err("unknown field"),
             }
@@ -215,6 +222,7 @@ mod tests {
         assert!(apply(&config, &field("muc#roomconfig_nosuch", "1")).is_err());
         assert!(apply(&config, &field("muc#roomconfig_publicroom", "maybe")).is_err());
         assert!(apply(&config, &field("muc#roomconfig_maxusers", "101")).is_err());
+        assert!(apply(&config, &field("muc#roomconfig_historylength", "201")).is_err());
         assert!(apply(&config, &field("muc#roomconfig_passwordprotectedroom", "1")).is_err());
         let secret = field("muc#roomconfig_passwordprotectedroom", "1")
             + &field("muc#roomconfig_roomsecret", "pw");

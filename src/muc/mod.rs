@@ -98,7 +98,8 @@ impl Muc {
 }
 
 fn defaults(config: &Config) -> RoomConfig {
-    RoomConfig::new(config.muc.max_occupants, config.muc.history_default)
+    let history = config.muc.history_default.min(form::MAX_HISTORY);
+    RoomConfig::new(config.muc.max_occupants, history)
 }
 
 /// Every stanza whose `to` is on the service's domain.
