@@ -534,6 +534,8 @@ fn members_only_room_and_invitations() {
         "{invite}"
     );
     join(&mut bob, "vip", "bo", "");
+    alice.send(&format!("<message id='inv0' to='vip@{MUC}'><x xmlns='{NS_USER}'><invite to='nobody@localhost'/></x></message>"));
+    error_condition(&alice.expect("id='inv0'"), "item-not-found");
     // Members may not invite into a members-only room.
     bob.send(&format!("<message id='inv2' to='vip@{MUC}'><x xmlns='{NS_USER}'><invite to='carol@localhost'/></x></message>"));
     error_condition(&bob.expect("id='inv2'"), "forbidden");
@@ -572,6 +574,12 @@ fn self_ping_iq_forwarding_and_multiple_sessions() {
         pong.contains("type='result'") && pong.contains(&format!("from='pp@{MUC}/al'")),
         "{pong}"
     );
+    // Joining again from the same session sends the room state again (XEP-0410 §5).
+    alice.send(&format!(
+        "<presence to='pp@{MUC}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ));
+    alice.expect("code='110'");
+    alice.expect("<subject/>");
     bob.send(&format!(
         "<iq type='get' id='sp2' to='pp@{MUC}/bo'><ping xmlns='urn:xmpp:ping'/></iq>"
     ));

@@ -6,7 +6,7 @@
 
 use super::form::{RoomConfig, NS_DATA};
 use super::{Ctx, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER};
-use crate::dispatch::Deferred;
+use crate::dispatch::{account_exists, Deferred};
 use crate::jid::Jid;
 use crate::offline::{Pending, NS_DELAY};
 use crate::router::{MessageTarget, Session};
@@ -21,6 +21,10 @@ use std::rc::Rc;
 use std::time::Instant;
 
 pub const NS_SID: &str = "urn:xmpp:sid:0";
+
+/// History is kept in memory: a room holds at most this many bytes of it, whatever its
+/// `historylength`, so large messages cannot make a room big on a small board.
+const MAX_HISTORY_BYTES: usize = 128 * 1024;
 
 /// Groupchat flood control per occupant: a burst of this many messages…
 const BURST: f32 = 10.0;
@@ -239,6 +243,10 @@ impl Room {
             Some(i) if &*self.occupants[i].nick == nick => {
                 self.occupants[i].presence = presence_children(ctx.stanza.node).into();
                 self.broadcast_presence(ctx.server, i, &Status::default());
+                let muc = ctx.stanza.child("x", NS_MUC);
+                if muc.is_some() {
+                    self.send_state(ctx.server, i, session, false, muc);
+                }
             }
             Some(i) => self.change_nick(ctx, i, nick),
             None if unavailable => {}
@@ -298,17 +306,29 @@ impl Room {
                 (self.occupants.len() - 1, true)
             }
         };
-        // §7.2.3: everyone else's presence first, then the others learn of the newcomer,
-        // then the newcomer's own presence with 110.
+        if first {
+            self.broadcast_to_others(server, index);
+        }
+        self.send_state(server, index, session, created, muc);
+    }
+
+    /// What a joining session gets (§7.2.3): everyone else's presence, its own presence with
+    /// 110, then history and subject. A session that joins again (e.g. after losing track of
+    /// the room, XEP-0410) gets the same.
+    fn send_state(
+        &self,
+        server: &Server,
+        index: usize,
+        session: &Session,
+        created: bool,
+        muc: Option<Node>,
+    ) {
         let viewer = &self.occupants[index];
         for (i, other) in self.occupants.iter().enumerate() {
             if i != index {
                 let xml = self.presence_xml(other, viewer, session, &Status::default());
                 server.deliver(session, xml.into(), false);
             }
-        }
-        if first {
-            self.broadcast_to_others(server, index);
         }
         let mut codes = vec![110];
         if self.config.whois_anyone {
@@ -433,9 +453,6 @@ impl Room {
         presence: Option<Node>,
     ) {
         let occupant = &mut self.occupants[index];
-        if let Some(presence) = presence {
-            occupant.presence = presence_children(presence).into();
-        }
         let status = Status {
             unavailable: true,
             codes: &[110],
@@ -452,7 +469,10 @@ impl Room {
             server.deliver(session, xml.into(), false);
             return;
         }
-        let gone = self.occupants.remove(index);
+        let mut gone = self.occupants.remove(index);
+        if let Some(presence) = presence {
+            gone.presence = presence_children(presence).into();
+        }
         self.announce_removal(
             server,
             &gone,
@@ -652,17 +672,27 @@ impl Room {
             }
         }
         if body.is_some() && self.config.history_length > 0 {
-            if self.history.len() >= self.config.history_length as usize {
-                self.history.pop_front();
-            }
             self.history.push_back(Past {
                 nick,
                 at: time::unix_now(),
                 id: stanza.id.map(Into::into),
                 inner: inner.into(),
             });
+            self.trim_history();
         }
         record
+    }
+
+    /// Keeps at most `historylength` messages and [`MAX_HISTORY_BYTES`] of them.
+    fn trim_history(&mut self) {
+        let mut bytes: usize = self.history.iter().map(|p| p.inner.len()).sum();
+        while self.history.len() > self.config.history_length as usize || bytes > MAX_HISTORY_BYTES
+        {
+            match self.history.pop_front() {
+                Some(oldest) => bytes -= oldest.inner.len(),
+                None => break,
+            }
+        }
     }
 
     /// §7.5: a private message goes to every session of the addressed occupant.
@@ -714,6 +744,10 @@ impl Room {
             ctx.error(StanzaCondition::JidMalformed);
             return (Deferred::None, None);
         };
+        if local_user(ctx.server, &invitee).is_none() {
+            ctx.error(StanzaCondition::ItemNotFound);
+            return (Deferred::None, None);
+        }
         let inviter_affiliation = self.affiliation(&self.occupants[inviter].jid);
         let mut record = None;
         if self.config.members_only {
@@ -918,10 +952,7 @@ impl Room {
         let was_persistent = self.config.persistent;
         let was_locked = std::mem::replace(&mut self.locked, false);
         self.config = config;
-        if self.history.len() > self.config.history_length as usize {
-            let excess = self.history.len() - self.config.history_length as usize;
-            self.history.drain(..excess);
-        }
+        self.trim_history();
         stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
         if self.config.members_only {
             self.remove_where(ctx.server, &[322], |room, o| {
@@ -1353,20 +1384,18 @@ fn presence_children(presence: Node) -> String {
     xml
 }
 
+/// The localpart of `jid` when it names an account on this server.
+fn local_user<'j>(server: &Server, jid: &'j Jid) -> Option<&'j str> {
+    jid.local()
+        .filter(|local| jid.domain() == server.config.domain && account_exists(server, local))
+}
+
 /// A message from the room to a local user's bare JID, stored offline if nobody is online.
 fn deliver_to_user(ctx: &mut Ctx, to: &Jid, xml: String) -> Deferred {
     let server = ctx.server;
-    let local = match to.local() {
-        Some(local)
-            if to.domain() == server.config.domain
-                && crate::dispatch::account_exists(server, local) =>
-        {
-            local
-        }
-        _ => {
-            ctx.error(StanzaCondition::ItemNotFound);
-            return Deferred::None;
-        }
+    let Some(local) = local_user(server, to) else {
+        ctx.error(StanzaCondition::ItemNotFound);
+        return Deferred::None;
     };
     let target = server
         .router
@@ -1412,6 +1441,33 @@ mod tests {
         assert_eq!(back.affiliations, room.affiliations);
         assert_eq!(back.subject, room.subject);
         assert!(Room::from_record(back.jid.clone(), b"<room", config).is_none());
+    }
+
+    #[test]
+    fn history_is_bounded_by_count_and_bytes() {
+        let jid = Jid::parse("h@rooms.localhost").unwrap();
+        let mut room = Room::new(jid, RoomConfig::new(10, 3));
+        let past = |size: usize| Past {
+            nick: "n".into(),
+            at: 0,
+            id: None,
+            inner: "x".repeat(size).into(),
+        };
+        for _ in 0..5 {
+            room.history.push_back(past(10));
+            room.trim_history();
+        }
+        assert_eq!(room.history.len(), 3);
+        room.history.push_back(past(MAX_HISTORY_BYTES - 15));
+        room.trim_history();
+        assert_eq!(
+            room.history.len(),
+            2,
+            "one small message fits beside the big one"
+        );
+        room.history.push_back(past(MAX_HISTORY_BYTES));
+        room.trim_history();
+        assert_eq!(room.history.len(), 1);
     }
 
     #[test]
