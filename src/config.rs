@@ -104,7 +104,8 @@ pub struct Muc {
     pub history_default: u32,
     /// Who may create rooms: any local user, or only the listed admins.
     pub creators: Creators,
-    /// Bare JIDs allowed to create rooms when `creators = "admins"`.
+    /// Bare JIDs allowed to create rooms when `creators = "admins"` (normalised).
+    #[serde(deserialize_with = "bare_jids")]
     pub admins: Vec<String>,
 }
 
@@ -208,7 +209,13 @@ pub fn load(path: Option<&Path>) -> Result<Config, String> {
 /// Parses config text; errors are `LINE:COLUMN: KEY: message` (the key when one applies).
 fn parse(text: &str) -> Result<Config, String> {
     let root = toml::de::DeTable::parse(text).map_err(|error| describe(text, &error))?;
-    Config::deserialize(toml::Deserializer::from(root)).map_err(|error| describe(text, &error))
+    let config = Config::deserialize(toml::Deserializer::from(root))
+        .map_err(|error| describe(text, &error))?;
+    if config.muc_domain().as_deref() == Some(config.domain.as_str()) {
+        // Every stanza to the domain would go to the chat-room service.
+        return Err(" muc.domain: must differ from domain".into());
+    }
+    Ok(config)
 }
 
 /// Turns a toml error into one line with its position and the dotted key it is about.
@@ -388,6 +395,18 @@ fn integer_in<'de, D: Deserializer<'de>>(
 
 fn optional_domain<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     domain(deserializer).map(Some)
+}
+
+fn bare_jids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| match crate::jid::Jid::parse(text) {
+            Ok(jid) if jid.local().is_some() && jid.is_bare() => Ok(jid.as_str().to_owned()),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not a bare JID like \"user@example.org\""
+            ))),
+        })
+        .collect()
 }
 
 fn small_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
@@ -780,6 +799,25 @@ auth_timeout_secs = 1
         };
         let text = custom.to_toml();
         assert_eq!(parse(&text).unwrap(), custom, "{text}");
+    }
+
+    #[test]
+    fn muc_section() {
+        let config =
+            parse("domain = \"Example.ORG\"\n[muc]\nadmins = [\"Boss@Example.org\"]\n").unwrap();
+        assert_eq!(config.muc.admins, vec!["boss@example.org".to_string()]);
+        assert_eq!(config.muc_domain().as_deref(), Some("rooms.example.org"));
+        let error = error_of("[muc]\nadmins = [\"example.org\"]\n");
+        assert!(
+            error.starts_with("2:") && error.contains("muc.admins"),
+            "{error}"
+        );
+        let error = error_of("[muc]\ncreators = \"everyone\"\n");
+        assert!(error.contains("muc.creators"), "{error}");
+        assert_eq!(
+            parse("[muc]\nenabled = false\n").unwrap().muc_domain(),
+            None
+        );
     }
 
     #[test]
