@@ -213,6 +213,16 @@ fn reserved_room_configuration_form() {
     let mut carol = Client::online(&server, "carol", "c");
     carol.send(&format!("<presence to='club@{MUC}/ca'><x xmlns='http://jabber.org/protocol/muc'><password>sesame</password></x></presence>"));
     error_condition(&carol.expect("type='error'"), "service-unavailable");
+    // The certificate also names the chat-room service.
+    let tcp = std::net::TcpStream::connect(server.direct_tls).unwrap();
+    let name = rustls::pki_types::ServerName::try_from(MUC).unwrap();
+    let conn = rustls::ClientConnection::new(server.tls_client_config(), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .expect("certificate valid for the MUC domain");
+    }
 }
 
 #[test]
@@ -517,7 +527,16 @@ fn members_only_room_and_invitations() {
     let mut bob = Client::online(&server, "bob", "b");
     let mut carol = Client::online(&server, "carol", "c");
     create_instant(&mut alice, "vip", "al");
+    join(&mut bob, "vip", "bo", "");
+    // Becoming members-only removes the non-members (322) and tells the rest (104).
     configure(&mut alice, "vip", &field("membersonly", "1"));
+    let removed = bob.expect("code='322'");
+    assert!(
+        removed.contains("type='unavailable'") && removed.contains("code='110'"),
+        "{removed}"
+    );
+    let changed = alice.expect("code='104'");
+    assert!(changed.contains(&format!("from='vip@{MUC}'")), "{changed}");
     bob.send(&format!(
         "<presence to='vip@{MUC}/bo'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
     ));
