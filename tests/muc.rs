@@ -124,6 +124,10 @@ fn service_and_room_discovery() {
     );
     bob.send(&format!("<iq type='get' id='i6' to='nowhere@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
     error_condition(&bob.expect("id='i6'"), "item-not-found");
+    // Answers are never answered, even when their room is gone.
+    bob.send(&format!("<iq type='result' id='r0' to='nowhere@{MUC}/x'/>"));
+    bob.send(&format!("<iq type='error' id='r1' to='nowhere@{MUC}'><error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"));
+    bob.expect_silence(Duration::from_millis(300));
 }
 
 #[test]

@@ -166,7 +166,10 @@ pub fn handle(
         }
         _ => {
             let Some(room) = rooms.get_mut(name) else {
-                ctx.error(StanzaCondition::ItemNotFound);
+                // Answers to a request are never answered (RFC 6120 §8.2.3).
+                if !matches!(stanza.ty, StanzaType::Iq(IqType::Result | IqType::Error)) {
+                    ctx.error(StanzaCondition::ItemNotFound);
+                }
                 return Deferred::None;
             };
             match (stanza.ty, nick) {
