@@ -216,7 +216,9 @@ fn reserved_room_configuration_form() {
     // maxusers = 2: the room is full.
     let mut carol = Client::online(&server, "carol", "c");
     carol.send(&format!("<presence to='club@{MUC}/ca'><x xmlns='http://jabber.org/protocol/muc'><password>sesame</password></x></presence>"));
-    error_condition(&carol.expect("type='error'"), "service-unavailable");
+    let full = carol.expect("type='error'");
+    error_condition(&full, "service-unavailable");
+    assert!(full.contains("<error type='wait'>"), "{full}");
     // The certificate also names the chat-room service.
     let tcp = std::net::TcpStream::connect(server.direct_tls).unwrap();
     let name = rustls::pki_types::ServerName::try_from(MUC).unwrap();

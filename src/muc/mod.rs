@@ -8,12 +8,12 @@ mod form;
 mod room;
 
 use crate::config::{Config, Creators};
-use crate::dispatch::{reply_error, Deferred};
+use crate::dispatch::Deferred;
 use crate::jid::Jid;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{
-    self, IqType, Kind, MessageType, PresenceType, Stanza, StanzaCondition, StanzaType,
+    self, IqType, Kind, MessageType, PresenceType, Stanza, StanzaCondition, StanzaError, StanzaType,
 };
 use crate::store::Store;
 use crate::xml::Esc;
@@ -50,7 +50,23 @@ pub struct Ctx<'s, 'a, 'i> {
 impl Ctx<'_, '_, '_> {
     /// Answers the stanza with an error from the address it was sent to.
     pub fn error(&mut self, condition: StanzaCondition) {
-        reply_error(self.server, self.session, self.stanza, condition, self.out);
+        self.fail(&StanzaError::new(condition));
+    }
+
+    /// Like [`Ctx::error`], for an error with another type or a text.
+    pub fn fail(&mut self, error: &StanzaError) {
+        if self.stanza.node.attribute("type") == Some("error") {
+            return;
+        }
+        let from = self.stanza.to.as_ref().map_or("", Jid::as_str);
+        stanza::write_error_reply(
+            self.out,
+            self.stanza.kind,
+            self.stanza.id,
+            from,
+            self.session.jid.as_str(),
+            error,
+        );
     }
 }
 

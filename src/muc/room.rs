@@ -11,7 +11,7 @@ use crate::jid::Jid;
 use crate::offline::{Pending, NS_DELAY};
 use crate::router::{MessageTarget, Session};
 use crate::server::Server;
-use crate::stanza::{self, IqType, Kind, MessageType, StanzaCondition};
+use crate::stanza::{self, ErrorType, IqType, Kind, MessageType, StanzaCondition, StanzaError};
 use crate::time;
 use crate::xml::{write_element, Esc, NS_CLIENT};
 use roxmltree::Node;
@@ -283,7 +283,12 @@ impl Room {
             None
         };
         if let Some(condition) = refusal {
-            ctx.error(condition);
+            let mut error = StanzaError::new(condition);
+            if condition == StanzaCondition::ServiceUnavailable {
+                // §7.2.10: the room is full for now.
+                error.kind = ErrorType::Wait;
+            }
+            ctx.fail(&error);
             return;
         }
         let server = ctx.server;
@@ -943,9 +948,7 @@ impl Room {
         let config = match self.config.apply(form, ctx.max_occupants) {
             Ok(config) => config,
             Err(why) => {
-                let error =
-                    crate::stanza::StanzaError::new(StanzaCondition::NotAcceptable).with_text(why);
-                stanza::write_error_reply(ctx.out, Kind::Iq, ctx.stanza.id, from, to, &error);
+                ctx.fail(&StanzaError::new(StanzaCondition::NotAcceptable).with_text(why));
                 return None;
             }
         };
