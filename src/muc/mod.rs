@@ -20,7 +20,7 @@ use crate::xml::Esc;
 use crate::{disco, ping};
 use form::RoomConfig;
 use log::{info, warn};
-use room::{Affiliation, Room};
+use room::{Affiliation, Persist, Room};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -214,13 +214,13 @@ pub fn handle(
             }
         }
     };
-    if let Some(record) = record {
-        if record.is_empty() {
-            // Queued at once; the writer commits it with the next batch.
-            drop(server.store.muc_delete(name));
-        } else {
-            drop(server.store.muc_save(name, record));
-        }
+    // Writes are queued at call time and committed with the writer's next batch. Nothing
+    // waits for them: a failed write costs the room its state at the next restart only,
+    // while the room itself keeps working from memory.
+    match record {
+        Some(Persist::Save(record)) => drop(server.store.muc_save(name, record)),
+        Some(Persist::Delete) => drop(server.store.muc_delete(name)),
+        None => {}
     }
     if rooms.get(name).is_some_and(Room::is_gone) {
         rooms.remove(name);
@@ -250,7 +250,7 @@ fn create(ctx: &Ctx, rooms: &HashMap<Box<str>, Room>, jid: &Jid) -> Result<Room,
 }
 
 /// An iq to the room's bare JID.
-fn room_iq(ctx: &mut Ctx, room: &mut Room, ty: IqType) -> Option<Vec<u8>> {
+fn room_iq(ctx: &mut Ctx, room: &mut Room, ty: IqType) -> Option<Persist> {
     let Some(query) = ctx.stanza.payload() else {
         ctx.error(StanzaCondition::BadRequest);
         return None;

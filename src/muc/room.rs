@@ -146,6 +146,12 @@ struct Status<'a> {
     extra: &'a str,
 }
 
+/// What the store must do after a change to a room.
+pub enum Persist {
+    Save(Vec<u8>),
+    Delete,
+}
+
 pub struct Room {
     /// The room's bare JID.
     pub jid: Jid,
@@ -450,13 +456,7 @@ impl Room {
 
     /// One session leaves (§7.14) or is gone. The occupant leaves with its last session;
     /// until then only the leaving session hears of it.
-    pub fn leave(
-        &mut self,
-        server: &Server,
-        index: usize,
-        session: &Session,
-        presence: Option<Node>,
-    ) {
+    fn leave(&mut self, server: &Server, index: usize, session: &Session, presence: Option<Node>) {
         let occupant = &mut self.occupants[index];
         let status = Status {
             unavailable: true,
@@ -625,7 +625,7 @@ impl Room {
 
     /// §7.4: a groupchat message goes to every occupant with a stanza-id from the room;
     /// a subject-only message changes the subject (§8.1).
-    pub fn on_groupchat(&mut self, ctx: &mut Ctx) -> Option<Vec<u8>> {
+    pub fn on_groupchat(&mut self, ctx: &mut Ctx) -> Option<Persist> {
         let Some(index) = self.by_session(ctx.session.id) else {
             ctx.error(StanzaCondition::NotAcceptable);
             return None;
@@ -652,7 +652,7 @@ impl Room {
             }
             let text = subject.text().unwrap_or_default();
             self.subject = (!text.is_empty()).then(|| (nick.clone(), text.into()));
-            record = self.config.persistent.then(|| self.record());
+            record = self.saved();
         }
         let by = self.jid.as_str();
         let mut inner = String::new();
@@ -728,7 +728,7 @@ impl Room {
     }
 
     /// §7.8.2 mediated invitations and their declines (a normal message with `muc#user`).
-    pub fn on_user_message(&mut self, ctx: &mut Ctx, x: Node) -> (Deferred, Option<Vec<u8>>) {
+    pub fn on_user_message(&mut self, ctx: &mut Ctx, x: Node) -> (Deferred, Option<Persist>) {
         if let Some(decline) = stanza::child(x, "decline", NS_USER) {
             self.forward_decline(ctx, decline);
             return (Deferred::None, None);
@@ -764,7 +764,7 @@ impl Room {
             }
             if self.affiliation(&invitee) < Affiliation::Member {
                 self.set_affiliation(invitee.clone(), Affiliation::Member);
-                record = self.config.persistent.then(|| self.record());
+                record = self.saved();
             }
         }
         let mut xml = format!(
@@ -906,8 +906,8 @@ impl Room {
     }
 
     /// `muc#owner` (§10): the configuration form, its submission, and destruction.
-    /// Returns the room's new record when it must be saved, or `Some(empty)` to delete it.
-    pub fn on_owner(&mut self, ctx: &mut Ctx, ty: IqType, query: Node) -> Option<Vec<u8>> {
+    /// Returns what the store must do with the room's record.
+    pub fn on_owner(&mut self, ctx: &mut Ctx, ty: IqType, query: Node) -> Option<Persist> {
         if !self.is_owner(&ctx.session.jid.bare()) {
             ctx.error(StanzaCondition::Forbidden);
             return None;
@@ -924,7 +924,7 @@ impl Room {
         if let Some(destroy) = stanza::child(query, "destroy", NS_OWNER) {
             self.destroy(ctx.server, destroy);
             stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
-            return Some(Vec::new());
+            return Some(Persist::Delete);
         }
         let Some(form) = stanza::child(query, "x", NS_DATA) else {
             ctx.error(StanzaCondition::BadRequest);
@@ -976,8 +976,8 @@ impl Room {
             }
         }
         match (was_persistent, self.config.persistent) {
-            (_, true) => Some(self.record()),
-            (true, false) => Some(Vec::new()),
+            (_, true) => self.saved(),
+            (true, false) => Some(Persist::Delete),
             (false, false) => None,
         }
     }
@@ -1035,8 +1035,8 @@ impl Room {
     }
 
     /// `muc#admin` (§8, §9): list retrieval, role and affiliation changes.
-    /// Returns the new record when affiliations changed in a persistent room.
-    pub fn on_admin(&mut self, ctx: &mut Ctx, ty: IqType, query: Node) -> Option<Vec<u8>> {
+    /// Saves the record when affiliations changed in a persistent room.
+    pub fn on_admin(&mut self, ctx: &mut Ctx, ty: IqType, query: Node) -> Option<Persist> {
         let actor_jid = ctx.session.jid.bare();
         let actor_affiliation = self.affiliation(&actor_jid);
         let actor_role = self
@@ -1074,7 +1074,7 @@ impl Room {
             };
             if let Err(condition) = result {
                 ctx.error(condition);
-                return (changed && self.config.persistent).then(|| self.record());
+                return changed.then(|| self.saved()).flatten();
             }
         }
         stanza::write_iq_result(
@@ -1083,7 +1083,7 @@ impl Room {
             self.jid.as_str(),
             ctx.session.jid.as_str(),
         );
-        (changed && self.config.persistent).then(|| self.record())
+        changed.then(|| self.saved()).flatten()
     }
 
     fn write_list(
@@ -1291,6 +1291,11 @@ impl Room {
     }
 
     // ----- persistence ----------------------------------------------------------------------
+
+    /// The record to save after a change, for a persistent room.
+    fn saved(&self) -> Option<Persist> {
+        self.config.persistent.then(|| Persist::Save(self.record()))
+    }
 
     /// The stored form of a persistent room: configuration, affiliations and subject.
     pub fn record(&self) -> Vec<u8> {
