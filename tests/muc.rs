@@ -379,6 +379,22 @@ fn history_subject_and_messages() {
     carol.expect("code='110'");
     assert!(carol.stanza().contains("<subject>"));
     bob.expect(&format!("from='talk@{MUC}/ca'"));
+    // since/seconds: a future instant gives nothing, the last hour everything.
+    let mut early = Client::online(&server, "carol", "since");
+    early.send(&format!("<presence to='talk@{MUC}/ca'><x xmlns='http://jabber.org/protocol/muc'><history since='2999-01-01T00:00:00Z'/></x></presence>"));
+    early.expect("code='110'");
+    assert!(early.stanza().contains("<subject>"));
+    early.send(&format!(
+        "<presence type='unavailable' to='talk@{MUC}/ca'/>"
+    ));
+    early.expect("type='unavailable'");
+    let mut late = Client::online(&server, "carol", "seconds");
+    late.send(&format!("<presence to='talk@{MUC}/ca'><x xmlns='http://jabber.org/protocol/muc'><history seconds='3600'/></x></presence>"));
+    late.expect("code='110'");
+    for n in 1..=4 {
+        assert!(late.stanza().contains(&format!("msg {n}")));
+    }
+    assert!(late.stanza().contains("<subject>"));
 
     // Groupchat goes to everyone with from = room/nick.
     bob.send(&format!(
