@@ -34,6 +34,7 @@ pub struct Config {
     pub limits: Limits,
     pub registration: Registration,
     pub roster: Roster,
+    pub muc: Muc,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -144,6 +145,63 @@ impl Default for Roster {
     }
 }
 
+/// XEP-0045 chat rooms (`[muc]`): the service lives on its own subdomain.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Muc {
+    pub enabled: bool,
+    /// The service's domain; absent means `rooms.<domain>`.
+    #[serde(deserialize_with = "optional_domain")]
+    pub domain: Option<String>,
+    /// Rooms one user may own at a time.
+    #[serde(deserialize_with = "small_count")]
+    pub max_rooms_per_user: u32,
+    /// Default and ceiling for a room's `maxusers`.
+    #[serde(deserialize_with = "small_count")]
+    pub max_occupants: u32,
+    /// Groupchat messages a new room keeps for joining occupants (at most 200).
+    #[serde(deserialize_with = "small_count")]
+    pub history_default: u32,
+    /// Who may create rooms: any local user, or only the listed admins.
+    pub creators: Creators,
+    /// Bare JIDs allowed to create rooms when `creators = "admins"` (normalised).
+    #[serde(deserialize_with = "bare_jids")]
+    pub admins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Creators {
+    Local,
+    Admins,
+}
+
+impl Default for Muc {
+    fn default() -> Self {
+        Muc {
+            enabled: true,
+            domain: None,
+            max_rooms_per_user: 10,
+            max_occupants: 100,
+            history_default: 20,
+            creators: Creators::Local,
+            admins: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The chat-room service's domain, when the service is enabled.
+    pub fn muc_domain(&self) -> Option<String> {
+        self.muc.enabled.then(|| {
+            self.muc
+                .domain
+                .clone()
+                .unwrap_or_else(|| format!("rooms.{}", self.domain))
+        })
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -155,6 +213,7 @@ impl Default for Config {
             limits: Limits::default(),
             registration: Registration::default(),
             roster: Roster::default(),
+            muc: Muc::default(),
         }
     }
 }
@@ -214,7 +273,13 @@ pub fn load(path: Option<&Path>) -> Result<Config, String> {
 /// Parses config text; errors are `LINE:COLUMN: KEY: message` (the key when one applies).
 fn parse(text: &str) -> Result<Config, String> {
     let root = toml::de::DeTable::parse(text).map_err(|error| describe(text, &error))?;
-    Config::deserialize(toml::Deserializer::from(root)).map_err(|error| describe(text, &error))
+    let config = Config::deserialize(toml::Deserializer::from(root))
+        .map_err(|error| describe(text, &error))?;
+    if config.muc_domain().as_deref() == Some(config.domain.as_str()) {
+        // Every stanza to the domain would go to the chat-room service.
+        return Err(" muc.domain: must differ from domain".into());
+    }
+    Ok(config)
 }
 
 /// Turns a toml error into one line with its position and the dotted key it is about.
@@ -392,6 +457,27 @@ fn integer_in<'de, D: Deserializer<'de>>(
     }
 }
 
+fn optional_domain<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    domain(deserializer).map(Some)
+}
+
+fn bare_jids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| match crate::jid::Jid::parse(text) {
+            Ok(jid) if jid.local().is_some() && jid.is_bare() => Ok(jid.as_str().to_owned()),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not a bare JID like \"user@example.org\""
+            ))),
+        })
+        .collect()
+}
+
+fn small_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (0, 100_000))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn stanza_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let (min, max) = STANZA_BYTES_RANGE;
     let value = integer_in(deserializer, (min.into(), max.into()))?;
@@ -488,6 +574,22 @@ impl Config {
         let _ = writeln!(out, "per_ip_per_hour = {}", registration.per_ip_per_hour);
         let _ = writeln!(out, "\n[roster]");
         let _ = writeln!(out, "max_items = {}", self.roster.max_items);
+        let muc = &self.muc;
+        let _ = writeln!(out, "\n[muc]");
+        let _ = writeln!(out, "enabled = {}", muc.enabled);
+        if let Some(domain) = &muc.domain {
+            let _ = writeln!(out, "domain = {}", quote(domain));
+        }
+        let _ = writeln!(out, "max_rooms_per_user = {}", muc.max_rooms_per_user);
+        let _ = writeln!(out, "max_occupants = {}", muc.max_occupants);
+        let _ = writeln!(out, "history_default = {}", muc.history_default);
+        let creators = match muc.creators {
+            Creators::Local => "local",
+            Creators::Admins => "admins",
+        };
+        let _ = writeln!(out, "creators = {}", quote(creators));
+        let admins: Vec<String> = muc.admins.iter().map(|a| quote(a)).collect();
+        let _ = writeln!(out, "admins = [{}]", admins.join(", "));
         out
     }
 }
@@ -782,9 +884,37 @@ auth_timeout_secs = 1
                 per_ip_per_hour: 3,
             },
             roster: Roster { max_items: 7 },
+            muc: Muc {
+                enabled: false,
+                domain: Some("conference.chat.example".into()),
+                max_rooms_per_user: 3,
+                max_occupants: 50,
+                history_default: 5,
+                creators: Creators::Admins,
+                admins: vec!["boss@chat.example".into()],
+            },
         };
         let text = custom.to_toml();
         assert_eq!(parse(&text).unwrap(), custom, "{text}");
+    }
+
+    #[test]
+    fn muc_section() {
+        let config =
+            parse("domain = \"Example.ORG\"\n[muc]\nadmins = [\"Boss@Example.org\"]\n").unwrap();
+        assert_eq!(config.muc.admins, vec!["boss@example.org".to_string()]);
+        assert_eq!(config.muc_domain().as_deref(), Some("rooms.example.org"));
+        let error = error_of("[muc]\nadmins = [\"example.org\"]\n");
+        assert!(
+            error.starts_with("2:") && error.contains("muc.admins"),
+            "{error}"
+        );
+        let error = error_of("[muc]\ncreators = \"everyone\"\n");
+        assert!(error.contains("muc.creators"), "{error}");
+        assert_eq!(
+            parse("[muc]\nenabled = false\n").unwrap().muc_domain(),
+            None
+        );
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub fn handle(
         session.jid.as_str(),
     );
     let _ = write!(out, "><query xmlns='{ns}'>");
+    if ns == NS_ITEMS && target == IqTarget::Server {
+        if let Some(muc) = server.muc.domain() {
+            let _ = write!(out, "<item jid='{}' name='Chat rooms'/>", Esc(muc));
+        }
+    }
     if ns == NS_INFO {
         match target {
             IqTarget::Server => {

@@ -46,6 +46,11 @@ pub fn handle(
     stanza: &Stanza,
     out: &mut String,
 ) -> Deferred {
+    if let Some(to) = &stanza.to {
+        if server.muc.serves(to.domain()) {
+            return crate::muc::handle(server, session, stanza, out);
+        }
+    }
     match stanza.ty {
         StanzaType::Message(ty) => on_message(server, session, stanza, ty, out),
         StanzaType::Presence(ty) => {
@@ -298,6 +303,7 @@ fn route_iq_to_resource(
 pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
     server.router.borrow_mut().unbind(session);
     presence::session_ended(server, session).await;
+    crate::muc::session_ended(server, session);
     let user = session.jid.local().unwrap_or_default();
     if server.router.borrow().resources(user).is_empty() {
         blocking::user_offline(server, user);

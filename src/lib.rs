@@ -14,6 +14,7 @@ pub mod disco;
 pub mod dispatch;
 pub mod jid;
 pub mod last;
+pub mod muc;
 pub mod offline;
 pub mod ping;
 pub mod presence;

@@ -24,6 +24,14 @@ use std::rc::Rc;
 /// (it then misses the `unavailable` at logout), so a session's memory stays bounded.
 const MAX_DIRECTED: usize = 32;
 
+/// Last unavailable presences whose store write has not committed yet, so a probe that
+/// arrives in between still gets the newest one. Entries leave once committed.
+#[derive(Debug, Default)]
+pub struct PendingLast(RefCell<std::collections::HashMap<Box<str>, LastPresence>>);
+
+/// When a user went offline (Unix seconds) and the presence they left with.
+type LastPresence = (u64, Rc<str>);
+
 /// What a session remembers about its own presence. Empty, it holds no heap memory.
 #[derive(Debug, Default)]
 pub struct State {
@@ -171,7 +179,12 @@ fn answer_probe(server: &Server, contact: &str, to: &Jid, out: &mut String) {
     if answered {
         return;
     }
-    if let Ok(Some((when, xml))) = server.store.last_presence(contact) {
+    let pending = server.pending_last.0.borrow().get(contact).cloned();
+    let last = match pending {
+        Some((when, xml)) => Some((when, xml.as_bytes().to_vec())),
+        None => server.store.last_presence(contact).ok().flatten(),
+    };
+    if let Some((when, xml)) = last {
         let delay = format!(
             "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/>",
             Esc(&server.config.domain),
@@ -331,19 +344,20 @@ fn directed(
 /// recipients, and if it was the user's last available resource, return the store write
 /// of the last presence (XEP-0012, probes while offline).
 fn unavailable(
-    server: &Server,
+    server: &Rc<Server>,
     session: &Session,
     xml: &str,
-) -> Option<impl Future<Output = Result<(), StoreError>>> {
+) -> Option<impl Future<Output = Result<(), StoreError>> + 'static> {
     let was_available = session.available.replace(false);
     session.presence.current.take();
     for jid in session.presence.directed.take() {
         deliver_to_jid(server, &jid, addressed(xml, jid.as_str()).into());
     }
+    // Room joins are directed presence too (RFC 6121 §4.6.1): leave them.
+    crate::muc::session_ended(server, session);
     if !was_available {
         return None;
     }
-    broadcast(server, session, xml);
     let user = session.jid.local().unwrap_or_default();
     let others = server
         .router
@@ -352,13 +366,33 @@ fn unavailable(
         .iter()
         .any(|s| s.id != session.id && s.available.get());
     if others {
+        broadcast(server, session, xml);
         return None;
     }
-    Some(
-        server
-            .store
-            .set_last_presence(user, time::unix_now(), xml.as_bytes().to_vec()),
-    )
+    // Recorded before contacts hear of it, so a probe right after sees this presence.
+    let when = time::unix_now();
+    let last: Rc<str> = xml.into();
+    server
+        .pending_last
+        .0
+        .borrow_mut()
+        .insert(user.into(), (when, last.clone()));
+    broadcast(server, session, xml);
+    let write = server
+        .store
+        .set_last_presence(user, when, xml.as_bytes().to_vec());
+    let (server, user) = (server.clone(), Box::<str>::from(user));
+    Some(async move {
+        let result = write.await;
+        let mut pending = server.pending_last.0.borrow_mut();
+        if pending
+            .get(&user)
+            .is_some_and(|(_, xml)| Rc::ptr_eq(xml, &last))
+        {
+            pending.remove(&user);
+        }
+        result
+    })
 }
 
 /// The session ended, cleanly or not: contacts see it go `unavailable` either way.

@@ -36,6 +36,10 @@ pub struct Server {
     pub registrations: crate::register::RateLimit,
     /// For XEP-0012 uptime.
     pub started: Instant,
+    /// XEP-0045 chat rooms.
+    pub muc: crate::muc::Muc,
+    /// Last unavailable presences not yet committed (probes must not miss them).
+    pub pending_last: crate::presence::PendingLast,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     next_id: Cell<u64>,
@@ -44,10 +48,13 @@ pub struct Server {
 
 impl Server {
     pub fn new(config: Config, store: Store, tls: Arc<rustls::ServerConfig>) -> Server {
+        let muc = crate::muc::Muc::load(&config, &store);
         Server {
             blocking: crate::blocking::Blocklists::load(&store),
             photo_hashes: Default::default(),
             registrations: Default::default(),
+            muc,
+            pending_last: Default::default(),
             config,
             store,
             router: RefCell::default(),
@@ -154,7 +161,7 @@ pub fn run(config: Config) -> Result<(), String> {
         config.tls.key.as_deref(),
         &config.data_dir,
         &config.domain,
-        &[],
+        &extra_names(&config),
     )?;
     if material.generated {
         info!("generated a self-signed certificate for {}", config.domain);
@@ -237,7 +244,7 @@ async fn wait_for_stop(server: &Server, mut signals: Signals) {
                     config.tls.key.as_deref(),
                     &config.data_dir,
                     &config.domain,
-                    &[],
+                    &extra_names(config),
                 ) {
                     Ok(material) => {
                         info!(
@@ -271,6 +278,11 @@ async fn shutdown(server: &Server) {
     while server.connection_count() > 0 && Instant::now() < deadline {
         Timer::after(Duration::from_millis(10)).await;
     }
+}
+
+/// Names besides the domain a generated certificate covers: the chat-room service.
+fn extra_names(config: &Config) -> Vec<String> {
+    config.muc_domain().into_iter().collect()
 }
 
 /// The data dir holds credentials and the TLS key: owner only.

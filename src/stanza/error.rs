@@ -105,6 +105,7 @@ pub enum StanzaCondition {
     NotAuthorized,
     PolicyViolation,
     RecipientUnavailable,
+    RegistrationRequired,
     RemoteServerNotFound,
     ResourceConstraint,
     ServiceUnavailable,
@@ -126,6 +127,7 @@ impl StanzaCondition {
             NotAuthorized => "not-authorized",
             PolicyViolation => "policy-violation",
             RecipientUnavailable => "recipient-unavailable",
+            RegistrationRequired => "registration-required",
             RemoteServerNotFound => "remote-server-not-found",
             ResourceConstraint => "resource-constraint",
             ServiceUnavailable => "service-unavailable",
@@ -138,7 +140,7 @@ impl StanzaCondition {
         use StanzaCondition::*;
         match self {
             BadRequest | JidMalformed | NotAcceptable | PolicyViolation => ErrorType::Modify,
-            NotAuthorized | Forbidden => ErrorType::Auth,
+            NotAuthorized | Forbidden | RegistrationRequired => ErrorType::Auth,
             RecipientUnavailable | ResourceConstraint | UnexpectedRequest => ErrorType::Wait,
             _ => ErrorType::Cancel,
         }

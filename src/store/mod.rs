@@ -8,6 +8,7 @@
 
 mod accounts;
 mod blocking;
+mod muc;
 mod offline;
 mod private;
 mod roster;
@@ -230,6 +231,7 @@ fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError>
 /// Creates every table, so that readers never meet a missing one.
 fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     accounts::create_table(txn)?;
+    muc::create_tables(txn)?;
     offline::create_tables(txn)?;
     blocking::create_tables(txn)?;
     vcard::create_tables(txn)?;

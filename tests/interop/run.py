@@ -225,6 +225,33 @@ async def scenario_mutual_subscription_presence(server):
     await close(dave)
 
 
+async def scenario_muc_groupchat(server):
+    room = f"interop@rooms.{DOMAIN}"
+    carol, alice, bob = [await online(server, u, "muc") for u in ("carol", "alice", "bob")]
+    for client in (carol, alice, bob):
+        client.register_plugin("xep_0045")
+        client.groupchat = asyncio.Queue()
+        client.add_event_handler("groupchat_message", lambda msg, c=client: c.groupchat.put_nowait(msg))
+    muc = carol.plugin["xep_0045"]
+    own, _subject, _occupants, _history = await muc.join_muc_wait(room, "host", timeout=TIMEOUT)
+    assert "201" in str(own), own
+    form = await muc.get_room_config(room, timeout=TIMEOUT)
+    form.set_values({"muc#roomconfig_roomname": "Interop"})
+    await muc.set_room_config(room, form, timeout=TIMEOUT)
+    await alice.plugin["xep_0045"].join_muc_wait(room, "alice", timeout=TIMEOUT)
+    _own, _subject, occupants, _history = await bob.plugin["xep_0045"].join_muc_wait(room, "bob", timeout=TIMEOUT)
+    assert {"host", "alice"} <= {p["from"].resource for p in occupants}, occupants
+    alice.send_message(mto=room, mbody="hello room", mtype="groupchat")
+    while (msg := await asyncio.wait_for(bob.groupchat.get(), TIMEOUT))["body"] != "hello room":
+        pass
+    assert msg["mucnick"] == "alice", msg
+    bob.send_message(mto=room, mbody="hello alice", mtype="groupchat")
+    while (msg := await asyncio.wait_for(alice.groupchat.get(), TIMEOUT))["body"] != "hello alice":
+        pass
+    assert msg["from"].full == f"{room}/bob", msg
+    await close(carol, alice, bob)
+
+
 SCENARIOS = [
     scenario_starttls_scram_ping_disco,
     scenario_direct_tls_login,
@@ -232,6 +259,7 @@ SCENARIOS = [
     scenario_offline_delivery,
     scenario_blocking,
     scenario_mutual_subscription_presence,
+    scenario_muc_groupchat,
 ]
 
 

@@ -1,0 +1,366 @@
+//! The XEP-0045 Multi-User Chat service on its own domain (`rooms.<domain>` by default): it
+//! owns every room in memory, routes stanzas addressed to the service, a room or an occupant
+//! to the room's logic ([`room`]), creates rooms on first join and keeps persistent rooms in
+//! the store. It must never route anything that is not addressed to its domain, and rooms
+//! never hold more than their occupants' sessions (no copies of session state).
+
+mod form;
+mod room;
+
+use crate::config::{Config, Creators};
+use crate::dispatch::Deferred;
+use crate::jid::Jid;
+use crate::router::Session;
+use crate::server::Server;
+use crate::stanza::{
+    self, IqType, Kind, MessageType, PresenceType, Stanza, StanzaCondition, StanzaError, StanzaType,
+};
+use crate::store::Store;
+use crate::xml::Esc;
+use crate::{disco, ping};
+use form::RoomConfig;
+use log::{info, warn};
+use room::{Affiliation, Persist, Room};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::rc::Rc;
+
+pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
+pub const NS_USER: &str = "http://jabber.org/protocol/muc#user";
+pub const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+pub const NS_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+
+/// The service: its domain and its rooms by localpart.
+pub struct Muc {
+    domain: Option<Box<str>>,
+    rooms: RefCell<HashMap<Box<str>, Room>>,
+}
+
+/// What a room handler needs to answer the stanza it is handling.
+pub struct Ctx<'s, 'a, 'i> {
+    pub server: &'s Server,
+    pub session: &'s Rc<Session>,
+    pub stanza: &'s Stanza<'a, 'i>,
+    pub out: &'s mut String,
+    /// The service ceiling for a room's `maxusers`.
+    pub max_occupants: u32,
+}
+
+impl Ctx<'_, '_, '_> {
+    /// Answers the stanza with an error from the address it was sent to.
+    pub fn error(&mut self, condition: StanzaCondition) {
+        self.fail(&StanzaError::new(condition));
+    }
+
+    /// Like [`Ctx::error`], for an error with another type or a text.
+    pub fn fail(&mut self, error: &StanzaError) {
+        if self.stanza.node.attribute("type") == Some("error") {
+            return;
+        }
+        let from = self.stanza.to.as_ref().map_or("", Jid::as_str);
+        stanza::write_error_reply(
+            self.out,
+            self.stanza.kind,
+            self.stanza.id,
+            from,
+            self.session.jid.as_str(),
+            error,
+        );
+    }
+}
+
+impl Muc {
+    /// The service as configured, with the persistent rooms read back from the store.
+    pub fn load(config: &Config, store: &Store) -> Muc {
+        let domain = config.muc_domain();
+        let mut rooms = HashMap::new();
+        if let Some(domain) = &domain {
+            match store.muc_all() {
+                Ok(stored) => {
+                    for (name, record) in stored {
+                        let restored = Jid::from_parts(Some(&name), domain, None)
+                            .ok()
+                            .and_then(|jid| Room::from_record(jid, &record, defaults(config)));
+                        match restored {
+                            Some(room) => {
+                                rooms.insert(name.into_boxed_str(), room);
+                            }
+                            None => warn!("chat room {name}: unreadable record, skipped"),
+                        }
+                    }
+                    if !rooms.is_empty() {
+                        info!("{} persistent chat rooms on {domain}", rooms.len());
+                    }
+                }
+                Err(e) => warn!("cannot read chat rooms: {e}"),
+            }
+        }
+        Muc {
+            domain: domain.map(String::into_boxed_str),
+            rooms: RefCell::new(rooms),
+        }
+    }
+
+    /// The service's domain, when it is enabled.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// Whether stanzas to `domain` belong to this service.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.domain.as_deref() == Some(domain)
+    }
+}
+
+fn defaults(config: &Config) -> RoomConfig {
+    let history = config.muc.history_default.min(form::MAX_HISTORY);
+    RoomConfig::new(config.muc.max_occupants, history)
+}
+
+/// Every stanza whose `to` is on the service's domain.
+pub fn handle(
+    server: &Rc<Server>,
+    session: &Rc<Session>,
+    stanza: &Stanza,
+    out: &mut String,
+) -> Deferred {
+    let Some(to) = stanza.to.clone() else {
+        return Deferred::None;
+    };
+    let mut ctx = Ctx {
+        server,
+        session,
+        stanza,
+        out,
+        max_occupants: server.config.muc.max_occupants,
+    };
+    let Some(name) = to.local() else {
+        service(&mut ctx, stanza.ty);
+        return Deferred::None;
+    };
+    let mut rooms = server.muc.rooms.borrow_mut();
+    let nick = to.resource();
+    let mut deferred = Deferred::None;
+    let record = match (stanza.ty, nick) {
+        (StanzaType::Presence(ty), nick) => {
+            let unavailable = match ty {
+                PresenceType::Available => false,
+                PresenceType::Unavailable => true,
+                _ => return Deferred::None,
+            };
+            let Some(nick) = nick else {
+                if !unavailable {
+                    ctx.error(StanzaCondition::JidMalformed);
+                }
+                return Deferred::None;
+            };
+            if !rooms.contains_key(name) {
+                if unavailable {
+                    return Deferred::None;
+                }
+                match create(&ctx, &rooms, &to) {
+                    Ok(room) => {
+                        rooms.insert(name.into(), room);
+                    }
+                    Err(condition) => {
+                        ctx.error(condition);
+                        return Deferred::None;
+                    }
+                }
+                if let Some(room) = rooms.get_mut(name) {
+                    room.on_presence(&mut ctx, nick, false, true);
+                }
+            } else if let Some(room) = rooms.get_mut(name) {
+                room.on_presence(&mut ctx, nick, unavailable, false);
+            }
+            None
+        }
+        (StanzaType::Message(MessageType::Error), _)
+        | (StanzaType::Iq(IqType::Result | IqType::Error), None) => {
+            return Deferred::None;
+        }
+        _ => {
+            let Some(room) = rooms.get_mut(name) else {
+                // Answers to a request are never answered (RFC 6120 §8.2.3).
+                if !matches!(stanza.ty, StanzaType::Iq(IqType::Result | IqType::Error)) {
+                    ctx.error(StanzaCondition::ItemNotFound);
+                }
+                return Deferred::None;
+            };
+            match (stanza.ty, nick) {
+                (StanzaType::Message(ty), Some(nick)) => {
+                    room.on_private_message(&mut ctx, nick, ty);
+                    None
+                }
+                (StanzaType::Message(MessageType::Groupchat), None) => room.on_groupchat(&mut ctx),
+                (StanzaType::Message(_), None) => match stanza.child("x", NS_USER) {
+                    Some(x) => {
+                        let (then, record) = room.on_user_message(&mut ctx, x);
+                        deferred = then;
+                        record
+                    }
+                    None => {
+                        ctx.error(StanzaCondition::NotAcceptable);
+                        None
+                    }
+                },
+                (StanzaType::Iq(ty), Some(nick)) => {
+                    room.on_occupant_iq(&mut ctx, nick, ty);
+                    None
+                }
+                (StanzaType::Iq(ty), None) => room_iq(&mut ctx, room, ty),
+                (StanzaType::Presence(_), _) => None,
+            }
+        }
+    };
+    // Writes are queued at call time and committed with the writer's next batch. Nothing
+    // waits for them: a failed write costs the room its state at the next restart only,
+    // while the room itself keeps working from memory.
+    match record {
+        Some(Persist::Save(record)) => drop(server.store.muc_save(name, record)),
+        Some(Persist::Delete) => drop(server.store.muc_delete(name)),
+        None => {}
+    }
+    if rooms.get(name).is_some_and(Room::is_gone) {
+        rooms.remove(name);
+    }
+    deferred
+}
+
+/// §10.1: a new room for the first user to enter it, locked until configured when the
+/// client speaks MUC, ready at once for an old groupchat client.
+fn create(ctx: &Ctx, rooms: &HashMap<Box<str>, Room>, jid: &Jid) -> Result<Room, StanzaCondition> {
+    let config = &ctx.server.config;
+    let creator = ctx.session.jid.bare();
+    if config.muc.creators == Creators::Admins
+        && !config.muc.admins.iter().any(|a| a == creator.as_str())
+    {
+        return Err(StanzaCondition::NotAllowed);
+    }
+    let owned = rooms.values().filter(|r| r.is_owner(&creator)).count();
+    if owned >= config.muc.max_rooms_per_user as usize {
+        return Err(StanzaCondition::NotAllowed);
+    }
+    let mut room = Room::new(jid.bare(), defaults(config));
+    room.locked = ctx.stanza.child("x", NS_MUC).is_some();
+    room.set_affiliation(creator, Affiliation::Owner);
+    info!("{} created chat room {}", ctx.session.jid, room.jid);
+    Ok(room)
+}
+
+/// An iq to the room's bare JID.
+fn room_iq(ctx: &mut Ctx, room: &mut Room, ty: IqType) -> Option<Persist> {
+    let Some(query) = ctx.stanza.payload() else {
+        ctx.error(StanzaCondition::BadRequest);
+        return None;
+    };
+    if room.locked && !room.is_owner(&ctx.session.jid.bare()) {
+        ctx.error(StanzaCondition::ItemNotFound);
+        return None;
+    }
+    let ns = query.tag_name().namespace().unwrap_or_default();
+    match (ns, ty) {
+        (NS_OWNER, _) => room.on_owner(ctx, ty, query),
+        (NS_ADMIN, _) => room.on_admin(ctx, ty, query),
+        (disco::NS_INFO | disco::NS_ITEMS, IqType::Get) => {
+            let from = room.jid.as_str().to_owned();
+            disco_reply(ctx, &from, query, |out| {
+                if ns == disco::NS_INFO {
+                    room.write_info(out);
+                }
+            });
+            None
+        }
+        (ping::NS, IqType::Get) => {
+            stanza::write_iq_result(
+                ctx.out,
+                ctx.stanza.id,
+                room.jid.as_str(),
+                ctx.session.jid.as_str(),
+            );
+            None
+        }
+        _ => {
+            ctx.error(StanzaCondition::ServiceUnavailable);
+            None
+        }
+    }
+}
+
+/// Stanzas to the service itself: disco (§6.1–§6.3) and ping.
+fn service(ctx: &mut Ctx, ty: StanzaType) {
+    let server = ctx.server;
+    let domain = server.muc.domain().unwrap_or_default().to_owned();
+    let query = ctx.stanza.payload();
+    let ns = query
+        .and_then(|q| q.tag_name().namespace())
+        .unwrap_or_default();
+    match (ty, query) {
+        (StanzaType::Iq(IqType::Get), Some(query)) if ns == disco::NS_INFO => {
+            disco_reply(ctx, &domain, query, |out| {
+                out.push_str("<identity category='conference' type='text' name='Chat rooms'/>");
+                for feature in [NS_MUC, disco::NS_INFO, disco::NS_ITEMS, ping::NS] {
+                    let _ = write!(out, "<feature var='{feature}'/>");
+                }
+            })
+        }
+        (StanzaType::Iq(IqType::Get), Some(query)) if ns == disco::NS_ITEMS => {
+            let rooms = server.muc.rooms.borrow();
+            let mut listed: Vec<&Room> = rooms
+                .values()
+                .filter(|r| r.config.public && !r.locked)
+                .collect();
+            listed.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
+            disco_reply(ctx, &domain, query, |out| {
+                for room in listed {
+                    let _ = write!(
+                        out,
+                        "<item jid='{}' name='{} ({})'/>",
+                        Esc(room.jid.as_str()),
+                        Esc(room.display_name()),
+                        room.occupant_count()
+                    );
+                }
+            })
+        }
+        (StanzaType::Iq(IqType::Get), Some(query))
+            if ns == ping::NS && query.tag_name().name() == "ping" =>
+        {
+            stanza::write_iq_result(ctx.out, ctx.stanza.id, &domain, ctx.session.jid.as_str());
+        }
+        (StanzaType::Iq(IqType::Get | IqType::Set) | StanzaType::Message(_), _) => {
+            ctx.error(StanzaCondition::ServiceUnavailable)
+        }
+        _ => {}
+    }
+}
+
+/// A disco#info or disco#items result from `from`; nodes are not supported.
+fn disco_reply(ctx: &mut Ctx, from: &str, query: roxmltree::Node, body: impl FnOnce(&mut String)) {
+    if query.tag_name().name() != "query" || query.attribute("node").is_some() {
+        ctx.error(StanzaCondition::ItemNotFound);
+        return;
+    }
+    let ns = query.tag_name().namespace().unwrap_or_default();
+    stanza::open_reply(
+        ctx.out,
+        Kind::Iq,
+        "result",
+        ctx.stanza.id,
+        from,
+        ctx.session.jid.as_str(),
+    );
+    let _ = write!(ctx.out, "><query xmlns='{ns}'>");
+    body(ctx.out);
+    ctx.out.push_str("</query></iq>");
+}
+
+/// A session ended: it leaves every room it was in, and emptied temporary rooms vanish.
+pub fn session_ended(server: &Server, session: &Session) {
+    let mut rooms = server.muc.rooms.borrow_mut();
+    for room in rooms.values_mut() {
+        room.session_ended(server, session);
+    }
+    rooms.retain(|_, room| !room.is_gone());
+}

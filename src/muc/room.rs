@@ -1,0 +1,1497 @@
+//! One chat room (XEP-0045): its occupants with their roles, the affiliation list, history and
+//! subject, and what every occupant is sent when any of them changes. Each handler checks the
+//! permission rules of §§7–10 before it changes anything. A room never parses addresses of
+//! other rooms, never touches the store directly (it hands [`Room::record`] to the caller) and
+//! never routes to anyone who is not an occupant, except invitations.
+
+use super::form::{RoomConfig, NS_DATA};
+use super::{Ctx, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER};
+use crate::dispatch::{account_exists, Deferred};
+use crate::jid::Jid;
+use crate::offline::{Pending, NS_DELAY};
+use crate::router::{MessageTarget, Session};
+use crate::server::Server;
+use crate::stanza::{self, ErrorType, IqType, Kind, MessageType, StanzaCondition, StanzaError};
+use crate::time;
+use crate::xml::{write_element, Esc, NS_CLIENT};
+use roxmltree::Node;
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::rc::Rc;
+use std::time::Instant;
+
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+
+/// History is kept in memory: a room holds at most this many bytes of it, whatever its
+/// `historylength`, so large messages cannot make a room big on a small board.
+const MAX_HISTORY_BYTES: usize = 128 * 1024;
+
+/// Groupchat flood control per occupant: a burst of this many messages…
+const BURST: f32 = 10.0;
+/// …refilled at this many per second.
+const REFILL_PER_SEC: f32 = 2.0;
+
+/// §5.2 affiliations, ordered by privilege.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Affiliation {
+    Outcast,
+    None,
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Affiliation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Affiliation::Outcast => "outcast",
+            Affiliation::None => "none",
+            Affiliation::Member => "member",
+            Affiliation::Admin => "admin",
+            Affiliation::Owner => "owner",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Affiliation> {
+        [
+            Affiliation::Outcast,
+            Affiliation::None,
+            Affiliation::Member,
+            Affiliation::Admin,
+            Affiliation::Owner,
+        ]
+        .into_iter()
+        .find(|a| a.name() == text)
+    }
+}
+
+/// §5.1 roles, ordered by privilege.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    None,
+    Visitor,
+    Participant,
+    Moderator,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::None => "none",
+            Role::Visitor => "visitor",
+            Role::Participant => "participant",
+            Role::Moderator => "moderator",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Role> {
+        [
+            Role::None,
+            Role::Visitor,
+            Role::Participant,
+            Role::Moderator,
+        ]
+        .into_iter()
+        .find(|r| r.name() == text)
+    }
+}
+
+/// One nick in the room. Several sessions of the same user may share it (§7.2.11): they all
+/// get the room's traffic, and the others see one occupant.
+pub struct Occupant {
+    pub nick: Box<str>,
+    /// The user's bare real JID.
+    pub jid: Jid,
+    pub sessions: Vec<Rc<Session>>,
+    pub role: Role,
+    /// The children of the occupant's last presence (show, status, …), re-serialised.
+    presence: Box<str>,
+    /// Flood control: messages the occupant may still send right now, and when it was filled.
+    allowance: f32,
+    filled: Instant,
+}
+
+impl Occupant {
+    /// Takes one message from the allowance, or says the occupant must wait.
+    fn take_message(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.filled).as_secs_f32() * REFILL_PER_SEC;
+        self.allowance = (self.allowance + refill).min(BURST);
+        self.filled = now;
+        if self.allowance < 1.0 {
+            return false;
+        }
+        self.allowance -= 1.0;
+        true
+    }
+}
+
+/// A groupchat message kept for occupants who join later.
+struct Past {
+    nick: Box<str>,
+    at: u64,
+    id: Option<Box<str>>,
+    /// The message's children as broadcast, stanza-id included.
+    inner: Box<str>,
+}
+
+/// What an occupant's presence says besides its item.
+#[derive(Default)]
+struct Status<'a> {
+    unavailable: bool,
+    codes: &'a [u16],
+    new_nick: Option<&'a str>,
+    reason: Option<&'a str>,
+    /// Extra `muc#user` children, e.g. `<destroy/>`.
+    extra: &'a str,
+}
+
+/// What the store must do after a change to a room.
+pub enum Persist {
+    Save(Vec<u8>),
+    Delete,
+}
+
+pub struct Room {
+    /// The room's bare JID.
+    pub jid: Jid,
+    pub config: RoomConfig,
+    /// Created and not yet configured (§10.1.2): only owners may enter.
+    pub locked: bool,
+    /// Destroyed by an owner: the caller drops it.
+    pub destroyed: bool,
+    /// Bare JID → affiliation, for every affiliation but `none`.
+    affiliations: Vec<(Jid, Affiliation)>,
+    pub occupants: Vec<Occupant>,
+    history: VecDeque<Past>,
+    /// (nick of who set it, text).
+    subject: Option<(Box<str>, Box<str>)>,
+}
+
+impl Room {
+    pub fn new(jid: Jid, config: RoomConfig) -> Room {
+        Room {
+            jid,
+            config,
+            locked: false,
+            destroyed: false,
+            affiliations: Vec::new(),
+            occupants: Vec::new(),
+            history: VecDeque::new(),
+            subject: None,
+        }
+    }
+
+    /// A room nobody needs any more: destroyed, or empty and not persistent (a locked room
+    /// was never configured, so it is never persistent).
+    pub fn is_gone(&self) -> bool {
+        self.destroyed || (self.occupants.is_empty() && (!self.config.persistent || self.locked))
+    }
+
+    pub fn affiliation(&self, bare: &Jid) -> Affiliation {
+        self.affiliations
+            .iter()
+            .find(|(jid, _)| jid == bare)
+            .map_or(Affiliation::None, |(_, a)| *a)
+    }
+
+    pub fn is_owner(&self, bare: &Jid) -> bool {
+        self.affiliation(bare) == Affiliation::Owner
+    }
+
+    pub fn set_affiliation(&mut self, bare: Jid, affiliation: Affiliation) {
+        self.affiliations.retain(|(jid, _)| *jid != bare);
+        if affiliation != Affiliation::None {
+            self.affiliations.push((bare, affiliation));
+        }
+    }
+
+    fn by_session(&self, id: u64) -> Option<usize> {
+        self.occupants
+            .iter()
+            .position(|o| o.sessions.iter().any(|s| s.id == id))
+    }
+
+    fn by_nick(&self, nick: &str) -> Option<usize> {
+        self.occupants.iter().position(|o| &*o.nick == nick)
+    }
+
+    fn default_role(&self, affiliation: Affiliation) -> Role {
+        match affiliation {
+            Affiliation::Owner | Affiliation::Admin => Role::Moderator,
+            Affiliation::Member => Role::Participant,
+            Affiliation::None if self.config.moderated => Role::Visitor,
+            Affiliation::None => Role::Participant,
+            Affiliation::Outcast => Role::None,
+        }
+    }
+
+    /// The occupant count the directory and room info show.
+    pub fn occupant_count(&self) -> usize {
+        self.occupants.len()
+    }
+
+    pub fn display_name(&self) -> &str {
+        match &*self.config.name {
+            "" => self.jid.local().unwrap_or_default(),
+            name => name,
+        }
+    }
+
+    // ----- presence ---------------------------------------------------------------------
+
+    /// Presence to `room/nick`: join, presence update, nick change or leave (§7.2–§7.6).
+    /// `created` is set when the service just made the room for this user.
+    pub fn on_presence(&mut self, ctx: &mut Ctx, nick: &str, unavailable: bool, created: bool) {
+        let session = ctx.session;
+        match self.by_session(session.id) {
+            Some(i) if unavailable => self.leave(ctx.server, i, session, Some(ctx.stanza.node)),
+            Some(i) if &*self.occupants[i].nick == nick => {
+                self.occupants[i].presence = presence_children(ctx.stanza.node).into();
+                self.broadcast_presence(ctx.server, i, &Status::default());
+                let muc = ctx.stanza.child("x", NS_MUC);
+                if muc.is_some() {
+                    self.send_state(ctx.server, i, session, false, muc);
+                }
+            }
+            Some(i) => self.change_nick(ctx, i, nick),
+            None if unavailable => {}
+            None => self.join(ctx, nick, created),
+        }
+    }
+
+    fn join(&mut self, ctx: &mut Ctx, nick: &str, created: bool) {
+        let bare = ctx.session.jid.bare();
+        let affiliation = self.affiliation(&bare);
+        let muc = ctx.stanza.child("x", NS_MUC);
+        let held_by_other = self
+            .by_nick(nick)
+            .is_some_and(|i| self.occupants[i].jid != bare);
+        let refusal = if self.locked && affiliation != Affiliation::Owner {
+            // §10.1.2: a locked room does not exist for anyone but its owner.
+            Some(StanzaCondition::ItemNotFound)
+        } else if affiliation == Affiliation::Outcast {
+            Some(StanzaCondition::Forbidden)
+        } else if self.config.members_only && affiliation < Affiliation::Member {
+            Some(StanzaCondition::RegistrationRequired)
+        } else if self.config.password.as_deref().is_some_and(|password| {
+            muc.and_then(|x| stanza::child_text(x, "password", NS_MUC)) != Some(password)
+        }) {
+            Some(StanzaCondition::NotAuthorized)
+        } else if held_by_other {
+            Some(StanzaCondition::Conflict)
+        } else if self.by_nick(nick).is_none()
+            && self.occupants.len() >= self.config.max_users as usize
+            && affiliation < Affiliation::Admin
+        {
+            Some(StanzaCondition::ServiceUnavailable)
+        } else {
+            None
+        };
+        if let Some(condition) = refusal {
+            let mut error = StanzaError::new(condition);
+            if condition == StanzaCondition::ServiceUnavailable {
+                // §7.2.10: the room is full for now.
+                error.kind = ErrorType::Wait;
+            }
+            ctx.fail(&error);
+            return;
+        }
+        let server = ctx.server;
+        let session = ctx.session;
+        let (index, first) = match self.by_nick(nick) {
+            Some(i) => {
+                self.occupants[i].sessions.push(session.clone());
+                (i, false)
+            }
+            None => {
+                self.occupants.push(Occupant {
+                    nick: nick.into(),
+                    jid: bare,
+                    sessions: vec![session.clone()],
+                    role: self.default_role(affiliation),
+                    presence: presence_children(ctx.stanza.node).into(),
+                    allowance: BURST,
+                    filled: Instant::now(),
+                });
+                (self.occupants.len() - 1, true)
+            }
+        };
+        if first {
+            self.broadcast_to_others(server, index);
+        }
+        self.send_state(server, index, session, created, muc);
+    }
+
+    /// What a joining session gets (§7.2.3): everyone else's presence, its own presence with
+    /// 110, then history and subject. A session that joins again (e.g. after losing track of
+    /// the room, XEP-0410) gets the same.
+    fn send_state(
+        &self,
+        server: &Server,
+        index: usize,
+        session: &Session,
+        created: bool,
+        muc: Option<Node>,
+    ) {
+        let viewer = &self.occupants[index];
+        for (i, other) in self.occupants.iter().enumerate() {
+            if i != index {
+                let xml = self.presence_xml(other, viewer, session, &Status::default());
+                server.deliver(session, xml.into(), false);
+            }
+        }
+        let mut codes = vec![110];
+        if self.config.whois_anyone {
+            codes.push(100);
+        }
+        if created {
+            codes.push(201);
+        }
+        let status = Status {
+            codes: &codes,
+            ..Status::default()
+        };
+        let xml = self.presence_xml(viewer, viewer, session, &status);
+        server.deliver(session, xml.into(), false);
+        self.send_history(server, session, muc);
+        self.send_subject(server, session);
+    }
+
+    /// The new occupant's presence to every other occupant.
+    fn broadcast_to_others(&self, server: &Server, index: usize) {
+        let subject = &self.occupants[index];
+        for (i, viewer) in self.occupants.iter().enumerate() {
+            if i == index {
+                continue;
+            }
+            for session in &viewer.sessions {
+                let xml = self.presence_xml(subject, viewer, session, &Status::default());
+                server.deliver(session, xml.into(), false);
+            }
+        }
+    }
+
+    /// §7.2.14: what `<history/>` asks for, oldest first, each with a delay from the room.
+    fn send_history(&self, server: &Server, session: &Session, muc: Option<Node>) {
+        let history = muc.and_then(|x| stanza::child(x, "history", NS_MUC));
+        let number = |name| history.and_then(|h| h.attribute(name)?.trim().parse::<u64>().ok());
+        let max_stanzas = number("maxstanzas").unwrap_or(u64::MAX);
+        let mut max_chars = number("maxchars").unwrap_or(u64::MAX);
+        let now = time::unix_now();
+        let not_before = [
+            number("seconds").map(|s| now.saturating_sub(s)),
+            history
+                .and_then(|h| h.attribute("since"))
+                .and_then(time::parse_datetime),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        let mut picked: Vec<String> = Vec::new();
+        for past in self.history.iter().rev() {
+            if picked.len() as u64 >= max_stanzas || past.at < not_before {
+                break;
+            }
+            let xml = self.message_xml(
+                &past.nick,
+                session.jid.as_str(),
+                past.id.as_deref(),
+                &past.inner,
+                Some(past.at),
+            );
+            match max_chars.checked_sub(xml.chars().count() as u64) {
+                Some(left) => max_chars = left,
+                None => break,
+            }
+            picked.push(xml);
+        }
+        for xml in picked.into_iter().rev() {
+            server.deliver(session, xml.into(), false);
+        }
+    }
+
+    /// §7.2.15: the subject always follows the history, empty when there is none.
+    fn send_subject(&self, server: &Server, session: &Session) {
+        let to = session.jid.as_str();
+        let xml = match &self.subject {
+            Some((nick, text)) => format!(
+                "<message type='groupchat' from='{}/{}' to='{}'><subject>{}</subject></message>",
+                Esc(self.jid.as_str()),
+                Esc(nick),
+                Esc(to),
+                Esc(text)
+            ),
+            None => format!(
+                "<message type='groupchat' from='{}' to='{}'><subject/></message>",
+                Esc(self.jid.as_str()),
+                Esc(to)
+            ),
+        };
+        server.deliver(session, xml.into(), false);
+    }
+
+    /// §7.6: unavailable with 303 and the new nick, then available under the new nick.
+    fn change_nick(&mut self, ctx: &mut Ctx, index: usize, nick: &str) {
+        if self.by_nick(nick).is_some() {
+            ctx.error(StanzaCondition::Conflict);
+            return;
+        }
+        self.broadcast_presence(
+            ctx.server,
+            index,
+            &Status {
+                unavailable: true,
+                codes: &[303],
+                new_nick: Some(nick),
+                ..Status::default()
+            },
+        );
+        let occupant = &mut self.occupants[index];
+        occupant.nick = nick.into();
+        occupant.presence = presence_children(ctx.stanza.node).into();
+        self.broadcast_presence(ctx.server, index, &Status::default());
+    }
+
+    /// One session leaves (§7.14) or is gone. The occupant leaves with its last session;
+    /// until then only the leaving session hears of it.
+    fn leave(&mut self, server: &Server, index: usize, session: &Session, presence: Option<Node>) {
+        let occupant = &mut self.occupants[index];
+        let status = Status {
+            unavailable: true,
+            codes: &[110],
+            ..Status::default()
+        };
+        if occupant.sessions.len() > 1 {
+            occupant.sessions.retain(|s| s.id != session.id);
+            let xml = self.presence_xml(
+                &self.occupants[index],
+                &self.occupants[index],
+                session,
+                &status,
+            );
+            server.deliver(session, xml.into(), false);
+            return;
+        }
+        let mut gone = self.occupants.remove(index);
+        if let Some(presence) = presence {
+            gone.presence = presence_children(presence).into();
+        }
+        self.announce_removal(
+            server,
+            &gone,
+            &Status {
+                unavailable: true,
+                ..Status::default()
+            },
+        );
+    }
+
+    /// Sends `status` about `index` to every occupant, with 110 for the occupant itself.
+    fn broadcast_presence(&self, server: &Server, index: usize, status: &Status) {
+        let subject = &self.occupants[index];
+        let mut own_codes = vec![110];
+        own_codes.extend_from_slice(status.codes);
+        let own = Status {
+            codes: &own_codes,
+            ..*status
+        };
+        for (i, viewer) in self.occupants.iter().enumerate() {
+            let status = if i == index { &own } else { status };
+            for session in &viewer.sessions {
+                let xml = self.presence_xml(subject, viewer, session, status);
+                server.deliver(session, xml.into(), false);
+            }
+        }
+    }
+
+    /// Tells the remaining occupants, and the removed one's sessions (with 110), that it left.
+    fn announce_removal(&self, server: &Server, gone: &Occupant, status: &Status) {
+        for viewer in &self.occupants {
+            for session in &viewer.sessions {
+                let xml = self.presence_xml(gone, viewer, session, status);
+                server.deliver(session, xml.into(), false);
+            }
+        }
+        let mut own_codes = vec![110];
+        own_codes.extend_from_slice(status.codes);
+        let own = Status {
+            codes: &own_codes,
+            ..*status
+        };
+        for session in &gone.sessions {
+            let xml = self.presence_xml(gone, gone, session, &own);
+            server.deliver(session, xml.into(), false);
+        }
+    }
+
+    /// `subject`'s presence as `viewer` sees it on `session`: real JIDs only for moderators,
+    /// in non-anonymous rooms, and to the occupant itself (§7.2.3, §7.2.4).
+    fn presence_xml(
+        &self,
+        subject: &Occupant,
+        viewer: &Occupant,
+        session: &Session,
+        status: &Status,
+    ) -> String {
+        let mut xml = String::with_capacity(256);
+        let _ = write!(
+            xml,
+            "<presence from='{}/{}' to='{}'",
+            Esc(self.jid.as_str()),
+            Esc(&subject.nick),
+            Esc(session.jid.as_str())
+        );
+        if status.unavailable {
+            xml.push_str(" type='unavailable'");
+        }
+        let role = if status.unavailable && status.new_nick.is_none() {
+            Role::None
+        } else {
+            subject.role
+        };
+        let affiliation = if status.extra.is_empty() {
+            self.affiliation(&subject.jid)
+        } else {
+            Affiliation::None
+        };
+        let _ = write!(
+            xml,
+            ">{}<x xmlns='{NS_USER}'><item affiliation='{}' role='{}'",
+            subject.presence,
+            affiliation.name(),
+            role.name()
+        );
+        let sees_jid = self.config.whois_anyone
+            || viewer.role == Role::Moderator
+            || std::ptr::eq(subject, viewer);
+        if sees_jid {
+            if let Some(first) = subject.sessions.first() {
+                let _ = write!(xml, " jid='{}'", Esc(first.jid.as_str()));
+            }
+        }
+        if let Some(nick) = status.new_nick {
+            let _ = write!(xml, " nick='{}'", Esc(nick));
+        }
+        match status.reason {
+            Some(reason) => {
+                let _ = write!(xml, "><reason>{}</reason></item>", Esc(reason));
+            }
+            None => xml.push_str("/>"),
+        }
+        for code in status.codes {
+            let _ = write!(xml, "<status code='{code}'/>");
+        }
+        xml.push_str(status.extra);
+        xml.push_str("</x></presence>");
+        xml
+    }
+
+    // ----- messages -----------------------------------------------------------------------
+
+    fn message_xml(
+        &self,
+        nick: &str,
+        to: &str,
+        id: Option<&str>,
+        inner: &str,
+        delayed: Option<u64>,
+    ) -> String {
+        let mut xml = String::with_capacity(inner.len() + 200);
+        let _ = write!(
+            xml,
+            "<message type='groupchat' from='{}/{}' to='{}'",
+            Esc(self.jid.as_str()),
+            Esc(nick),
+            Esc(to)
+        );
+        if let Some(id) = id {
+            let _ = write!(xml, " id='{}'", Esc(id));
+        }
+        xml.push('>');
+        xml.push_str(inner);
+        if let Some(at) = delayed {
+            let _ = write!(
+                xml,
+                "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/>",
+                Esc(self.jid.as_str()),
+                time::format_datetime(at)
+            );
+        }
+        xml.push_str("</message>");
+        xml
+    }
+
+    /// §7.4: a groupchat message goes to every occupant with a stanza-id from the room;
+    /// a subject-only message changes the subject (§8.1).
+    pub fn on_groupchat(&mut self, ctx: &mut Ctx) -> Option<Persist> {
+        let Some(index) = self.by_session(ctx.session.id) else {
+            ctx.error(StanzaCondition::NotAcceptable);
+            return None;
+        };
+        let occupant = &mut self.occupants[index];
+        if occupant.role < Role::Participant {
+            ctx.error(StanzaCondition::Forbidden);
+            return None;
+        }
+        if !occupant.take_message() {
+            ctx.error(StanzaCondition::ResourceConstraint);
+            return None;
+        }
+        let role = occupant.role;
+        let nick = occupant.nick.clone();
+        let stanza = ctx.stanza;
+        let body = stanza.child("body", NS_CLIENT);
+        let subject = stanza.child("subject", NS_CLIENT);
+        let mut record = None;
+        if let (Some(subject), None) = (subject, body) {
+            if role != Role::Moderator && !self.config.change_subject {
+                ctx.error(StanzaCondition::Forbidden);
+                return None;
+            }
+            let text = subject.text().unwrap_or_default();
+            self.subject = (!text.is_empty()).then(|| (nick.clone(), text.into()));
+            record = self.saved();
+        }
+        let by = self.jid.as_str();
+        let mut inner = String::new();
+        for child in stanza.node.children().filter(|c| c.is_element()) {
+            // A client cannot speak for the room (XEP-0359 §3).
+            let forged =
+                child.has_tag_name((NS_SID, "stanza-id")) && child.attribute("by") == Some(by);
+            if !forged {
+                write_element(&mut inner, child, NS_CLIENT, &[]);
+            }
+        }
+        let _ = write!(
+            inner,
+            "<stanza-id xmlns='{NS_SID}' id='{}' by='{}'/>",
+            ctx.server.random_id(),
+            Esc(by)
+        );
+        for viewer in &self.occupants {
+            for session in &viewer.sessions {
+                let xml = self.message_xml(&nick, session.jid.as_str(), stanza.id, &inner, None);
+                ctx.server.deliver(session, xml.into(), false);
+            }
+        }
+        if body.is_some() && self.config.history_length > 0 {
+            self.history.push_back(Past {
+                nick,
+                at: time::unix_now(),
+                id: stanza.id.map(Into::into),
+                inner: inner.into(),
+            });
+            self.trim_history();
+        }
+        record
+    }
+
+    /// Keeps at most `historylength` messages and [`MAX_HISTORY_BYTES`] of them.
+    fn trim_history(&mut self) {
+        let mut bytes: usize = self.history.iter().map(|p| p.inner.len()).sum();
+        while self.history.len() > self.config.history_length as usize || bytes > MAX_HISTORY_BYTES
+        {
+            match self.history.pop_front() {
+                Some(oldest) => bytes -= oldest.inner.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// §7.5: a private message goes to every session of the addressed occupant.
+    pub fn on_private_message(&self, ctx: &mut Ctx, nick: &str, ty: MessageType) {
+        let Some(from) = self.by_session(ctx.session.id) else {
+            ctx.error(StanzaCondition::NotAcceptable);
+            return;
+        };
+        if ty == MessageType::Groupchat {
+            ctx.error(StanzaCondition::BadRequest);
+            return;
+        }
+        let Some(to) = self.by_nick(nick) else {
+            ctx.error(StanzaCondition::ItemNotFound);
+            return;
+        };
+        let from = format!("{}/{}", self.jid, self.occupants[from].nick);
+        for session in &self.occupants[to].sessions {
+            let mut xml = String::new();
+            write_element(
+                &mut xml,
+                ctx.stanza.node,
+                NS_CLIENT,
+                &[("from", Some(&from)), ("to", Some(session.jid.as_str()))],
+            );
+            ctx.server.deliver(session, xml.into(), false);
+        }
+    }
+
+    /// §7.8.2 mediated invitations and their declines (a normal message with `muc#user`).
+    pub fn on_user_message(&mut self, ctx: &mut Ctx, x: Node) -> (Deferred, Option<Persist>) {
+        if let Some(decline) = stanza::child(x, "decline", NS_USER) {
+            self.forward_decline(ctx, decline);
+            return (Deferred::None, None);
+        }
+        let Some(invite) = stanza::child(x, "invite", NS_USER) else {
+            ctx.error(StanzaCondition::BadRequest);
+            return (Deferred::None, None);
+        };
+        let Some(inviter) = self.by_session(ctx.session.id) else {
+            ctx.error(StanzaCondition::NotAcceptable);
+            return (Deferred::None, None);
+        };
+        let Some(invitee) = invite
+            .attribute("to")
+            .and_then(|to| Jid::parse(to).ok())
+            .map(|jid| jid.bare())
+        else {
+            ctx.error(StanzaCondition::JidMalformed);
+            return (Deferred::None, None);
+        };
+        if local_user(ctx.server, &invitee).is_none() {
+            ctx.error(StanzaCondition::ItemNotFound);
+            return (Deferred::None, None);
+        }
+        let inviter_affiliation = self.affiliation(&self.occupants[inviter].jid);
+        let mut record = None;
+        if self.config.members_only {
+            // Only those who may grant membership invite into a members-only room; the
+            // invitation makes the invitee a member (§7.8.2).
+            if inviter_affiliation < Affiliation::Admin {
+                ctx.error(StanzaCondition::Forbidden);
+                return (Deferred::None, None);
+            }
+            if self.affiliation(&invitee) < Affiliation::Member {
+                self.set_affiliation(invitee.clone(), Affiliation::Member);
+                record = self.saved();
+            }
+        }
+        let mut xml = format!(
+            "<message from='{}' to='{}'><x xmlns='{NS_USER}'><invite from='{}'>",
+            Esc(self.jid.as_str()),
+            Esc(invitee.as_str()),
+            Esc(ctx.session.jid.as_str())
+        );
+        if let Some(reason) = stanza::child_text(invite, "reason", NS_USER) {
+            let _ = write!(xml, "<reason>{}</reason>", Esc(reason));
+        }
+        xml.push_str("</invite>");
+        if let Some(password) = &self.config.password {
+            let _ = write!(xml, "<password>{}</password>", Esc(password));
+        }
+        xml.push_str("</x><body>You are invited to a chat room.</body></message>");
+        (deliver_to_user(ctx, &invitee, xml), record)
+    }
+
+    /// A decline goes back to the inviter with the decliner's bare JID (§7.8.2).
+    fn forward_decline(&self, ctx: &mut Ctx, decline: Node) {
+        let Some(inviter) = decline.attribute("to").and_then(|to| Jid::parse(to).ok()) else {
+            ctx.error(StanzaCondition::JidMalformed);
+            return;
+        };
+        let mut xml = format!(
+            "<message from='{}' to='{}'><x xmlns='{NS_USER}'><decline from='{}'>",
+            Esc(self.jid.as_str()),
+            Esc(inviter.as_str()),
+            Esc(ctx.session.jid.bare().as_str())
+        );
+        if let Some(reason) = stanza::child_text(decline, "reason", NS_USER) {
+            let _ = write!(xml, "<reason>{}</reason>", Esc(reason));
+        }
+        xml.push_str("</decline></x></message>");
+        deliver_to_user(ctx, &inviter, xml);
+    }
+
+    // ----- iq -------------------------------------------------------------------------------
+
+    /// An iq to `room/nick`: XEP-0410 self-ping is answered here, anything else between
+    /// occupants is passed on with the sender's room JID (§7.5 / §17.3).
+    pub fn on_occupant_iq(&self, ctx: &mut Ctx, nick: &str, ty: IqType) {
+        let Some(from) = self.by_session(ctx.session.id) else {
+            if matches!(ty, IqType::Get | IqType::Set) {
+                ctx.error(StanzaCondition::NotAcceptable);
+            }
+            return;
+        };
+        let is_ping = ctx
+            .stanza
+            .payload()
+            .is_some_and(|p| p.has_tag_name((crate::ping::NS, "ping")));
+        if &*self.occupants[from].nick == nick && is_ping && ty == IqType::Get {
+            let own = format!("{}/{}", self.jid, nick);
+            stanza::write_iq_result(ctx.out, ctx.stanza.id, &own, ctx.session.jid.as_str());
+            return;
+        }
+        let target = self
+            .by_nick(nick)
+            .and_then(|i| self.occupants[i].sessions.first());
+        let Some(target) = target else {
+            if matches!(ty, IqType::Get | IqType::Set) {
+                ctx.error(StanzaCondition::ItemNotFound);
+            }
+            return;
+        };
+        let from = format!("{}/{}", self.jid, self.occupants[from].nick);
+        let mut xml = String::new();
+        write_element(
+            &mut xml,
+            ctx.stanza.node,
+            NS_CLIENT,
+            &[("from", Some(&from)), ("to", Some(target.jid.as_str()))],
+        );
+        ctx.server.deliver(target, xml.into(), false);
+    }
+
+    /// disco#info of the room (§6.4) with the `muc#roominfo` form.
+    pub fn write_info(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "<identity category='conference' type='text' name='{}'/>",
+            Esc(self.display_name())
+        );
+        let config = &self.config;
+        let features = [
+            super::NS_MUC,
+            crate::disco::NS_INFO,
+            crate::ping::NS,
+            NS_SID,
+            if config.public {
+                "muc_public"
+            } else {
+                "muc_hidden"
+            },
+            if config.persistent {
+                "muc_persistent"
+            } else {
+                "muc_temporary"
+            },
+            if config.members_only {
+                "muc_membersonly"
+            } else {
+                "muc_open"
+            },
+            if config.moderated {
+                "muc_moderated"
+            } else {
+                "muc_unmoderated"
+            },
+            if config.password.is_some() {
+                "muc_passwordprotected"
+            } else {
+                "muc_unsecured"
+            },
+            if config.whois_anyone {
+                "muc_nonanonymous"
+            } else {
+                "muc_semianonymous"
+            },
+        ];
+        for feature in features {
+            let _ = write!(out, "<feature var='{feature}'/>");
+        }
+        let _ = write!(
+            out,
+            "<x xmlns='{NS_DATA}' type='result'>\
+             <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field>\
+             <field var='muc#roominfo_description'><value>{}</value></field>\
+             <field var='muc#roominfo_occupants'><value>{}</value></field>\
+             <field var='muc#roominfo_subject'><value>{}</value></field>\
+             <field var='muc#roomconfig_roomname'><value>{}</value></field></x>",
+            Esc(&config.description),
+            self.occupant_count(),
+            Esc(self.subject.as_ref().map_or("", |(_, text)| text)),
+            Esc(self.display_name()),
+        );
+    }
+
+    /// `muc#owner` (§10): the configuration form, its submission, and destruction.
+    /// Returns what the store must do with the room's record.
+    pub fn on_owner(&mut self, ctx: &mut Ctx, ty: IqType, query: Node) -> Option<Persist> {
+        if !self.is_owner(&ctx.session.jid.bare()) {
+            ctx.error(StanzaCondition::Forbidden);
+            return None;
+        }
+        let to = ctx.session.jid.as_str();
+        let from = &*self.jid.as_str().to_owned();
+        if ty == IqType::Get {
+            stanza::open_reply(ctx.out, Kind::Iq, "result", ctx.stanza.id, from, to);
+            let _ = write!(ctx.out, "><query xmlns='{NS_OWNER}'>");
+            self.config.write_form(ctx.out);
+            ctx.out.push_str("</query></iq>");
+            return None;
+        }
+        if let Some(destroy) = stanza::child(query, "destroy", NS_OWNER) {
+            self.destroy(ctx.server, destroy);
+            stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
+            return Some(Persist::Delete);
+        }
+        let Some(form) = stanza::child(query, "x", NS_DATA) else {
+            ctx.error(StanzaCondition::BadRequest);
+            return None;
+        };
+        match form.attribute("type") {
+            Some("submit") => {}
+            Some("cancel") => {
+                // §10.1.3: cancelling the first configuration destroys the new room.
+                if self.locked {
+                    self.destroyed = true;
+                }
+                stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
+                return None;
+            }
+            _ => {
+                ctx.error(StanzaCondition::BadRequest);
+                return None;
+            }
+        }
+        let config = match self.config.apply(form, ctx.max_occupants) {
+            Ok(config) => config,
+            Err(why) => {
+                ctx.fail(&StanzaError::new(StanzaCondition::NotAcceptable).with_text(why));
+                return None;
+            }
+        };
+        let was_persistent = self.config.persistent;
+        let was_locked = std::mem::replace(&mut self.locked, false);
+        self.config = config;
+        self.trim_history();
+        stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
+        if self.config.members_only {
+            self.remove_where(ctx.server, &[322], |room, o| {
+                room.affiliation(&o.jid) < Affiliation::Member
+            });
+        }
+        if !was_locked {
+            // §10.2.1: occupants learn that the configuration changed.
+            for viewer in &self.occupants {
+                for session in &viewer.sessions {
+                    let xml = format!(
+                        "<message type='groupchat' from='{}' to='{}'><x xmlns='{NS_USER}'><status code='104'/></x></message>",
+                        Esc(from),
+                        Esc(session.jid.as_str())
+                    );
+                    ctx.server.deliver(session, xml.into(), false);
+                }
+            }
+        }
+        match (was_persistent, self.config.persistent) {
+            (_, true) => self.saved(),
+            (true, false) => Some(Persist::Delete),
+            (false, false) => None,
+        }
+    }
+
+    /// §10.9: every occupant is told, with the alternate venue if there is one.
+    fn destroy(&mut self, server: &Server, destroy: Node) {
+        let mut extra = String::from("<destroy");
+        if let Some(jid) = destroy.attribute("jid") {
+            let _ = write!(extra, " jid='{}'", Esc(jid));
+        }
+        extra.push('>');
+        if let Some(reason) = stanza::child_text(destroy, "reason", NS_OWNER) {
+            let _ = write!(extra, "<reason>{}</reason>", Esc(reason));
+        }
+        extra.push_str("</destroy>");
+        let status = Status {
+            unavailable: true,
+            extra: &extra,
+            ..Status::default()
+        };
+        for occupant in &self.occupants {
+            for session in &occupant.sessions {
+                let xml = self.presence_xml(occupant, occupant, session, &status);
+                server.deliver(session, xml.into(), false);
+            }
+        }
+        self.occupants.clear();
+        self.destroyed = true;
+    }
+
+    /// Removes every occupant `matches` picks, announcing it with `codes`.
+    fn remove_where(
+        &mut self,
+        server: &Server,
+        codes: &[u16],
+        matches: impl Fn(&Room, &Occupant) -> bool,
+    ) {
+        let mut i = 0;
+        while i < self.occupants.len() {
+            if matches(self, &self.occupants[i]) {
+                let gone = self.occupants.remove(i);
+                self.announce_removal(
+                    server,
+                    &gone,
+                    &Status {
+                        unavailable: true,
+                        codes,
+                        ..Status::default()
+                    },
+                );
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// `muc#admin` (§8, §9): list retrieval, role and affiliation changes.
+    /// Saves the record when affiliations changed in a persistent room.
+    pub fn on_admin(&mut self, ctx: &mut Ctx, ty: IqType, query: Node) -> Option<Persist> {
+        let actor_jid = ctx.session.jid.bare();
+        let actor_affiliation = self.affiliation(&actor_jid);
+        let actor_role = self
+            .by_session(ctx.session.id)
+            .map_or(Role::None, |i| self.occupants[i].role);
+        let items: Vec<Node> = query
+            .children()
+            .filter(|c| c.has_tag_name((NS_ADMIN, "item")))
+            .collect();
+        let Some(first) = items.first() else {
+            ctx.error(StanzaCondition::BadRequest);
+            return None;
+        };
+        if ty == IqType::Get {
+            self.write_list(ctx, *first, actor_affiliation, actor_role);
+            return None;
+        }
+        let mut changed = false;
+        for item in items {
+            let result = match (item.attribute("role"), item.attribute("affiliation")) {
+                (Some(role), _) => {
+                    self.set_role(ctx.server, item, role, actor_affiliation, actor_role)
+                }
+                (None, Some(affiliation)) => {
+                    changed = true;
+                    self.change_affiliation(
+                        ctx.server,
+                        item,
+                        affiliation,
+                        &actor_jid,
+                        actor_affiliation,
+                    )
+                }
+                (None, None) => Err(StanzaCondition::BadRequest),
+            };
+            if let Err(condition) = result {
+                ctx.error(condition);
+                return changed.then(|| self.saved()).flatten();
+            }
+        }
+        stanza::write_iq_result(
+            ctx.out,
+            ctx.stanza.id,
+            self.jid.as_str(),
+            ctx.session.jid.as_str(),
+        );
+        changed.then(|| self.saved()).flatten()
+    }
+
+    fn write_list(
+        &self,
+        ctx: &mut Ctx,
+        item: Node,
+        actor_affiliation: Affiliation,
+        actor_role: Role,
+    ) {
+        let mut items = String::new();
+        if let Some(affiliation) = item.attribute("affiliation").and_then(Affiliation::parse) {
+            if actor_affiliation < Affiliation::Admin || affiliation == Affiliation::None {
+                ctx.error(StanzaCondition::Forbidden);
+                return;
+            }
+            for (jid, _) in self.affiliations.iter().filter(|(_, a)| *a == affiliation) {
+                let _ = write!(
+                    items,
+                    "<item affiliation='{}' jid='{}'/>",
+                    affiliation.name(),
+                    Esc(jid.as_str())
+                );
+            }
+        } else if let Some(role) = item.attribute("role").and_then(Role::parse) {
+            if actor_role != Role::Moderator {
+                ctx.error(StanzaCondition::Forbidden);
+                return;
+            }
+            for occupant in self.occupants.iter().filter(|o| o.role == role) {
+                let _ = write!(
+                    items,
+                    "<item role='{}' nick='{}' affiliation='{}' jid='{}'/>",
+                    role.name(),
+                    Esc(&occupant.nick),
+                    self.affiliation(&occupant.jid).name(),
+                    Esc(occupant.jid.as_str())
+                );
+            }
+        } else {
+            ctx.error(StanzaCondition::BadRequest);
+            return;
+        }
+        stanza::open_reply(
+            ctx.out,
+            Kind::Iq,
+            "result",
+            ctx.stanza.id,
+            self.jid.as_str(),
+            ctx.session.jid.as_str(),
+        );
+        let _ = write!(ctx.out, "><query xmlns='{NS_ADMIN}'>{items}</query></iq>");
+    }
+
+    /// Kick, voice and moderator changes by nick (§8.2–§8.5, §9.6–§9.7).
+    fn set_role(
+        &mut self,
+        server: &Server,
+        item: Node,
+        role: &str,
+        actor_affiliation: Affiliation,
+        actor_role: Role,
+    ) -> Result<(), StanzaCondition> {
+        let role = Role::parse(role).ok_or(StanzaCondition::BadRequest)?;
+        if actor_role != Role::Moderator {
+            return Err(StanzaCondition::Forbidden);
+        }
+        let nick = item.attribute("nick").ok_or(StanzaCondition::BadRequest)?;
+        let index = self.by_nick(nick).ok_or(StanzaCondition::ItemNotFound)?;
+        let target = &self.occupants[index];
+        let target_affiliation = self.affiliation(&target.jid);
+        // Nobody acts on an admin or owner unless they outrank them, and only admins and
+        // owners hand out or take away the moderator role.
+        if target_affiliation >= Affiliation::Admin && actor_affiliation <= target_affiliation {
+            return Err(StanzaCondition::NotAllowed);
+        }
+        if (role == Role::Moderator || target.role == Role::Moderator)
+            && actor_affiliation < Affiliation::Admin
+        {
+            return Err(StanzaCondition::NotAllowed);
+        }
+        let reason = stanza::child_text(item, "reason", NS_ADMIN);
+        if role == Role::None {
+            let gone = self.occupants.remove(index);
+            self.announce_removal(
+                server,
+                &gone,
+                &Status {
+                    unavailable: true,
+                    codes: &[307],
+                    reason,
+                    ..Status::default()
+                },
+            );
+        } else {
+            self.occupants[index].role = role;
+            self.broadcast_presence(
+                server,
+                index,
+                &Status {
+                    reason,
+                    ..Status::default()
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Membership, bans and admin/owner grants by JID or nick (§9.1–§9.5, §10.3–§10.8).
+    fn change_affiliation(
+        &mut self,
+        server: &Server,
+        item: Node,
+        affiliation: &str,
+        actor: &Jid,
+        actor_affiliation: Affiliation,
+    ) -> Result<(), StanzaCondition> {
+        let affiliation = Affiliation::parse(affiliation).ok_or(StanzaCondition::BadRequest)?;
+        if actor_affiliation < Affiliation::Admin {
+            return Err(StanzaCondition::Forbidden);
+        }
+        let target = match (item.attribute("jid"), item.attribute("nick")) {
+            (Some(jid), _) => Jid::parse(jid)
+                .map_err(|_| StanzaCondition::JidMalformed)?
+                .bare(),
+            (None, Some(nick)) => {
+                let index = self.by_nick(nick).ok_or(StanzaCondition::ItemNotFound)?;
+                self.occupants[index].jid.clone()
+            }
+            (None, None) => return Err(StanzaCondition::BadRequest),
+        };
+        let current = self.affiliation(&target);
+        if actor_affiliation < Affiliation::Owner
+            && (current >= Affiliation::Admin || affiliation >= Affiliation::Admin)
+        {
+            return Err(StanzaCondition::NotAllowed);
+        }
+        let owners = self
+            .affiliations
+            .iter()
+            .filter(|(_, a)| *a == Affiliation::Owner)
+            .count();
+        if current == Affiliation::Owner && affiliation != Affiliation::Owner && owners == 1 {
+            // §10.7: a room always keeps an owner.
+            return Err(StanzaCondition::Conflict);
+        }
+        if target == *actor && affiliation == Affiliation::Outcast {
+            return Err(StanzaCondition::Conflict);
+        }
+        self.set_affiliation(target.clone(), affiliation);
+        let reason = stanza::child_text(item, "reason", NS_ADMIN);
+        let code = if affiliation == Affiliation::Outcast {
+            Some(301)
+        } else if self.config.members_only && affiliation < Affiliation::Member {
+            Some(321)
+        } else {
+            None
+        };
+        match code {
+            Some(code) => {
+                let codes = [code];
+                let mut i = 0;
+                while i < self.occupants.len() {
+                    if self.occupants[i].jid == target {
+                        let gone = self.occupants.remove(i);
+                        self.announce_removal(
+                            server,
+                            &gone,
+                            &Status {
+                                unavailable: true,
+                                codes: &codes,
+                                reason,
+                                ..Status::default()
+                            },
+                        );
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            None => {
+                let role = self.default_role(affiliation);
+                for i in 0..self.occupants.len() {
+                    if self.occupants[i].jid == target {
+                        self.occupants[i].role = role;
+                        self.broadcast_presence(
+                            server,
+                            i,
+                            &Status {
+                                reason,
+                                ..Status::default()
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A session is gone: its occupant leaves if this was its last session.
+    pub fn session_ended(&mut self, server: &Server, session: &Session) {
+        if let Some(index) = self.by_session(session.id) {
+            self.leave(server, index, session, None);
+        }
+    }
+
+    // ----- persistence ----------------------------------------------------------------------
+
+    /// The record to save after a change, for a persistent room.
+    fn saved(&self) -> Option<Persist> {
+        self.config.persistent.then(|| Persist::Save(self.record()))
+    }
+
+    /// The stored form of a persistent room: configuration, affiliations and subject.
+    pub fn record(&self) -> Vec<u8> {
+        let c = &self.config;
+        let mut xml = format!(
+            "<room name='{}' desc='{}' public='{}' persistent='{}' members='{}' moderated='{}' \
+             max='{}' anyone='{}' history='{}' subject_change='{}'",
+            Esc(&c.name),
+            Esc(&c.description),
+            u8::from(c.public),
+            u8::from(c.persistent),
+            u8::from(c.members_only),
+            u8::from(c.moderated),
+            c.max_users,
+            u8::from(c.whois_anyone),
+            c.history_length,
+            u8::from(c.change_subject),
+        );
+        if let Some(password) = &c.password {
+            let _ = write!(xml, " password='{}'", crate::xml::EscAttr(password));
+        }
+        xml.push('>');
+        for (jid, affiliation) in &self.affiliations {
+            let _ = write!(
+                xml,
+                "<aff jid='{}' a='{}'/>",
+                Esc(jid.as_str()),
+                affiliation.name()
+            );
+        }
+        if let Some((nick, text)) = &self.subject {
+            let _ = write!(
+                xml,
+                "<subject nick='{}'>{}</subject>",
+                crate::xml::EscAttr(nick),
+                Esc(text)
+            );
+        }
+        xml.push_str("</room>");
+        xml.into_bytes()
+    }
+
+    /// Reads back [`Room::record`]; `None` for a damaged record.
+    pub fn from_record(jid: Jid, record: &[u8], defaults: RoomConfig) -> Option<Room> {
+        let text = std::str::from_utf8(record).ok()?;
+        let doc = roxmltree::Document::parse(text).ok()?;
+        let root = doc.root_element();
+        let attr = |name| root.attribute(name);
+        let flag = |name| attr(name) == Some("1");
+        let number = |name, default| attr(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let config = RoomConfig {
+            name: attr("name").unwrap_or_default().into(),
+            description: attr("desc").unwrap_or_default().into(),
+            public: flag("public"),
+            persistent: true,
+            members_only: flag("members"),
+            moderated: flag("moderated"),
+            password: attr("password").map(Into::into),
+            max_users: number("max", defaults.max_users),
+            whois_anyone: flag("anyone"),
+            history_length: number("history", defaults.history_length),
+            change_subject: flag("subject_change"),
+        };
+        let mut room = Room::new(jid, config);
+        for child in root.children().filter(|c| c.is_element()) {
+            match child.tag_name().name() {
+                "aff" => {
+                    let jid = Jid::parse(child.attribute("jid")?).ok()?;
+                    let affiliation = Affiliation::parse(child.attribute("a")?)?;
+                    room.set_affiliation(jid, affiliation);
+                }
+                "subject" => {
+                    room.subject = Some((
+                        child.attribute("nick").unwrap_or_default().into(),
+                        child.text().unwrap_or_default().into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Some(room)
+    }
+}
+
+/// A presence's children as the room passes them on: the join element (which may hold the
+/// room password) stays behind.
+fn presence_children(presence: Node) -> String {
+    let mut xml = String::new();
+    for child in presence.children().filter(|c| c.is_element()) {
+        if child.tag_name().namespace() != Some(NS_MUC) {
+            write_element(&mut xml, child, NS_CLIENT, &[]);
+        }
+    }
+    xml
+}
+
+/// The localpart of `jid` when it names an account on this server.
+fn local_user<'j>(server: &Server, jid: &'j Jid) -> Option<&'j str> {
+    jid.local()
+        .filter(|local| jid.domain() == server.config.domain && account_exists(server, local))
+}
+
+/// A message from the room to a local user's bare JID, stored offline if nobody is online.
+fn deliver_to_user(ctx: &mut Ctx, to: &Jid, xml: String) -> Deferred {
+    let server = ctx.server;
+    let Some(local) = local_user(server, to) else {
+        ctx.error(StanzaCondition::ItemNotFound);
+        return Deferred::None;
+    };
+    let target = server
+        .router
+        .borrow()
+        .message_targets(&to.bare(), MessageType::Normal);
+    match target {
+        MessageTarget::Sessions(sessions) => {
+            let xml: Rc<str> = xml.into();
+            for session in &sessions {
+                server.deliver(session, xml.clone(), true);
+            }
+            Deferred::None
+        }
+        MessageTarget::Offline => Deferred::StoreOffline(Pending::new(
+            server,
+            local,
+            xml,
+            ctx.stanza,
+            ctx.session.jid.as_str(),
+        )),
+        MessageTarget::Drop | MessageTarget::Error(_) => Deferred::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let jid = Jid::parse("den@rooms.localhost").unwrap();
+        let mut config = RoomConfig::new(30, 5);
+        config.name = "The <den>".into();
+        config.persistent = true;
+        config.members_only = true;
+        config.password = Some("pa\tss'".into());
+        let mut room = Room::new(jid.clone(), config.clone());
+        room.set_affiliation(Jid::parse("a@localhost").unwrap(), Affiliation::Owner);
+        room.set_affiliation(Jid::parse("b@localhost").unwrap(), Affiliation::Outcast);
+        room.subject = Some(("al ice".into(), "news & more".into()));
+        let back = Room::from_record(jid, &room.record(), RoomConfig::new(1, 1)).unwrap();
+        assert_eq!(back.config, config);
+        assert_eq!(back.affiliations, room.affiliations);
+        assert_eq!(back.subject, room.subject);
+        assert!(Room::from_record(back.jid.clone(), b"<room", config).is_none());
+    }
+
+    #[test]
+    fn history_is_bounded_by_count_and_bytes() {
+        let jid = Jid::parse("h@rooms.localhost").unwrap();
+        let mut room = Room::new(jid, RoomConfig::new(10, 3));
+        let past = |size: usize| Past {
+            nick: "n".into(),
+            at: 0,
+            id: None,
+            inner: "x".repeat(size).into(),
+        };
+        for _ in 0..5 {
+            room.history.push_back(past(10));
+            room.trim_history();
+        }
+        assert_eq!(room.history.len(), 3);
+        room.history.push_back(past(MAX_HISTORY_BYTES - 15));
+        room.trim_history();
+        assert_eq!(
+            room.history.len(),
+            2,
+            "one small message fits beside the big one"
+        );
+        room.history.push_back(past(MAX_HISTORY_BYTES));
+        room.trim_history();
+        assert_eq!(room.history.len(), 1);
+    }
+
+    #[test]
+    fn the_allowance_refills() {
+        let mut occupant = Occupant {
+            nick: "n".into(),
+            jid: Jid::parse("a@localhost").unwrap(),
+            sessions: Vec::new(),
+            role: Role::Participant,
+            presence: "".into(),
+            allowance: BURST,
+            filled: Instant::now(),
+        };
+        let sent = (0..100).take_while(|_| occupant.take_message()).count();
+        assert_eq!(sent, BURST as usize);
+        occupant.filled -= std::time::Duration::from_secs(1);
+        assert!(occupant.take_message());
+    }
+}
