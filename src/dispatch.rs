@@ -12,7 +12,9 @@ use crate::stanza::{
     self, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
 };
 use crate::xml::{write_element, NS_CLIENT};
-use crate::{blocking, disco, last, ping, presence, private, register, roster, vcard, version};
+use crate::{
+    blocking, carbons, csi, disco, last, ping, presence, private, register, roster, vcard, version,
+};
 use log::info;
 use std::future::Future;
 use std::pin::Pin;
@@ -143,12 +145,14 @@ fn on_message(
     let storable = offline::is_storable(stanza);
     match target {
         MessageTarget::Sessions(sessions) => {
-            let xml: Rc<str> = forwarded(stanza, &session.jid).into();
-            let delivered = sessions
-                .iter()
-                .filter(|s| server.deliver(s, xml.clone(), storable))
-                .count();
-            if delivered == 0 && storable {
+            let xml: Rc<str> = carbons::delivered(stanza, &session.jid).into();
+            let hold = csi::message_hold(stanza, session);
+            let delivered: Vec<_> = sessions
+                .into_iter()
+                .filter(|s| server.deliver_as(s, xml.clone(), storable, hold))
+                .collect();
+            carbons::copy(server, session, stanza, local, &delivered);
+            if delivered.is_empty() && storable {
                 return Deferred::StoreOffline(Pending::new(
                     server,
                     local,
@@ -160,7 +164,8 @@ fn on_message(
             Deferred::None
         }
         MessageTarget::Offline if storable => {
-            let xml = forwarded(stanza, &session.jid);
+            carbons::copy(server, session, stanza, local, &[]);
+            let xml = carbons::delivered(stanza, &session.jid);
             Deferred::StoreOffline(Pending::new(
                 server,
                 local,
@@ -233,6 +238,7 @@ fn on_iq(
     let handled = match ns {
         disco::NS_INFO | disco::NS_ITEMS => disco::handle(server, session, stanza, ty, target, out),
         ping::NS => ping::handle(server, session, stanza, ty, out),
+        carbons::NS => carbons::handle(server, session, stanza, ty, target, out),
         blocking::NS => return blocking::handle(server, session, stanza, ty, target, out),
         register::NS => return register::handle(server, session, stanza, ty, target, out),
         vcard::NS => return vcard::handle(server, session, stanza, ty, target, out),
@@ -308,6 +314,7 @@ pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
         if let crate::router::Outbound::Stanza {
             xml,
             storable: true,
+            ..
         } = item
         {
             let quota = server.config.limits.offline_quota as usize;
