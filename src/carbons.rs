@@ -147,12 +147,14 @@ pub fn copy(
         &[("from", Some(sender.jid.as_str()))],
     );
     let ty = stanza.node.attribute("type");
+    // A copied chat state may wait for an inactive client like the original.
+    let hold = crate::csi::message_hold(stanza, sender);
     for (direction, session) in senders
         .map(|s| ("sent", s))
         .chain(receivers.map(|s| ("received", s)))
     {
         let xml = wrap(&session.jid, ty, direction, &original);
-        server.deliver(session, xml.into(), false);
+        server.deliver_as(session, xml.into(), false, hold);
     }
 }
 

@@ -45,6 +45,7 @@ fn sent(to: &str, original: &str) -> String {
 fn setup(server: &TestServer) -> (Client, Client, Client, Client) {
     server.add_user("alice");
     server.add_user("bob");
+    server.add_user("carol");
     let mut a1 = resource(server, "a1", 5, true);
     let mut a2 = resource(server, "a2", 1, true);
     let mut a3 = resource(server, "a3", 1, false);
@@ -92,6 +93,13 @@ fn sent_and_received_copies_are_wrapped_and_go_only_to_enabled_resources() {
     let original = "<message xmlns='jabber:client' to='bob@localhost/phone' type='chat' id='m4' from='alice@localhost/a3'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>";
     assert_eq!(a1.expect("id='m4'"), sent("a1", original));
     assert_eq!(a2.expect("id='m4'"), sent("a2", original));
+
+    // A message stored for an offline user is copied all the same.
+    a1.send("<message to='carol@localhost' type='chat' id='m5'><body>for later</body></message>");
+    assert_eq!(
+        a2.expect("for later"),
+        sent("a2", "<message xmlns='jabber:client' to='carol@localhost' type='chat' id='m5' from='alice@localhost/a1'><body>for later</body></message>")
+    );
 
     // Headlines are not copied; a3 never gets a copy.
     bob.send("<message to='alice@localhost/a1' type='headline' id='h'><body>news</body></message>");

@@ -94,3 +94,27 @@ fn unknown_csi_elements_are_stream_errors() {
     alice.send("<sleepy xmlns='urn:xmpp:csi:0'/>");
     alice.expect_stream_error("unsupported-stanza-type");
 }
+
+#[test]
+fn carbon_copies_of_chat_states_wait_too() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut phone = Client::online(&server, "alice", "phone");
+    let mut laptop = Client::online(&server, "alice", "laptop");
+    let mut bob = Client::online(&server, "bob", "desk");
+    // The laptop's presence has reached the phone before it goes inactive.
+    laptop.sync();
+    phone.send("<iq type='set' id='on'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+    phone.expect("id='on'");
+    phone.send(INACTIVE);
+    phone.sync();
+    for state in ["composing", "paused"] {
+        laptop.send(&format!("<message to='bob@localhost' type='chat' id='{state}'><{state} xmlns='http://jabber.org/protocol/chatstates'/></message>"));
+        bob.expect(&format!("id='{state}'"));
+    }
+    phone.expect_silence(QUIET);
+    laptop.send("<message to='bob@localhost' type='chat' id='m'><body>hello</body></message>");
+    assert!(phone.stanza().contains("<sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' to='bob@localhost' type='chat' id='paused'"));
+    assert!(phone.stanza().contains("hello"));
+}
