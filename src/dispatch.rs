@@ -11,8 +11,10 @@ use crate::server::Server;
 use crate::stanza::{
     self, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
 };
-use crate::xml::{write_element, NS_CLIENT};
-use crate::{blocking, disco, last, ping, presence, private, register, roster, vcard, version};
+use crate::xml::{write_element_without, NS_CLIENT};
+use crate::{
+    blocking, carbons, csi, disco, last, ping, presence, private, register, roster, vcard, version,
+};
 use log::info;
 use std::future::Future;
 use std::pin::Pin;
@@ -69,12 +71,23 @@ pub fn handle(
 
 /// Serialises a stanza for delivery with the sender's full JID stamped.
 pub fn forwarded(stanza: &Stanza, from: &Jid) -> String {
+    forwarded_without(stanza, from, |_| false)
+}
+
+/// [`forwarded`], leaving out the child elements `skip` picks (hints meant
+/// for this server only).
+pub fn forwarded_without(
+    stanza: &Stanza,
+    from: &Jid,
+    skip: impl Fn(roxmltree::Node) -> bool,
+) -> String {
     let mut xml = String::with_capacity(stanza.node.range().len() + 64);
-    write_element(
+    write_element_without(
         &mut xml,
         stanza.node,
         NS_CLIENT,
         &[("from", Some(from.as_str()))],
+        skip,
     );
     xml
 }
@@ -148,12 +161,14 @@ fn on_message(
     let storable = offline::is_storable(stanza);
     match target {
         MessageTarget::Sessions(sessions) => {
-            let xml: Rc<str> = forwarded(stanza, &session.jid).into();
-            let delivered = sessions
-                .iter()
-                .filter(|s| server.deliver(s, xml.clone(), storable))
-                .count();
-            if delivered == 0 && storable {
+            let xml: Rc<str> = carbons::delivered(stanza, &session.jid).into();
+            let hold = csi::message_hold(stanza, session);
+            let delivered: Vec<_> = sessions
+                .into_iter()
+                .filter(|s| server.deliver_as(s, xml.clone(), storable, hold))
+                .collect();
+            carbons::copy(server, session, stanza, local, &delivered);
+            if delivered.is_empty() && storable {
                 return Deferred::StoreOffline(Pending::new(
                     server,
                     local,
@@ -165,7 +180,8 @@ fn on_message(
             Deferred::None
         }
         MessageTarget::Offline if storable => {
-            let xml = forwarded(stanza, &session.jid);
+            carbons::copy(server, session, stanza, local, &[]);
+            let xml = carbons::delivered(stanza, &session.jid);
             Deferred::StoreOffline(Pending::new(
                 server,
                 local,
@@ -238,6 +254,7 @@ fn on_iq(
     let handled = match ns {
         disco::NS_INFO | disco::NS_ITEMS => disco::handle(server, session, stanza, ty, target, out),
         ping::NS => ping::handle(server, session, stanza, ty, out),
+        carbons::NS => carbons::handle(server, session, stanza, ty, target, out),
         blocking::NS => return blocking::handle(server, session, stanza, ty, target, out),
         register::NS => return register::handle(server, session, stanza, ty, target, out),
         vcard::NS => return vcard::handle(server, session, stanza, ty, target, out),
@@ -314,6 +331,7 @@ pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
         if let crate::router::Outbound::Stanza {
             xml,
             storable: true,
+            ..
         } = item
         {
             let quota = server.config.limits.offline_quota as usize;

@@ -7,9 +7,11 @@
 
 pub mod blocking;
 pub mod c2s;
+pub mod carbons;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod csi;
 pub mod disco;
 pub mod dispatch;
 pub mod jid;

@@ -5,6 +5,7 @@
 //! Subscription stanzas go to [`crate::subscription`]; this module never changes a roster.
 
 use crate::blocking::{self, Verdict};
+use crate::csi::Hold;
 use crate::dispatch::{forwarded, reply_error, Deferred};
 use crate::jid::Jid;
 use crate::offline::NS_DELAY;
@@ -80,20 +81,20 @@ fn unavailable_from(from: &Jid) -> String {
 }
 
 /// Queues `xml` for every available resource of a local user.
-pub fn deliver_to_user(server: &Server, local: &str, xml: Rc<str>) {
+pub fn deliver_to_user(server: &Server, local: &str, xml: Rc<str>, hold: Hold) {
     let router = server.router.borrow();
     for session in router.resources(local).iter().filter(|s| s.available.get()) {
-        server.deliver(session, xml.clone(), false);
+        server.deliver_as(session, xml.clone(), false, hold);
     }
 }
 
 /// A bare JID reaches the user's available resources, a full JID that resource.
-fn deliver_to_jid(server: &Server, to: &Jid, xml: Rc<str>) {
+fn deliver_to_jid(server: &Server, to: &Jid, xml: Rc<str>, hold: Hold) {
     let Some(local) = to.local() else { return };
     if to.resource().is_none() {
-        deliver_to_user(server, local, xml);
+        deliver_to_user(server, local, xml, hold);
     } else if let Some(session) = server.router.borrow().find(to) {
-        server.deliver(session, xml, false);
+        server.deliver_as(session, xml, false, hold);
     }
 }
 
@@ -111,7 +112,7 @@ pub fn send_presence_of(server: &Server, from: &str, to: &str, available: bool) 
         } else {
             addressed(&unavailable_from(&session.jid), &to_jid)
         };
-        deliver_to_user(server, to, xml.into());
+        deliver_to_user(server, to, xml.into(), Hold::Presence(session.id));
     }
 }
 
@@ -146,12 +147,14 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
             continue;
         }
         let local = contact.local().unwrap_or_default();
-        deliver_to_user(server, local, addressed(xml, contact.as_str()).into());
+        let xml = addressed(xml, contact.as_str()).into();
+        deliver_to_user(server, local, xml, Hold::Presence(session.id));
     }
     let router = server.router.borrow();
     for own in router.resources(user) {
         if own.id != session.id && own.available.get() {
-            server.deliver(own, addressed(xml, own.jid.as_str()).into(), false);
+            let xml = addressed(xml, own.jid.as_str()).into();
+            server.deliver_as(own, xml, false, Hold::Presence(session.id));
         }
     }
 }
@@ -337,7 +340,8 @@ fn directed(
         }
     }
     drop(list);
-    deliver_to_jid(server, to, forwarded(stanza, &session.jid).into());
+    let xml = forwarded(stanza, &session.jid).into();
+    deliver_to_jid(server, to, xml, Hold::Presence(session.id));
 }
 
 /// The session goes unavailable with `xml` (from stamped, no `to`): broadcast, tell directed
@@ -351,7 +355,8 @@ fn unavailable(
     let was_available = session.available.replace(false);
     session.presence.current.take();
     for jid in session.presence.directed.take() {
-        deliver_to_jid(server, &jid, addressed(xml, jid.as_str()).into());
+        let xml = addressed(xml, jid.as_str()).into();
+        deliver_to_jid(server, &jid, xml, Hold::Presence(session.id));
     }
     // Room joins are directed presence too (RFC 6121 §4.6.1): leave them.
     crate::muc::session_ended(server, session);

@@ -4,6 +4,7 @@
 //! store or writes to a socket. Each connection owns a [`Mailbox`] through
 //! which the router hands it serialised stanzas.
 
+use crate::csi::Hold;
 use crate::jid::Jid;
 use crate::stanza::{MessageType, StanzaCondition, StreamCondition};
 use std::cell::{Cell, RefCell};
@@ -15,8 +16,13 @@ use std::task::{Context, Poll, Waker};
 #[derive(Debug)]
 pub enum Outbound {
     /// A serialised stanza. `storable` marks a message with a body that
-    /// must go to offline storage if the session ends before writing it.
-    Stanza { xml: Rc<str>, storable: bool },
+    /// must go to offline storage if the session ends before writing it;
+    /// `hold` says whether an inactive client (XEP-0352) may get it later.
+    Stanza {
+        xml: Rc<str>,
+        storable: bool,
+        hold: Hold,
+    },
     /// End the stream with this error (conflict, shutdown, …).
     Close(StreamCondition),
 }
@@ -43,13 +49,23 @@ pub struct Full;
 
 impl Mailbox {
     /// Queues a stanza unless that would take the queue past `cap` bytes.
-    pub fn push_stanza(&self, xml: Rc<str>, storable: bool, cap: usize) -> Result<(), Full> {
+    pub fn push_stanza(
+        &self,
+        xml: Rc<str>,
+        storable: bool,
+        hold: Hold,
+        cap: usize,
+    ) -> Result<(), Full> {
         let bytes = self.queued_bytes.get() + xml.len();
         if bytes > cap && !self.queue.borrow().is_empty() {
             return Err(Full);
         }
         self.queued_bytes.set(bytes);
-        self.push(Outbound::Stanza { xml, storable });
+        self.push(Outbound::Stanza {
+            xml,
+            storable,
+            hold,
+        });
         Ok(())
     }
 
@@ -104,6 +120,8 @@ pub struct Session {
     /// Asked for the roster, so gets roster pushes (RFC 6121 §2.1.6).
     pub interested: Cell<bool>,
     pub presence: crate::presence::State,
+    /// Wants copies of its user's other conversations (XEP-0280).
+    pub carbons: Cell<bool>,
 }
 
 /// Where a message addressed to a local user goes (RFC 6121 §8.5).
@@ -245,6 +263,7 @@ mod tests {
             priority: Cell::new(priority),
             interested: Cell::new(false),
             presence: Default::default(),
+            carbons: Cell::new(false),
         })
     }
 
@@ -341,10 +360,15 @@ mod tests {
     fn mailbox_cap_refuses_past_limit_but_always_takes_one() {
         let mailbox = Mailbox::default();
         assert!(mailbox
-            .push_stanza("x".repeat(100).into(), false, 10)
+            .push_stanza("x".repeat(100).into(), false, Hold::Urgent, 10)
             .is_ok());
-        assert_eq!(mailbox.push_stanza("y".into(), false, 10), Err(Full));
+        assert_eq!(
+            mailbox.push_stanza("y".into(), false, Hold::Urgent, 10),
+            Err(Full)
+        );
         assert_eq!(mailbox.drain().len(), 1);
-        assert!(mailbox.push_stanza("y".into(), false, 10).is_ok());
+        assert!(mailbox
+            .push_stanza("y".into(), false, Hold::Urgent, 10)
+            .is_ok());
     }
 }

@@ -103,8 +103,19 @@ impl Server {
     /// Queues a stanza for a session. A session whose queue is over the cap
     /// does not read: it is closed, and the stanza counts as not delivered.
     pub fn deliver(&self, session: &Session, xml: Rc<str>, storable: bool) -> bool {
+        self.deliver_as(session, xml, storable, crate::csi::Hold::Urgent)
+    }
+
+    /// [`Server::deliver`] of a stanza an inactive client may get later.
+    pub fn deliver_as(
+        &self,
+        session: &Session,
+        xml: Rc<str>,
+        storable: bool,
+        hold: crate::csi::Hold,
+    ) -> bool {
         let cap = self.config.limits.outbound_queue_bytes as usize;
-        match session.mailbox.push_stanza(xml, storable, cap) {
+        match session.mailbox.push_stanza(xml, storable, hold, cap) {
             Ok(()) => true,
             Err(_) => {
                 warn!("{}: outbound queue full, closing the session", session.jid);

@@ -360,7 +360,9 @@ pub fn carry_out(server: &Server, outcome: Outcome) {
     }
     for delivery in outcome.deliveries {
         match delivery {
-            Delivery::Stanza { to, xml } => presence::deliver_to_user(server, &to, xml.into()),
+            Delivery::Stanza { to, xml } => {
+                presence::deliver_to_user(server, &to, xml.into(), crate::csi::Hold::Urgent)
+            }
             Delivery::Presence {
                 from,
                 to,

@@ -283,6 +283,29 @@ fn server_generates_a_resource_and_answers_session_iq() {
 }
 
 #[test]
+fn bind_stage_offers_csi_and_tells_the_stanza_limit() {
+    let server = TestServer::start("[limits]\nmax_stanza_bytes = 65536\n");
+    server.add_user("erin");
+    let mut c = Client::connect(&server);
+    let secured = c.starttls();
+    assert!(!secured.contains("urn:xmpp:csi:0"), "{secured}");
+    assert!(c.scram(Mechanism::ScramSha256, "erin", PASSWORD));
+    c.open_stream();
+    c.header();
+    let features = c.stanza();
+    assert!(
+        features.contains("<csi xmlns='urn:xmpp:csi:0'/>"),
+        "{features}"
+    );
+    assert!(
+        features.contains(
+            "<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>65536</max-bytes></limits>"
+        ),
+        "{features}"
+    );
+}
+
+#[test]
 fn only_bind_is_allowed_before_binding() {
     let server = TestServer::start("");
     server.add_user("erin");

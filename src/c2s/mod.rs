@@ -15,7 +15,7 @@ use crate::router::{Mailbox, Outbound, Session};
 use crate::server::Server;
 use crate::stanza::{self, Kind, Rejection, Stanza, StanzaError, StreamCondition};
 use crate::xml::{self, Esc, Event, Framer, FramerError, StreamHeader, NS_CLIENT};
-use crate::{offline, register};
+use crate::{csi, offline, register};
 use log::{debug, info};
 use smol::future;
 use smol::net::TcpStream;
@@ -32,6 +32,8 @@ pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 pub const NS_IQ_AUTH: &str = "jabber:iq:auth";
+/// XEP-0478: the stanza size limit, told to the client after authentication.
+pub const NS_LIMITS: &str = "urn:xmpp:stream-limits:0";
 
 /// Where a connection is in RFC 6120's negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +84,8 @@ struct Connection {
     /// The authenticated account's localpart.
     user: Option<Box<str>>,
     session: Option<Rc<Session>>,
+    /// XEP-0352: what waits while the client says it is inactive.
+    csi: csi::Buffer,
 }
 
 /// Runs one client connection to its end.
@@ -108,6 +112,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         auth_failures: 0,
         user: None,
         session: None,
+        csi: csi::Buffer::default(),
     };
     let deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs.into());
     if direct_tls {
@@ -172,8 +177,8 @@ impl Connection {
                 Wake::Read(Ok(0)) | Wake::Read(Err(ReadError::Io(_))) => return End::Gone,
                 Wake::Read(Ok(_)) => self.process_input().await,
                 Wake::Read(Err(ReadError::Xml(e))) => Err(framer_end(e)),
-                Wake::Mail(Outbound::Stanza { xml, .. }) => {
-                    self.out.push_str(&xml);
+                Wake::Mail(Outbound::Stanza { xml, hold, .. }) => {
+                    self.csi.deliver(xml, hold, &mut self.out);
                     Ok(())
                 }
                 Wake::Mail(Outbound::Close(condition)) => Err(End::Error(condition, None)),
@@ -274,6 +279,12 @@ impl Connection {
                     "<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session>"
                 );
                 let _ = write!(self.out, "<ver xmlns='{}'/>", crate::roster::NS_VERSIONING);
+                let _ = write!(self.out, "<csi xmlns='{}'/>", csi::NS);
+                let _ = write!(
+                    self.out,
+                    "<limits xmlns='{NS_LIMITS}'><max-bytes>{}</max-bytes></limits>",
+                    self.server.config.limits.max_stanza_bytes
+                );
             }
             Stage::Bound => {}
         }
@@ -358,6 +369,14 @@ impl Connection {
                     }
                     _ => Err(End::Error(StreamCondition::NotAuthorized, None)),
                 }
+            }
+            Stage::Bound
+                if ns == Some(csi::NS)
+                    && matches!(node.tag_name().name(), "active" | "inactive") =>
+            {
+                let active = node.tag_name().name() == "active";
+                self.csi.set_active(active, &mut self.out);
+                Ok(())
             }
             Stage::Bound => self.on_established(node).await,
         }
@@ -468,6 +487,7 @@ impl Connection {
             priority: Cell::new(0),
             interested: Cell::new(false),
             presence: Default::default(),
+            carbons: Cell::new(false),
         });
         if let Some(old) = server.router.borrow_mut().bind(session.clone()) {
             info!(

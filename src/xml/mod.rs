@@ -10,7 +10,7 @@ pub mod framer;
 pub mod writer;
 
 pub use framer::{Event, Framer, FramerError, Limits, StreamHeader};
-pub use writer::{write_element, Esc, EscAttr};
+pub use writer::{write_element, write_element_without, Esc, EscAttr};
 
 /// Namespace of the `<stream:stream>` element and its `features`/`error` children.
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";

@@ -69,6 +69,18 @@ pub fn write_element(
     parent_ns: &str,
     top_attrs: &[(&str, Option<&str>)],
 ) {
+    write_element_without(out, node, parent_ns, top_attrs, |_| false);
+}
+
+/// [`write_element`] leaving out the top element's child elements for
+/// which `skip` is true (e.g. a hint meant for the server only).
+pub fn write_element_without(
+    out: &mut String,
+    node: roxmltree::Node,
+    parent_ns: &str,
+    top_attrs: &[(&str, Option<&str>)],
+    skip: impl Fn(roxmltree::Node) -> bool,
+) {
     let name = node.tag_name();
     let ns = name.namespace().unwrap_or("");
     out.push('<');
@@ -79,6 +91,9 @@ pub fn write_element(
     write_attributes(out, node, top_attrs);
     let mut has_content = false;
     for child in node.children() {
+        if child.is_element() && skip(child) {
+            continue;
+        }
         if child.is_element() {
             open_content(out, &mut has_content);
             write_element(out, child, ns, &[]);

@@ -252,6 +252,42 @@ async def scenario_muc_groupchat(server):
     await close(carol, alice, bob)
 
 
+async def scenario_carbons(server):
+    phone = await online(server, "alice", "phone", presence=False)
+    laptop = await online(server, "alice", "laptop", presence=False)
+    copies = asyncio.Queue()
+    for client in (phone, laptop):
+        client.register_plugin("xep_0280")
+        for event in ("carbon_received", "carbon_sent"):
+            client.add_event_handler(event, lambda m, c=client, e=event: copies.put_nowait((c, e, m)))
+        await client.plugin["xep_0280"].enable(timeout=TIMEOUT)
+    phone.send_presence(ppriority=5)
+    laptop.send_presence(ppriority=1)
+    bob = await online(server, "bob", "carbons")
+    await phone.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    await laptop.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    # bob to alice's bare JID: the phone (highest priority) gets it, the laptop a copy.
+    bob.send_message(mto=f"alice@{DOMAIN}", mbody="hi alice", mtype="chat")
+    msg = await asyncio.wait_for(phone.inbox.get(), TIMEOUT)
+    assert msg["body"] == "hi alice", msg
+    client, event, carbon = await asyncio.wait_for(copies.get(), TIMEOUT)
+    assert (client, event) == (laptop, "carbon_received"), (client.boundjid, event)
+    inner = carbon["carbon_received"]
+    assert inner["body"] == "hi alice" and inner["from"].full == f"bob@{DOMAIN}/carbons", inner
+    # The phone answers bob: the laptop gets a sent copy.
+    phone.send_message(mto=f"bob@{DOMAIN}/carbons", mbody="hi bob", mtype="chat")
+    msg = await asyncio.wait_for(bob.inbox.get(), TIMEOUT)
+    assert msg["body"] == "hi bob", msg
+    client, event, carbon = await asyncio.wait_for(copies.get(), TIMEOUT)
+    assert (client, event) == (laptop, "carbon_sent"), (client.boundjid, event)
+    inner = carbon["carbon_sent"]
+    assert inner["body"] == "hi bob" and inner["to"].full == f"bob@{DOMAIN}/carbons", inner
+    assert inner["from"].full == f"alice@{DOMAIN}/phone", inner
+    await bob.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    assert copies.empty(), copies
+    await close(phone, laptop, bob)
+
+
 SCENARIOS = [
     scenario_starttls_scram_ping_disco,
     scenario_direct_tls_login,
@@ -260,6 +296,7 @@ SCENARIOS = [
     scenario_blocking,
     scenario_mutual_subscription_presence,
     scenario_muc_groupchat,
+    scenario_carbons,
 ]
 
 

@@ -1,0 +1,231 @@
+//! Message Carbons (XEP-0280): a session that enabled carbons gets a copy
+//! of each instant message its user sends from another resource (`<sent/>`)
+//! or receives on another resource (`<received/>`), so a phone and a laptop
+//! both show the whole conversation. This module owns the per-session
+//! enable/disable iq, which messages are eligible (§6) and the wrapping;
+//! it never copies a message to a session that got the message itself, nor
+//! one marked `<private/>` or `<no-copy/>`.
+
+use crate::dispatch::IqTarget;
+use crate::jid::Jid;
+use crate::offline::NS_HINTS;
+use crate::router::Session;
+use crate::server::Server;
+use crate::stanza::{self, IqType, MessageType, Stanza, StanzaType};
+use crate::xml::{write_element, Esc, NS_CLIENT};
+use std::fmt::Write;
+use std::rc::Rc;
+
+pub const NS: &str = "urn:xmpp:carbons:2";
+const NS_FORWARD: &str = "urn:xmpp:forward:0";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// Payloads that make a `normal` message part of a chat even without a
+/// body: receipts (XEP-0184), chat markers (XEP-0333), chat states (XEP-0085).
+const IM_PAYLOADS: [&str; 3] = [
+    "urn:xmpp:receipts",
+    "urn:xmpp:chat-markers:0",
+    "http://jabber.org/protocol/chatstates",
+];
+
+/// `<enable/>` / `<disable/>` (§4–5): a set for the session itself;
+/// repeating one is not an error (§9.1).
+pub fn handle(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    ty: IqType,
+    target: IqTarget,
+    out: &mut String,
+) -> bool {
+    let enable = match stanza.payload().map(|p| p.tag_name().name()) {
+        Some("enable") => true,
+        Some("disable") => false,
+        _ => return false,
+    };
+    if ty != IqType::Set {
+        return false;
+    }
+    let from = stanza
+        .to
+        .as_ref()
+        .map_or(server.config.domain.as_str(), Jid::as_str);
+    if let IqTarget::Account(local) = target {
+        if session.jid.local() != Some(local) {
+            // §5.1: not this client's carbons to change.
+            stanza::write_error_reply(
+                out,
+                stanza.kind,
+                stanza.id,
+                from,
+                session.jid.as_str(),
+                &stanza::StanzaError::new(stanza::StanzaCondition::NotAllowed),
+            );
+            return true;
+        }
+    }
+    session.carbons.set(enable);
+    stanza::write_iq_result(out, stanza.id, from, session.jid.as_str());
+    true
+}
+
+fn is_private(child: roxmltree::Node) -> bool {
+    child.has_tag_name((NS, "private"))
+}
+
+/// The message as its recipient gets it: `from` stamped, and without the
+/// `<private/>` marker, which only instructs this server (§7).
+pub fn delivered(stanza: &Stanza, from: &Jid) -> String {
+    crate::dispatch::forwarded_without(stanza, from, is_private)
+}
+
+/// §6: chat messages, normal ones with a body or an IM payload; never
+/// groupchat, errors, MUC traffic or messages opting out.
+fn eligible(stanza: &Stanza) -> bool {
+    let StanzaType::Message(ty) = stanza.ty else {
+        return false;
+    };
+    let opted_out = stanza.child("private", NS).is_some()
+        || stanza.child("no-copy", NS_HINTS).is_some()
+        || stanza.child("x", NS_MUC_USER).is_some();
+    if opted_out {
+        return false;
+    }
+    match ty {
+        MessageType::Chat => true,
+        MessageType::Normal => stanza.node.children().any(|c| {
+            c.has_tag_name((NS_CLIENT, "body"))
+                || c.tag_name()
+                    .namespace()
+                    .is_some_and(|ns| IM_PAYLOADS.contains(&ns))
+        }),
+        MessageType::Groupchat | MessageType::Headline | MessageType::Error => false,
+    }
+}
+
+/// Copies a message `sender` sent to the local user `recipient`: `<sent/>`
+/// to the sender's other carbon-enabled resources (§8) and, if any session
+/// of the recipient got it, `<received/>` to the recipient's carbon-enabled
+/// resources that did not (§7). `delivered` lists who got the original.
+pub fn copy(
+    server: &Server,
+    sender: &Session,
+    stanza: &Stanza,
+    recipient: &str,
+    delivered: &[Rc<Session>],
+) {
+    if !eligible(stanza) {
+        return;
+    }
+    let user = sender.jid.local().unwrap_or_default();
+    let wants_copy = |s: &&Rc<Session>| {
+        s.carbons.get() && s.id != sender.id && !delivered.iter().any(|d| d.id == s.id)
+    };
+    let router = server.router.borrow();
+    let mut senders = router.resources(user).iter().filter(wants_copy).peekable();
+    let mut receivers = router
+        .resources(recipient)
+        .iter()
+        .filter(|_| !delivered.is_empty() && recipient != user)
+        .filter(wants_copy)
+        .peekable();
+    if senders.peek().is_none() && receivers.peek().is_none() {
+        return;
+    }
+    let mut original = String::with_capacity(stanza.node.range().len() + 64);
+    write_element(
+        &mut original,
+        stanza.node,
+        NS_FORWARD,
+        &[("from", Some(sender.jid.as_str()))],
+    );
+    let ty = stanza.node.attribute("type");
+    // A copied chat state may wait for an inactive client like the original.
+    let hold = crate::csi::message_hold(stanza, sender);
+    for (direction, session) in senders
+        .map(|s| ("sent", s))
+        .chain(receivers.map(|s| ("received", s)))
+    {
+        let xml = wrap(&session.jid, ty, direction, &original);
+        server.deliver_as(session, xml.into(), false, hold);
+    }
+}
+
+/// `<message from=bare to=full><sent|received><forwarded>original…`, of the
+/// original's type (§7–8).
+fn wrap(to: &Jid, ty: Option<&str>, direction: &str, original: &str) -> String {
+    let mut xml = String::with_capacity(original.len() + 200);
+    let _ = write!(
+        xml,
+        "<message from='{}' to='{}'",
+        Esc(to.bare().as_str()),
+        Esc(to.as_str())
+    );
+    if let Some(ty) = ty {
+        let _ = write!(xml, " type='{}'", Esc(ty));
+    }
+    let _ = write!(
+        xml,
+        "><{direction} xmlns='{NS}'><forwarded xmlns='{NS_FORWARD}'>{original}</forwarded></{direction}></message>"
+    );
+    xml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_stanza<T>(xml: &str, f: impl FnOnce(&Stanza) -> T) -> T {
+        let wrapped = format!("<w xmlns='jabber:client'>{xml}</w>");
+        let doc = roxmltree::Document::parse(&wrapped).unwrap();
+        let node = doc.root_element().first_element_child().unwrap();
+        f(&Stanza::parse(node).ok().unwrap())
+    }
+
+    #[test]
+    fn eligibility_follows_section_6() {
+        let cases = [
+            ("<message type='chat' to='b@h'><body>x</body></message>", true),
+            ("<message type='chat' to='b@h'><active xmlns='http://jabber.org/protocol/chatstates'/></message>", true),
+            ("<message to='b@h'><body>x</body></message>", true),
+            ("<message to='b@h'><received xmlns='urn:xmpp:receipts' id='1'/></message>", true),
+            ("<message to='b@h'><x xmlns='urn:example'/></message>", false),
+            ("<message type='headline' to='b@h'><body>x</body></message>", false),
+            ("<message type='groupchat' to='b@h'><body>x</body></message>", false),
+            ("<message type='error' to='b@h'><body>x</body></message>", false),
+            ("<message type='chat' to='b@h'><body>x</body><private xmlns='urn:xmpp:carbons:2'/></message>", false),
+            ("<message type='chat' to='b@h'><body>x</body><no-copy xmlns='urn:xmpp:hints'/></message>", false),
+        ];
+        for (xml, expected) in cases {
+            assert_eq!(with_stanza(xml, eligible), expected, "{xml}");
+        }
+    }
+
+    #[test]
+    fn private_is_stripped_for_the_recipient() {
+        let from = Jid::parse("a@h/r").unwrap();
+        let xml = with_stanza(
+            "<message to='b@h'><body>x</body><private xmlns='urn:xmpp:carbons:2'/></message>",
+            |s| delivered(s, &from),
+        );
+        assert_eq!(
+            xml,
+            "<message to='b@h' from='a@h/r'><body>x</body></message>"
+        );
+    }
+
+    #[test]
+    fn wrapping() {
+        let to = Jid::parse("a@h/r2").unwrap();
+        assert_eq!(
+            wrap(
+                &to,
+                Some("chat"),
+                "sent",
+                "<message xmlns='jabber:client'/>"
+            ),
+            "<message from='a@h' to='a@h/r2' type='chat'><sent xmlns='urn:xmpp:carbons:2'>\
+             <forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client'/></forwarded>\
+             </sent></message>"
+        );
+    }
+}
