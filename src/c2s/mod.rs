@@ -33,6 +33,9 @@ pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 pub const NS_IQ_AUTH: &str = "jabber:iq:auth";
 
+/// Queued stanzas written together: one TLS record's worth of plaintext.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
 /// Where a connection is in RFC 6120's negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -174,6 +177,7 @@ impl Connection {
                 Wake::Read(Err(ReadError::Xml(e))) => Err(framer_end(e)),
                 Wake::Mail(Outbound::Stanza { xml, .. }) => {
                     self.out.push_str(&xml);
+                    self.mailbox.take_queued(&mut self.out, WRITE_BATCH_BYTES);
                     Ok(())
                 }
                 Wake::Mail(Outbound::Close(condition)) => Err(End::Error(condition, None)),
