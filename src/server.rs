@@ -21,8 +21,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Fewer closed connections than this never free enough memory to be worth a trim.
-const RELEASE_MIN_GONE: usize = 128;
+/// Below this many connections a trim is not worth its walk over the heap.
+const RELEASE_MIN_PEAK: usize = 32;
 
 /// How long a graceful stop waits for streams to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -94,7 +94,7 @@ impl Server {
         let mut connections = self.connections.borrow_mut();
         connections.remove(&id);
         let (count, peak) = (connections.len(), self.peak_connections.get());
-        if count <= peak / 2 && peak - count >= RELEASE_MIN_GONE {
+        if count <= peak / 2 && peak >= RELEASE_MIN_PEAK {
             connections.shrink_to_fit();
             self.peak_connections.set(count);
             release_memory();
