@@ -16,6 +16,8 @@ BIN=target/release/hearth
 BENCH=target/release/hearth-bench
 OUT=$(mktemp -d /tmp/hearth-bench.XXXXXX)
 DOMAIN=bench.local
+# Other load on the machine moves the latency percentiles: record it.
+echo "== machine: $(nproc) cores, $(uname -r), $(uptime | sed 's/.*load/load/')" | tee "$OUT/report.txt"
 
 config() { # config FILE DATA_DIR
     cat > "$1" <<TOML
