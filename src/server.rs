@@ -21,6 +21,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Below this many connections a trim is not worth its walk over the heap.
+const RELEASE_MIN_PEAK: usize = 32;
+
 /// How long a graceful stop waits for streams to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -42,6 +45,8 @@ pub struct Server {
     pub pending_last: crate::presence::PendingLast,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
+    /// Most connections since memory was last handed back (see [`release_memory`]).
+    peak_connections: Cell<usize>,
     next_id: Cell<u64>,
     rng: SystemRandom,
 }
@@ -62,6 +67,7 @@ impl Server {
             started: Instant::now(),
             tls: RefCell::new(tls),
             connections: RefCell::default(),
+            peak_connections: Cell::new(0),
             next_id: Cell::new(1),
             rng: SystemRandom::new(),
         }
@@ -88,12 +94,27 @@ impl Server {
 
     pub fn register_connection(&self, mailbox: Rc<Mailbox>) -> u64 {
         let id = self.next_id();
-        self.connections.borrow_mut().insert(id, mailbox);
+        let mut connections = self.connections.borrow_mut();
+        connections.insert(id, mailbox);
+        let peak = self.peak_connections.get().max(connections.len());
+        self.peak_connections.set(peak);
         id
     }
 
+    /// Once half of a large peak of connections has gone, the memory they
+    /// used is handed back to the system, so RSS falls back towards the
+    /// idle figure instead of staying at the peak (glibc keeps freed heap
+    /// pages otherwise). Halving makes it rare: at most log2(peak) times on
+    /// the way down.
     pub fn unregister_connection(&self, id: u64) {
-        self.connections.borrow_mut().remove(&id);
+        let mut connections = self.connections.borrow_mut();
+        connections.remove(&id);
+        let (count, peak) = (connections.len(), self.peak_connections.get());
+        if count <= peak / 2 && peak >= RELEASE_MIN_PEAK {
+            connections.shrink_to_fit();
+            self.peak_connections.set(count);
+            release_memory();
+        }
     }
 
     pub fn connection_count(&self) -> usize {
@@ -305,3 +326,17 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
         .create(dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))
 }
+
+/// Returns free heap pages to the kernel (glibc's `malloc_trim`; a no-op
+/// elsewhere). Costs a walk over the heap, so callers keep it rare.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // FFI call without arguments to check
+fn release_memory() {
+    // SAFETY: malloc_trim only inspects and madvises the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_memory() {}

@@ -35,6 +35,9 @@ pub const NS_IQ_AUTH: &str = "jabber:iq:auth";
 /// XEP-0478: the stanza size limit, told to the client after authentication.
 pub const NS_LIMITS: &str = "urn:xmpp:stream-limits:0";
 
+/// Queued stanzas written together: one TLS record's worth of plaintext.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
 /// Where a connection is in RFC 6120's negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -178,7 +181,12 @@ impl Connection {
                 Wake::Read(Ok(_)) => self.process_input().await,
                 Wake::Read(Err(ReadError::Xml(e))) => Err(framer_end(e)),
                 Wake::Mail(Outbound::Stanza { xml, hold, .. }) => {
-                    self.csi.deliver(xml, hold, &mut self.out);
+                    let csi = &mut self.csi;
+                    csi.deliver(xml, hold, &mut self.out);
+                    self.mailbox
+                        .take_queued(&mut self.out, WRITE_BATCH_BYTES, |xml, hold, out| {
+                            csi.deliver(xml, hold, out)
+                        });
                     Ok(())
                 }
                 Wake::Mail(Outbound::Close(condition)) => Err(End::Error(condition, None)),

@@ -28,6 +28,27 @@ impl Store {
         })
     }
 
+    /// Adds every user of `users` that does not exist yet, all with the same credentials, in
+    /// ONE transaction (one commit instead of one per account); returns how many were added.
+    /// For provisioning many accounts at once, e.g. the benchmark tool.
+    pub fn create_users<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a str>,
+        credentials: &[u8],
+    ) -> Result<usize, StoreError> {
+        self.write_now(|txn| {
+            let mut accounts = txn.open_table(ACCOUNTS)?;
+            let mut added = 0;
+            for user in users {
+                if accounts.get(user)?.is_none() {
+                    accounts.insert(user, credentials)?;
+                    added += 1;
+                }
+            }
+            Ok(added)
+        })
+    }
+
     /// Replaces `user`'s credentials; [`StoreError::NotFound`] if there is no such account.
     pub fn set_credentials(&self, user: &str, credentials: &[u8]) -> Result<(), StoreError> {
         self.write_now(|txn| {

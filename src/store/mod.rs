@@ -38,7 +38,7 @@ pub const DB_FILE_NAME: &str = "hearth.redb";
 
 /// Default redb page cache: small, because the whole server has to idle in a few MiB on a
 /// 512 MiB board and the working set (accounts, short offline queues) is tiny.
-pub const DEFAULT_CACHE_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: usize = 1024 * 1024;
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const SCHEMA_KEY: &str = "schema_version";

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One-command benchmark: builds release, starts hearth on loopback with a
+# temporary data dir, runs every hearth-bench mode, stops the server.
+# Usage: benches/run.sh            (results: stdout; JSON lines: $OUT/results.jsonl)
+# Env: SESSIONS="1000 10000"  MESSAGES=200000  OFFLINE=50000  LOGINS=500
+set -eu
+cd "$(dirname "$0")/.."
+SESSIONS=${SESSIONS:-"1000 10000"}
+MESSAGES=${MESSAGES:-200000}
+OFFLINE=${OFFLINE:-50000}
+LOGINS=${LOGINS:-500}
+PORT=${PORT:-15223}
+ulimit -n "$(ulimit -Hn)"   # 10,000 sessions need >10,000 descriptors (server and tool)
+cargo build --release --bins >&2
+BIN=target/release/hearth
+BENCH=target/release/hearth-bench
+OUT=$(mktemp -d /tmp/hearth-bench.XXXXXX)
+DOMAIN=bench.local
+# Other load on the machine moves the latency percentiles: record it.
+echo "== machine: $(nproc) cores, $(uname -r), $(uptime | sed 's/.*load/load/')" | tee "$OUT/report.txt"
+
+config() { # config FILE DATA_DIR
+    cat > "$1" <<TOML
+domain = "$DOMAIN"
+data_dir = "$2"
+[listen]
+starttls = []
+direct_tls = ["127.0.0.1:$PORT"]
+TOML
+}
+
+SERVER=
+start() { # start CONFIG
+    "$BIN" serve --config "$1" 2>>"$OUT/server.log" &
+    SERVER=$!
+    i=0
+    until "$BENCH" --pid "$SERVER" idle >/dev/null 2>&1 && (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do
+        i=$((i + 1)); [ $i -lt 200 ] || { echo "server did not start" >&2; exit 1; }
+        sleep 0.05
+    done
+    sleep 1
+}
+stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=; }
+trap '[ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null; rm -rf "$OUT/idle" "$OUT/data"' EXIT
+bench() { "$BENCH" --addr "127.0.0.1:$PORT" --domain "$DOMAIN" --pid "$SERVER" "$@" | tee -a "$OUT/report.txt"; }
+
+# Idle: a few hundred accounts, no sessions.
+config "$OUT/idle.toml" "$OUT/idle"
+"$BENCH" setup --data-dir "$OUT/idle" --accounts 300
+start "$OUT/idle.toml"; sleep 2; bench idle; stop
+
+# Everything else: 10,000 bench accounts (+ offline targets u9000…).
+config "$OUT/hearth.toml" "$OUT/data"
+"$BENCH" setup --data-dir "$OUT/data" --accounts 10200
+start "$OUT/hearth.toml"
+bench idle
+for n in $SESSIONS; do bench sessions "$n"; done
+bench throughput --pairs 50 --messages "$MESSAGES" --window 64
+bench latency --pairs 50 --rate 5000 --seconds 10
+bench login --count "$LOGINS" --concurrency 8
+bench offline --messages "$OFFLINE" --senders 20 --rate 500
+stop
+"$BENCH" --addr "127.0.0.1:$PORT" startup --hearth "$BIN" --config "$OUT/hearth.toml" --accounts 10200 --runs 5 | tee -a "$OUT/report.txt"
+grep '^{' "$OUT/report.txt" > "$OUT/results.jsonl"
+echo "results: $OUT/report.txt, $OUT/results.jsonl" >&2
