@@ -12,6 +12,7 @@ pub mod control;
 pub mod disco;
 pub mod dispatch;
 pub mod jid;
+pub mod limits;
 pub mod offline;
 pub mod ping;
 pub mod presence;

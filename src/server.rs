@@ -5,6 +5,7 @@
 //! through [`Server`]; protocol logic lives in the feature modules.
 
 use crate::config::Config;
+use crate::limits::{Counters, Protection};
 use crate::router::{Mailbox, Router, Session};
 use crate::stanza::StreamCondition;
 use crate::store::Store;
@@ -31,6 +32,8 @@ pub struct Server {
     pub router: RefCell<Router>,
     /// Users whose offline messages are being delivered right now.
     pub offline_in_flight: RefCell<HashSet<Box<str>>>,
+    /// Connection admission, rate buckets, login delays, limit counters.
+    pub protection: Protection,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     next_id: Cell<u64>,
@@ -40,6 +43,7 @@ pub struct Server {
 impl Server {
     pub fn new(config: Config, store: Store, tls: Arc<rustls::ServerConfig>) -> Server {
         Server {
+            protection: Protection::new(&config),
             config,
             store,
             router: RefCell::default(),
@@ -92,6 +96,7 @@ impl Server {
             Ok(()) => true,
             Err(_) => {
                 warn!("{}: outbound queue full, closing the session", session.jid);
+                Counters::bump(&self.protection.counters.slow_readers);
                 session.mailbox.close(StreamCondition::PolicyViolation);
                 false
             }
@@ -262,6 +267,7 @@ async fn shutdown(server: &Server) {
     while server.connection_count() > 0 && Instant::now() < deadline {
         Timer::after(Duration::from_millis(10)).await;
     }
+    info!("limit counters: {}", server.protection.counters);
 }
 
 /// The data dir holds credentials and the TLS key: owner only.
