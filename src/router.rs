@@ -29,6 +29,8 @@ pub struct Mailbox {
     queue: RefCell<VecDeque<Outbound>>,
     queued_bytes: Cell<usize>,
     waker: Cell<Option<Waker>>,
+    /// A close was queued: the session is on its way out.
+    closing: Cell<bool>,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -55,6 +57,7 @@ impl Mailbox {
 
     /// Queues a stream close; it is written after what is already queued.
     pub fn close(&self, condition: StreamCondition) {
+        self.closing.set(true);
         self.push(Outbound::Close(condition));
     }
 
@@ -83,6 +86,11 @@ impl Mailbox {
                 Poll::Pending
             }
         }
+    }
+
+    /// A close was queued: the session is on its way out.
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
     }
 
     /// Everything still queued, for the no-loss rule when a session ends.

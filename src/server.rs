@@ -94,6 +94,7 @@ impl Server {
         let cap = self.config.limits.outbound_queue_bytes as usize;
         match session.mailbox.push_stanza(xml, storable, cap) {
             Ok(()) => true,
+            Err(_) if session.mailbox.is_closing() => false,
             Err(_) => {
                 warn!("{}: outbound queue full, closing the session", session.jid);
                 Counters::bump(&self.protection.counters.slow_readers);

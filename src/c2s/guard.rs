@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 pub(super) struct Guard {
     /// This connection's own buckets; they also cover unauthenticated streams.
     buckets: Pair,
-    /// Stanzas handled since the last charge.
-    pub stanzas: u32,
     /// Reading is paused until then: the rate limit's backpressure.
     pub paused_until: Option<Instant>,
     /// Start of the current episode of continuous throttling.
@@ -41,7 +39,6 @@ impl Guard {
     pub fn new(rate: &crate::limits::bucket::Limits, now: Instant) -> Guard {
         Guard {
             buckets: Pair::full(rate, now),
-            stanzas: 0,
             paused_until: None,
             throttled_since: None,
             warned: false,
@@ -53,6 +50,10 @@ impl Guard {
         }
     }
 }
+
+/// Long pauses are cut into slices so the warning and disconnect
+/// thresholds are checked while the reader is paused.
+const PAUSE_SLICE: Duration = Duration::from_millis(250);
 
 fn secs(value: u32) -> Duration {
     Duration::from_secs(value.into())
@@ -113,15 +114,30 @@ impl Connection {
     /// Charges what one read brought in, pausing reads while in debt and
     /// warning, then disconnecting, a sender that keeps it up.
     pub(super) fn charge_input(&mut self, bytes: usize) -> Result<(), End> {
-        let now = Instant::now();
-        self.guard.last_input = now;
+        self.guard.last_input = Instant::now();
         self.guard.ping_sent = None;
-        let protection = &self.server.protection;
         if !self.guard.authenticated && matches!(self.stage, Stage::Authenticated | Stage::Bound) {
             self.guard.authenticated = true;
-            protection.authenticated(self.peer.ip());
+            self.server.protection.authenticated(self.peer.ip());
         }
-        let stanzas = std::mem::take(&mut self.guard.stanzas);
+        self.throttle(0, bytes, true)
+    }
+
+    /// Charges one stanza before it is handled. In debt, the rest of what
+    /// was read waits in the framer until the pause is over.
+    pub(super) fn charge_stanza(&mut self) -> Result<(), End> {
+        self.throttle(1, 0, true)
+    }
+
+    /// A pause slice is over: still in debt means another slice (and the
+    /// thresholds are checked again); otherwise reading resumes.
+    pub(super) fn on_resume(&mut self) -> Result<(), End> {
+        self.throttle(0, 0, false)
+    }
+
+    fn throttle(&mut self, stanzas: u32, bytes: usize, fresh: bool) -> Result<(), End> {
+        let now = Instant::now();
+        let protection = &self.server.protection;
         let mut wait = self
             .guard
             .buckets
@@ -130,13 +146,16 @@ impl Connection {
             wait = wait.max(protection.charge_account(user, stanzas, bytes, now));
         }
         if wait.is_zero() {
-            if self.guard.throttled_since.take().is_some() {
+            self.guard.paused_until = None;
+            // Only new input that fits the budget ends the episode: a paused
+            // sender that resumes flooding is still in the same episode.
+            if fresh && self.guard.throttled_since.take().is_some() {
                 info!("{}: no longer throttled", self.who());
+                self.guard.warned = false;
             }
-            self.guard.warned = false;
             return Ok(());
         }
-        self.guard.paused_until = Some(now + wait);
+        self.guard.paused_until = Some(now + wait.min(PAUSE_SLICE));
         let since = match self.guard.throttled_since {
             Some(since) => since,
             None => {

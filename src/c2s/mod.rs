@@ -228,10 +228,10 @@ impl Connection {
                     Err(end) => Err(end),
                 },
                 Wake::Read(Err(ReadError::Xml(e))) => Err(framer_end(e)),
-                Wake::Resume => {
-                    self.guard.paused_until = None;
-                    Ok(())
-                }
+                Wake::Resume => match self.on_resume() {
+                    Ok(()) => self.process_input().await,
+                    Err(end) => Err(end),
+                },
                 Wake::Mail(Outbound::Stanza { xml, storable }) => {
                     self.out.push_str(&xml);
                     if storable {
@@ -251,8 +251,8 @@ impl Connection {
     /// Handles every complete event the framer holds.
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
-            // A held login failure: the rest waits for it.
-            if self.guard.hold_until.is_some() {
+            // A held login failure or a rate-limit pause: the rest waits.
+            if self.guard.hold_until.is_some() || self.guard.paused_until.is_some() {
                 return Ok(());
             }
             let wrapped = match self.framer.next() {
@@ -269,7 +269,7 @@ impl Connection {
                     None => return Err(End::Error(StreamCondition::BadFormat, None)),
                 },
             };
-            self.guard.stanzas += 1;
+            self.charge_stanza()?;
             self.on_element(&wrapped).await?;
             // STARTTLS and SASL success restart the stream: anything the
             // client pipelined behind them belongs to the old one.
