@@ -199,5 +199,5 @@ fn a_presence_flood_is_throttled_and_cut_off() {
         .matches("from='mallory@localhost")
         .count();
     assert!(seen < 80, "{seen} of 600 presences reached bob");
-    assert!(server.log().contains("mallory@localhost/m from 127.0.0.1:"));
+    server.wait_for_log("mallory@localhost/m from 127.0.0.1:");
 }

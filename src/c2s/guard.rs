@@ -15,7 +15,7 @@ use std::fmt::Write;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Per-connection protection state (about 100 bytes).
+/// Per-connection protection state (under 200 bytes).
 pub(super) struct Guard {
     /// This connection's own buckets; they also cover unauthenticated streams.
     buckets: Pair,

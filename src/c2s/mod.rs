@@ -124,7 +124,12 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
     if !direct_tls || conn.direct_tls(deadline).await {
         let end = match refusal {
             Some(refusal) => {
-                info!("{peer}: connection refused: {}", refusal.text);
+                if let Some(unlogged) = server.protection.refusal_to_log(Instant::now()) {
+                    info!(
+                        "{peer}: connection refused: {} ({unlogged} more refused since the last report)",
+                        refusal.text
+                    );
+                }
                 End::Error(refusal.condition, Some(refusal.text))
             }
             None => conn.run(deadline).await,

@@ -24,6 +24,10 @@ const FAILURE_ENTRIES: usize = 4096;
 /// A failure older than this no longer makes the next one slower.
 const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
+/// Refused connections are logged at most once per this interval, so a
+/// connection flood cannot flood the log as well.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How often each limit was hit since the start; logged at shutdown.
 #[derive(Default)]
 pub struct Counters {
@@ -97,6 +101,8 @@ pub struct Protection {
     addrs: RefCell<HashMap<IpAddr, AddrCount>>,
     accounts: RefCell<HashMap<Box<str>, AccountRate>>,
     failures: RefCell<Failures>,
+    refusal_logged: Cell<Option<Instant>>,
+    refusals_unlogged: Cell<u64>,
 }
 
 impl Protection {
@@ -108,6 +114,8 @@ impl Protection {
             addrs: RefCell::default(),
             accounts: RefCell::default(),
             failures: RefCell::new(Failures::new(FAILURE_ENTRIES, FAILURE_MEMORY)),
+            refusal_logged: Cell::new(None),
+            refusals_unlogged: Cell::new(0),
         }
     }
 
@@ -149,6 +157,22 @@ impl Protection {
             },
         );
         Ok(())
+    }
+
+    /// Whether to log this refusal: `Some(n)` with the `n` refusals left
+    /// unlogged since the last logged one, or `None` to stay quiet.
+    pub fn refusal_to_log(&self, now: Instant) -> Option<u64> {
+        let due = self
+            .refusal_logged
+            .get()
+            .is_none_or(|last| now.saturating_duration_since(last) >= REFUSAL_LOG_INTERVAL);
+        if due {
+            self.refusal_logged.set(Some(now));
+            Some(self.refusals_unlogged.replace(0))
+        } else {
+            Counters::bump(&self.refusals_unlogged);
+            None
+        }
     }
 
     /// The connection from `ip` authenticated: it no longer counts against
@@ -289,6 +313,16 @@ mod tests {
         assert_eq!(guard.counters.refused_total.get(), 1);
         assert_eq!(guard.counters.refused_per_ip.get(), 1);
         assert_eq!(guard.counters.refused_unauthenticated.get(), 1);
+    }
+
+    #[test]
+    fn refusal_logging_is_throttled() {
+        let guard = Protection::new(&Config::default());
+        let t0 = Instant::now();
+        assert_eq!(guard.refusal_to_log(t0), Some(0));
+        assert_eq!(guard.refusal_to_log(t0 + Duration::from_secs(1)), None);
+        assert_eq!(guard.refusal_to_log(t0 + Duration::from_secs(2)), None);
+        assert_eq!(guard.refusal_to_log(t0 + Duration::from_secs(10)), Some(2));
     }
 
     #[test]
