@@ -589,8 +589,12 @@ impl Connection {
             .await;
             self.transport.shutdown().await;
             // Unread input would turn our close into a TCP reset that can
-            // destroy the stream error before the client reads it.
-            self.transport.discard_input(LINGER_BYTES, LINGER).await;
+            // destroy the stream error before the client reads it. Not when
+            // overloaded: then sockets must be freed at once.
+            let limit = self.server.config.limits.max_connections as usize;
+            if self.server.connection_count() <= limit {
+                self.transport.discard_input(LINGER_BYTES, LINGER).await;
+            }
         }
         self.keep_unwritten().await;
         if let Some(session) = self.session.take() {
