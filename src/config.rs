@@ -764,6 +764,36 @@ auth_timeout_secs = 1
     }
 
     #[test]
+    fn protection_settings_have_defaults_and_ranges() {
+        let config = Config::default();
+        assert_eq!(config.rate.stanzas_per_sec, 20);
+        assert_eq!(config.rate.byte_burst, 200_000);
+        assert_eq!(config.keepalive.idle_secs, 300);
+        assert_eq!(config.keepalive.ping_timeout_secs, 60);
+        assert_eq!(config.limits.max_unauthenticated_per_ip, 16);
+        for (text, key) in [
+            ("[rate]\nstanzas_per_sec = 0\n", "rate.stanzas_per_sec"),
+            ("[rate]\nwarn_after_secs = 0\n", "rate.warn_after_secs"),
+            ("[keepalive]\nidle_secs = -5\n", "keepalive.idle_secs"),
+            ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            (
+                "[limits]\nauth_failure_delay_ms = 3600001\n",
+                "limits.auth_failure_delay_ms",
+            ),
+        ] {
+            let error = error_of(text);
+            assert!(
+                error.contains(&format!("{key}: must be between")),
+                "{error}"
+            );
+        }
+        let error = error_of("[keepalive]\nidle = 5\n");
+        assert!(error.contains("keepalive.idle: "), "{error}");
+        let partial = parse("[rate]\nstanzas_per_sec = 2\n").unwrap();
+        assert_eq!(partial.rate.stanza_burst, 100);
+    }
+
+    #[test]
     fn domain_and_paths_checked() {
         let error = error_of("domain = \"alice@example.org\"\n");
         assert!(error.starts_with("1:10: domain: "), "{error}");
