@@ -256,3 +256,18 @@ impl Connection {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_state_stays_small() {
+        // Part of the 16 KiB per-session budget.
+        assert!(
+            std::mem::size_of::<Guard>() <= 192,
+            "{}",
+            std::mem::size_of::<Guard>()
+        );
+    }
+}
