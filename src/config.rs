@@ -32,6 +32,8 @@ pub struct Config {
     pub tls: Tls,
     pub auth: Auth,
     pub limits: Limits,
+    pub rate: Rate,
+    pub keepalive: Keepalive,
     pub registration: Registration,
     pub roster: Roster,
     pub muc: Muc,
@@ -91,6 +93,59 @@ pub struct Limits {
     /// Largest private XML (XEP-0049) a user may store per namespace.
     #[serde(deserialize_with = "stored_bytes")]
     pub max_private_bytes: u32,
+    /// Open client connections in all; past it new ones get `resource-constraint`.
+    #[serde(deserialize_with = "positive")]
+    pub max_connections: u32,
+    /// Open connections from one IP address; past it `policy-violation`.
+    #[serde(deserialize_with = "positive")]
+    pub max_connections_per_ip: u32,
+    /// Connections from one IP address that have not authenticated yet.
+    #[serde(deserialize_with = "positive")]
+    pub max_unauthenticated_per_ip: u32,
+    /// A wrong password's `<failure/>` waits this long, doubling with each further failure
+    /// from the same address or for the same account.
+    #[serde(deserialize_with = "millis")]
+    pub auth_failure_delay_ms: u32,
+    /// The cap on that doubling delay.
+    #[serde(deserialize_with = "millis")]
+    pub auth_failure_delay_max_ms: u32,
+}
+
+/// What one account (all its resources together) may send. Excess first pauses reading
+/// (the client's TCP window absorbs a burst without loss); sustained excess is warned about
+/// and then ends the stream with `policy-violation`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rate {
+    #[serde(deserialize_with = "positive")]
+    pub stanzas_per_sec: u32,
+    #[serde(deserialize_with = "positive")]
+    pub stanza_burst: u32,
+    #[serde(deserialize_with = "positive")]
+    pub bytes_per_sec: u32,
+    #[serde(deserialize_with = "positive")]
+    pub byte_burst: u32,
+    /// Throttled continuously this long: one headline message warns the user.
+    #[serde(deserialize_with = "timeout_secs")]
+    pub warn_after_secs: u32,
+    /// Throttled continuously this long: the stream ends.
+    #[serde(deserialize_with = "timeout_secs")]
+    pub disconnect_after_secs: u32,
+}
+
+/// Dead-peer detection for authenticated streams.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Keepalive {
+    /// A silent session gets an XEP-0199 ping after this long.
+    #[serde(deserialize_with = "timeout_secs")]
+    pub idle_secs: u32,
+    /// No bytes at all this long after the ping: `connection-timeout`.
+    #[serde(deserialize_with = "timeout_secs")]
+    pub ping_timeout_secs: u32,
+    /// A write to a client blocked this long ends the session (its queue goes offline).
+    #[serde(deserialize_with = "timeout_secs")]
+    pub write_timeout_secs: u32,
 }
 
 /// In-band registration (XEP-0077).
@@ -211,6 +266,8 @@ impl Default for Config {
             tls: Tls::default(),
             auth: Auth::default(),
             limits: Limits::default(),
+            rate: Rate::default(),
+            keepalive: Keepalive::default(),
             registration: Registration::default(),
             roster: Roster::default(),
             muc: Muc::default(),
@@ -247,6 +304,42 @@ impl Default for Limits {
             outbound_queue_bytes: 1024 * 1024,
             max_vcard_bytes: 64 * 1024,
             max_private_bytes: 64 * 1024,
+            // A family's devices each have their own address on the LAN; a burst of 16
+            // half-open streams from one of them is already an attack.
+            max_connections: 512,
+            max_connections_per_ip: 32,
+            max_unauthenticated_per_ip: 16,
+            auth_failure_delay_ms: 250,
+            auth_failure_delay_max_ms: 8000,
+        }
+    }
+}
+
+impl Default for Rate {
+    /// People type far below 1 stanza/s; 20/s sustained with a burst of 100 covers a login
+    /// (roster, presence of every contact, offline flush) and a pasted backlog. 20 KB/s with
+    /// a 200 KB burst lets an avatar or a long paste through at once, while one account can
+    /// never take more than a small share of a Pi's CPU and disk.
+    fn default() -> Self {
+        Rate {
+            stanzas_per_sec: 20,
+            stanza_burst: 100,
+            bytes_per_sec: 20_000,
+            byte_burst: 200_000,
+            warn_after_secs: 10,
+            disconnect_after_secs: 60,
+        }
+    }
+}
+
+impl Default for Keepalive {
+    /// Phones keep NAT mappings for a few minutes: a ping after 5 idle minutes finds dead
+    /// peers without waking healthy ones often.
+    fn default() -> Self {
+        Keepalive {
+            idle_secs: 300,
+            ping_timeout_secs: 60,
+            write_timeout_secs: 30,
         }
     }
 }
@@ -505,6 +598,16 @@ fn queue_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Err
     u32::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn positive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1, u32::MAX.into()))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (0, 3_600_000))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn stored_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let value = integer_in(deserializer, (1024, 16 * 1024 * 1024))?;
     u32::try_from(value).map_err(serde::de::Error::custom)
@@ -568,6 +671,44 @@ impl Config {
         );
         let _ = writeln!(out, "max_vcard_bytes = {}", limits.max_vcard_bytes);
         let _ = writeln!(out, "max_private_bytes = {}", limits.max_private_bytes);
+        let _ = writeln!(out, "max_connections = {}", limits.max_connections);
+        let _ = writeln!(
+            out,
+            "max_connections_per_ip = {}",
+            limits.max_connections_per_ip
+        );
+        let _ = writeln!(
+            out,
+            "max_unauthenticated_per_ip = {}",
+            limits.max_unauthenticated_per_ip
+        );
+        let _ = writeln!(
+            out,
+            "auth_failure_delay_ms = {}",
+            limits.auth_failure_delay_ms
+        );
+        let _ = writeln!(
+            out,
+            "auth_failure_delay_max_ms = {}",
+            limits.auth_failure_delay_max_ms
+        );
+        let rate = &self.rate;
+        let _ = writeln!(out, "\n[rate]");
+        let _ = writeln!(out, "stanzas_per_sec = {}", rate.stanzas_per_sec);
+        let _ = writeln!(out, "stanza_burst = {}", rate.stanza_burst);
+        let _ = writeln!(out, "bytes_per_sec = {}", rate.bytes_per_sec);
+        let _ = writeln!(out, "byte_burst = {}", rate.byte_burst);
+        let _ = writeln!(out, "warn_after_secs = {}", rate.warn_after_secs);
+        let _ = writeln!(
+            out,
+            "disconnect_after_secs = {}",
+            rate.disconnect_after_secs
+        );
+        let keepalive = &self.keepalive;
+        let _ = writeln!(out, "\n[keepalive]");
+        let _ = writeln!(out, "idle_secs = {}", keepalive.idle_secs);
+        let _ = writeln!(out, "ping_timeout_secs = {}", keepalive.ping_timeout_secs);
+        let _ = writeln!(out, "write_timeout_secs = {}", keepalive.write_timeout_secs);
         let registration = &self.registration;
         let _ = writeln!(out, "\n[registration]");
         let _ = writeln!(out, "mode = {}", quote(registration.mode.name()));
@@ -815,6 +956,36 @@ auth_timeout_secs = 1
     }
 
     #[test]
+    fn protection_settings_have_defaults_and_ranges() {
+        let config = Config::default();
+        assert_eq!(config.rate.stanzas_per_sec, 20);
+        assert_eq!(config.rate.byte_burst, 200_000);
+        assert_eq!(config.keepalive.idle_secs, 300);
+        assert_eq!(config.keepalive.ping_timeout_secs, 60);
+        assert_eq!(config.limits.max_unauthenticated_per_ip, 16);
+        for (text, key) in [
+            ("[rate]\nstanzas_per_sec = 0\n", "rate.stanzas_per_sec"),
+            ("[rate]\nwarn_after_secs = 0\n", "rate.warn_after_secs"),
+            ("[keepalive]\nidle_secs = -5\n", "keepalive.idle_secs"),
+            ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            (
+                "[limits]\nauth_failure_delay_ms = 3600001\n",
+                "limits.auth_failure_delay_ms",
+            ),
+        ] {
+            let error = error_of(text);
+            assert!(
+                error.contains(&format!("{key}: must be between")),
+                "{error}"
+            );
+        }
+        let error = error_of("[keepalive]\nidle = 5\n");
+        assert!(error.contains("keepalive.idle: "), "{error}");
+        let partial = parse("[rate]\nstanzas_per_sec = 2\n").unwrap();
+        assert_eq!(partial.rate.stanza_burst, 100);
+    }
+
+    #[test]
     fn domain_and_paths_checked() {
         let error = error_of("domain = \"alice@example.org\"\n");
         assert!(error.starts_with("1:10: domain: "), "{error}");
@@ -878,6 +1049,24 @@ auth_timeout_secs = 1
                 outbound_queue_bytes: 65536,
                 max_vcard_bytes: 2048,
                 max_private_bytes: 1_000_000,
+                max_connections: 7,
+                max_connections_per_ip: 3,
+                max_unauthenticated_per_ip: 2,
+                auth_failure_delay_ms: 0,
+                auth_failure_delay_max_ms: 10,
+            },
+            rate: Rate {
+                stanzas_per_sec: 1,
+                stanza_burst: 2,
+                bytes_per_sec: 3,
+                byte_burst: 4,
+                warn_after_secs: 5,
+                disconnect_after_secs: 6,
+            },
+            keepalive: Keepalive {
+                idle_secs: 7,
+                ping_timeout_secs: 8,
+                write_timeout_secs: 9,
             },
             registration: Registration {
                 mode: RegistrationMode::Open,

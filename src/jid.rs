@@ -243,7 +243,9 @@ fn push_domain(out: &mut String, domain: &str) -> Result<(), JidError> {
         out.push(']');
         return Ok(());
     }
-    if domain.starts_with('.') || domain.contains("..") {
+    // Only one trailing dot is stripped: "a.." has an empty last label
+    // (and would print as "a.", which reparses as a different JID).
+    if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
         return Err(JidError::IllegalChar(JidPart::Domain));
     }
     for lower in domain.chars().flat_map(char::to_lowercase) {
@@ -405,6 +407,8 @@ mod tests {
             "<a>",
             ".a",
             "a..b",
+            "a..",
+            "x@a../r",
             "a\u{2028}b",
         ] {
             assert_eq!(

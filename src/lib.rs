@@ -16,6 +16,7 @@ pub mod disco;
 pub mod dispatch;
 pub mod jid;
 pub mod last;
+pub mod limits;
 pub mod muc;
 pub mod offline;
 pub mod ping;

@@ -35,6 +35,8 @@ pub struct Mailbox {
     queue: RefCell<VecDeque<Outbound>>,
     queued_bytes: Cell<usize>,
     waker: Cell<Option<Waker>>,
+    /// A close was queued: the session is on its way out.
+    closing: Cell<bool>,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -71,6 +73,7 @@ impl Mailbox {
 
     /// Queues a stream close; it is written after what is already queued.
     pub fn close(&self, condition: StreamCondition) {
+        self.closing.set(true);
         self.push(Outbound::Close(condition));
     }
 
@@ -108,7 +111,7 @@ impl Mailbox {
         &self,
         out: &mut String,
         max_bytes: usize,
-        mut each: impl FnMut(Rc<str>, Hold, &mut String),
+        mut each: impl FnMut(Rc<str>, bool, Hold, &mut String),
     ) {
         while out.len() < max_bytes {
             let item = {
@@ -118,13 +121,23 @@ impl Mailbox {
                     _ => None,
                 }
             };
-            let Some(Outbound::Stanza { xml, hold, .. }) = item else {
+            let Some(Outbound::Stanza {
+                xml,
+                storable,
+                hold,
+            }) = item
+            else {
                 break;
             };
             self.queued_bytes
                 .set(self.queued_bytes.get().saturating_sub(xml.len()));
-            each(xml, hold, out);
+            each(xml, storable, hold, out);
         }
+    }
+
+    /// A close was queued: the session is on its way out.
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
     }
 
     /// Everything still queued, for the no-loss rule when a session ends.
@@ -412,7 +425,7 @@ mod tests {
         }
         mailbox.close(StreamCondition::Conflict);
         let mut out = String::new();
-        let write = |xml: Rc<str>, _: Hold, out: &mut String| out.push_str(&xml);
+        let write = |xml: Rc<str>, _: bool, _: Hold, out: &mut String| out.push_str(&xml);
         mailbox.take_queued(&mut out, 6, write);
         assert_eq!(out, "<a/><b/>");
         mailbox.take_queued(&mut out, 100, write);

@@ -5,6 +5,7 @@
 //! through [`Server`]; protocol logic lives in the feature modules.
 
 use crate::config::Config;
+use crate::limits::{Counters, Protection};
 use crate::router::{Mailbox, Router, Session};
 use crate::stanza::StreamCondition;
 use crate::store::Store;
@@ -43,6 +44,8 @@ pub struct Server {
     pub muc: crate::muc::Muc,
     /// Last unavailable presences not yet committed (probes must not miss them).
     pub pending_last: crate::presence::PendingLast,
+    /// Connection admission, rate buckets, login delays, limit counters.
+    pub protection: Protection,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     /// Most connections since memory was last handed back (see [`release_memory`]).
@@ -60,6 +63,7 @@ impl Server {
             registrations: Default::default(),
             muc,
             pending_last: Default::default(),
+            protection: Protection::new(&config),
             config,
             store,
             router: RefCell::default(),
@@ -138,8 +142,10 @@ impl Server {
         let cap = self.config.limits.outbound_queue_bytes as usize;
         match session.mailbox.push_stanza(xml, storable, hold, cap) {
             Ok(()) => true,
+            Err(_) if session.mailbox.is_closing() => false,
             Err(_) => {
                 warn!("{}: outbound queue full, closing the session", session.jid);
+                Counters::bump(&self.protection.counters.slow_readers);
                 session.mailbox.close(StreamCondition::PolicyViolation);
                 false
             }
@@ -310,6 +316,7 @@ async fn shutdown(server: &Server) {
     while server.connection_count() > 0 && Instant::now() < deadline {
         Timer::after(Duration::from_millis(10)).await;
     }
+    info!("limit counters: {}", server.protection.counters);
 }
 
 /// Names besides the domain a generated certificate covers: the chat-room service.

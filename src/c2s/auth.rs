@@ -17,8 +17,9 @@ use std::fmt::Write;
 /// RFC 6120 §6.4.5 allows 2 to 5 retries; then the stream ends.
 const MAX_AUTH_FAILURES: u8 = 5;
 
-/// An unfinished SASL exchange.
-pub struct SaslState(Exchange);
+/// An unfinished SASL exchange and the account it names (for the
+/// brute-force delay when its proof turns out wrong).
+pub struct SaslState(Exchange, Option<Box<str>>);
 
 /// SCRAM always; PLAIN only inside TLS, and only if enabled.
 pub fn offered_mechanisms(auth: &AuthConfig, tls: bool) -> Vec<Mechanism> {
@@ -51,7 +52,9 @@ impl Connection {
             }
         };
         let store = self.server.store.clone();
+        let mut named: Option<Box<str>> = None;
         let mut lookup = |user: &str| {
+            named = Some(user.into());
             store
                 .credentials(user)
                 .ok()
@@ -87,7 +90,11 @@ impl Connection {
             "response" => match (self.sasl.take(), data()) {
                 (None, _) => (Step::Failure(Failure::MalformedRequest), None),
                 (Some(_), Err(failure)) => (Step::Failure(failure), None),
-                (Some(SaslState(exchange)), Ok(response)) => exchange.step(&response, &mut lookup),
+                (Some(SaslState(exchange, user)), Ok(response)) => {
+                    let step = exchange.step(&response, &mut lookup);
+                    named = named.or(user);
+                    step
+                }
             },
             "abort" => {
                 self.sasl = None;
@@ -97,7 +104,7 @@ impl Connection {
         };
         match step {
             Step::Challenge(challenge) => {
-                self.sasl = next.map(SaslState);
+                self.sasl = next.map(|exchange| SaslState(exchange, named));
                 let _ = write!(
                     self.out,
                     "<challenge xmlns='{NS_SASL}'>{}</challenge>",
@@ -115,12 +122,18 @@ impl Connection {
                 }
                 self.out.push_str("</success>");
                 info!("{}: authenticated as {username}", self.peer);
+                self.server
+                    .protection
+                    .login_succeeded(self.peer.ip(), &username);
                 self.user = Some(username.into());
                 self.stage = Stage::Authenticated;
                 self.restart_stream();
                 Ok(())
             }
             Step::Failure(failure) => {
+                if failure == Failure::NotAuthorized {
+                    self.delay_login_failure(named.as_deref());
+                }
                 let _ = write!(
                     self.out,
                     "<failure xmlns='{NS_SASL}'><{}/></failure>",
@@ -195,10 +208,14 @@ impl Connection {
         });
         let verified = credentials.is_some_and(|c| c.verify_plain(password));
         let (true, Some(user)) = (verified, user) else {
+            self.delay_login_failure(Some(username));
             reply_error(&mut self.out, StanzaCondition::NotAuthorized);
             return self.count_failure();
         };
         info!("{}: authenticated as {user} (legacy auth)", self.peer);
+        self.server
+            .protection
+            .login_succeeded(self.peer.ip(), &user);
         self.user = Some(user.into());
         match self.bind_session(Some(resource)) {
             Ok(_) => stanza::write_iq_result(&mut self.out, iq.id, "", ""),

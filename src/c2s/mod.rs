@@ -5,6 +5,7 @@
 //! decides where a stanza is delivered.
 
 mod auth;
+mod guard;
 mod transport;
 
 pub use transport::Transport;
@@ -26,6 +27,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use transport::ReadError;
+
+/// How long and how much a closing stream still reads and drops.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
@@ -66,6 +71,8 @@ enum Wake {
     Read(Result<usize, ReadError>),
     Mail(Outbound),
     Deadline,
+    /// A rate-limit pause is over: read again.
+    Resume,
 }
 
 struct Connection {
@@ -89,6 +96,7 @@ struct Connection {
     session: Option<Rc<Session>>,
     /// XEP-0352: what waits while the client says it is inactive.
     csi: csi::Buffer,
+    guard: guard::Guard,
 }
 
 /// Runs one client connection to its end.
@@ -116,84 +124,146 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         user: None,
         session: None,
         csi: csi::Buffer::default(),
+        guard: guard::Guard::new(&server.protection.rate, Instant::now()),
     };
     let deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs.into());
-    if direct_tls {
-        let config = server.tls_config();
-        match future::or(
-            async { Some(conn.transport.start_tls(config).await) },
-            async {
-                Timer::at(deadline).await;
-                None
-            },
-        )
-        .await
-        {
-            Some(Ok(())) => conn.stage = Stage::Secured,
-            Some(Err(e)) => {
-                debug!("{peer}: direct TLS handshake failed: {e}");
-                server.unregister_connection(conn_id);
-                return;
+    let refusal = server.protection.admit(limits, peer.ip()).err();
+    let admitted = refusal.is_none();
+    if !direct_tls || conn.direct_tls(deadline).await {
+        let end = match refusal {
+            Some(refusal) => {
+                if let Some(unlogged) = server.protection.refusal_to_log(Instant::now()) {
+                    info!(
+                        "{peer}: connection refused: {} ({unlogged} more refused since the last report)",
+                        refusal.text
+                    );
+                }
+                End::Error(refusal.condition, Some(refusal.text))
             }
-            None => {
-                debug!("{peer}: direct TLS handshake timed out");
-                server.unregister_connection(conn_id);
-                return;
-            }
-        }
+            None => conn.run(deadline).await,
+        };
+        conn.finish(end).await;
     }
-    let end = conn.run(deadline).await;
-    conn.finish(end).await;
+    if admitted {
+        server
+            .protection
+            .release(peer.ip(), conn.guard.authenticated);
+    }
     server.unregister_connection(conn_id);
 }
 
 impl Connection {
+    /// XEP-0368: TLS from the first byte, within the auth deadline.
+    async fn direct_tls(&mut self, deadline: Instant) -> bool {
+        let config = self.server.tls_config();
+        let transport = &mut self.transport;
+        let peer = self.peer;
+        match future::or(async { Some(transport.start_tls(config).await) }, async {
+            Timer::at(deadline).await;
+            None
+        })
+        .await
+        {
+            Some(Ok(())) => {
+                self.stage = Stage::Secured;
+                true
+            }
+            Some(Err(e)) => {
+                debug!("{peer}: direct TLS handshake failed: {e}");
+                false
+            }
+            None => {
+                debug!("{peer}: direct TLS handshake timed out");
+                false
+            }
+        }
+    }
+
+    async fn flush_out(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let result = self.write_bytes(out.as_bytes()).await;
+        if out.capacity() <= 4096 {
+            self.out = out;
+            self.out.clear();
+        }
+        result
+    }
+
     async fn run(&mut self, auth_deadline: Instant) -> End {
         loop {
-            if !self.out.is_empty() {
-                let result = self.transport.write_all(self.out.as_bytes()).await;
-                self.out.clear();
-                if self.out.capacity() > 4096 {
-                    self.out = String::new();
+            if let Some(until) = self.guard.hold_until.take() {
+                Timer::at(until).await;
+                // Then whatever the client pipelined behind the held reply.
+                let step = match self.flush_out().await {
+                    Ok(()) => self.process_input().await,
+                    Err(end) => Err(end),
+                };
+                if let Err(end) = step {
+                    return end;
                 }
-                if result.is_err() {
-                    return End::Gone;
-                }
+                continue;
+            }
+            if let Err(end) = self.flush_out().await {
+                return end;
             }
             let wake = {
+                let paused_until = self.guard.paused_until;
+                let next_deadline = self.next_deadline(auth_deadline);
                 let transport = &mut self.transport;
                 let framer = &mut self.framer;
                 let mailbox = &self.mailbox;
-                let authenticated = matches!(self.stage, Stage::Authenticated | Stage::Bound);
-                let read = future::poll_fn(|cx| transport.poll_fill(cx, framer).map(Wake::Read));
+                let read = async {
+                    match paused_until {
+                        Some(until) => {
+                            Timer::at(until).await;
+                            Wake::Resume
+                        }
+                        None => {
+                            future::poll_fn(|cx| transport.poll_fill(cx, framer).map(Wake::Read))
+                                .await
+                        }
+                    }
+                };
                 let mail = future::poll_fn(|cx| mailbox.poll_recv(cx).map(Wake::Mail));
                 let deadline = async {
-                    if authenticated {
-                        future::pending::<()>().await;
-                    }
-                    Timer::at(auth_deadline).await;
+                    Timer::at(next_deadline).await;
                     Wake::Deadline
                 };
                 future::or(mail, future::or(read, deadline)).await
             };
             let step = match wake {
                 Wake::Read(Ok(0)) | Wake::Read(Err(ReadError::Io(_))) => return End::Gone,
-                Wake::Read(Ok(_)) => self.process_input().await,
+                Wake::Read(Ok(n)) => match self.process_input().await {
+                    Ok(()) => self.charge_input(n),
+                    Err(end) => Err(end),
+                },
                 Wake::Read(Err(ReadError::Xml(e))) => Err(framer_end(e)),
-                Wake::Mail(Outbound::Stanza { xml, hold, .. }) => {
-                    let csi = &mut self.csi;
-                    csi.deliver(xml, hold, &mut self.out);
+                Wake::Resume => match self.on_resume() {
+                    Ok(()) => self.process_input().await,
+                    Err(end) => Err(end),
+                },
+                Wake::Mail(Outbound::Stanza {
+                    xml,
+                    storable,
+                    hold,
+                }) => {
+                    let (csi, unwritten) = (&mut self.csi, &mut self.guard.unwritten);
+                    let mut take = |xml: Rc<str>, storable: bool, hold, out: &mut String| {
+                        if storable {
+                            unwritten.push(xml.clone());
+                        }
+                        csi.deliver(xml, hold, out);
+                    };
+                    take(xml, storable, hold, &mut self.out);
                     self.mailbox
-                        .take_queued(&mut self.out, WRITE_BATCH_BYTES, |xml, hold, out| {
-                            csi.deliver(xml, hold, out)
-                        });
+                        .take_queued(&mut self.out, WRITE_BATCH_BYTES, take);
                     Ok(())
                 }
                 Wake::Mail(Outbound::Close(condition)) => Err(End::Error(condition, None)),
-                Wake::Deadline => {
-                    info!("{}: not authenticated in time", self.peer);
-                    Err(End::Error(StreamCondition::ConnectionTimeout, None))
-                }
+                Wake::Deadline => self.on_deadline(auth_deadline),
             };
             if let Err(end) = step {
                 return end;
@@ -204,6 +274,10 @@ impl Connection {
     /// Handles every complete event the framer holds.
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
+            // A held login failure or a rate-limit pause: the rest waits.
+            if self.guard.hold_until.is_some() || self.guard.paused_until.is_some() {
+                return Ok(());
+            }
             let wrapped = match self.framer.next() {
                 Err(e) => return Err(framer_end(e)),
                 Ok(None) => return Ok(()),
@@ -218,6 +292,7 @@ impl Connection {
                     None => return Err(End::Error(StreamCondition::BadFormat, None)),
                 },
             };
+            self.charge_stanza()?;
             self.on_element(&wrapped).await?;
             // STARTTLS and SASL success restart the stream: anything the
             // client pipelined behind them belongs to the old one.
@@ -327,7 +402,7 @@ impl Connection {
             Stage::Plain if ns == Some(NS_TLS) && node.tag_name().name() == "starttls" => {
                 let _ = write!(self.out, "<proceed xmlns='{NS_TLS}'/>");
                 let proceed = std::mem::take(&mut self.out);
-                if self.transport.write_all(proceed.as_bytes()).await.is_err() {
+                if self.write_bytes(proceed.as_bytes()).await.is_err() {
                     return Err(End::Gone);
                 }
                 if let Err(e) = self.transport.start_tls(self.server.tls_config()).await {
@@ -431,7 +506,7 @@ impl Connection {
                 // Replies so far go out first: they answer earlier stanzas.
                 if !self.out.is_empty() {
                     let out = std::mem::take(&mut self.out);
-                    if self.transport.write_all(out.as_bytes()).await.is_err() {
+                    if self.write_bytes(out.as_bytes()).await.is_err() {
                         return Err(End::Gone);
                     }
                 }
@@ -460,12 +535,7 @@ impl Connection {
                     return Ok(());
                 };
                 // Removed from the store only once written to this session.
-                if self
-                    .transport
-                    .write_all(batch.xml.as_bytes())
-                    .await
-                    .is_err()
-                {
+                if self.write_bytes(batch.xml.as_bytes()).await.is_err() {
                     offline::release(&self.server, user);
                     return Err(End::Gone);
                 }
@@ -504,6 +574,8 @@ impl Connection {
             );
             old.mailbox.close(StreamCondition::Conflict);
         }
+        let user = session.jid.local().unwrap_or_default();
+        server.protection.bind_account(user, Instant::now());
         info!("{}: session bound from {}", session.jid, self.peer);
         self.session = Some(session.clone());
         self.stage = Stage::Bound;
@@ -567,8 +639,18 @@ impl Connection {
             })
             .await;
             self.transport.shutdown().await;
+            // Unread input would turn our close into a TCP reset that can
+            // destroy the stream error before the client reads it. Not when
+            // overloaded: then sockets must be freed at once.
+            let limit = self.server.config.limits.max_connections as usize;
+            if self.server.connection_count() <= limit {
+                self.transport.discard_input(LINGER_BYTES, LINGER).await;
+            }
         }
+        self.keep_unwritten().await;
         if let Some(session) = self.session.take() {
+            let user = session.jid.local().unwrap_or_default();
+            self.server.protection.unbind_account(user);
             dispatch::session_ended(&self.server, &session).await;
         }
     }

@@ -7,11 +7,13 @@ use crate::xml::{Framer, FramerError};
 use futures_rustls::server::TlsStream;
 use smol::io::{AsyncRead, AsyncWriteExt};
 use smol::net::TcpStream;
+use smol::{future, Timer};
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// Largest TLS record plaintext: one read never needs more.
 const SCRATCH_BYTES: usize = 16 * 1024;
@@ -44,6 +46,19 @@ impl Transport {
         cx: &mut Context<'_>,
         framer: &mut Framer,
     ) -> Poll<Result<usize, ReadError>> {
+        match self.poll_scratch(cx, |data| framer.push(data)) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(ReadError::Io(e))),
+            Poll::Ready(Ok((n, pushed))) => Poll::Ready(pushed.map(|()| n).map_err(ReadError::Xml)),
+        }
+    }
+
+    /// One read into the shared scratch buffer, handed to `use_data`.
+    fn poll_scratch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        use_data: impl FnOnce(&[u8]) -> T,
+    ) -> Poll<io::Result<(usize, T)>> {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let polled = match self {
@@ -51,15 +66,26 @@ impl Transport {
                 Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, &mut scratch),
                 Transport::Closed => Poll::Ready(Ok(0)),
             };
-            match polled {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Err(e)) => Poll::Ready(Err(ReadError::Io(e))),
-                Poll::Ready(Ok(n)) => {
-                    let data = scratch.get(..n).unwrap_or_default();
-                    Poll::Ready(framer.push(data).map(|()| n).map_err(ReadError::Xml))
-                }
-            }
+            polled.map_ok(|n| (n, use_data(scratch.get(..n).unwrap_or_default())))
         })
+    }
+
+    /// Reads and drops input until end of stream, `limit` bytes or `wait`.
+    pub async fn discard_input(&mut self, limit: usize, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        let mut left = limit;
+        while left > 0 {
+            let read = future::poll_fn(|cx| self.poll_scratch(cx, |_| ()));
+            let n = future::or(async { read.await.map_or(0, |(n, ())| n) }, async {
+                Timer::at(deadline).await;
+                0
+            })
+            .await;
+            if n == 0 {
+                return;
+            }
+            left = left.saturating_sub(n);
+        }
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {

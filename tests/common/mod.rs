@@ -193,6 +193,20 @@ impl TestServer {
     }
 
     /// A root store trusting the server's self-signed certificate.
+    /// Waits (up to 10 s) for a log line containing `needle`: the log
+    /// arrives through a pipe, a little after the client saw the effect.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn tls_client_config(&self) -> Arc<rustls::ClientConfig> {
         client_config(&self.data_dir().join("tls/cert.pem"))
     }
