@@ -12,7 +12,9 @@ use crate::stanza::{
     self, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
 };
 use crate::xml::{write_element, NS_CLIENT};
-use crate::{blocking, disco, last, ping, presence, private, register, roster, vcard, version};
+use crate::{
+    blocking, disco, last, ping, presence, privacy, private, register, roster, vcard, version,
+};
 use log::info;
 use std::future::Future;
 use std::pin::Pin;
@@ -234,6 +236,7 @@ fn on_iq(
         disco::NS_INFO | disco::NS_ITEMS => disco::handle(server, session, stanza, ty, target, out),
         ping::NS => ping::handle(server, session, stanza, ty, out),
         blocking::NS => return blocking::handle(server, session, stanza, ty, target, out),
+        privacy::NS => return privacy::handle(server, session, stanza, ty, target, out),
         register::NS => return register::handle(server, session, stanza, ty, target, out),
         vcard::NS => return vcard::handle(server, session, stanza, ty, target, out),
         private::NS => return private::handle(server, session, stanza, ty, target, out),
@@ -298,6 +301,7 @@ fn route_iq_to_resource(
 pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
     server.router.borrow_mut().unbind(session);
     presence::session_ended(server, session).await;
+    privacy::session_ended(server, session);
     let user = session.jid.local().unwrap_or_default();
     if server.router.borrow().resources(user).is_empty() {
         blocking::user_offline(server, user);

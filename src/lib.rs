@@ -17,6 +17,7 @@ pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod privacy;
 pub mod private;
 pub mod register;
 pub mod reply;

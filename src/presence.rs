@@ -8,6 +8,7 @@ use crate::blocking::{self, Verdict};
 use crate::dispatch::{forwarded, reply_error, Deferred};
 use crate::jid::Jid;
 use crate::offline::NS_DELAY;
+use crate::privacy::StanzaKind;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, PresenceType, Stanza, StanzaCondition};
@@ -133,8 +134,10 @@ fn contacts(
 fn broadcast(server: &Server, session: &Session, xml: &str) {
     let user = session.jid.local().unwrap_or_default();
     for contact in contacts(server, user, |item| item.from) {
-        // XEP-0191 §3.3: presence stops flowing to a blocked contact, both ways.
-        if blocking::allows(server, &session.jid, &contact) != Verdict::Allow {
+        // XEP-0191 §3.3: presence stops flowing to a blocked contact, both ways; privacy
+        // lists (XEP-0016) may hold it back too.
+        if blocking::allows(server, &session.jid, &contact, StanzaKind::Presence) != Verdict::Allow
+        {
             continue;
         }
         let local = contact.local().unwrap_or_default();
@@ -151,8 +154,10 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
 /// A probe answered on behalf of a local contact (RFC 6121 §4.3.2): the presence of each
 /// available resource, else the last unavailable presence with the time it was sent.
 fn answer_probe(server: &Server, contact: &str, to: &Jid, out: &mut String) {
-    let blocked = Jid::from_parts(Some(contact), &server.config.domain, None)
-        .is_ok_and(|contact| blocking::allows(server, &contact, to) != Verdict::Allow);
+    let blocked =
+        Jid::from_parts(Some(contact), &server.config.domain, None).is_ok_and(|contact| {
+            blocking::allows(server, &contact, to, StanzaKind::Presence) != Verdict::Allow
+        });
     if blocked {
         return;
     }
