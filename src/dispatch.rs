@@ -6,6 +6,7 @@
 
 use crate::jid::Jid;
 use crate::offline::{self, Pending};
+use crate::privacy::StanzaKind;
 use crate::router::{MessageTarget, Session};
 use crate::server::Server;
 use crate::stanza::{
@@ -146,9 +147,14 @@ fn on_message(
     match target {
         MessageTarget::Sessions(sessions) => {
             let xml: Rc<str> = forwarded(stanza, &session.jid).into();
+            // Each resource's own privacy list (XEP-0016 §2 rule 1) has the last word.
             let delivered = sessions
                 .iter()
-                .filter(|s| server.deliver(s, xml.clone(), storable))
+                .filter(|s| {
+                    blocking::allows(server, &session.jid, &s.jid, StanzaKind::Message)
+                        == blocking::Verdict::Allow
+                        && server.deliver(s, xml.clone(), storable)
+                })
                 .count();
             if delivered == 0 && storable {
                 return Deferred::StoreOffline(Pending::new(

@@ -134,14 +134,19 @@ fn contacts(
 fn broadcast(server: &Server, session: &Session, xml: &str) {
     let user = session.jid.local().unwrap_or_default();
     for contact in contacts(server, user, |item| item.from) {
-        // XEP-0191 §3.3: presence stops flowing to a blocked contact, both ways; privacy
-        // lists (XEP-0016) may hold it back too.
-        if blocking::allows(server, &session.jid, &contact, StanzaKind::Presence) != Verdict::Allow
-        {
-            continue;
-        }
         let local = contact.local().unwrap_or_default();
-        deliver_to_user(server, local, addressed(xml, contact.as_str()).into());
+        let xml: Rc<str> = addressed(xml, contact.as_str()).into();
+        let router = server.router.borrow();
+        // XEP-0191 §3.3: presence stops flowing to a blocked contact, both ways; privacy
+        // lists (XEP-0016) may hold it back too, each resource's own active list deciding
+        // whether it hears (XEP-0016 §2 rule 1).
+        for to in router.resources(local).iter().filter(|s| s.available.get()) {
+            if blocking::allows(server, &session.jid, &to.jid, StanzaKind::Presence)
+                == Verdict::Allow
+            {
+                server.deliver(to, xml.clone(), false);
+            }
+        }
     }
     let router = server.router.borrow();
     for own in router.resources(user) {
