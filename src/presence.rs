@@ -109,7 +109,7 @@ pub fn send_presence_of(server: &Server, from: &str, to: &str, available: bool) 
 }
 
 /// Local contacts whose roster item on `user`'s roster satisfies `wanted`.
-fn contacts(
+pub(crate) fn contacts(
     server: &Server,
     user: &str,
     wanted: fn(&crate::store::RosterItem) -> bool,

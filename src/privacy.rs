@@ -13,6 +13,7 @@
 use crate::blocking::{self, Verdict};
 use crate::dispatch::{Deferred, IqTarget};
 use crate::jid::Jid;
+use crate::presence;
 use crate::reply::IqReply;
 use crate::router::Session;
 use crate::server::Server;
@@ -541,12 +542,15 @@ pub fn handle(
             return Deferred::None;
         }
         (IqType::Set, "active", name) => {
+            let before = hidden(server, user);
             let mut active = server.privacy.active.borrow_mut();
             match name {
                 Some(name) => active.insert(session.id, name.into()),
                 None => active.remove(&session.id),
             };
+            drop(active);
             reply.result(out);
+            hide(server, user, &before);
             return Deferred::None;
         }
         (IqType::Set, "default", Some(_)) if !exists => {
@@ -605,6 +609,7 @@ pub fn handle(
             return Deferred::None;
         }
     };
+    let before = hidden(server, user);
     let server = server.clone();
     let session = session.clone();
     let user = user.to_owned();
@@ -635,9 +640,68 @@ pub fn handle(
                     push(&server, &user, name);
                 }
             }
+            hide(&server, &user, &before);
         }
         out
     }))
+}
+
+/// Presence that may not flow now between the user's available resources and their
+/// contacts' (in either direction): (sender, recipient session) pairs.
+type Hidden = Vec<(Jid, Rc<Session>)>;
+
+fn hidden(server: &Server, user: &str) -> Hidden {
+    let available = |local: &str| -> Vec<Rc<Session>> {
+        server
+            .router
+            .borrow()
+            .resources(local)
+            .iter()
+            .filter(|s| s.available.get())
+            .cloned()
+            .collect()
+    };
+    let mut pairs = Hidden::new();
+    let mine = available(user);
+    if mine.is_empty() {
+        return pairs;
+    }
+    let denied = |from: &Jid, to: &Jid| {
+        blocking::allows(server, from, to, StanzaKind::Presence) != Verdict::Allow
+    };
+    for contact in presence::contacts(server, user, |item| item.from) {
+        for theirs in available(contact.local().unwrap_or_default()) {
+            for own in mine.iter().filter(|own| denied(&own.jid, &theirs.jid)) {
+                pairs.push((own.jid.clone(), theirs.clone()));
+            }
+        }
+    }
+    for contact in presence::contacts(server, user, |item| item.to) {
+        for theirs in available(contact.local().unwrap_or_default()) {
+            for own in mine.iter().filter(|own| denied(&theirs.jid, &own.jid)) {
+                pairs.push((theirs.jid.clone(), own.clone()));
+            }
+        }
+    }
+    pairs
+}
+
+/// The notes of §2.10 and §2.11: after a change of lists, a contact no longer allowed to
+/// see one of the user's resources is told it went unavailable, and a resource no longer
+/// allowed to hear a contact sees the contact go unavailable. (Nothing is re-sent when a
+/// change allows more: the next presence broadcast carries it.)
+fn hide(server: &Server, user: &str, before: &Hidden) {
+    for (from, to) in hidden(server, user) {
+        if before.iter().any(|(f, t)| *f == from && t.id == to.id) {
+            continue;
+        }
+        let xml = format!(
+            "<presence type='unavailable' from='{}' to='{}'/>",
+            Esc(from.as_str()),
+            Esc(to.jid.as_str())
+        );
+        server.deliver(&to, xml.into(), false);
+    }
 }
 
 /// §2.3: the names of the lists, preceded by the session's active list and the default.

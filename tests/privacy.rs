@@ -229,6 +229,11 @@ fn presence_in_and_presence_out_items_filter_notifications() {
     ));
 
     assert_result(&privacy(&mut alice, "set", "a1", "<active name='hide'/>"));
+    // §2.11: Bob sees Alice go unavailable as soon as the list applies.
+    assert_eq!(
+        bob.expect("<presence"),
+        "<presence type='unavailable' from='alice@localhost/a' to='bob@localhost/b'/>"
+    );
     alice.send("<presence><show>away</show></presence>");
     alice.sync();
     sync_without(&mut bob, "<show>away</show>");
@@ -236,6 +241,11 @@ fn presence_in_and_presence_out_items_filter_notifications() {
     alice.expect("<show>dnd</show>");
 
     assert_result(&privacy(&mut alice, "set", "a2", "<active name='deaf'/>"));
+    // §2.10: and Alice sees Bob go unavailable once she no longer hears him.
+    assert_eq!(
+        alice.expect("<presence"),
+        "<presence type='unavailable' from='bob@localhost/b' to='alice@localhost/a'/>"
+    );
     bob.send("<presence><show>xa</show></presence>");
     bob.sync();
     sync_without(&mut alice, "<show>xa</show>");
