@@ -599,6 +599,10 @@ pub fn handle(
                     reply.fail(out, StanzaCondition::PolicyViolation);
                     return Deferred::None;
                 }
+                if let Err(condition) = groups_exist(server, user, &items) {
+                    reply.fail(out, condition);
+                    return Deferred::None;
+                }
                 let mut stored = String::new();
                 write_items(&mut stored, &items);
                 Change::Replace(name.to_owned(), stored)
@@ -701,6 +705,34 @@ fn hide(server: &Server, user: &str, before: &Hidden) {
             Esc(to.jid.as_str())
         );
         server.deliver(&to, xml.into(), false);
+    }
+}
+
+/// §2.1: a group item names a group of the user's roster (`<item-not-found/>` otherwise).
+fn groups_exist(server: &Server, user: &str, items: &[Item]) -> Result<(), StanzaCondition> {
+    let groups: Vec<&str> = items
+        .iter()
+        .filter_map(|item| match &item.rule {
+            Rule::Group(group) => Some(&**group),
+            _ => None,
+        })
+        .collect();
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let roster = server.store.roster(user).map_err(|e| {
+        warn!("{user}: cannot read roster: {e}");
+        StanzaCondition::ResourceConstraint
+    })?;
+    let known = |group: &&str| {
+        roster
+            .live()
+            .any(|item| item.groups.iter().any(|g| g == group))
+    };
+    if groups.iter().all(known) {
+        Ok(())
+    } else {
+        Err(StanzaCondition::ItemNotFound)
     }
 }
 

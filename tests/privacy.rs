@@ -360,6 +360,16 @@ fn errors_are_the_ones_the_xep_names() {
         "item-not-found",
     );
     assert_error(&set_list(&mut a1, "e4", "nope", ""), "item-not-found");
+    // §2.1: a group item must name a group of the roster.
+    assert_error(
+        &set_list(
+            &mut a1,
+            "e5",
+            "groups",
+            "<item type='group' value='Nobody' action='deny' order='1'/>",
+        ),
+        "item-not-found",
+    );
     for (id, items) in [
         (
             "b1",
