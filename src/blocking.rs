@@ -8,6 +8,7 @@
 
 use crate::dispatch::{reply_error, Deferred, IqTarget};
 use crate::jid::Jid;
+use crate::privacy::{self, StanzaKind};
 use crate::reply::IqReply;
 use crate::router::Session;
 use crate::server::Server;
@@ -104,7 +105,7 @@ pub fn user_offline(server: &Server, user: &str) {
 
 /// XEP-0191 §6 (the XEP-0016 §2.1 rules): a full JID or `domain/resource` item matches only
 /// itself, a bare JID matches any of its resources, a domain matches everything at it.
-fn matches(item: &Jid, jid: &Jid) -> bool {
+pub(crate) fn matches(item: &Jid, jid: &Jid) -> bool {
     if item.domain() != jid.domain() {
         return false;
     }
@@ -127,9 +128,10 @@ pub enum Verdict {
     RecipientBlocks,
 }
 
-/// The check for every delivery point (message, iq, presence). The server's own address and
-/// a user's own addresses are never blocked.
-pub fn allows(server: &Server, from: &Jid, to: &Jid) -> Verdict {
+/// The check for every delivery point (message, iq, presence): block lists, then privacy
+/// lists ([`privacy::allows`]). The server's own address and a user's own addresses are never
+/// blocked.
+pub fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) -> Verdict {
     let ours = server.config.domain.as_str();
     let is_server = |jid: &Jid| jid.local().is_none() && jid.domain() == ours;
     if is_server(from)
@@ -149,7 +151,7 @@ pub fn allows(server: &Server, from: &Jid, to: &Jid) -> Verdict {
     } else if blocks(to, from) {
         Verdict::RecipientBlocks
     } else {
-        Verdict::Allow
+        privacy::allows(server, from, to, kind)
     }
 }
 
@@ -162,7 +164,7 @@ pub fn gate(
     to: &Jid,
     out: &mut String,
 ) -> bool {
-    match allows(server, &session.jid, to) {
+    match allows(server, &session.jid, to, StanzaKind::of(stanza)) {
         Verdict::Allow => true,
         Verdict::SenderBlocks => {
             if stanza.node.attribute("type") != Some("error") {

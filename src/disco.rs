@@ -7,14 +7,14 @@ use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
 use crate::xml::Esc;
-use crate::{blocking, carbons, last, offline, ping, register, vcard, version};
+use crate::{blocking, carbons, last, offline, ping, privacy, register, vcard, version};
 use std::fmt::Write;
 
 pub const NS_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
 /// Features of the server's own JID, sorted as XEP-0115 hashing wants.
-fn server_features() -> [&'static str; 10] {
+fn server_features() -> [&'static str; 11] {
     let mut features = [
         NS_INFO,
         NS_ITEMS,
@@ -23,6 +23,7 @@ fn server_features() -> [&'static str; 10] {
         ping::NS,
         version::NS,
         blocking::NS,
+        privacy::NS,
         register::NS,
         vcard::NS,
         carbons::NS,

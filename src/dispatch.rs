@@ -6,6 +6,7 @@
 
 use crate::jid::Jid;
 use crate::offline::{self, Pending};
+use crate::privacy::StanzaKind;
 use crate::router::{MessageTarget, Session};
 use crate::server::Server;
 use crate::stanza::{
@@ -13,7 +14,8 @@ use crate::stanza::{
 };
 use crate::xml::{write_element_without, NS_CLIENT};
 use crate::{
-    blocking, carbons, csi, disco, last, ping, presence, private, register, roster, vcard, version,
+    blocking, carbons, csi, disco, last, ping, presence, privacy, private, register, roster, vcard,
+    version,
 };
 use log::info;
 use std::future::Future;
@@ -163,9 +165,14 @@ fn on_message(
         MessageTarget::Sessions(sessions) => {
             let xml: Rc<str> = carbons::delivered(stanza, &session.jid).into();
             let hold = csi::message_hold(stanza, session);
+            // Each resource's own privacy list (XEP-0016 §2 rule 1) has the last word.
             let delivered: Vec<_> = sessions
                 .into_iter()
-                .filter(|s| server.deliver_as(s, xml.clone(), storable, hold))
+                .filter(|s| {
+                    blocking::allows(server, &session.jid, &s.jid, StanzaKind::Message)
+                        == blocking::Verdict::Allow
+                        && server.deliver_as(s, xml.clone(), storable, hold)
+                })
                 .collect();
             carbons::copy(server, session, stanza, local, &delivered);
             if delivered.is_empty() && storable {
@@ -256,6 +263,7 @@ fn on_iq(
         ping::NS => ping::handle(server, session, stanza, ty, out),
         carbons::NS => carbons::handle(server, session, stanza, ty, target, out),
         blocking::NS => return blocking::handle(server, session, stanza, ty, target, out),
+        privacy::NS => return privacy::handle(server, session, stanza, ty, target, out),
         register::NS => return register::handle(server, session, stanza, ty, target, out),
         vcard::NS => return vcard::handle(server, session, stanza, ty, target, out),
         private::NS => return private::handle(server, session, stanza, ty, target, out),
@@ -321,6 +329,7 @@ pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
     server.router.borrow_mut().unbind(session);
     presence::session_ended(server, session).await;
     crate::muc::session_ended(server, session);
+    privacy::session_ended(server, session);
     let user = session.jid.local().unwrap_or_default();
     if server.router.borrow().resources(user).is_empty() {
         blocking::user_offline(server, user);

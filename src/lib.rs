@@ -21,6 +21,7 @@ pub mod muc;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod privacy;
 pub mod private;
 pub mod register;
 pub mod reply;

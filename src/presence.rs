@@ -9,6 +9,7 @@ use crate::csi::Hold;
 use crate::dispatch::{forwarded, reply_error, Deferred};
 use crate::jid::Jid;
 use crate::offline::NS_DELAY;
+use crate::privacy::StanzaKind;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, PresenceType, Stanza, StanzaCondition};
@@ -117,7 +118,7 @@ pub fn send_presence_of(server: &Server, from: &str, to: &str, available: bool) 
 }
 
 /// Local contacts whose roster item on `user`'s roster satisfies `wanted`.
-fn contacts(
+pub(crate) fn contacts(
     server: &Server,
     user: &str,
     wanted: fn(&crate::store::RosterItem) -> bool,
@@ -142,13 +143,19 @@ fn contacts(
 fn broadcast(server: &Server, session: &Session, xml: &str) {
     let user = session.jid.local().unwrap_or_default();
     for contact in contacts(server, user, |item| item.from) {
-        // XEP-0191 §3.3: presence stops flowing to a blocked contact, both ways.
-        if blocking::allows(server, &session.jid, &contact) != Verdict::Allow {
-            continue;
-        }
         let local = contact.local().unwrap_or_default();
-        let xml = addressed(xml, contact.as_str()).into();
-        deliver_to_user(server, local, xml, Hold::Presence(session.id));
+        let xml: Rc<str> = addressed(xml, contact.as_str()).into();
+        let router = server.router.borrow();
+        // XEP-0191 §3.3: presence stops flowing to a blocked contact, both ways; privacy
+        // lists (XEP-0016) may hold it back too, each resource's own active list deciding
+        // whether it hears (XEP-0016 §2 rule 1).
+        for to in router.resources(local).iter().filter(|s| s.available.get()) {
+            if blocking::allows(server, &session.jid, &to.jid, StanzaKind::Presence)
+                == Verdict::Allow
+            {
+                server.deliver_as(to, xml.clone(), false, Hold::Presence(session.id));
+            }
+        }
     }
     let router = server.router.borrow();
     for own in router.resources(user) {
@@ -162,8 +169,10 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
 /// A probe answered on behalf of a local contact (RFC 6121 §4.3.2): the presence of each
 /// available resource, else the last unavailable presence with the time it was sent.
 fn answer_probe(server: &Server, contact: &str, to: &Jid, out: &mut String) {
-    let blocked = Jid::from_parts(Some(contact), &server.config.domain, None)
-        .is_ok_and(|contact| blocking::allows(server, &contact, to) != Verdict::Allow);
+    let blocked =
+        Jid::from_parts(Some(contact), &server.config.domain, None).is_ok_and(|contact| {
+            blocking::allows(server, &contact, to, StanzaKind::Presence) != Verdict::Allow
+        });
     if blocked {
         return;
     }

@@ -36,6 +36,7 @@ pub struct Server {
     /// Users whose offline messages are being delivered right now.
     pub offline_in_flight: RefCell<HashSet<Box<str>>>,
     pub blocking: crate::blocking::Blocklists,
+    pub privacy: crate::privacy::Privacy,
     pub photo_hashes: crate::vcard::PhotoHashes,
     pub registrations: crate::register::RateLimit,
     /// For XEP-0012 uptime.
@@ -59,6 +60,7 @@ impl Server {
         let muc = crate::muc::Muc::load(&config, &store);
         Server {
             blocking: crate::blocking::Blocklists::load(&store),
+            privacy: crate::privacy::Privacy::load(&store),
             photo_hashes: Default::default(),
             registrations: Default::default(),
             muc,

@@ -10,11 +10,13 @@ mod accounts;
 mod blocking;
 mod muc;
 mod offline;
+mod privacy;
 mod private;
 mod roster;
 mod vcard;
 mod writer;
 
+pub use privacy::PrivacyLists;
 pub use roster::{Roster, RosterItem, RosterTxn, Stored};
 
 use std::fmt;
@@ -225,6 +227,7 @@ fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError>
     blocking::clear_user(txn, user)?;
     vcard::clear_user(txn, user)?;
     private::clear_user(txn, user)?;
+    privacy::clear_user(txn, user)?;
     roster::clear_user(txn, user)
 }
 
@@ -236,6 +239,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     blocking::create_tables(txn)?;
     vcard::create_tables(txn)?;
     private::create_tables(txn)?;
+    privacy::create_tables(txn)?;
     roster::create_tables(txn)
 }
 
