@@ -26,6 +26,17 @@ data_dir = "$2"
 [listen]
 starttls = []
 direct_tls = ["127.0.0.1:$PORT"]
+# The generator is one address sending far faster than any person: lift the
+# per-address and per-account protections so the figures show capacity.
+[limits]
+max_connections = 30000
+max_connections_per_ip = 30000
+max_unauthenticated_per_ip = 30000
+[rate]
+stanzas_per_sec = 10000000
+stanza_burst = 10000000
+bytes_per_sec = 4000000000
+byte_burst = 4000000000
 TOML
 }
 
