@@ -120,7 +120,7 @@ fn a_flood_is_warned_then_disconnected_and_others_keep_low_latency() {
     let transcript = flooder.join().unwrap();
     round_trips.sort();
     let p99 = round_trips[round_trips.len() * 99 / 100];
-    assert!(p99 < Duration::from_millis(200), "p99 {p99:?}");
+    assert!(p99 < patience(Duration::from_millis(200)), "p99 {p99:?}");
     // The warning came before the stream error, and most of the flood was
     // never read.
     assert!(
@@ -177,7 +177,7 @@ fn unauthenticated_connections_per_address_are_limited() {
     fifth.expect_stream_error("policy-violation");
     alice.sync();
     drop(second);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(patience(Duration::from_millis(300)));
     let mut sixth = Client::connect(&server);
     sixth.starttls();
 }
@@ -212,14 +212,19 @@ fn failed_logins_are_answered_ever_more_slowly() {
         "[limits]\nauth_failure_delay_ms = 500\nauth_failure_delay_max_ms = 1000\n",
     );
     server.add_user("alice");
-    let mut c = Client::connect(&server);
-    c.starttls();
     let timed = |c: &mut Client, password: &str| {
         let started = Instant::now();
         let ok = c.scram(Mechanism::ScramSha256, "alice", password);
         (ok, started.elapsed())
     };
     let ms = Duration::from_millis;
+    // What an exchange costs without any delay (much more under emulation).
+    let mut warmup = Client::connect(&server);
+    warmup.starttls();
+    let (ok, base) = timed(&mut warmup, PASSWORD);
+    assert!(ok);
+    let mut c = Client::connect(&server);
+    c.starttls();
     let (ok, first) = timed(&mut c, "wrong");
     assert!(!ok);
     assert!(first >= ms(500), "{first:?}");
@@ -232,12 +237,16 @@ fn failed_logins_are_answered_ever_more_slowly() {
     let (_, third) = timed(&mut other, "wrong");
     assert!(third >= ms(1000), "{third:?}");
     let (_, fourth) = timed(&mut other, "wrong");
-    assert!(fourth >= ms(1000) && fourth < ms(2500), "{fourth:?}");
-    // The right password is not delayed and resets the count.
+    assert!(
+        fourth >= ms(1000) && fourth < base + ms(2500),
+        "{fourth:?} (base {base:?})"
+    );
+    // The right password is not delayed and resets the count: the next
+    // failure waits the first step (500 ms), not the doubled one.
     let (ok, _) = timed(&mut other, PASSWORD);
     assert!(ok);
     let (_, after) = timed(&mut c, "wrong");
-    assert!(after < ms(1000), "{after:?}");
+    assert!(after < base + ms(750), "{after:?} (base {base:?})");
     assert!(
         !server.log().contains("wrong"),
         "passwords must not be logged"

@@ -21,7 +21,26 @@ use std::time::{Duration, Instant};
 
 pub const DOMAIN: &str = "localhost";
 pub const PASSWORD: &str = "correct horse";
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much slower than native the server runs: `HEARTH_TEST_SLOW` (e.g. 10
+/// under qemu-user in CI) stretches every wait of the harness. Assertions on
+/// lower bounds (a delay happened) are unaffected; upper bounds use it.
+pub fn slow() -> u32 {
+    std::env::var("HEARTH_TEST_SLOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// A wait of `d` on a native build, stretched by [`slow`].
+pub fn patience(d: Duration) -> Duration {
+    d * slow()
+}
+
+fn read_timeout() -> Duration {
+    patience(Duration::from_secs(10))
+}
 
 /// The command that runs the server binary; `HEARTH_TEST_RUNNER` prefixes
 /// it (e.g. with qemu) when the tests run for another architecture.
@@ -109,7 +128,7 @@ impl TestServer {
                 let _ = tx.send(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + patience(Duration::from_secs(30));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
@@ -137,7 +156,7 @@ impl TestServer {
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
-        wait_timeout(&mut child, Duration::from_secs(20))
+        wait_timeout(&mut child, patience(Duration::from_secs(20)))
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -196,7 +215,7 @@ impl TestServer {
     /// Waits (up to 10 s) for a log line containing `needle`: the log
     /// arrives through a pipe, a little after the client saw the effect.
     pub fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patience(Duration::from_secs(10));
         while !self.log().contains(needle) {
             assert!(
                 Instant::now() < deadline,
@@ -317,7 +336,7 @@ impl Client {
 
     pub fn connect_to(addr: SocketAddr, tls_config: Arc<rustls::ClientConfig>) -> Client {
         let tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        tcp.set_read_timeout(Some(read_timeout())).unwrap();
         tcp.set_nodelay(true).unwrap();
         Client {
             stream: Stream::Plain(tcp),
@@ -470,7 +489,7 @@ impl Client {
         }
         let mut buf = [0u8; 1024];
         let result = self.stream.read(&mut buf);
-        let restore = |s: &TcpStream| s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let restore = |s: &TcpStream| s.set_read_timeout(Some(read_timeout())).unwrap();
         match &self.stream {
             Stream::Plain(s) => restore(s),
             Stream::Tls(s) => restore(&s.sock),
