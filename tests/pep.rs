@@ -473,7 +473,68 @@ fn pep_and_server_caps_are_advertised() {
         "<feature var='http://jabber.org/protocol/pubsub#publish'/>",
         "<feature var='http://jabber.org/protocol/pubsub#publish-options'/>",
         "<feature var='http://jabber.org/protocol/pubsub#access-open'/>",
+        "<feature var='urn:xmpp:pep-vcard-conversion:0'/>",
     ] {
         assert!(info.contains(needle), "{needle}: {info}");
     }
+}
+
+#[test]
+fn avatars_follow_between_pep_and_vcard() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = Client::online(&server, "alice", "r");
+    // SHA-1("hello"), the XEP-0084 id and the XEP-0153 hash alike.
+    let id = "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d";
+    let data = "<data xmlns='urn:xmpp:avatar:data'>aGVsbG8=</data>";
+    assert!(publish(&mut alice, "urn:xmpp:avatar:data", id, data, "").contains("type='result'"));
+    let metadata = format!("<metadata xmlns='urn:xmpp:avatar:metadata'><info id='{id}' bytes='5' type='image/png'/></metadata>");
+    assert!(
+        publish(&mut alice, "urn:xmpp:avatar:metadata", id, &metadata, "")
+            .contains("type='result'")
+    );
+    alice.send("<iq type='get' id='vc'><vCard xmlns='vcard-temp'/></iq>");
+    let vcard = alice.expect("id='vc'");
+    assert!(
+        vcard.contains("<PHOTO><TYPE>image/png</TYPE><BINVAL>aGVsbG8=</BINVAL></PHOTO>"),
+        "{vcard}"
+    );
+    // A later login's presence carries the photo hash (XEP-0153).
+    let mut other = Client::login(&server, "alice", "other");
+    other.send("<presence/>");
+    let own = alice.expect("from='alice@localhost/other'");
+    assert!(own.contains(&format!("<photo>{id}</photo>")), "{own}");
+    // Disabling the avatar removes the photo.
+    let empty = "<metadata xmlns='urn:xmpp:avatar:metadata'/>";
+    assert!(
+        publish(&mut alice, "urn:xmpp:avatar:metadata", "off", empty, "").contains("type='result'")
+    );
+    alice.send("<iq type='get' id='vc2'><vCard xmlns='vcard-temp'/></iq>");
+    assert!(!alice.expect("id='vc2'").contains("PHOTO"));
+    // An image that does not hash to its id is not copied.
+    publish(&mut alice, "urn:xmpp:avatar:data", "0000", data, "");
+    let wrong = "<metadata xmlns='urn:xmpp:avatar:metadata'><info id='0000' bytes='5' type='image/png'/></metadata>";
+    assert!(
+        publish(&mut alice, "urn:xmpp:avatar:metadata", "0000", wrong, "")
+            .contains("type='result'")
+    );
+    alice.send("<iq type='get' id='vc3'><vCard xmlns='vcard-temp'/></iq>");
+    assert!(!alice.expect("id='vc3'").contains("PHOTO"));
+    // The other way: a vCard photo becomes bob's PEP avatar.
+    let mut bob = Client::online(&server, "bob", "r");
+    bob.send("<iq type='set' id='vs'><vCard xmlns='vcard-temp'><FN>Bob</FN><PHOTO><TYPE>image/jpeg</TYPE><BINVAL>aGk=</BINVAL></PHOTO></vCard></iq>");
+    assert!(bob.expect("id='vs'").contains("type='result'"));
+    let got = items(&mut bob, "bob@localhost", "urn:xmpp:avatar:metadata");
+    assert!(
+        got.contains(
+            "<info id='c22b5f9178342609428d6f51b2c5af4c0bde6a42' bytes='2' type='image/jpeg'/>"
+        ),
+        "{got}"
+    );
+    let got = items(&mut bob, "bob@localhost", "urn:xmpp:avatar:data");
+    assert!(
+        got.contains("<data xmlns='urn:xmpp:avatar:data'>aGk=</data>"),
+        "{got}"
+    );
 }

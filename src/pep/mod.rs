@@ -4,6 +4,7 @@
 //! resources (entity capabilities, [`caps`]). Persistence is [`crate::store`]'s; this module
 //! never routes anything but its own notifications.
 
+pub mod avatar;
 pub mod bookmarks;
 pub mod caps;
 
@@ -29,7 +30,7 @@ pub const NS_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
 const NS_DATA: &str = "jabber:x:data";
 
 /// What an account advertises for its PEP service (XEP-0163 §9): only what works.
-pub const FEATURES: [&str; 10] = [
+pub const FEATURES: [&str; 11] = [
     "http://jabber.org/protocol/pubsub#access-open",
     "http://jabber.org/protocol/pubsub#access-presence",
     "http://jabber.org/protocol/pubsub#access-whitelist",
@@ -40,6 +41,7 @@ pub const FEATURES: [&str; 10] = [
     "http://jabber.org/protocol/pubsub#publish",
     "http://jabber.org/protocol/pubsub#publish-options",
     "http://jabber.org/protocol/pubsub#retract-items",
+    avatar::NS_CONVERSION,
 ];
 
 /// XEP-0060 §4.5 access models hearth implements.
@@ -505,6 +507,9 @@ impl Request<'_> {
                     );
                     let inner = format!("<item id='{}'>{xml}</item>", Esc(&id));
                     notify(&server, &owner, &node, config.access, &inner);
+                    if node == avatar::METADATA {
+                        avatar::metadata_published(&server, &owner, &xml).await;
+                    }
                 }
                 Err(StoreError::QuotaExceeded) => reply.error(
                     &mut out,
