@@ -417,6 +417,25 @@ fn legacy_private_bookmarks_appear_in_pep() {
     // Bookmarks are the owner's only.
     let got = items(&mut carol, "alice@localhost", "urn:xmpp:bookmarks:1");
     assert!(got.contains("<closed-node"), "{got}");
+    // A XEP-0402 publish shows up in the legacy storage.
+    let bookmark = "<conference xmlns='urn:xmpp:bookmarks:1' name='Tea' autojoin='true'><nick>Al</nick></conference>";
+    let opts = options(&[
+        ("pubsub#persist_items", "true"),
+        ("pubsub#max_items", "max"),
+        ("pubsub#send_last_published_item", "never"),
+        ("pubsub#access_model", "whitelist"),
+    ]);
+    let reply = publish(
+        &mut alice,
+        "urn:xmpp:bookmarks:1",
+        "tea@rooms.localhost",
+        bookmark,
+        &opts,
+    );
+    assert!(reply.contains("type='result'"), "{reply}");
+    alice.send("<iq type='get' id='pg'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>");
+    let got = alice.expect("id='pg'");
+    assert!(got.contains("<storage xmlns='storage:bookmarks'><conference jid='garden@rooms.localhost' autojoin='false'></conference><conference jid='tea@rooms.localhost' autojoin='true' name='Tea'><nick>Al</nick></conference></storage>"), "{got}");
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! Bookmarks: XEP-0402 bookmarks live in the generic PEP node [`NODE`]; this module keeps
-//! legacy clients in step (XEP-0411): a `storage:bookmarks` element stored through private
-//! XML (XEP-0049) replaces the node's items, one per conference. The other direction (PEP
-//! to private XML) is not mirrored: a legacy client sees what legacy clients stored.
-//! It never touches private XML itself.
+//! legacy clients in step both ways (XEP-0411): a `storage:bookmarks` element stored through
+//! private XML (XEP-0049) replaces the node's items, one per conference, and a publish or
+//! retraction on the node rewrites the private XML element from the node's items. Both
+//! write through the store, so neither direction loops. It never parses other namespaces.
 
 use super::{notify, Access, NodeConfig};
 use crate::server::Server;
-use crate::store::{Publish, StoreError};
+use crate::store::{PepItem, Publish, StoreError};
 use crate::xml::{Esc, EscAttr};
 use roxmltree::Node;
 use std::fmt::Write;
@@ -102,6 +102,62 @@ pub fn from_private(
     })
 }
 
+/// XEP-0411 §4: the legacy element for a set of XEP-0402 items (id = room JID).
+fn legacy(items: &[PepItem]) -> String {
+    let mut xml = format!("<storage xmlns='{NS_LEGACY}'>");
+    for item in items.iter().rev() {
+        let Ok(text) = std::str::from_utf8(&item.payload) else {
+            continue;
+        };
+        let Ok(doc) = roxmltree::Document::parse(text) else {
+            continue;
+        };
+        let conference = doc.root_element();
+        if !conference.has_tag_name((NODE, "conference")) {
+            continue;
+        }
+        let autojoin = matches!(conference.attribute("autojoin"), Some("true" | "1"));
+        let _ = write!(
+            xml,
+            "<conference jid='{}' autojoin='{autojoin}'",
+            EscAttr(&item.id)
+        );
+        if let Some(name) = conference.attribute("name") {
+            let _ = write!(xml, " name='{}'", EscAttr(name));
+        }
+        xml.push('>');
+        for child in ["nick", "password"] {
+            if let Some(text) = crate::stanza::child_text(conference, child, NODE) {
+                let _ = write!(xml, "<{child}>{}</{child}>", Esc(text));
+            }
+        }
+        xml.push_str("</conference>");
+    }
+    xml.push_str("</storage>");
+    xml
+}
+
+/// After a publish or retraction on [`NODE`] committed: the private XML copy follows.
+pub async fn to_private(server: &Server, owner: &str) {
+    let items = match server.store.pep_items(owner, NODE) {
+        Ok(items) => items,
+        Err(e) => {
+            log::warn!("{owner}: bookmarks not mirrored into private XML: {e}");
+            return;
+        }
+    };
+    let xml = legacy(&items);
+    if xml.len() > server.config.limits.max_private_bytes as usize {
+        return;
+    }
+    let write = server
+        .store
+        .private_set(owner, vec![(NS_LEGACY.to_owned(), xml.into_bytes())]);
+    if let Err(e) = write.await {
+        log::warn!("{owner}: bookmarks not mirrored into private XML: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +174,23 @@ mod tests {
             .into_iter()
             .map(|(id, p)| (id, String::from_utf8(p).unwrap()))
             .collect();
+        // Newest first, as the store returns them.
+        let pep: Vec<PepItem> = items
+            .iter()
+            .rev()
+            .map(|(id, payload)| PepItem {
+                id: id.clone(),
+                seq: 0,
+                payload: payload.clone().into_bytes(),
+            })
+            .collect();
+        assert_eq!(
+            legacy(&pep),
+            "<storage xmlns='storage:bookmarks'>\
+             <conference jid='a@rooms.h' autojoin='true' name='A &amp; co'><nick>me</nick></conference>\
+             <conference jid='b@rooms.h' autojoin='false'><password>p&lt;</password></conference>\
+             <conference jid='c@rooms.h' autojoin='false'></conference></storage>"
+        );
         assert_eq!(
             items,
             [

@@ -509,6 +509,8 @@ impl Request<'_> {
                     notify(&server, &owner, &node, config.access, &inner);
                     if node == avatar::METADATA {
                         avatar::metadata_published(&server, &owner, &xml).await;
+                    } else if node == bookmarks::NODE {
+                        bookmarks::to_private(&server, &owner).await;
                     }
                 }
                 Err(StoreError::QuotaExceeded) => reply.error(
@@ -559,6 +561,9 @@ impl Request<'_> {
             match write.await {
                 Ok(()) => {
                     reply.result(&mut out);
+                    if node == bookmarks::NODE {
+                        bookmarks::to_private(&server, &owner).await;
+                    }
                     if tell {
                         let inner = format!("<retract id='{}'/>", Esc(&id));
                         notify(&server, &owner, &node, config.access, &inner);
