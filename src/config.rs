@@ -37,6 +37,7 @@ pub struct Config {
     pub registration: Registration,
     pub roster: Roster,
     pub muc: Muc,
+    pub pep: Pep,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -245,6 +246,32 @@ impl Default for Muc {
     }
 }
 
+/// `[pep]`: personal eventing (XEP-0163) limits per account.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pep {
+    /// Nodes one account may have; a publish that would create one more gets
+    /// `not-allowed`.
+    #[serde(deserialize_with = "max_items")]
+    pub max_nodes: u32,
+    /// Ceiling of a node's `pubsub#max_items` (also what `max` means).
+    #[serde(deserialize_with = "max_items")]
+    pub max_items: u32,
+    /// Largest item payload in bytes; bigger ones get `payload-too-big`.
+    #[serde(deserialize_with = "positive")]
+    pub max_item_bytes: u32,
+}
+
+impl Default for Pep {
+    fn default() -> Self {
+        Pep {
+            max_nodes: 64,
+            max_items: 64,
+            max_item_bytes: 64 * 1024,
+        }
+    }
+}
+
 impl Config {
     /// The chat-room service's domain, when the service is enabled.
     pub fn muc_domain(&self) -> Option<String> {
@@ -271,6 +298,7 @@ impl Default for Config {
             registration: Registration::default(),
             roster: Roster::default(),
             muc: Muc::default(),
+            pep: Pep::default(),
         }
     }
 }
@@ -731,6 +759,10 @@ impl Config {
         let _ = writeln!(out, "creators = {}", quote(creators));
         let admins: Vec<String> = muc.admins.iter().map(|a| quote(a)).collect();
         let _ = writeln!(out, "admins = [{}]", admins.join(", "));
+        let _ = writeln!(out, "\n[pep]");
+        let _ = writeln!(out, "max_nodes = {}", self.pep.max_nodes);
+        let _ = writeln!(out, "max_items = {}", self.pep.max_items);
+        let _ = writeln!(out, "max_item_bytes = {}", self.pep.max_item_bytes);
         out
     }
 }
@@ -1081,6 +1113,11 @@ auth_timeout_secs = 1
                 history_default: 5,
                 creators: Creators::Admins,
                 admins: vec!["boss@chat.example".into()],
+            },
+            pep: Pep {
+                max_nodes: 9,
+                max_items: 8,
+                max_item_bytes: 5000,
             },
         };
         let text = custom.to_toml();

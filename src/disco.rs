@@ -13,8 +13,11 @@ use std::fmt::Write;
 pub const NS_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
+/// The server's identity: category, type, xml:lang, name (as XEP-0115 hashes it).
+pub const SERVER_IDENTITY: [&str; 4] = ["server", "im", "", "hearth"];
+
 /// Features of the server's own JID, sorted as XEP-0115 hashing wants.
-fn server_features() -> [&'static str; 11] {
+pub fn server_features() -> [&'static str; 11] {
     let mut features = [
         NS_INFO,
         NS_ITEMS,
@@ -52,7 +55,10 @@ pub fn handle(
     let ns = query.tag_name().namespace().unwrap_or_default();
     let domain = server.config.domain.as_str();
     let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
-    if query.attribute("node").is_some() {
+    let caps_node = query
+        .attribute("node")
+        .is_some_and(|node| target == IqTarget::Server && crate::pep::caps::is_server_node(node));
+    if query.attribute("node").is_some() && !caps_node {
         stanza::write_error_reply(
             out,
             Kind::Iq,
@@ -71,7 +77,11 @@ pub fn handle(
         from,
         session.jid.as_str(),
     );
-    let _ = write!(out, "><query xmlns='{ns}'>");
+    let _ = write!(out, "><query xmlns='{ns}'");
+    if let Some(node) = query.attribute("node") {
+        let _ = write!(out, " node='{}'", Esc(node));
+    }
+    out.push('>');
     if ns == NS_ITEMS && target == IqTarget::Server {
         if let Some(muc) = server.muc.domain() {
             let _ = write!(out, "<item jid='{}' name='Chat rooms'/>", Esc(muc));
@@ -80,13 +90,21 @@ pub fn handle(
     if ns == NS_INFO {
         match target {
             IqTarget::Server => {
-                out.push_str("<identity category='server' type='im' name='hearth'/>");
+                let [category, ty, _, name] = SERVER_IDENTITY;
+                let _ = write!(
+                    out,
+                    "<identity category='{category}' type='{ty}' name='{name}'/>"
+                );
                 for feature in server_features() {
                     let _ = write!(out, "<feature var='{}'/>", Esc(feature));
                 }
             }
             IqTarget::Account(_) => {
                 out.push_str("<identity category='account' type='registered'/>");
+                out.push_str("<identity category='pubsub' type='pep'/>");
+                for feature in crate::pep::FEATURES {
+                    let _ = write!(out, "<feature var='{}'/>", Esc(feature));
+                }
                 for feature in ACCOUNT_FEATURES {
                     let _ = write!(out, "<feature var='{}'/>", Esc(feature));
                 }

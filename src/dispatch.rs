@@ -14,8 +14,8 @@ use crate::stanza::{
 };
 use crate::xml::{write_element_without, NS_CLIENT};
 use crate::{
-    blocking, carbons, csi, disco, last, ping, presence, privacy, private, register, roster, vcard,
-    version,
+    blocking, carbons, csi, disco, last, pep, ping, presence, privacy, private, register, roster,
+    vcard, version,
 };
 use log::info;
 use std::future::Future;
@@ -250,6 +250,9 @@ fn on_iq(
         },
     };
     if matches!(ty, IqType::Result | IqType::Error) {
+        if target == IqTarget::Server {
+            crate::pep::caps::on_response(server, session, stanza);
+        }
         // Answers to requests the server never sent: nothing to do.
         return Deferred::None;
     }
@@ -268,6 +271,7 @@ fn on_iq(
         vcard::NS => return vcard::handle(server, session, stanza, ty, target, out),
         private::NS => return private::handle(server, session, stanza, ty, target, out),
         roster::NS => return roster::handle(server, session, stanza, ty, target, out),
+        pep::NS | pep::NS_OWNER => return pep::handle(server, session, stanza, ty, target, out),
         last::NS => last::handle(server, session, stanza, ty, target, out),
         version::NS => version::handle(server, session, stanza, ty, target, out),
         crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {

@@ -19,6 +19,7 @@ pub mod last;
 pub mod limits;
 pub mod muc;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod privacy;

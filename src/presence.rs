@@ -43,6 +43,8 @@ pub struct State {
     /// Addresses given available presence outside the subscription (RFC 6121 §4.6), told
     /// `unavailable` when the session goes offline.
     directed: RefCell<Vec<Jid>>,
+    /// Verified entity capabilities (XEP-0115), shared with every session announcing them.
+    pub(crate) caps: RefCell<Option<crate::pep::caps::Features>>,
 }
 
 /// RFC 6121 §4.7.2.3: priority is -128..=127, absent means 0.
@@ -264,6 +266,7 @@ fn available(
     *session.presence.current.borrow_mut() = Some(xml.clone());
     let initial = !session.available.replace(true);
     broadcast(server, session, &xml);
+    crate::pep::caps::on_available(server, session, stanza, initial, out);
     if !initial {
         return Deferred::None;
     }

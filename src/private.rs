@@ -100,12 +100,22 @@ pub fn handle(
                 );
                 return Deferred::None;
             }
+            // XEP-0411: legacy bookmarks show up in the XEP-0402 node too.
+            let mirror: Vec<_> = items
+                .iter()
+                .filter_map(|(ns, xml)| crate::pep::bookmarks::from_private(server, user, ns, xml))
+                .collect();
             let items = items
                 .into_iter()
                 .map(|(ns, xml)| (ns, xml.into_bytes()))
                 .collect();
             let write = server.store.private_set(user, items);
             Deferred::Reply(Box::pin(async move {
+                for mirror in mirror {
+                    if let Err(e) = mirror.await {
+                        warn!("bookmarks not mirrored into PEP: {e}");
+                    }
+                }
                 reply.after_write(write.await, "private XML")
             }))
         }

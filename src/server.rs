@@ -45,6 +45,8 @@ pub struct Server {
     pub muc: crate::muc::Muc,
     /// Last unavailable presences not yet committed (probes must not miss them).
     pub pending_last: crate::presence::PendingLast,
+    /// Verified entity capabilities and the queries learning them (XEP-0115).
+    pub pep_caps: crate::pep::caps::Caps,
     /// Connection admission, rate buckets, login delays, limit counters.
     pub protection: Protection,
     tls: RefCell<Arc<rustls::ServerConfig>>,
@@ -65,6 +67,7 @@ impl Server {
             registrations: Default::default(),
             muc,
             pending_last: Default::default(),
+            pep_caps: Default::default(),
             protection: Protection::new(&config),
             config,
             store,

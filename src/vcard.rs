@@ -85,7 +85,11 @@ pub fn with_photo_update<R>(
 /// the decoded bytes. Line breaks inside the base64 are allowed.
 fn photo_hash_of(vcard: Node) -> Option<String> {
     let photo = stanza::child(vcard, "PHOTO", NS)?;
-    let binval = stanza::child_text(photo, "BINVAL", NS)?;
+    base64_photo_hash(stanza::child_text(photo, "BINVAL", NS)?)
+}
+
+/// The hex SHA-1 of a base64 image (whitespace allowed), if it decodes to any bytes.
+pub(crate) fn base64_photo_hash(binval: &str) -> Option<String> {
     let compact: String = binval.split_ascii_whitespace().collect();
     let bytes = base64::decode(&compact).filter(|b| !b.is_empty())?;
     let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &bytes);
@@ -140,9 +144,18 @@ pub fn handle(
                 return Deferred::None;
             }
             let hash = photo_hash_of(vcard);
+            // XEP-0398: the photo becomes the user's XEP-0084 avatar too.
+            let avatar = hash
+                .as_deref()
+                .and_then(|hash| crate::pep::avatar::from_vcard(server, user, vcard, hash));
             let server = server.clone();
             let user = user.to_owned();
             Deferred::Reply(Box::pin(async move {
+                if let Some(avatar) = avatar {
+                    if let Err(e) = avatar.await {
+                        warn!("{user}: vCard photo not published as avatar: {e}");
+                    }
+                }
                 let result = server.store.set_vcard(&user, xml.into_bytes(), hash).await;
                 server.photo_hashes.0.forget(&user);
                 reply.after_write(result, "vCard")

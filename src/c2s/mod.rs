@@ -363,6 +363,7 @@ impl Connection {
                 );
                 let _ = write!(self.out, "<ver xmlns='{}'/>", crate::roster::NS_VERSIONING);
                 let _ = write!(self.out, "<csi xmlns='{}'/>", csi::NS);
+                crate::pep::caps::write_stream_feature(&mut self.out);
                 let _ = write!(
                     self.out,
                     "<limits xmlns='{NS_LIMITS}'><max-bytes>{}</max-bytes></limits>",

@@ -153,6 +153,8 @@ pub struct StanzaError<'a> {
     pub condition: StanzaCondition,
     pub kind: ErrorType,
     pub text: Option<&'a str>,
+    /// An application-specific condition (RFC 6120 §8.3.4): element name and namespace.
+    pub app: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> StanzaError<'a> {
@@ -161,7 +163,13 @@ impl<'a> StanzaError<'a> {
             condition,
             kind: condition.default_type(),
             text: None,
+            app: None,
         }
+    }
+
+    pub fn with_app(mut self, name: &'a str, ns: &'a str) -> Self {
+        self.app = Some((name, ns));
+        self
     }
 
     pub fn with_text(mut self, text: &'a str) -> Self {
@@ -183,6 +191,9 @@ impl<'a> StanzaError<'a> {
                 "<text xmlns='{NS_STANZA_ERRORS}' xml:lang='en'>{}</text>",
                 Esc(text)
             );
+        }
+        if let Some((name, ns)) = self.app {
+            let _ = write!(out, "<{name} xmlns='{ns}'/>");
         }
         out.push_str("</error>");
     }

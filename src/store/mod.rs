@@ -10,12 +10,14 @@ mod accounts;
 mod blocking;
 mod muc;
 mod offline;
+mod pep;
 mod privacy;
 mod private;
 mod roster;
 mod vcard;
 mod writer;
 
+pub use pep::{PepItem, Publish};
 pub use privacy::PrivacyLists;
 pub use roster::{Roster, RosterItem, RosterTxn, Stored};
 
@@ -227,6 +229,7 @@ fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError>
     blocking::clear_user(txn, user)?;
     vcard::clear_user(txn, user)?;
     private::clear_user(txn, user)?;
+    pep::clear_user(txn, user)?;
     privacy::clear_user(txn, user)?;
     roster::clear_user(txn, user)
 }
@@ -239,6 +242,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     blocking::create_tables(txn)?;
     vcard::create_tables(txn)?;
     private::create_tables(txn)?;
+    pep::create_tables(txn)?;
     privacy::create_tables(txn)?;
     roster::create_tables(txn)
 }

@@ -288,6 +288,33 @@ async def scenario_carbons(server):
     await close(phone, laptop, bob)
 
 
+async def scenario_pep_open_device_list(server):
+    from xml.etree import ElementTree as ET
+    alice = await online(server, "alice", "omemo")
+    bob = await online(server, "bob", "stranger")
+    for client in (alice, bob):
+        client.register_plugin("xep_0004")
+        client.register_plugin("xep_0060")
+        client.register_plugin("xep_0163")
+    node = "eu.siacs.conversations.axolotl.devicelist"
+    payload = ET.Element("{eu.siacs.conversations.axolotl}list")
+    ET.SubElement(payload, "{eu.siacs.conversations.axolotl}device", id="4242")
+    form = alice.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/pubsub#publish-options")
+    form.add_field(var="pubsub#access_model", value="open")
+    result = await alice.plugin["xep_0060"].publish(
+        alice.boundjid.bare, node, id="current", payload=payload, options=form, timeout=TIMEOUT)
+    assert result["pubsub"]["publish"]["item"]["id"] == "current", result
+    # bob shares no roster with alice: the open access model lets him read it.
+    got = await bob.plugin["xep_0060"].get_items(f"alice@{DOMAIN}", node, timeout=TIMEOUT)
+    items = list(got["pubsub"]["items"])
+    assert [i["id"] for i in items] == ["current"], got
+    device = items[0]["payload"].find("{eu.siacs.conversations.axolotl}device")
+    assert device is not None and device.get("id") == "4242", got
+    await close(alice, bob)
+
+
 SCENARIOS = [
     scenario_starttls_scram_ping_disco,
     scenario_direct_tls_login,
@@ -297,6 +324,7 @@ SCENARIOS = [
     scenario_mutual_subscription_presence,
     scenario_muc_groupchat,
     scenario_carbons,
+    scenario_pep_open_device_list,
 ]
 
 
