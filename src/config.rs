@@ -37,6 +37,7 @@ pub struct Config {
     pub registration: Registration,
     pub roster: Roster,
     pub muc: Muc,
+    pub sm: Sm,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -245,6 +246,31 @@ impl Default for Muc {
     }
 }
 
+/// XEP-0198 stream management (`[sm]`): acks and resumption after a dropped connection.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sm {
+    pub enabled: bool,
+    /// How long a session whose connection dropped stays resumable; meanwhile the user
+    /// stays available and messages wait for it.
+    #[serde(deserialize_with = "timeout_secs")]
+    pub resume_timeout_secs: u32,
+    /// Stanzas sent and not yet acknowledged; past it the stream ends with
+    /// `resource-constraint`.
+    #[serde(deserialize_with = "positive")]
+    pub max_unacked: u32,
+}
+
+impl Default for Sm {
+    fn default() -> Self {
+        Sm {
+            enabled: true,
+            resume_timeout_secs: 300,
+            max_unacked: 1000,
+        }
+    }
+}
+
 impl Config {
     /// The chat-room service's domain, when the service is enabled.
     pub fn muc_domain(&self) -> Option<String> {
@@ -271,6 +297,7 @@ impl Default for Config {
             registration: Registration::default(),
             roster: Roster::default(),
             muc: Muc::default(),
+            sm: Sm::default(),
         }
     }
 }
@@ -731,6 +758,11 @@ impl Config {
         let _ = writeln!(out, "creators = {}", quote(creators));
         let admins: Vec<String> = muc.admins.iter().map(|a| quote(a)).collect();
         let _ = writeln!(out, "admins = [{}]", admins.join(", "));
+        let sm = &self.sm;
+        let _ = writeln!(out, "\n[sm]");
+        let _ = writeln!(out, "enabled = {}", sm.enabled);
+        let _ = writeln!(out, "resume_timeout_secs = {}", sm.resume_timeout_secs);
+        let _ = writeln!(out, "max_unacked = {}", sm.max_unacked);
         out
     }
 }
@@ -1081,6 +1113,11 @@ auth_timeout_secs = 1
                 history_default: 5,
                 creators: Creators::Admins,
                 admins: vec!["boss@chat.example".into()],
+            },
+            sm: Sm {
+                enabled: false,
+                resume_timeout_secs: 60,
+                max_unacked: 10,
             },
         };
         let text = custom.to_toml();
