@@ -206,3 +206,38 @@ fn failed_resume_then_normal_bind() {
     assert!(alice.stanza().contains("alice@localhost/r"));
     alice.sync();
 }
+
+#[test]
+fn shutdown_and_clean_close_keep_unacknowledged_messages() {
+    let mut server = TestServer::start("");
+    let (mut alice, mut bob) = contacts(&server);
+    enable(&mut alice);
+    bob.send(&chat("alice@localhost/phone", "m1"));
+    alice.expect("m1");
+    // A clean close ends the session at once; m1 was never acknowledged.
+    alice.send("</stream:stream>");
+    assert_eq!(alice.next(), Got::Close);
+    bob.expect("type='unavailable'");
+
+    let mut alice = Client::online(&server, "alice", "phone");
+    alice.expect("m1");
+    alice.sync();
+    enable(&mut alice);
+    bob.send(&chat("alice@localhost/phone", "m2"));
+    alice.expect("m2");
+    drop(alice);
+    server.wait_for_log("session kept for resumption");
+    bob.send(&chat("alice@localhost", "m3"));
+    bob.sync();
+    drop(bob);
+    // The parked session ends on the way down: m2 (unacknowledged) and m3
+    // (queued) are in offline storage.
+    assert!(server.stop().success());
+    server.spawn();
+    let mut alice = Client::online(&server, "alice", "laptop");
+    for body in ["m2", "m3"] {
+        assert!(alice.expect("<body>").contains(&format!(">{body}<")));
+    }
+    alice.sync();
+    assert_eq!(alice.transcript.matches("<body>").count(), 2);
+}
