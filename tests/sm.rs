@@ -241,3 +241,42 @@ fn shutdown_and_clean_close_keep_unacknowledged_messages() {
     alice.sync();
     assert_eq!(alice.transcript.matches("<body>").count(), 2);
 }
+
+#[test]
+fn binding_the_parked_resource_replaces_the_parked_session() {
+    let server = TestServer::start("");
+    let (mut alice, mut bob) = contacts(&server);
+    let id = enable(&mut alice);
+    bob.send(&chat("alice@localhost/phone", "m1"));
+    alice.expect("m1");
+    drop(alice);
+    server.wait_for_log("session kept for resumption");
+    let mut alice = Client::login(&server, "alice", "phone");
+    server.wait_for_log("not resumed, ending the session");
+    server.wait_for_log("unacknowledged messages moved to offline storage");
+    alice.send("<presence/>");
+    alice.expect(">m1<");
+    alice.sync();
+    let mut again = authenticated(&server, "alice");
+    again.send(&format!("<resume xmlns='{NS}' previd='{id}' h='0'/>"));
+    assert!(again.stanza().contains("<item-not-found "));
+}
+
+#[test]
+fn a_client_that_never_acks_is_cut_off() {
+    let server = TestServer::start("[sm]\nmax_unacked = 3\n");
+    server.add_user("alice");
+    let mut alice = Client::login(&server, "alice", "r");
+    enable(&mut alice);
+    for n in 0..3 {
+        alice.send(&format!(
+            "<iq type='get' id='p{n}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        alice.expect(&format!("id='p{n}'"));
+    }
+    // Acknowledging makes room again.
+    alice.send(&format!("<a xmlns='{NS}' h='1'/>"));
+    alice.sync();
+    alice.send("<iq type='get' id='over'><ping xmlns='urn:xmpp:ping'/></iq>");
+    alice.expect_stream_error("resource-constraint");
+}
