@@ -11,6 +11,7 @@ use crate::server::Server;
 use crate::stanza::Stanza;
 use crate::xml::{self, NS_CLIENT};
 use log::info;
+use smol::net::TcpStream;
 use smol::{future, Timer};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -222,38 +223,111 @@ pub struct Parked {
     _taken: smol::channel::Sender<()>,
 }
 
-/// Parked sessions by resumption id.
+/// A resumption id's session: on a live connection or parked.
+enum Slot {
+    /// Shutting the socket down makes its connection task park the session.
+    Live {
+        user: Box<str>,
+        socket: TcpStream,
+    },
+    Parked(Parked),
+}
+
+/// How long a resuming stream waits for the session's old connection to
+/// let go of it.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// Resumable sessions by resumption id.
 #[derive(Default)]
 pub struct Parking {
-    parked: RefCell<HashMap<Box<str>, Parked>>,
+    slots: RefCell<HashMap<Box<str>, Slot>>,
     /// Sessions no longer parked whose ending still waits for the disk.
     ending: Cell<usize>,
 }
 
 impl Parking {
-    /// Takes a parked session for `user` to resume it; None if the id is
-    /// unknown, expired or someone else's.
-    pub fn take(&self, id: &str, user: &str) -> Option<Parked> {
-        let mut parked = self.parked.borrow_mut();
-        if parked.get(id)?.user.as_ref() != user {
+    /// A connection enabled (or resumed) a resumable session.
+    pub fn live(&self, id: &str, user: &str, socket: TcpStream) {
+        let slot = Slot::Live {
+            user: user.into(),
+            socket,
+        };
+        self.slots.borrow_mut().insert(id.into(), slot);
+    }
+
+    /// A live session ended for good.
+    pub fn forget(&self, id: &str) {
+        let mut slots = self.slots.borrow_mut();
+        if matches!(slots.get(id), Some(Slot::Live { .. })) {
+            slots.remove(id);
+        }
+    }
+
+    /// Takes a session of `user` to resume it; None if the id is unknown,
+    /// expired or someone else's. A session whose old connection the
+    /// server still thinks alive (§5: the client noticed the breakage
+    /// first) has that connection cut, which parks it, and is then taken.
+    pub async fn take(&self, id: &str, user: &str) -> Option<Parked> {
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        loop {
+            {
+                let mut slots = self.slots.borrow_mut();
+                match slots.get(id)? {
+                    Slot::Live { user: owner, .. } | Slot::Parked(Parked { user: owner, .. })
+                        if owner.as_ref() != user =>
+                    {
+                        return None
+                    }
+                    Slot::Live { socket, .. } => {
+                        let _ = socket.shutdown(std::net::Shutdown::Both);
+                    }
+                    Slot::Parked(_) => {
+                        return match slots.remove(id) {
+                            Some(Slot::Parked(parked)) => Some(parked),
+                            _ => None,
+                        }
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            Timer::after(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Removes a parked session that is to end now.
+    fn unpark(&self, id: &str) -> Option<Parked> {
+        let mut slots = self.slots.borrow_mut();
+        if !matches!(slots.get(id), Some(Slot::Parked(_))) {
             return None;
         }
-        parked.remove(id)
+        match slots.remove(id) {
+            Some(Slot::Parked(parked)) => Some(parked),
+            _ => None,
+        }
     }
 
     /// Parked sessions and those being ended: shutdown waits for both.
     pub fn count(&self) -> usize {
-        self.parked.borrow().len() + self.ending.get()
+        let slots = self.slots.borrow();
+        let parked = slots
+            .values()
+            .filter(|slot| matches!(slot, Slot::Parked(_)))
+            .count();
+        parked + self.ending.get()
     }
 
     /// Graceful shutdown: every parked session ends (its waiter does the
     /// no-loss rule).
     pub fn close_all(&self) {
-        for parked in self.parked.borrow().values() {
-            parked
-                .session
-                .mailbox
-                .close(crate::stanza::StreamCondition::SystemShutdown);
+        for slot in self.slots.borrow().values() {
+            if let Slot::Parked(parked) = slot {
+                parked
+                    .session
+                    .mailbox
+                    .close(crate::stanza::StreamCondition::SystemShutdown);
+            }
         }
     }
 }
@@ -274,15 +348,15 @@ pub async fn park(server: &Rc<Server>, session: Rc<Session>, state: Box<State>, 
         "{}: connection lost, session kept for resumption",
         session.jid
     );
-    server.sm.parked.borrow_mut().insert(
+    server.sm.slots.borrow_mut().insert(
         id.clone(),
-        Parked {
+        Slot::Parked(Parked {
             user,
             session,
             state,
             csi,
             _taken: taken,
-        },
+        }),
     );
     let timeout = Duration::from_secs(server.config.sm.resume_timeout_secs.into());
     future::or(
@@ -297,7 +371,7 @@ pub async fn park(server: &Rc<Server>, session: Rc<Session>, state: Box<State>, 
         ),
     )
     .await;
-    let Some(mut parked) = server.sm.parked.borrow_mut().remove(&id) else {
+    let Some(mut parked) = server.sm.unpark(&id) else {
         // Resumed by a new connection.
         return;
     };

@@ -158,10 +158,6 @@ fn resumption_delivers_everything_once_and_contacts_see_no_gap() {
         "{}",
         bob.transcript
     );
-    // The same session: a second resume of the old id fails.
-    let mut again = authenticated(&server, "alice");
-    again.send(&format!("<resume xmlns='{NS}' previd='{id}' h='0'/>"));
-    assert!(again.stanza().contains("<item-not-found "));
 }
 
 #[test]
@@ -279,4 +275,37 @@ fn a_client_that_never_acks_is_cut_off() {
     alice.sync();
     alice.send("<iq type='get' id='over'><ping xmlns='urn:xmpp:ping'/></iq>");
     alice.expect_stream_error("resource-constraint");
+}
+
+#[test]
+fn resuming_takes_over_a_connection_the_server_still_thinks_alive() {
+    let server = TestServer::start("");
+    let (mut alice, mut bob) = contacts(&server);
+    let id = enable(&mut alice);
+    bob.send(&chat("alice@localhost/phone", "m1"));
+    alice.expect("m1");
+    // The phone switched networks: its old connection is not closed yet.
+    let mut phone = authenticated(&server, "alice");
+    phone.send(&format!("<resume xmlns='{NS}' previd='{id}' h='0'/>"));
+    assert_eq!(
+        phone.stanza(),
+        format!("<resumed xmlns='urn:xmpp:sm:3' previd='{id}' h='0'/>")
+    );
+    assert!(phone.stanza().contains(">m1<"));
+    assert_eq!(alice.next(), Got::Eof);
+    bob.send(&chat("alice@localhost/phone", "m2"));
+    phone.expect(">m2<");
+    phone.sync();
+    assert!(
+        !bob.transcript.contains("unavailable"),
+        "{}",
+        bob.transcript
+    );
+    // And the resumed stream can be resumed in turn.
+    drop(phone);
+    server.wait_for_log("session kept for resumption");
+    let mut again = authenticated(&server, "alice");
+    again.send(&format!("<resume xmlns='{NS}' previd='{id}' h='3'/>"));
+    assert!(again.stanza().starts_with("<resumed "));
+    again.sync();
 }

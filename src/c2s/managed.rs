@@ -55,6 +55,7 @@ impl Connection {
                 " id='{id}' resume='true' max='{}'",
                 self.server.config.sm.resume_timeout_secs
             );
+            self.register_live(&id);
             state.id = Some(id.into());
         }
         self.out.push_str("/>");
@@ -78,7 +79,7 @@ impl Connection {
             mut state,
             csi,
             ..
-        }) = self.server.sm.take(previd, user)
+        }) = self.server.sm.take(previd, user).await
         else {
             self.write_failed("item-not-found");
             return Ok(());
@@ -108,11 +109,19 @@ impl Connection {
         }
         let out = std::mem::take(&mut self.out);
         let written = self.write_raw(out.as_bytes()).await;
+        self.register_live(previd);
         self.sm = Some(state);
         written?;
         // What waited for an inactive client, then the mailbox, follow.
         self.csi.set_active(true, &mut self.out);
         Ok(())
+    }
+
+    /// This connection now carries the resumable session `id`.
+    fn register_live(&self, id: &str) {
+        if let (Some(user), Some(tcp)) = (&self.user, self.transport.tcp()) {
+            self.server.sm.live(id, user, tcp.clone());
+        }
     }
 
     fn write_failed(&mut self, condition: &str) {

@@ -706,6 +706,9 @@ impl Connection {
             return Some((session, state, std::mem::take(&mut self.csi)));
         }
         if let Some(state) = &mut sm {
+            if let Some(id) = &state.id {
+                self.server.sm.forget(id);
+            }
             state.keep_unacked(&self.server, &session).await;
         }
         let user = session.jid.local().unwrap_or_default();
