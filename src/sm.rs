@@ -337,50 +337,60 @@ impl Parking {
 /// closed (conflict, shutdown, full) or the resumption timeout passes;
 /// the last two end it as a disconnect does, unacknowledged stanzas first
 /// going through the no-loss rule.
-pub async fn park(server: &Rc<Server>, session: Rc<Session>, state: Box<State>, csi: csi::Buffer) {
-    let Some(id) = state.id.clone() else {
-        return;
-    };
-    let user: Box<str> = session.jid.local().unwrap_or_default().into();
-    let (taken, resumed) = smol::channel::bounded::<()>(1);
-    let mailbox = session.mailbox.clone();
-    info!(
-        "{}: connection lost, session kept for resumption",
-        session.jid
-    );
-    server.sm.slots.borrow_mut().insert(
-        id.clone(),
-        Slot::Parked(Parked {
+pub async fn park(
+    server: &Rc<Server>,
+    mut session: Rc<Session>,
+    mut state: Box<State>,
+    csi: csi::Buffer,
+) {
+    // Without an id nobody can resume it: it ends at once.
+    if let Some(id) = state.id.clone() {
+        let (taken, resumed) = smol::channel::bounded::<()>(1);
+        let mailbox = session.mailbox.clone();
+        info!(
+            "{}: connection lost, session kept for resumption",
+            session.jid
+        );
+        let user = session.jid.local().unwrap_or_default().into();
+        let parked = Parked {
             user,
             session,
             state,
             csi,
             _taken: taken,
-        }),
-    );
-    let timeout = Duration::from_secs(server.config.sm.resume_timeout_secs.into());
-    future::or(
-        async {
-            let _ = resumed.recv().await;
-        },
+        };
+        server
+            .sm
+            .slots
+            .borrow_mut()
+            .insert(id.clone(), Slot::Parked(parked));
+        let timeout = Duration::from_secs(server.config.sm.resume_timeout_secs.into());
         future::or(
             async {
-                Timer::after(timeout).await;
+                let _ = resumed.recv().await;
             },
-            future::poll_fn(|cx| mailbox.poll_closing(cx)),
-        ),
-    )
-    .await;
-    let Some(mut parked) = server.sm.unpark(&id) else {
-        // Resumed by a new connection.
-        return;
-    };
-    info!("{}: not resumed, ending the session", parked.session.jid);
+            future::or(
+                async {
+                    Timer::after(timeout).await;
+                },
+                future::poll_fn(|cx| mailbox.poll_closing(cx)),
+            ),
+        )
+        .await;
+        let Some(parked) = server.sm.unpark(&id) else {
+            // Resumed by a new connection.
+            return;
+        };
+        info!("{}: not resumed, ending the session", parked.session.jid);
+        (session, state) = (parked.session, parked.state);
+    }
     let ending = &server.sm.ending;
     ending.set(ending.get() + 1);
-    parked.state.keep_unacked(server, &parked.session).await;
-    server.protection.unbind_account(&parked.user);
-    crate::dispatch::session_ended(server, &parked.session).await;
+    state.keep_unacked(server, &session).await;
+    server
+        .protection
+        .unbind_account(session.jid.local().unwrap_or_default());
+    crate::dispatch::session_ended(server, &session).await;
     ending.set(ending.get() - 1);
 }
 
