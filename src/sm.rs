@@ -243,6 +243,8 @@ pub struct Parking {
     slots: RefCell<HashMap<Box<str>, Slot>>,
     /// Sessions no longer parked whose ending still waits for the disk.
     ending: Cell<usize>,
+    /// The server is stopping: nothing is parked any more.
+    stopping: Cell<bool>,
 }
 
 impl Parking {
@@ -321,6 +323,7 @@ impl Parking {
     /// Graceful shutdown: every parked session ends (its waiter does the
     /// no-loss rule).
     pub fn close_all(&self) {
+        self.stopping.set(true);
         for slot in self.slots.borrow().values() {
             if let Slot::Parked(parked) = slot {
                 parked
@@ -343,8 +346,9 @@ pub async fn park(
     mut state: Box<State>,
     csi: csi::Buffer,
 ) {
-    // Without an id nobody can resume it: it ends at once.
-    if let Some(id) = state.id.clone() {
+    // Without an id nobody can resume it, and nobody will once the server
+    // is stopping: it ends at once.
+    if let Some(id) = state.id.clone().filter(|_| !server.sm.stopping.get()) {
         let (taken, resumed) = smol::channel::bounded::<()>(1);
         let mailbox = session.mailbox.clone();
         info!(
