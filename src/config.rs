@@ -38,6 +38,7 @@ pub struct Config {
     pub roster: Roster,
     pub muc: Muc,
     pub pep: Pep,
+    pub sm: Sm,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -272,6 +273,31 @@ impl Default for Pep {
     }
 }
 
+/// XEP-0198 stream management (`[sm]`): acks and resumption after a dropped connection.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sm {
+    pub enabled: bool,
+    /// How long a session whose connection dropped stays resumable; meanwhile the user
+    /// stays available and messages wait for it.
+    #[serde(deserialize_with = "timeout_secs")]
+    pub resume_timeout_secs: u32,
+    /// Stanzas sent and not yet acknowledged; past it the stream ends with
+    /// `resource-constraint`.
+    #[serde(deserialize_with = "positive")]
+    pub max_unacked: u32,
+}
+
+impl Default for Sm {
+    fn default() -> Self {
+        Sm {
+            enabled: true,
+            resume_timeout_secs: 300,
+            max_unacked: 1000,
+        }
+    }
+}
+
 impl Config {
     /// The chat-room service's domain, when the service is enabled.
     pub fn muc_domain(&self) -> Option<String> {
@@ -299,6 +325,7 @@ impl Default for Config {
             roster: Roster::default(),
             muc: Muc::default(),
             pep: Pep::default(),
+            sm: Sm::default(),
         }
     }
 }
@@ -763,6 +790,11 @@ impl Config {
         let _ = writeln!(out, "max_nodes = {}", self.pep.max_nodes);
         let _ = writeln!(out, "max_items = {}", self.pep.max_items);
         let _ = writeln!(out, "max_item_bytes = {}", self.pep.max_item_bytes);
+        let sm = &self.sm;
+        let _ = writeln!(out, "\n[sm]");
+        let _ = writeln!(out, "enabled = {}", sm.enabled);
+        let _ = writeln!(out, "resume_timeout_secs = {}", sm.resume_timeout_secs);
+        let _ = writeln!(out, "max_unacked = {}", sm.max_unacked);
         out
     }
 }
@@ -1118,6 +1150,11 @@ auth_timeout_secs = 1
                 max_nodes: 9,
                 max_items: 8,
                 max_item_bytes: 5000,
+            },
+            sm: Sm {
+                enabled: false,
+                resume_timeout_secs: 60,
+                max_unacked: 10,
             },
         };
         let text = custom.to_toml();

@@ -30,6 +30,7 @@ pub mod roster;
 pub mod router;
 pub mod sasl;
 pub mod server;
+pub mod sm;
 pub mod stanza;
 pub mod store;
 pub mod subscription;

@@ -135,6 +135,16 @@ impl Mailbox {
         }
     }
 
+    /// Ready once a close is queued; for a parked session (XEP-0198) whose
+    /// mailbox nobody reads.
+    pub fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.closing.get() {
+            return Poll::Ready(());
+        }
+        self.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+
     /// A close was queued: the session is on its way out.
     pub fn is_closing(&self) -> bool {
         self.closing.get()

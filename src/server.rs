@@ -49,6 +49,8 @@ pub struct Server {
     pub pep_caps: crate::pep::caps::Caps,
     /// Connection admission, rate buckets, login delays, limit counters.
     pub protection: Protection,
+    /// XEP-0198 sessions waiting to be resumed.
+    pub sm: crate::sm::Parking,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     /// Most connections since memory was last handed back (see [`release_memory`]).
@@ -69,6 +71,7 @@ impl Server {
             pending_last: Default::default(),
             pep_caps: Default::default(),
             protection: Protection::new(&config),
+            sm: Default::default(),
             config,
             store,
             router: RefCell::default(),
@@ -123,6 +126,13 @@ impl Server {
             connections.shrink_to_fit();
             self.peak_connections.set(count);
             release_memory();
+        }
+    }
+
+    /// A resumed session's mailbox is the one shutdown must close now.
+    pub fn replace_connection_mailbox(&self, id: u64, mailbox: Rc<Mailbox>) {
+        if let Some(slot) = self.connections.borrow_mut().get_mut(&id) {
+            *slot = mailbox;
         }
     }
 
@@ -317,8 +327,9 @@ async fn shutdown(server: &Server) {
     for mailbox in server.connections.borrow().values() {
         mailbox.close(StreamCondition::SystemShutdown);
     }
+    server.sm.close_all();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while server.connection_count() > 0 && Instant::now() < deadline {
+    while (server.connection_count() > 0 || server.sm.count() > 0) && Instant::now() < deadline {
         Timer::after(Duration::from_millis(10)).await;
     }
     info!("limit counters: {}", server.protection.counters);

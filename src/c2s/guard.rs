@@ -196,9 +196,15 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes stanzas to the client, counting them for stream management.
+    pub(super) async fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), End> {
+        self.record_sent(bytes)?;
+        self.write_raw(bytes).await
+    }
+
     /// Writes to the client, giving up (and ending the session) when the
     /// write blocks longer than `keepalive.write_timeout_secs`.
-    pub(super) async fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), End> {
+    pub(super) async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), End> {
         let timeout = secs(self.server.config.keepalive.write_timeout_secs);
         let transport = &mut self.transport;
         let written = future::or(async { Some(transport.write_all(bytes).await) }, async {

@@ -6,6 +6,7 @@
 
 mod auth;
 mod guard;
+mod managed;
 mod transport;
 
 pub use transport::Transport;
@@ -97,6 +98,10 @@ struct Connection {
     /// XEP-0352: what waits while the client says it is inactive.
     csi: csi::Buffer,
     guard: guard::Guard,
+    /// XEP-0198, once the client enabled it.
+    sm: Option<Box<crate::sm::State>>,
+    /// This connection's entry in the server's registry.
+    conn_id: u64,
 }
 
 /// Runs one client connection to its end.
@@ -125,10 +130,13 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         session: None,
         csi: csi::Buffer::default(),
         guard: guard::Guard::new(&server.protection.rate, Instant::now()),
+        sm: None,
+        conn_id,
     };
     let deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs.into());
     let refusal = server.protection.admit(limits, peer.ip()).err();
     let admitted = refusal.is_none();
+    let mut parked = None;
     if !direct_tls || conn.direct_tls(deadline).await {
         let end = match refusal {
             Some(refusal) => {
@@ -142,7 +150,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
             }
             None => conn.run(deadline).await,
         };
-        conn.finish(end).await;
+        parked = conn.finish(end).await;
     }
     if admitted {
         server
@@ -150,6 +158,10 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
             .release(peer.ip(), conn.guard.authenticated);
     }
     server.unregister_connection(conn_id);
+    drop(conn);
+    if let Some((session, state, csi)) = parked {
+        crate::sm::park(&server, session, state, csi).await;
+    }
 }
 
 impl Connection {
@@ -183,8 +195,13 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
-        let out = std::mem::take(&mut self.out);
-        let result = self.write_bytes(out.as_bytes()).await;
+        let mut out = std::mem::take(&mut self.out);
+        // On overflow they are unacknowledged already: the no-loss rule has them.
+        self.record_sent(out.as_bytes())?;
+        if let Some(sm) = &mut self.sm {
+            sm.request_if_due(&mut out, Instant::now());
+        }
+        let result = self.write_raw(out.as_bytes()).await;
         if out.capacity() <= 4096 {
             self.out = out;
             self.out.clear();
@@ -211,7 +228,10 @@ impl Connection {
             }
             let wake = {
                 let paused_until = self.guard.paused_until;
-                let next_deadline = self.next_deadline(auth_deadline);
+                let mut next_deadline = self.next_deadline(auth_deadline);
+                if let Some(ask) = self.sm.as_ref().and_then(|sm| sm.request_deadline()) {
+                    next_deadline = next_deadline.min(ask);
+                }
                 let transport = &mut self.transport;
                 let framer = &mut self.framer;
                 let mailbox = &self.mailbox;
@@ -263,7 +283,12 @@ impl Connection {
                     Ok(())
                 }
                 Wake::Mail(Outbound::Close(condition)) => Err(End::Error(condition, None)),
-                Wake::Deadline => self.on_deadline(auth_deadline),
+                Wake::Deadline => {
+                    if let Some(sm) = &mut self.sm {
+                        sm.request_if_due(&mut self.out, Instant::now());
+                    }
+                    self.on_deadline(auth_deadline)
+                }
             };
             if let Err(end) = step {
                 return end;
@@ -364,6 +389,9 @@ impl Connection {
                 let _ = write!(self.out, "<ver xmlns='{}'/>", crate::roster::NS_VERSIONING);
                 let _ = write!(self.out, "<csi xmlns='{}'/>", csi::NS);
                 crate::pep::caps::write_stream_feature(&mut self.out);
+                if self.server.config.sm.enabled {
+                    let _ = write!(self.out, "<sm xmlns='{}'/>", crate::sm::NS);
+                }
                 let _ = write!(
                     self.out,
                     "<limits xmlns='{NS_LIMITS}'><max-bytes>{}</max-bytes></limits>",
@@ -445,6 +473,11 @@ impl Connection {
                     _ => Err(End::Error(StreamCondition::NotAuthorized, None)),
                 }
             }
+            Stage::Authenticated | Stage::Bound
+                if ns == Some(crate::sm::NS) && self.server.config.sm.enabled =>
+            {
+                self.on_sm(node).await
+            }
             Stage::Authenticated => {
                 let stanza = Stanza::parse(node);
                 match stanza {
@@ -462,7 +495,14 @@ impl Connection {
                 self.csi.set_active(active, &mut self.out);
                 Ok(())
             }
-            Stage::Bound => self.on_established(node).await,
+            Stage::Bound => {
+                self.on_established(node).await?;
+                // XEP-0198 §4: handled, and durable or delivered, by now.
+                if let Some(sm) = &mut self.sm {
+                    sm.handled = sm.handled.wrapping_add(1);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -612,8 +652,20 @@ impl Connection {
     }
 
     /// Ends the connection: stream error or close, then the no-loss rule
-    /// for anything still queued, then the registry.
-    async fn finish(&mut self, end: End) {
+    /// for anything still queued, then the registry. A resumable session
+    /// (XEP-0198) whose connection was lost is returned to be parked instead.
+    async fn finish(&mut self, end: End) -> Option<Parkable> {
+        let lost = matches!(
+            end,
+            End::Gone | End::Error(StreamCondition::ConnectionTimeout, _)
+        );
+        if self.sm.is_some() {
+            // Unacknowledged from here on, whether the write below works or not.
+            let out = std::mem::take(&mut self.out);
+            let _ = self.record_sent(out.as_bytes());
+            self.out = out;
+            self.guard.unwritten.clear();
+        }
         match end {
             End::Error(condition, text) => {
                 if !self.header_sent {
@@ -649,13 +701,26 @@ impl Connection {
             }
         }
         self.keep_unwritten().await;
-        if let Some(session) = self.session.take() {
-            let user = session.jid.local().unwrap_or_default();
-            self.server.protection.unbind_account(user);
-            dispatch::session_ended(&self.server, &session).await;
+        let session = self.session.take()?;
+        let mut sm = self.sm.take();
+        if let Some(state) = sm.take_if(|state| lost && state.id.is_some()) {
+            return Some((session, state, std::mem::take(&mut self.csi)));
         }
+        if let Some(state) = &mut sm {
+            if let Some(id) = &state.id {
+                self.server.sm.forget(id);
+            }
+            state.keep_unacked(&self.server, &session).await;
+        }
+        let user = session.jid.local().unwrap_or_default();
+        self.server.protection.unbind_account(user);
+        dispatch::session_ended(&self.server, &session).await;
+        None
     }
 }
+
+/// A session to park for resumption: its counters and what CSI held.
+type Parkable = (Rc<Session>, Box<crate::sm::State>, csi::Buffer);
 
 /// RFC 6120 §4.7–4.8: namespace, version and host of a client's header.
 fn check_header(header: &StreamHeader, domain: &str) -> Result<(), End> {

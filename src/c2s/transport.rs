@@ -40,6 +40,15 @@ impl Transport {
         matches!(self, Transport::Tls(_))
     }
 
+    /// The socket underneath, e.g. for another task to shut it down.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Transport::Plain(tcp) => Some(tcp),
+            Transport::Tls(tls) => Some(tls.get_ref().0),
+            Transport::Closed => None,
+        }
+    }
+
     /// Reads what is available into the framer. `Ok(0)` is end of stream.
     pub fn poll_fill(
         &mut self,

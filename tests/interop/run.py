@@ -99,8 +99,10 @@ def make_client(server, user, resource, direct_tls=False):
     return client
 
 
-async def online(server, user, resource, direct_tls=False, presence=True):
+async def online(server, user, resource, direct_tls=False, presence=True, plugins=()):
     client = make_client(server, user, resource, direct_tls)
+    for plugin in plugins:
+        client.register_plugin(plugin)
     started = asyncio.get_running_loop().create_future()
     failed = lambda *_: started.done() or started.set_exception(RuntimeError(f"{user}: auth failed"))
     client.add_event_handler("session_start", lambda _: started.done() or started.set_result(True))
@@ -312,6 +314,42 @@ async def scenario_pep_open_device_list(server):
     assert [i["id"] for i in items] == ["current"], got
     device = items[0]["payload"].find("{eu.siacs.conversations.axolotl}device")
     assert device is not None and device.get("id") == "4242", got
+
+
+async def scenario_stream_resumption(server):
+    """XEP-0198: the TCP connection drops, slixmpp reconnects and resumes;
+    what bob sent meanwhile arrives and bob never sees alice go away."""
+    loop = asyncio.get_running_loop()
+    enabled, resumed = loop.create_future(), loop.create_future()
+    alice = make_client(server, "dave", "phone")
+    alice.register_plugin("xep_0198")
+    alice.add_event_handler("sm_enabled", lambda _: enabled.done() or enabled.set_result(True))
+    alice.add_event_handler("session_resumed", lambda _: resumed.done() or resumed.set_result(True))
+    alice.inbox = asyncio.Queue()
+    alice.add_event_handler("message", lambda msg: alice.inbox.put_nowait(msg))
+    host, port = server.starttls
+    alice.connect(host, int(port))
+    await asyncio.wait_for(enabled, TIMEOUT)
+    alice.send_presence()
+    bob = await online(server, "erin", "desk")
+    unavailable = []
+    bob.add_event_handler("presence_unavailable", lambda p: unavailable.append(p))
+    bob.send_message(mto=f"dave@{DOMAIN}/phone", mbody="before", mtype="chat")
+    msg = await asyncio.wait_for(alice.inbox.get(), TIMEOUT)
+    assert msg["body"] == "before", msg
+    alice.transport.abort()
+    await asyncio.sleep(0.3)
+    bob.send_message(mto=f"dave@{DOMAIN}/phone", mbody="meanwhile", mtype="chat")
+    await bob.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    alice.connect(host, int(port))
+    await asyncio.wait_for(resumed, TIMEOUT)
+    bodies = []
+    while not bodies or bodies[-1] != "meanwhile":
+        bodies.append((await asyncio.wait_for(alice.inbox.get(), TIMEOUT))["body"])
+    assert bodies.count("meanwhile") == 1, bodies
+    rtt = await alice.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    assert rtt is not None
+    assert not unavailable, unavailable
     await close(alice, bob)
 
 
@@ -325,6 +363,7 @@ SCENARIOS = [
     scenario_muc_groupchat,
     scenario_carbons,
     scenario_pep_open_device_list,
+    scenario_stream_resumption,
 ]
 
 
