@@ -68,7 +68,8 @@ pub fn handle(
     true
 }
 
-fn is_private(child: roxmltree::Node) -> bool {
+/// Carbons' `<private/>` marker, which only instructs this server.
+pub fn is_private(child: roxmltree::Node) -> bool {
     child.has_tag_name((NS, "private"))
 }
 

@@ -37,6 +37,7 @@ pub struct Config {
     pub registration: Registration,
     pub roster: Roster,
     pub muc: Muc,
+    pub mam: Mam,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -245,6 +246,26 @@ impl Default for Muc {
     }
 }
 
+/// XEP-0313 message archives (`[mam]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mam {
+    /// Archive 1:1 messages and answer archive queries.
+    pub enabled: bool,
+    /// Archived messages older than this are deleted; 0 keeps them forever.
+    #[serde(deserialize_with = "small_count")]
+    pub retention_days: u32,
+}
+
+impl Default for Mam {
+    fn default() -> Self {
+        Mam {
+            enabled: true,
+            retention_days: 365,
+        }
+    }
+}
+
 impl Config {
     /// The chat-room service's domain, when the service is enabled.
     pub fn muc_domain(&self) -> Option<String> {
@@ -271,6 +292,7 @@ impl Default for Config {
             registration: Registration::default(),
             roster: Roster::default(),
             muc: Muc::default(),
+            mam: Mam::default(),
         }
     }
 }
@@ -731,6 +753,9 @@ impl Config {
         let _ = writeln!(out, "creators = {}", quote(creators));
         let admins: Vec<String> = muc.admins.iter().map(|a| quote(a)).collect();
         let _ = writeln!(out, "admins = [{}]", admins.join(", "));
+        let _ = writeln!(out, "\n[mam]");
+        let _ = writeln!(out, "enabled = {}", self.mam.enabled);
+        let _ = writeln!(out, "retention_days = {}", self.mam.retention_days);
         out
     }
 }
@@ -1081,6 +1106,10 @@ auth_timeout_secs = 1
                 history_default: 5,
                 creators: Creators::Admins,
                 admins: vec!["boss@chat.example".into()],
+            },
+            mam: Mam {
+                enabled: false,
+                retention_days: 0,
             },
         };
         let text = custom.to_toml();

@@ -209,6 +209,13 @@ pub fn handle(
                     room.on_occupant_iq(&mut ctx, nick, ty);
                     None
                 }
+                (StanzaType::Iq(ty), None)
+                    if stanza.payload().and_then(|p| p.tag_name().namespace())
+                        == Some(crate::mam::NS) =>
+                {
+                    deferred = room.on_mam(&mut ctx, ty);
+                    None
+                }
                 (StanzaType::Iq(ty), None) => room_iq(&mut ctx, room, ty),
                 (StanzaType::Presence(_), _) => None,
             }
