@@ -171,6 +171,26 @@ pub fn delivered(
     xml
 }
 
+/// The recipient's archive id in a message as [`delivered`] wrote it for `recipient`,
+/// found by the exact text written there.
+pub fn archived_id(server: &Server, recipient: &str, xml: &str) -> Option<u64> {
+    let marker = format!(
+        "<stanza-id xmlns='{NS_SID}' by='{}' id='",
+        Esc(&format!("{recipient}@{}", server.config.domain))
+    );
+    let at = xml.rfind(&marker)?;
+    let rest = xml.get(at + marker.len()..)?;
+    decode_id(rest.split('\'').next()?)
+}
+
+/// A message [`delivered`] archived was then refused (the recipient's offline queue is
+/// full): it leaves the recipient's archive, which must not show what never arrived. The
+/// sender's archive keeps it, as the sender did send it.
+pub fn refused(server: &Server, recipient: &str, id: u64) {
+    let write = server.store.mam_remove(recipient, id);
+    let _ = server.mam.writes.0.try_send(Box::pin(write));
+}
+
 /// Archives a room's groupchat message (`xml` as occupants get it, without stanza-id) and
 /// returns the id its stanza-id must carry.
 pub fn archive_groupchat(server: &Server, room: &Jid, nick: &str, xml: String) -> String {

@@ -467,3 +467,20 @@ fn room_archive_answers_occupants() {
     // The 1:1 archive of bob does not hold groupchat.
     assert!(query(&mut bob, "", &[], "").unwrap().0.is_empty());
 }
+
+#[test]
+fn a_message_refused_for_a_full_offline_queue_leaves_the_recipients_archive() {
+    let server = server_with(&["alice", "bob"], "[limits]\noffline_quota = 1\n");
+    let mut alice = Client::online(&server, "alice", "a");
+    alice.send(&chat("bob", "kept"));
+    alice.send(&chat("bob", "refused"));
+    let error = alice.expect("type='error'");
+    assert!(error.contains("<service-unavailable "), "{error}");
+    alice.sync();
+    assert_eq!(query(&mut alice, "", &[], "").unwrap().0.len(), 2);
+    let mut bob = Client::online(&server, "bob", "b");
+    bob.expect("kept");
+    let (items, _) = query(&mut bob, "", &[], "").unwrap();
+    let bodies: Vec<_> = items.iter().map(|i| i.body.as_str()).collect();
+    assert_eq!(bodies, ["kept"]);
+}

@@ -127,6 +127,19 @@ impl Store {
         })
     }
 
+    /// Removes one message from `archive`, if it is there.
+    pub fn mam_remove(
+        &self,
+        archive: &str,
+        id: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let archive = archive.to_owned();
+        self.write(move |txn| {
+            txn.open_table(ARCHIVE)?.remove((archive.as_str(), id))?;
+            Ok(())
+        })
+    }
+
     /// The highest archive id ever written (0 for none).
     pub fn mam_last_id(&self) -> Result<u64, StoreError> {
         let txn = self.read()?;
@@ -399,6 +412,7 @@ mod tests {
         )
         .unwrap();
         smol::block_on(store.mam_set_prefs("alice", b"never".to_vec())).unwrap();
+        smol::block_on(store.mam_remove("bob", 7)).unwrap();
         store.create_user("alice", b"c").unwrap();
         store.delete_user("alice").unwrap();
         assert_eq!(
