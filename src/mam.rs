@@ -208,6 +208,13 @@ pub fn archive_groupchat(server: &Server, room: &Jid, nick: &str, xml: String) -
     encode_id(id)
 }
 
+/// A room is gone (destroyed, or a temporary room emptied): its archive goes with it, so a
+/// new room of the same name never shows the old one's history.
+pub fn room_gone(server: &Server, room: &Jid) {
+    let write = server.store.mam_clear(room.as_str());
+    let _ = server.mam.writes.0.try_send(Box::pin(write));
+}
+
 // ----- preferences ---------------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

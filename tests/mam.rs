@@ -466,6 +466,23 @@ fn room_archive_answers_occupants() {
     assert!(error.contains("<forbidden "), "{error}");
     // The 1:1 archive of bob does not hold groupchat.
     assert!(query(&mut bob, "", &[], "").unwrap().0.is_empty());
+
+    // A destroyed room's archive goes with it: a new room of that name starts empty.
+    alice.send(&format!(
+        "<iq type='set' id='x' to='hall@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query></iq>"
+    ));
+    alice.expect("id='x'");
+    alice.send(&format!(
+        "<presence to='hall@{MUC}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ));
+    alice.expect("code='201'");
+    alice.send(&format!(
+        "<iq type='set' id='c3' to='hall@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>\
+         <field var='muc#roomconfig_enablearchiving'><value>1</value></field></x></query></iq>"
+    ));
+    assert!(alice.expect("id='c3'").contains("type='result'"));
+    let (items, fin) = query(&mut alice, &format!("hall@{MUC}"), &[], "").unwrap();
+    assert!(items.is_empty() && fin.count == 0);
 }
 
 #[test]

@@ -35,11 +35,16 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 /// Drops `user`'s archive and preferences.
 pub(super) fn clear_user(txn: &WriteTransaction, user: &str) -> Result<(), StoreError> {
-    let mut archive = txn.open_table(ARCHIVE)?;
-    for entry in archive.extract_from_if((user, 0)..=(user, u64::MAX), |_, _| true)? {
+    clear_archive(txn, user)?;
+    txn.open_table(PREFS)?.remove(user)?;
+    Ok(())
+}
+
+fn clear_archive(txn: &WriteTransaction, archive: &str) -> Result<(), StoreError> {
+    let mut table = txn.open_table(ARCHIVE)?;
+    for entry in table.extract_from_if((archive, 0)..=(archive, u64::MAX), |_, _| true)? {
         entry?;
     }
-    txn.open_table(PREFS)?.remove(user)?;
     Ok(())
 }
 
@@ -138,6 +143,15 @@ impl Store {
             txn.open_table(ARCHIVE)?.remove((archive.as_str(), id))?;
             Ok(())
         })
+    }
+
+    /// Drops a whole archive (a room that is gone).
+    pub fn mam_clear(
+        &self,
+        archive: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let archive = archive.to_owned();
+        self.write(move |txn| clear_archive(txn, &archive))
     }
 
     /// The highest archive id ever written (0 for none).
