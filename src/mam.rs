@@ -121,10 +121,8 @@ pub fn delivered(
     recipient: &str,
 ) -> String {
     let by = to.bare();
-    let mut xml = crate::dispatch::forwarded_without(stanza, &sender.jid, |child| {
-        crate::carbons::is_private(child)
-            || (child.has_tag_name((NS_SID, "stanza-id"))
-                && child.attribute("by") == Some(by.as_str()))
+    let mut xml = crate::carbons::delivered(stanza, &sender.jid, |child| {
+        child.has_tag_name((NS_SID, "stanza-id")) && child.attribute("by") == Some(by.as_str())
     });
     if !server.config.mam.enabled || !archivable(stanza) {
         return xml;
