@@ -73,9 +73,10 @@ fn is_private(child: roxmltree::Node) -> bool {
 }
 
 /// The message as its recipient gets it: `from` stamped, and without the
-/// `<private/>` marker, which only instructs this server (§7).
-pub fn delivered(stanza: &Stanza, from: &Jid) -> String {
-    crate::dispatch::forwarded_without(stanza, from, is_private)
+/// `<private/>` marker, which only instructs this server (§7), nor the
+/// children `also` picks.
+pub fn delivered(stanza: &Stanza, from: &Jid, also: impl Fn(roxmltree::Node) -> bool) -> String {
+    crate::dispatch::forwarded_without(stanza, from, |child| is_private(child) || also(child))
 }
 
 /// §6: chat messages, normal ones with a body or an IM payload; never
@@ -205,7 +206,7 @@ mod tests {
         let from = Jid::parse("a@h/r").unwrap();
         let xml = with_stanza(
             "<message to='b@h'><body>x</body><private xmlns='urn:xmpp:carbons:2'/></message>",
-            |s| delivered(s, &from),
+            |s| delivered(s, &from, |_| false),
         );
         assert_eq!(
             xml,

@@ -39,6 +39,7 @@ pub struct Config {
     pub muc: Muc,
     pub pep: Pep,
     pub sm: Sm,
+    pub mam: Mam,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -298,6 +299,26 @@ impl Default for Sm {
     }
 }
 
+/// XEP-0313 message archives (`[mam]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mam {
+    /// Archive 1:1 messages and answer archive queries.
+    pub enabled: bool,
+    /// Archived messages older than this are deleted; 0 keeps them forever.
+    #[serde(deserialize_with = "small_count")]
+    pub retention_days: u32,
+}
+
+impl Default for Mam {
+    fn default() -> Self {
+        Mam {
+            enabled: true,
+            retention_days: 365,
+        }
+    }
+}
+
 impl Config {
     /// The chat-room service's domain, when the service is enabled.
     pub fn muc_domain(&self) -> Option<String> {
@@ -326,6 +347,7 @@ impl Default for Config {
             muc: Muc::default(),
             pep: Pep::default(),
             sm: Sm::default(),
+            mam: Mam::default(),
         }
     }
 }
@@ -795,6 +817,9 @@ impl Config {
         let _ = writeln!(out, "enabled = {}", sm.enabled);
         let _ = writeln!(out, "resume_timeout_secs = {}", sm.resume_timeout_secs);
         let _ = writeln!(out, "max_unacked = {}", sm.max_unacked);
+        let _ = writeln!(out, "\n[mam]");
+        let _ = writeln!(out, "enabled = {}", self.mam.enabled);
+        let _ = writeln!(out, "retention_days = {}", self.mam.retention_days);
         out
     }
 }
@@ -1155,6 +1180,10 @@ auth_timeout_secs = 1
                 enabled: false,
                 resume_timeout_secs: 60,
                 max_unacked: 10,
+            },
+            mam: Mam {
+                enabled: false,
+                retention_days: 0,
             },
         };
         let text = custom.to_toml();

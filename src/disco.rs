@@ -108,6 +108,11 @@ pub fn handle(
                 for feature in ACCOUNT_FEATURES {
                     let _ = write!(out, "<feature var='{}'/>", Esc(feature));
                 }
+                if server.config.mam.enabled {
+                    for feature in [crate::mam::NS, crate::mam::NS_SID] {
+                        let _ = write!(out, "<feature var='{feature}'/>");
+                    }
+                }
             }
         }
     }

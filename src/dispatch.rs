@@ -163,7 +163,7 @@ fn on_message(
     let storable = offline::is_storable(stanza);
     match target {
         MessageTarget::Sessions(sessions) => {
-            let xml: Rc<str> = carbons::delivered(stanza, &session.jid).into();
+            let xml: Rc<str> = crate::mam::delivered(server, session, stanza, &to, local).into();
             let hold = csi::message_hold(stanza, session);
             // Each resource's own privacy list (XEP-0016 §2 rule 1) has the last word.
             let delivered: Vec<_> = sessions
@@ -188,7 +188,7 @@ fn on_message(
         }
         MessageTarget::Offline if storable => {
             carbons::copy(server, session, stanza, local, &[]);
-            let xml = carbons::delivered(stanza, &session.jid);
+            let xml = crate::mam::delivered(server, session, stanza, &to, local);
             Deferred::StoreOffline(Pending::new(
                 server,
                 local,
@@ -272,6 +272,7 @@ fn on_iq(
         private::NS => return private::handle(server, session, stanza, ty, target, out),
         roster::NS => return roster::handle(server, session, stanza, ty, target, out),
         pep::NS | pep::NS_OWNER => return pep::handle(server, session, stanza, ty, target, out),
+        crate::mam::NS => return crate::mam::handle(server, session, stanza, ty, target, out),
         last::NS => last::handle(server, session, stanza, ty, target, out),
         version::NS => version::handle(server, session, stanza, ty, target, out),
         crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {

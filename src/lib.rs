@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod jid;
 pub mod last;
 pub mod limits;
+pub mod mam;
 pub mod muc;
 pub mod offline;
 pub mod pep;

@@ -71,10 +71,14 @@ impl Pending {
     /// nothing accepted is silently lost.
     pub async fn store(self, server: &Server, out: &mut String) {
         let quota = server.config.limits.offline_quota as usize;
+        let archived = crate::mam::archived_id(server, &self.user, &self.xml);
         let result = server
             .store
             .offline_push(&self.user, self.xml.into_bytes(), quota)
             .await;
+        if let (Err(_), Some(id)) = (&result, archived) {
+            crate::mam::refused(server, &self.user, id);
+        }
         let condition = match result {
             Ok(()) => return,
             Err(StoreError::QuotaExceeded) => {

@@ -43,6 +43,7 @@ pub struct Server {
     pub started: Instant,
     /// XEP-0045 chat rooms.
     pub muc: crate::muc::Muc,
+    pub mam: crate::mam::Mam,
     /// Last unavailable presences not yet committed (probes must not miss them).
     pub pending_last: crate::presence::PendingLast,
     /// Verified entity capabilities and the queries learning them (XEP-0115).
@@ -68,6 +69,7 @@ impl Server {
             photo_hashes: Default::default(),
             registrations: Default::default(),
             muc,
+            mam: crate::mam::Mam::load(&store),
             pending_last: Default::default(),
             pep_caps: Default::default(),
             protection: Protection::new(&config),
@@ -247,6 +249,7 @@ pub fn run(config: Config) -> Result<(), String> {
         };
         ex.spawn(control::serve(control, server.store.clone(), on_deleted))
             .detach();
+        ex.spawn(crate::mam::background(server.clone())).detach();
         systemd::ready();
         info!(
             "hearth {} ready for {} in {} ms",

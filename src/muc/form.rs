@@ -28,6 +28,8 @@ pub struct RoomConfig {
     pub history_length: u32,
     /// Participants, not only moderators, may change the subject.
     pub change_subject: bool,
+    /// Groupchat messages go into the room's archive (XEP-0313 §3.3.2).
+    pub archive: bool,
 }
 
 impl RoomConfig {
@@ -44,6 +46,7 @@ impl RoomConfig {
             whois_anyone: false,
             history_length,
             change_subject: true,
+            archive: false,
         }
     }
 
@@ -111,6 +114,7 @@ impl RoomConfig {
             "Occupants may change the subject",
             self.change_subject,
         );
+        flag(out, "enablearchiving", "Archive messages", self.archive);
         out.push_str("</x>");
     }
 
@@ -171,6 +175,7 @@ impl RoomConfig {
                     }
                 }
                 "changesubject" => new.change_subject = flag()?,
+                "enablearchiving" => new.archive = flag()?,
                 _ => return Err("unknown field"),
             }
         }
@@ -207,6 +212,7 @@ mod tests {
         config.password = Some("s3cret".into());
         config.members_only = true;
         config.whois_anyone = true;
+        config.archive = true;
         let mut form = String::new();
         config.write_form(&mut form);
         let doc = roxmltree::Document::parse(&form).unwrap();

@@ -209,6 +209,13 @@ pub fn handle(
                     room.on_occupant_iq(&mut ctx, nick, ty);
                     None
                 }
+                (StanzaType::Iq(ty), None)
+                    if stanza.payload().and_then(|p| p.tag_name().namespace())
+                        == Some(crate::mam::NS) =>
+                {
+                    deferred = room.on_mam(&mut ctx, ty);
+                    None
+                }
                 (StanzaType::Iq(ty), None) => room_iq(&mut ctx, room, ty),
                 (StanzaType::Presence(_), _) => None,
             }
@@ -223,7 +230,9 @@ pub fn handle(
         None => {}
     }
     if rooms.get(name).is_some_and(Room::is_gone) {
-        rooms.remove(name);
+        if let Some(room) = rooms.remove(name).filter(|r| r.config.archive) {
+            crate::mam::room_gone(server, &room.jid);
+        }
     }
     deferred
 }
@@ -362,5 +371,11 @@ pub fn session_ended(server: &Server, session: &Session) {
     for room in rooms.values_mut() {
         room.session_ended(server, session);
     }
-    rooms.retain(|_, room| !room.is_gone());
+    rooms.retain(|_, room| {
+        let gone = room.is_gone();
+        if gone && room.config.archive {
+            crate::mam::room_gone(server, &room.jid);
+        }
+        !gone
+    });
 }

@@ -664,10 +664,15 @@ impl Room {
                 write_element(&mut inner, child, NS_CLIENT, &[]);
             }
         }
+        let sid = if self.config.archive && body.is_some() {
+            let archived = self.message_xml(&nick, by, stanza.id, &inner, None);
+            crate::mam::archive_groupchat(ctx.server, &self.jid, &nick, archived)
+        } else {
+            ctx.server.random_id()
+        };
         let _ = write!(
             inner,
-            "<stanza-id xmlns='{NS_SID}' id='{}' by='{}'/>",
-            ctx.server.random_id(),
+            "<stanza-id xmlns='{NS_SID}' id='{sid}' by='{}'/>",
             Esc(by)
         );
         for viewer in &self.occupants {
@@ -887,7 +892,8 @@ impl Room {
                 "muc_semianonymous"
             },
         ];
-        for feature in features {
+        let archive = config.archive.then_some(crate::mam::NS);
+        for feature in features.into_iter().chain(archive) {
             let _ = write!(out, "<feature var='{feature}'/>");
         }
         let _ = write!(
@@ -903,6 +909,24 @@ impl Room {
             Esc(self.subject.as_ref().map_or("", |(_, text)| text)),
             Esc(self.display_name()),
         );
+    }
+
+    /// A XEP-0313 query of the room's archive (§3.3.2): for occupants, and for members of a
+    /// members-only room.
+    pub fn on_mam(&self, ctx: &mut Ctx, ty: IqType) -> Deferred {
+        if !self.config.archive {
+            ctx.error(StanzaCondition::FeatureNotImplemented);
+            return Deferred::None;
+        }
+        let present = self.by_session(ctx.session.id).is_some();
+        let member = self.config.members_only
+            && self.affiliation(&ctx.session.jid.bare()) >= Affiliation::Member;
+        if !present && !member {
+            ctx.error(StanzaCondition::Forbidden);
+            return Deferred::None;
+        }
+        let jid = self.jid.as_str();
+        crate::mam::query(ctx.server, ctx.session, ctx.stanza, ty, jid, jid, ctx.out)
     }
 
     /// `muc#owner` (§10): the configuration form, its submission, and destruction.
@@ -1302,7 +1326,7 @@ impl Room {
         let c = &self.config;
         let mut xml = format!(
             "<room name='{}' desc='{}' public='{}' persistent='{}' members='{}' moderated='{}' \
-             max='{}' anyone='{}' history='{}' subject_change='{}'",
+             max='{}' anyone='{}' history='{}' subject_change='{}' archive='{}'",
             Esc(&c.name),
             Esc(&c.description),
             u8::from(c.public),
@@ -1313,6 +1337,7 @@ impl Room {
             u8::from(c.whois_anyone),
             c.history_length,
             u8::from(c.change_subject),
+            u8::from(c.archive),
         );
         if let Some(password) = &c.password {
             let _ = write!(xml, " password='{}'", crate::xml::EscAttr(password));
@@ -1358,6 +1383,7 @@ impl Room {
             whois_anyone: flag("anyone"),
             history_length: number("history", defaults.history_length),
             change_subject: flag("subject_change"),
+            archive: flag("archive"),
         };
         let mut room = Room::new(jid, config);
         for child in root.children().filter(|c| c.is_element()) {

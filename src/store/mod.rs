@@ -8,6 +8,7 @@
 
 mod accounts;
 mod blocking;
+mod mam;
 mod muc;
 mod offline;
 mod pep;
@@ -17,6 +18,7 @@ mod roster;
 mod vcard;
 mod writer;
 
+pub use mam::{ArchiveEntry, ArchivePage, ArchiveQuery, PageAt};
 pub use pep::{PepItem, Publish};
 pub use privacy::PrivacyLists;
 pub use roster::{Roster, RosterItem, RosterTxn, Stored};
@@ -226,6 +228,7 @@ impl Store {
 /// account, so a deleted user leaves nothing behind.
 fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError> {
     offline::clear_user(txn, user)?;
+    mam::clear_user(txn, user)?;
     blocking::clear_user(txn, user)?;
     vcard::clear_user(txn, user)?;
     private::clear_user(txn, user)?;
@@ -238,6 +241,7 @@ fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError>
 fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     accounts::create_table(txn)?;
     muc::create_tables(txn)?;
+    mam::create_tables(txn)?;
     offline::create_tables(txn)?;
     blocking::create_tables(txn)?;
     vcard::create_tables(txn)?;

@@ -1,0 +1,754 @@
+//! Message Archive Management (XEP-0313, `urn:xmpp:mam:2`) with unique stanza ids (XEP-0359):
+//! which messages go into whose archive, the ids that name them, queries with XEP-0059
+//! paging, per-user preferences, and the periodic expiry of old messages. Rooms archive
+//! through [`archive_groupchat`] and answer queries through [`query`]. It never makes a
+//! message's delivery wait for the disk, and never answers a query from an archive the
+//! asker may not read.
+//!
+//! Archive writes are fire-and-forget: they are queued on the store's group-commit writer
+//! when the message is routed (so they apply in routing order), and a detached task only
+//! logs a failure. A lost archive write costs a history entry, never the message itself,
+//! which is delivered or stored offline as before. Queries first wait for every write
+//! queued before them, so a client always finds what it was just sent.
+
+use crate::dispatch::{Deferred, IqTarget};
+use crate::jid::Jid;
+use crate::offline::{NS_DELAY, NS_HINTS};
+use crate::router::Session;
+use crate::server::Server;
+use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
+use crate::store::{ArchiveEntry, ArchiveQuery, PageAt, Store, StoreError};
+use crate::xml::Esc;
+use log::{info, warn};
+use roxmltree::Node;
+use smol::channel::{Receiver, Sender};
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub const NS: &str = "urn:xmpp:mam:2";
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+const NS_RSM: &str = "http://jabber.org/protocol/rsm";
+const NS_FORWARD: &str = "urn:xmpp:forward:0";
+const NS_DATA: &str = "jabber:x:data";
+/// Largest page a query gets, whatever `<max/>` asks (XEP-0313 §4.1.3 lets the server cap).
+pub const MAX_PAGE: usize = 100;
+/// Deletions per expiry write: one batch never holds the writer (or the disk) for long.
+const EXPIRY_BATCH: usize = 500;
+const EXPIRY_EVERY: Duration = Duration::from_secs(3600);
+
+/// An archive write in flight, awaited only to log a failure.
+type Write = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>>>>;
+
+/// Shared archiving state: the last id handed out, and the writes [`background`] watches.
+pub struct Mam {
+    last_id: Cell<u64>,
+    writes: (Sender<Write>, Receiver<Write>),
+}
+
+impl Mam {
+    pub fn load(store: &Store) -> Mam {
+        let last = store.mam_last_id().unwrap_or_else(|e| {
+            warn!("cannot read the last archive id: {e}");
+            0
+        });
+        Mam {
+            last_id: Cell::new(last),
+            writes: smol::channel::unbounded(),
+        }
+    }
+
+    /// A fresh id: the current time in microseconds, or one more than the last id when the
+    /// clock did not move (or went back). Ids are therefore monotonic and never below the
+    /// archiving time, which lets a `start` filter skip older keys.
+    fn next_id(&self) -> u64 {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let id = micros.max(self.last_id.get() + 1);
+        self.last_id.set(id);
+        id
+    }
+}
+
+/// An archive id as clients see it: lower-case hex.
+pub fn encode_id(id: u64) -> String {
+    format!("{id:x}")
+}
+
+fn decode_id(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
+/// Queues `entries` on the writer now; [`background`] logs if they are lost.
+fn append(server: &Server, entries: Vec<ArchiveEntry>) {
+    let write = server.store.mam_append(entries);
+    // Unbounded and never closed while the server lives: the send cannot fail.
+    let _ = server.mam.writes.0.try_send(Box::pin(write));
+}
+
+/// The archive's event-loop task: logs failed archive writes and runs the expiry.
+pub async fn background(server: Rc<Server>) {
+    let log_failures = async {
+        while let Ok(write) = server.mam.writes.1.recv().await {
+            if let Err(e) = write.await {
+                warn!("archive write failed: {e}");
+            }
+        }
+    };
+    smol::future::zip(log_failures, expire_periodically(&server)).await;
+}
+
+/// XEP-0313 §5.1.1 / XEP-0334: chat and normal messages with a body, unless hinted away.
+fn archivable(stanza: &Stanza) -> bool {
+    crate::offline::is_storable(stanza) && stanza.child("no-permanent-store", NS_HINTS).is_none()
+}
+
+/// The message to a local user as that user gets it: `from` stamped, carbons' `<private/>`
+/// and any stanza-id claiming to be the recipient's removed (XEP-0359 §3), and, when it is
+/// archived, the recipient's archive id added. Archives it for the sender and recipient
+/// whose preferences want it.
+pub fn delivered(
+    server: &Server,
+    sender: &Session,
+    stanza: &Stanza,
+    to: &Jid,
+    recipient: &str,
+) -> String {
+    let by = to.bare();
+    let mut xml = crate::carbons::delivered(stanza, &sender.jid, |child| {
+        child.has_tag_name((NS_SID, "stanza-id")) && child.attribute("by") == Some(by.as_str())
+    });
+    if !server.config.mam.enabled || !archivable(stanza) {
+        return xml;
+    }
+    let sender_user = sender.jid.local().unwrap_or_default();
+    let stamp = crate::time::unix_now();
+    let mut entries = Vec::with_capacity(2);
+    if wants(server, sender_user, to) {
+        entries.push(ArchiveEntry {
+            archive: sender_user.to_owned(),
+            id: server.mam.next_id(),
+            stamp,
+            with: to.as_str().to_owned(),
+            xml: xml.clone().into_bytes(),
+        });
+    }
+    let mut own_id = None;
+    if recipient != sender_user && wants(server, recipient, &sender.jid) {
+        let id = server.mam.next_id();
+        own_id = Some(id);
+        entries.push(ArchiveEntry {
+            archive: recipient.to_owned(),
+            id,
+            stamp,
+            with: sender.jid.as_str().to_owned(),
+            xml: xml.clone().into_bytes(),
+        });
+    } else if recipient == sender_user {
+        own_id = entries.first().map(|e| e.id);
+    }
+    if entries.is_empty() {
+        return xml;
+    }
+    append(server, entries);
+    if let (Some(id), Some(open)) = (own_id, xml.strip_suffix("</message>").map(str::len)) {
+        xml.truncate(open);
+        let _ = write!(
+            xml,
+            "<stanza-id xmlns='{NS_SID}' by='{}' id='{}'/></message>",
+            Esc(by.as_str()),
+            encode_id(id)
+        );
+    }
+    xml
+}
+
+/// The recipient's archive id in a message as [`delivered`] wrote it for `recipient`,
+/// found by the exact text written there.
+pub fn archived_id(server: &Server, recipient: &str, xml: &str) -> Option<u64> {
+    let marker = format!(
+        "<stanza-id xmlns='{NS_SID}' by='{}' id='",
+        Esc(&format!("{recipient}@{}", server.config.domain))
+    );
+    let at = xml.rfind(&marker)?;
+    let rest = xml.get(at + marker.len()..)?;
+    decode_id(rest.split('\'').next()?)
+}
+
+/// A message [`delivered`] archived was then refused (the recipient's offline queue is
+/// full): it leaves the recipient's archive, which must not show what never arrived. The
+/// sender's archive keeps it, as the sender did send it.
+pub fn refused(server: &Server, recipient: &str, id: u64) {
+    let write = server.store.mam_remove(recipient, id);
+    let _ = server.mam.writes.0.try_send(Box::pin(write));
+}
+
+/// Archives a room's groupchat message (`xml` as occupants get it, without stanza-id) and
+/// returns the id its stanza-id must carry.
+pub fn archive_groupchat(server: &Server, room: &Jid, nick: &str, xml: String) -> String {
+    let id = server.mam.next_id();
+    append(
+        server,
+        vec![ArchiveEntry {
+            archive: room.as_str().to_owned(),
+            id,
+            stamp: crate::time::unix_now(),
+            with: format!("{}/{nick}", room.as_str()),
+            xml: xml.into_bytes(),
+        }],
+    );
+    encode_id(id)
+}
+
+/// A room is gone (destroyed, or a temporary room emptied): its archive goes with it, so a
+/// new room of the same name never shows the old one's history.
+pub fn room_gone(server: &Server, room: &Jid) {
+    let write = server.store.mam_clear(room.as_str());
+    let _ = server.mam.writes.0.try_send(Box::pin(write));
+}
+
+// ----- preferences ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DefaultMode {
+    Always,
+    Never,
+    Roster,
+}
+
+impl DefaultMode {
+    fn name(self) -> &'static str {
+        match self {
+            DefaultMode::Always => "always",
+            DefaultMode::Never => "never",
+            DefaultMode::Roster => "roster",
+        }
+    }
+
+    fn parse(text: &str) -> Option<DefaultMode> {
+        match text {
+            "always" => Some(DefaultMode::Always),
+            "never" => Some(DefaultMode::Never),
+            "roster" => Some(DefaultMode::Roster),
+            _ => None,
+        }
+    }
+}
+
+/// A user's archiving preferences (§6): stored as lines, the default first, then `+jid`
+/// for always and `-jid` for never.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Prefs {
+    default: DefaultMode,
+    always: Vec<String>,
+    never: Vec<String>,
+}
+
+impl Prefs {
+    fn load(server: &Server, user: &str) -> Prefs {
+        let stored = server.store.mam_prefs(user).unwrap_or_else(|e| {
+            warn!("{user}: cannot read archiving preferences: {e}");
+            None
+        });
+        stored
+            .and_then(|bytes| Prefs::decode(&bytes))
+            .unwrap_or(Prefs {
+                default: DefaultMode::Always,
+                always: Vec::new(),
+                never: Vec::new(),
+            })
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Prefs> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.lines();
+        let mut prefs = Prefs {
+            default: DefaultMode::parse(lines.next()?)?,
+            always: Vec::new(),
+            never: Vec::new(),
+        };
+        for line in lines {
+            if let Some(jid) = line.strip_prefix('+') {
+                prefs.always.push(jid.to_owned());
+            } else if let Some(jid) = line.strip_prefix('-') {
+                prefs.never.push(jid.to_owned());
+            }
+        }
+        Some(prefs)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut text = self.default.name().to_owned();
+        for jid in &self.always {
+            let _ = write!(text, "\n+{jid}");
+        }
+        for jid in &self.never {
+            let _ = write!(text, "\n-{jid}");
+        }
+        text.into_bytes()
+    }
+
+    /// A listed bare JID covers every resource; a full JID only itself.
+    fn lists(list: &[String], peer: &Jid) -> bool {
+        let bare = peer.bare();
+        list.iter()
+            .any(|jid| jid == peer.as_str() || jid == bare.as_str())
+    }
+
+    fn write(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "<prefs xmlns='{NS}' default='{}'>",
+            self.default.name()
+        );
+        for (name, list) in [("always", &self.always), ("never", &self.never)] {
+            let _ = write!(out, "<{name}>");
+            for jid in list {
+                let _ = write!(out, "<jid>{}</jid>", Esc(jid));
+            }
+            let _ = write!(out, "</{name}>");
+        }
+        out.push_str("</prefs>");
+    }
+
+    /// Reads a `<prefs/>` set; `None` when it is malformed.
+    fn parse(prefs: Node) -> Option<Prefs> {
+        let list = |name| -> Option<Vec<String>> {
+            let Some(list) = stanza::child(prefs, name, NS) else {
+                return Some(Vec::new());
+            };
+            list.children()
+                .filter(|c| c.has_tag_name((NS, "jid")))
+                .map(|jid| {
+                    Jid::parse(jid.text().unwrap_or_default().trim())
+                        .ok()
+                        .map(|j| j.as_str().to_owned())
+                })
+                .collect()
+        };
+        Some(Prefs {
+            default: DefaultMode::parse(prefs.attribute("default")?)?,
+            always: list("always")?,
+            never: list("never")?,
+        })
+    }
+}
+
+/// Whether `user` archives a message exchanged with `peer` (§6).
+fn wants(server: &Server, user: &str, peer: &Jid) -> bool {
+    let prefs = Prefs::load(server, user);
+    if Prefs::lists(&prefs.never, peer) {
+        return false;
+    }
+    if Prefs::lists(&prefs.always, peer) {
+        return true;
+    }
+    match prefs.default {
+        DefaultMode::Always => true,
+        DefaultMode::Never => false,
+        DefaultMode::Roster => server
+            .store
+            .roster_item(user, peer.bare().as_str())
+            .is_ok_and(|item| item.is_some()),
+    }
+}
+
+// ----- iq ------------------------------------------------------------------------------------
+
+/// `urn:xmpp:mam:2` iqs to the server or the user's own bare JID.
+pub fn handle(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    ty: IqType,
+    target: IqTarget,
+    out: &mut String,
+) -> Deferred {
+    let user = session.jid.local().unwrap_or_default();
+    let from = stanza.to.as_ref().map_or("", Jid::as_str);
+    let fail = |out: &mut String, condition| {
+        stanza::write_error_reply(
+            out,
+            Kind::Iq,
+            stanza.id,
+            from,
+            session.jid.as_str(),
+            &StanzaError::new(condition),
+        );
+        Deferred::None
+    };
+    if !server.config.mam.enabled {
+        return fail(out, StanzaCondition::ServiceUnavailable);
+    }
+    if matches!(target, IqTarget::Account(local) if local != user) {
+        // §3.4: only the owner reads or configures a user's archive.
+        return fail(out, StanzaCondition::Forbidden);
+    }
+    let Some(payload) = stanza.payload() else {
+        return fail(out, StanzaCondition::BadRequest);
+    };
+    match (payload.tag_name().name(), ty) {
+        ("query", _) => {
+            let archive_jid = session.jid.bare();
+            query(server, session, stanza, ty, user, archive_jid.as_str(), out)
+        }
+        ("prefs", IqType::Get) => {
+            stanza::open_reply(
+                out,
+                Kind::Iq,
+                "result",
+                stanza.id,
+                from,
+                session.jid.as_str(),
+            );
+            out.push('>');
+            Prefs::load(server, user).write(out);
+            out.push_str("</iq>");
+            Deferred::None
+        }
+        ("prefs", IqType::Set) => {
+            let Some(prefs) = Prefs::parse(payload) else {
+                return fail(out, StanzaCondition::BadRequest);
+            };
+            let write = server.store.mam_set_prefs(user, prefs.encode());
+            let (id, from, to) = (
+                stanza.id.map(str::to_owned),
+                from.to_owned(),
+                session.jid.as_str().to_owned(),
+            );
+            Deferred::Reply(Box::pin(async move {
+                let mut out = String::new();
+                match write.await {
+                    Ok(()) => {
+                        stanza::open_reply(&mut out, Kind::Iq, "result", id.as_deref(), &from, &to);
+                        out.push('>');
+                        prefs.write(&mut out);
+                        out.push_str("</iq>");
+                    }
+                    Err(e) => {
+                        warn!("{to}: archiving preferences not stored: {e}");
+                        stanza::write_error_reply(
+                            &mut out,
+                            Kind::Iq,
+                            id.as_deref(),
+                            &from,
+                            &to,
+                            &StanzaError::new(StanzaCondition::ResourceConstraint),
+                        );
+                    }
+                }
+                out
+            }))
+        }
+        _ => fail(out, StanzaCondition::FeatureNotImplemented),
+    }
+}
+
+/// A query of `archive` (whose JID is `archive_jid`), already allowed for this session:
+/// the form on `get` (§4.1.5), results and `<fin/>` on `set` (§4.2).
+pub fn query(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    ty: IqType,
+    archive: &str,
+    archive_jid: &str,
+    out: &mut String,
+) -> Deferred {
+    let from = stanza.to.as_ref().map_or("", Jid::as_str);
+    let to = session.jid.as_str();
+    let Some(payload) = stanza.payload() else {
+        return Deferred::None;
+    };
+    if ty == IqType::Get {
+        stanza::open_reply(out, Kind::Iq, "result", stanza.id, from, to);
+        let _ = write!(
+            out,
+            "><query xmlns='{NS}'><x xmlns='{NS_DATA}' type='form'>\
+             <field var='FORM_TYPE' type='hidden'><value>{NS}</value></field>\
+             <field var='with' type='jid-single'/><field var='start' type='text-single'/>\
+             <field var='end' type='text-single'/></x></query></iq>"
+        );
+        return Deferred::None;
+    }
+    let parsed = match parse_query(payload) {
+        Ok(parsed) => parsed,
+        Err(condition) => {
+            stanza::write_error_reply(
+                out,
+                Kind::Iq,
+                stanza.id,
+                from,
+                to,
+                &StanzaError::new(condition),
+            );
+            return Deferred::None;
+        }
+    };
+    let store = server.store.clone();
+    let flushed = store.flush();
+    let reply = Reply {
+        store,
+        archive: archive.to_owned(),
+        archive_jid: archive_jid.to_owned(),
+        query: parsed,
+        query_id: payload.attribute("queryid").map(str::to_owned),
+        iq_id: stanza.id.map(str::to_owned),
+        from: from.to_owned(),
+        to: to.to_owned(),
+    };
+    Deferred::Reply(Box::pin(reply.after(flushed)))
+}
+
+/// Everything a query's answer needs once the writes before it are durable.
+struct Reply {
+    store: Store,
+    archive: String,
+    archive_jid: String,
+    query: ArchiveQuery,
+    query_id: Option<String>,
+    iq_id: Option<String>,
+    from: String,
+    to: String,
+}
+
+impl Reply {
+    async fn after(self, flushed: impl Future<Output = Result<(), StoreError>>) -> String {
+        if let Err(e) = flushed.await {
+            warn!("archive flush before a query failed: {e}");
+        }
+        let mut out = String::new();
+        let page = match self.store.mam_query(&self.archive, &self.query) {
+            Ok(page) => page,
+            Err(e) => {
+                let condition = match e {
+                    StoreError::NotFound => StanzaCondition::ItemNotFound,
+                    e => {
+                        warn!("{}: archive query failed: {e}", self.archive);
+                        StanzaCondition::ResourceConstraint
+                    }
+                };
+                stanza::write_error_reply(
+                    &mut out,
+                    Kind::Iq,
+                    self.iq_id.as_deref(),
+                    &self.from,
+                    &self.to,
+                    &StanzaError::new(condition),
+                );
+                return out;
+            }
+        };
+        for (id, stamp, xml) in &page.items {
+            let xml = String::from_utf8_lossy(xml);
+            let Some(rest) = xml.strip_prefix("<message") else {
+                continue;
+            };
+            let _ = write!(
+                out,
+                "<message from='{}' to='{}'><result xmlns='{NS}'",
+                Esc(&self.archive_jid),
+                Esc(&self.to)
+            );
+            if let Some(query_id) = &self.query_id {
+                let _ = write!(out, " queryid='{}'", Esc(query_id));
+            }
+            let _ = write!(
+                out,
+                " id='{}'><forwarded xmlns='{NS_FORWARD}'><delay xmlns='{NS_DELAY}' stamp='{}'/>\
+                 <message xmlns='jabber:client'{rest}</forwarded></result></message>",
+                encode_id(*id),
+                crate::time::format_datetime(*stamp)
+            );
+        }
+        stanza::open_reply(
+            &mut out,
+            Kind::Iq,
+            "result",
+            self.iq_id.as_deref(),
+            &self.from,
+            &self.to,
+        );
+        let _ = write!(
+            out,
+            "><fin xmlns='{NS}' complete='{}'><set xmlns='{NS_RSM}'>",
+            page.complete
+        );
+        if let (Some(first), Some(last)) = (page.items.first(), page.items.last()) {
+            let _ = write!(
+                out,
+                "<first index='{}'>{}</first><last>{}</last>",
+                page.first_index,
+                encode_id(first.0),
+                encode_id(last.0)
+            );
+        }
+        let _ = write!(out, "<count>{}</count></set></fin></iq>", page.count);
+        out
+    }
+}
+
+/// The filters (§4.1) and paging (XEP-0059) of a `<query/>`. Malformed values are
+/// `bad-request`; fields and paging this server does not implement `feature-not-implemented`;
+/// an id that no archive could hold `item-not-found`.
+fn parse_query(query: Node) -> Result<ArchiveQuery, StanzaCondition> {
+    let mut parsed = ArchiveQuery {
+        with: None,
+        start: None,
+        end: None,
+        page: PageAt::First,
+        max: MAX_PAGE,
+    };
+    if let Some(form) = stanza::child(query, "x", NS_DATA) {
+        for field in form
+            .children()
+            .filter(|c| c.has_tag_name((NS_DATA, "field")))
+        {
+            let value = stanza::child_text(field, "value", NS_DATA)
+                .unwrap_or_default()
+                .trim();
+            let time = || crate::time::parse_datetime(value).ok_or(StanzaCondition::BadRequest);
+            match field.attribute("var").unwrap_or_default() {
+                "FORM_TYPE" if value == NS => {}
+                "FORM_TYPE" => return Err(StanzaCondition::BadRequest),
+                "with" => {
+                    let jid = Jid::parse(value).map_err(|_| StanzaCondition::BadRequest)?;
+                    parsed.with = Some(jid.as_str().to_owned());
+                }
+                "start" => parsed.start = Some(time()?),
+                "end" => parsed.end = Some(time()?),
+                _ => return Err(StanzaCondition::FeatureNotImplemented),
+            }
+        }
+    }
+    if let Some(set) = stanza::child(query, "set", NS_RSM) {
+        for child in set.children().filter(Node::is_element) {
+            let text = child.text().unwrap_or_default().trim();
+            let id = || decode_id(text).ok_or(StanzaCondition::ItemNotFound);
+            match child.tag_name().name() {
+                "max" => {
+                    let max: usize = text.parse().map_err(|_| StanzaCondition::BadRequest)?;
+                    parsed.max = max.min(MAX_PAGE);
+                }
+                "after" => parsed.page = PageAt::After(id()?),
+                "before" if text.is_empty() => parsed.page = PageAt::Last,
+                "before" => parsed.page = PageAt::Before(id()?),
+                _ => return Err(StanzaCondition::FeatureNotImplemented),
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+// ----- retention -----------------------------------------------------------------------------
+
+/// Deletes expired messages at start and every hour, a bounded batch per write so the writer
+/// and the event loop keep serving in between. Returns at once when nothing expires.
+async fn expire_periodically(server: &Server) {
+    let days = u64::from(server.config.mam.retention_days);
+    if !server.config.mam.enabled || days == 0 {
+        return;
+    }
+    loop {
+        let cutoff = crate::time::unix_now().saturating_sub(days * 86_400);
+        let mut batches = 0u64;
+        loop {
+            match server.store.mam_expire(cutoff, EXPIRY_BATCH).await {
+                Ok(true) => batches += 1,
+                Ok(false) => break,
+                Err(e) => {
+                    warn!("archive expiry failed: {e}");
+                    break;
+                }
+            }
+        }
+        if batches > 0 {
+            info!(
+                "archive expiry: about {} old messages deleted",
+                batches * EXPIRY_BATCH as u64
+            );
+        }
+        smol::Timer::after(EXPIRY_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(xml: &str) -> Result<ArchiveQuery, StanzaCondition> {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        parse_query(doc.root_element())
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        for id in [1, 0xabc, 1_795_650_000_000_000, u64::MAX] {
+            assert_eq!(decode_id(&encode_id(id)), Some(id));
+        }
+        for bad in ["", "xyz", "10000000000000000", "-1"] {
+            assert_eq!(decode_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn query_parsing() {
+        let q = parse(&format!(
+            "<query xmlns='{NS}'><x xmlns='{NS_DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>{NS}</value></field>\
+             <field var='with'><value>Bob@Localhost</value></field>\
+             <field var='start'><value>1970-01-01T00:01:00Z</value></field></x>\
+             <set xmlns='{NS_RSM}'><max>1000</max><before/></set></query>"
+        ))
+        .unwrap();
+        assert_eq!(q.with.as_deref(), Some("bob@localhost"));
+        assert_eq!(
+            (q.start, q.end, q.page, q.max),
+            (Some(60), None, PageAt::Last, MAX_PAGE)
+        );
+        let field = |var: &str, value: &str| {
+            parse(&format!(
+                "<query xmlns='{NS}'><x xmlns='{NS_DATA}'><field var='{var}'><value>{value}</value></field></x></query>"
+            ))
+        };
+        assert_eq!(
+            field("withtext", "x"),
+            Err(StanzaCondition::FeatureNotImplemented)
+        );
+        assert_eq!(
+            field("start", "yesterday"),
+            Err(StanzaCondition::BadRequest)
+        );
+        assert_eq!(
+            field("FORM_TYPE", "urn:xmpp:mam:1"),
+            Err(StanzaCondition::BadRequest)
+        );
+        let after = parse(&format!(
+            "<query xmlns='{NS}'><set xmlns='{NS_RSM}'><after>zz</after></set></query>"
+        ));
+        assert_eq!(after, Err(StanzaCondition::ItemNotFound));
+    }
+
+    #[test]
+    fn prefs_round_trip() {
+        let prefs = Prefs {
+            default: DefaultMode::Roster,
+            always: vec!["a@h".into()],
+            never: vec!["b@h/r".into(), "c@h".into()],
+        };
+        assert_eq!(Prefs::decode(&prefs.encode()), Some(prefs.clone()));
+        let peer = Jid::parse("c@h/phone").unwrap();
+        assert!(Prefs::lists(&prefs.never, &peer));
+        assert!(!Prefs::lists(&prefs.always, &peer));
+        let mut xml = String::new();
+        prefs.write(&mut xml);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        assert_eq!(Prefs::parse(doc.root_element()), Some(prefs));
+    }
+}
