@@ -76,6 +76,9 @@ pub fn handle(
         if let Some(muc) = server.muc.domain() {
             let _ = write!(out, "<item jid='{}' name='Chat rooms'/>", Esc(muc));
         }
+        if let Some(upload) = server.upload.domain() {
+            let _ = write!(out, "<item jid='{}' name='HTTP File Upload'/>", Esc(upload));
+        }
     }
     if ns == NS_INFO {
         match target {

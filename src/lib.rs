@@ -36,6 +36,7 @@ pub mod subscription;
 pub mod systemd;
 pub mod time;
 pub mod tls;
+pub mod upload;
 pub mod usercache;
 pub mod vcard;
 pub mod version;

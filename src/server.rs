@@ -43,6 +43,8 @@ pub struct Server {
     pub started: Instant,
     /// XEP-0045 chat rooms.
     pub muc: crate::muc::Muc,
+    /// XEP-0363 upload slots and stored files.
+    pub upload: crate::upload::Upload,
     /// Last unavailable presences not yet committed (probes must not miss them).
     pub pending_last: crate::presence::PendingLast,
     /// Connection admission, rate buckets, login delays, limit counters.
@@ -64,6 +66,7 @@ impl Server {
             photo_hashes: Default::default(),
             registrations: Default::default(),
             muc,
+            upload: crate::upload::Upload::load(&config),
             pending_last: Default::default(),
             protection: Protection::new(&config),
             config,
@@ -211,6 +214,7 @@ pub fn run(config: Config) -> Result<(), String> {
         material.fingerprint_sha256
     );
     let listeners = bind_all(&config)?;
+    let upload = crate::upload::http::bind(&config)?;
     let control = control::bind(&config.data_dir)?;
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
@@ -228,6 +232,7 @@ pub fn run(config: Config) -> Result<(), String> {
                     .detach();
             }
         }
+        crate::upload::http::start(&ex, &server, upload);
         let on_deleted: Rc<dyn Fn(&str)> = {
             let server = server.clone();
             Rc::new(move |user: &str| server.close_user(user))
@@ -321,9 +326,13 @@ async fn shutdown(server: &Server) {
     info!("limit counters: {}", server.protection.counters);
 }
 
-/// Names besides the domain a generated certificate covers: the chat-room service.
+/// Names besides the domain a generated certificate covers: the chat-room and upload services.
 fn extra_names(config: &Config) -> Vec<String> {
-    config.muc_domain().into_iter().collect()
+    config
+        .muc_domain()
+        .into_iter()
+        .chain(config.upload_domain())
+        .collect()
 }
 
 /// The data dir holds credentials and the TLS key: owner only.
