@@ -57,6 +57,9 @@ pub fn handle(
         if server.upload.serves(to.domain()) {
             return crate::upload::handle(server, session, stanza, out);
         }
+        if server.proxy.serves(to.domain()) {
+            return crate::proxy::handle(server, session, stanza, out);
+        }
     }
     match stanza.ty {
         StanzaType::Message(ty) => on_message(server, session, stanza, ty, out),

@@ -23,6 +23,7 @@ pub mod ping;
 pub mod presence;
 pub mod privacy;
 pub mod private;
+pub mod proxy;
 pub mod register;
 pub mod reply;
 pub mod roster;

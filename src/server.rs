@@ -45,6 +45,8 @@ pub struct Server {
     pub muc: crate::muc::Muc,
     /// XEP-0363 upload slots and stored files.
     pub upload: crate::upload::Upload,
+    /// XEP-0065 bytestreams waiting for activation.
+    pub proxy: crate::proxy::Proxy,
     /// Last unavailable presences not yet committed (probes must not miss them).
     pub pending_last: crate::presence::PendingLast,
     /// Connection admission, rate buckets, login delays, limit counters.
@@ -67,6 +69,7 @@ impl Server {
             registrations: Default::default(),
             muc,
             upload: crate::upload::Upload::load(&config),
+            proxy: crate::proxy::Proxy::new(&config),
             pending_last: Default::default(),
             protection: Protection::new(&config),
             config,
@@ -215,6 +218,7 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     let listeners = bind_all(&config)?;
     let upload = crate::upload::http::bind(&config)?;
+    let proxy = crate::proxy::bind(&config)?;
     let control = control::bind(&config.data_dir)?;
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
@@ -233,6 +237,7 @@ pub fn run(config: Config) -> Result<(), String> {
             }
         }
         crate::upload::http::start(&ex, &server, upload);
+        crate::proxy::start(&ex, &server, proxy);
         let on_deleted: Rc<dyn Fn(&str)> = {
             let server = server.clone();
             Rc::new(move |user: &str| server.close_user(user))

@@ -182,6 +182,23 @@ pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut Str
         StanzaType::Iq(IqType::Get | IqType::Set) | StanzaType::Message(_)
     ) && stanza.node.attribute("type") != Some("error");
     let addressed_to_service = stanza.to.as_ref().is_some_and(|j| j.local().is_none());
+    let max = server.config.upload.max_file_bytes;
+    let answered = disco::service_query(out, stanza, from, to, |out| {
+        out.push_str("<identity category='store' type='file' name='HTTP File Upload'/>");
+        for feature in [NS, disco::NS_INFO, disco::NS_ITEMS] {
+            let _ = write!(out, "<feature var='{feature}'/>");
+        }
+        // XEP-0363 §7: the size limit as an XEP-0128 extension form.
+        let _ = write!(
+            out,
+            "<x xmlns='jabber:x:data' type='result'>\
+             <field var='FORM_TYPE' type='hidden'><value>{NS}</value></field>\
+             <field var='max-file-size'><value>{max}</value></field></x>"
+        );
+    });
+    if answered {
+        return Deferred::None;
+    }
     let query = stanza.payload();
     let (name, ns) = query.map_or(("", ""), |q| {
         (
@@ -190,33 +207,6 @@ pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut Str
         )
     });
     match (stanza.ty, query) {
-        (StanzaType::Iq(IqType::Get), Some(query))
-            if addressed_to_service
-                && name == "query"
-                && (ns == disco::NS_INFO || ns == disco::NS_ITEMS) =>
-        {
-            if query.attribute("node").is_some() {
-                fail(out, &StanzaError::new(StanzaCondition::ItemNotFound));
-                return Deferred::None;
-            }
-            stanza::open_reply(out, Kind::Iq, "result", stanza.id, from, to);
-            let _ = write!(out, "><query xmlns='{ns}'>");
-            if ns == disco::NS_INFO {
-                out.push_str("<identity category='store' type='file' name='HTTP File Upload'/>");
-                for feature in [NS, disco::NS_INFO, disco::NS_ITEMS] {
-                    let _ = write!(out, "<feature var='{feature}'/>");
-                }
-                // XEP-0363 §7: the size limit as an XEP-0128 extension form.
-                let _ = write!(
-                    out,
-                    "<x xmlns='jabber:x:data' type='result'>\
-                     <field var='FORM_TYPE' type='hidden'><value>{NS}</value></field>\
-                     <field var='max-file-size'><value>{}</value></field></x>",
-                    server.config.upload.max_file_bytes
-                );
-            }
-            out.push_str("</query></iq>");
-        }
         (StanzaType::Iq(IqType::Get), Some(request))
             if addressed_to_service && name == "request" && ns == NS =>
         {
