@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod jid;
 pub mod last;
 pub mod limits;
+pub mod listener;
 pub mod muc;
 pub mod offline;
 pub mod ping;

@@ -8,11 +8,12 @@
 use crate::disco;
 use crate::dispatch::Deferred;
 use crate::jid::Jid;
+use crate::listener::{self, timed};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::xml::Esc;
-use log::{error, info, warn};
+use log::{info, warn};
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{Shutdown, TcpListener, TcpStream};
@@ -155,16 +156,10 @@ fn activate(
 
 /// Binds the configured ports, so errors come out before the loop starts.
 pub fn bind(config: &crate::config::Config) -> Result<Vec<TcpListener>, String> {
-    if config.proxy_domain().is_none() {
-        return Ok(Vec::new());
+    match config.proxy_domain() {
+        Some(_) => listener::bind(&config.proxy.listen),
+        None => Ok(Vec::new()),
     }
-    (config.proxy.listen.iter())
-        .map(|addr| {
-            std::net::TcpListener::bind(addr)
-                .and_then(TcpListener::try_from)
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))
-        })
-        .collect()
 }
 
 /// Sets the advertised streamhost from the first port, then serves every listener.
@@ -176,40 +171,15 @@ pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Ve
     let config = &server.config;
     let host = config.proxy.host.as_deref().unwrap_or(&config.domain);
     let _ = server.proxy.streamhost.set((host.into(), port));
-    for listener in listeners {
-        if let Ok(addr) = listener.local_addr() {
-            info!("listening for proxy on {addr}");
-        }
-        ex.spawn(accept_loop(ex.clone(), server.clone(), listener))
-            .detach();
+    // A task per relay or waiting pair, twice over for handshakes and second ends.
+    let max = config.proxy.max_relays.saturating_mul(2).saturating_add(16);
+    let open = Rc::new(Cell::new(0u32));
+    for tcp_listener in listeners {
+        let server = server.clone();
+        listener::spawn_accept(ex, tcp_listener, "proxy", max, open.clone(), move |tcp| {
+            serve(server.clone(), tcp)
+        });
     }
-}
-
-async fn accept_loop(ex: Rc<LocalExecutor<'static>>, server: Rc<Server>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, _)) => {
-                let _ = tcp.set_nodelay(true);
-                ex.spawn(serve(server.clone(), tcp)).detach();
-            }
-            Err(e) => {
-                error!("proxy accept failed: {e}");
-                Timer::after(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Races `work` against a timer; the timer wins with `TimedOut`.
-async fn timed<T>(
-    limit: Duration,
-    work: impl std::future::Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    smol::future::or(work, async {
-        Timer::after(limit).await;
-        Err(io::ErrorKind::TimedOut.into())
-    })
-    .await
 }
 
 /// One SOCKS5 connection: handshake, then park it in its pair. The first end's task

@@ -351,3 +351,31 @@ fn preflight_and_malformed_requests() {
     assert_eq!(http(&server, &huge).status, 431);
     assert_eq!(http(&server, b"DELETE / HTTP/1.1\r\n\r\n").status, 405);
 }
+
+#[test]
+fn files_expire_after_expire_days() {
+    let mut server = server_with("expire_days = 1\n");
+    let mut alice = Client::online(&server, "alice", "pc");
+    let old = slot(&mut alice, "old.txt", 3);
+    let new = slot(&mut alice, "new.txt", 3);
+    assert_eq!(put(&server, &old, 3, b"old").status, 201);
+    assert_eq!(put(&server, &new, 3, b"new").status, 201);
+    drop(alice);
+    server.stop();
+    let token = old.path.split('/').nth(2).unwrap();
+    let dir = server.data_dir().join("upload");
+    let data = dir.join(format!("{token}.data"));
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    server.spawn();
+    server.wait_for_log(&format!("upload {token}: expired and removed"));
+    assert_eq!(get(&server, "GET", &old.path).status, 404);
+    assert_eq!(get(&server, "GET", &new.path).body, b"new");
+    assert!(!data.exists());
+    assert!(!dir.join(format!("{token}.meta")).exists());
+}

@@ -7,15 +7,15 @@
 //! never hold a whole file in memory.
 
 use super::{Stored, Upload};
+use crate::listener::{self, timed};
 use crate::server::Server;
 use futures_rustls::server::TlsStream;
 use futures_rustls::TlsAcceptor;
-use log::{error, info, warn};
+use log::{info, warn};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 use std::cell::Cell;
-use std::future::Future;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -38,16 +38,10 @@ type Stream = TlsStream<TcpStream>;
 
 /// Binds the configured ports, so errors come out before the loop starts.
 pub fn bind(config: &crate::config::Config) -> Result<Vec<TcpListener>, String> {
-    if config.upload_domain().is_none() {
-        return Ok(Vec::new());
+    match config.upload_domain() {
+        Some(_) => listener::bind(&config.upload.listen),
+        None => Ok(Vec::new()),
     }
-    (config.upload.listen.iter())
-        .map(|addr| {
-            std::net::TcpListener::bind(addr)
-                .and_then(TcpListener::try_from)
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))
-        })
-        .collect()
 }
 
 /// Derives the base URL, then serves every listener and cleans up periodically.
@@ -61,46 +55,21 @@ pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Ve
         (config.upload.url.clone()).unwrap_or_else(|| format!("https://{}:{port}", config.domain));
     server.upload.set_base_url(&url);
     let open = Rc::new(Cell::new(0u32));
-    for listener in listeners {
-        if let Ok(addr) = listener.local_addr() {
-            info!("listening for upload on {addr}");
-        }
-        ex.spawn(accept_loop(
-            ex.clone(),
-            server.clone(),
-            listener,
+    for tcp_listener in listeners {
+        let server = server.clone();
+        listener::spawn_accept(
+            ex,
+            tcp_listener,
+            "upload",
+            MAX_CONNECTIONS,
             open.clone(),
-        ))
-        .detach();
+            move |tcp| {
+                let server = server.clone();
+                async move { serve(&server, tcp).await }
+            },
+        );
     }
     ex.spawn(cleanup_loop(server.clone())).detach();
-}
-
-async fn accept_loop(
-    ex: Rc<LocalExecutor<'static>>,
-    server: Rc<Server>,
-    listener: TcpListener,
-    open: Rc<Cell<u32>>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, _)) if open.get() < MAX_CONNECTIONS => {
-                let _ = tcp.set_nodelay(true);
-                open.set(open.get() + 1);
-                let (server, open) = (server.clone(), open.clone());
-                ex.spawn(async move {
-                    serve(&server, tcp).await;
-                    open.set(open.get() - 1);
-                })
-                .detach();
-            }
-            Ok(_) => warn!("upload: too many connections, one refused"),
-            Err(e) => {
-                error!("upload accept failed: {e}");
-                Timer::after(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 /// Removes expired slots and files now and then.
@@ -127,15 +96,6 @@ async fn cleanup_loop(server: Rc<Server>) {
         }
         Timer::after(CLEANUP_EVERY).await;
     }
-}
-
-/// Races `work` against a timer; the timer wins with `TimedOut`.
-async fn timed<T>(limit: Duration, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    smol::future::or(work, async {
-        Timer::after(limit).await;
-        Err(io::ErrorKind::TimedOut.into())
-    })
-    .await
 }
 
 /// A parsed request head and the body bytes that came with it.
@@ -346,6 +306,7 @@ async fn put(server: &Server, stream: &mut Stream, request: Request) -> io::Resu
                 std::fs::rename(part, data)
             })
             .await
+            .map_err(disk_error)
         }
         Err(e) => {
             let _ = smol::unblock(move || std::fs::remove_file(part)).await;
@@ -375,8 +336,11 @@ async fn put(server: &Server, stream: &mut Stream, request: Request) -> io::Resu
                 upload.slots.borrow_mut().insert(token, slot);
             }
             warn!("upload failed: {e}");
-            if e.kind() == io::ErrorKind::InvalidData {
-                respond(stream, 500, &[], 0).await?;
+            // Disk trouble is ours to report; a peer that stalled or left gets nothing.
+            match e.kind() {
+                io::ErrorKind::Other => respond(stream, 500, &[], 0).await?,
+                io::ErrorKind::TimedOut => respond(stream, 408, &[], 0).await?,
+                _ => {}
             }
             Err(e)
         }
@@ -398,7 +362,7 @@ async fn receive(
         std::fs::File::create(part)
     })
     .await
-    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    .map_err(disk_error)?;
     let mut buf = first;
     buf.truncate(usize::try_from(length).unwrap_or(usize::MAX));
     let mut got = buf.len() as u64;
@@ -411,7 +375,7 @@ async fn receive(
             })
             .await;
             (file, buf) = (back_file, back_buf);
-            written.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            written.map_err(disk_error)?;
             buf.clear();
         }
         if got == length {
@@ -425,6 +389,11 @@ async fn receive(
         buf.extend_from_slice(&piece[..n]);
         got += n as u64;
     }
+}
+
+/// A failed file operation, told apart from socket errors by its kind.
+fn disk_error(e: io::Error) -> io::Error {
+    io::Error::other(e)
 }
 
 /// Writes a response head with the CORS headers every answer carries.
@@ -443,6 +412,7 @@ async fn respond(
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
         413 => "Content Too Large",

@@ -361,6 +361,29 @@ mod tests {
     }
 
     #[test]
+    fn unused_slots_expire_busy_ones_stay() {
+        let upload = Upload::load(&Config::default());
+        let now = Instant::now();
+        for (token, busy) in [("idle", false), ("busy", true)] {
+            let slot = Slot {
+                owner: "alice".into(),
+                name: "a.txt".into(),
+                size: 1,
+                content_type: "text/plain".into(),
+                secret: "s".into(),
+                granted: now,
+                busy,
+            };
+            upload.slots.borrow_mut().insert(token.into(), slot);
+        }
+        upload.expire_slots(now + SLOT_LIFETIME - Duration::from_secs(1));
+        assert_eq!(upload.usage("alice"), 2);
+        upload.expire_slots(now + SLOT_LIFETIME);
+        let slots = upload.slots.borrow();
+        assert!(slots.contains_key("busy") && !slots.contains_key("idle"));
+    }
+
+    #[test]
     fn percent_round_trip() {
         let name = "été 100%/x?.jpg";
         let encoded = percent_encode(name);
