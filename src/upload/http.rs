@@ -27,6 +27,11 @@ const MAX_HEAD_BYTES: usize = 8 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A body transfer stalls out after this long without progress.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A body slower than this on average is cut off (a trickle would hold a connection).
+const MIN_BYTES_PER_SEC: u64 = 4 * 1024;
+/// How long and how much a refused body is drained before the connection closes.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
 /// Largest piece moved between disk and socket at once.
 const CHUNK: usize = 64 * 1024;
 /// HTTPS connections at one time; more are closed at once.
@@ -139,8 +144,24 @@ async fn serve(server: &Server, tcp: TcpStream) {
         "PUT" => put(server, &mut stream, request).await,
         _ => respond(&mut stream, 405, &[], 0).await,
     };
-    if outcome.is_ok() {
-        let _ = timed(IDLE_TIMEOUT, stream.close()).await;
+    if outcome.is_ok() && timed(IDLE_TIMEOUT, stream.close()).await.is_ok() {
+        linger(&mut stream).await;
+    }
+}
+
+/// After a refusal the client may still be sending a body: closing with unread data
+/// would reset the connection and could destroy the answer before it is read (RFC 9112
+/// §9.6), so what follows is read and dropped for a little while.
+async fn linger(stream: &mut Stream) {
+    let mut scratch = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let until = Instant::now() + LINGER_TIME;
+    while left > 0 {
+        let time = until.saturating_duration_since(Instant::now());
+        match timed(time, stream.read(&mut scratch)).await {
+            Ok(n) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
     }
 }
 
@@ -296,7 +317,21 @@ async fn put(server: &Server, stream: &mut Stream, request: Request) -> io::Resu
         Err(status) => return respond(stream, status, &[], 0).await,
     };
     let token: Box<str> = token.into();
-    let received = receive(upload, stream, &token, request.rest, length).await;
+    // RFC 9110 §10.1.1: a client that waits for the go-ahead gets it once the slot fits.
+    let go_ahead = match request.header("Expect") {
+        Some(expect) if expect.eq_ignore_ascii_case("100-continue") => {
+            timed(
+                IDLE_TIMEOUT,
+                stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n"),
+            )
+            .await
+        }
+        _ => Ok(()),
+    };
+    let received = match go_ahead {
+        Ok(()) => receive(upload, stream, &token, request.rest, length).await,
+        Err(e) => Err(e),
+    };
     let [data, meta, part] = upload.paths(&token);
     let stored = match received {
         Ok(()) => {
@@ -366,6 +401,7 @@ async fn receive(
     let mut buf = first;
     buf.truncate(usize::try_from(length).unwrap_or(usize::MAX));
     let mut got = buf.len() as u64;
+    let deadline = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(length / MIN_BYTES_PER_SEC);
     let mut piece = vec![0u8; CHUNK];
     loop {
         if !buf.is_empty() {
@@ -382,6 +418,9 @@ async fn receive(
             return Ok(());
         }
         let want = usize::try_from(length - got).unwrap_or(CHUNK).min(CHUNK);
+        if Instant::now() > deadline {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
         let n = timed(IDLE_TIMEOUT, stream.read(&mut piece[..want])).await?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
