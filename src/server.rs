@@ -160,8 +160,10 @@ impl Server {
         }
     }
 
-    /// Ends every session of an account (deleted by the administrator).
+    /// An account was deleted (by the administrator or its owner): its sessions end and
+    /// its uploaded files go.
     pub fn close_user(&self, local: &str) {
+        self.upload.forget_user(local);
         for session in self.router.borrow().resources(local) {
             session.mailbox.close(StreamCondition::NotAuthorized);
         }

@@ -415,3 +415,33 @@ fn a_trickled_request_head_is_cut_off() {
         "{waited:?}"
     );
 }
+
+#[test]
+fn a_deleted_account_takes_its_files_along() {
+    let server = server_with("");
+    let mut alice = Client::online(&server, "alice", "pc");
+    let mut bob = Client::online(&server, "bob", "pc");
+    let hers = slot(&mut alice, "hers.txt", 4);
+    let his = slot(&mut bob, "his.txt", 3);
+    assert_eq!(put(&server, &hers, 4, b"hers").status, 201);
+    assert_eq!(put(&server, &his, 3, b"his").status, 201);
+    let out = server.hearth(&["deluser", "alice@localhost"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.wait_for_log("1 files of deleted account alice removed");
+    assert_eq!(get(&server, "GET", &hers.path).status, 404);
+    assert_eq!(get(&server, "GET", &his.path).body, b"his");
+    let token = hers.path.split('/').nth(2).unwrap();
+    let data = server
+        .data_dir()
+        .join("upload")
+        .join(format!("{token}.data"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while data.exists() {
+        assert!(std::time::Instant::now() < deadline, "file still there");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -13,7 +13,7 @@ use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::xml::Esc;
-use log::warn;
+use log::{info, warn};
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -110,6 +110,33 @@ impl Upload {
     /// Where a token's file, its description and its upload in progress live.
     pub fn paths(&self, token: &str) -> [PathBuf; 3] {
         ["data", "meta", "part"].map(|ext| self.dir.join(format!("{token}.{ext}")))
+    }
+
+    /// A deleted account's files go with it, and its slots can no longer be used.
+    pub fn forget_user(&self, user: &str) {
+        self.slots
+            .borrow_mut()
+            .retain(|_, slot| &*slot.owner != user);
+        let mut gone = Vec::new();
+        self.files.borrow_mut().retain(|token, file| {
+            let keep = &*file.owner != user;
+            if !keep {
+                gone.extend(self.paths(token));
+            }
+            keep
+        });
+        if !gone.is_empty() {
+            info!(
+                "upload: {} files of deleted account {user} removed",
+                gone.len() / 3
+            );
+            smol::unblock(move || {
+                for path in gone {
+                    let _ = std::fs::remove_file(path);
+                }
+            })
+            .detach();
+        }
     }
 
     /// Forgets slots not used in time.
