@@ -448,6 +448,11 @@ fn parse(text: &str) -> Result<Config, String> {
         // Every stanza to the domain would go to the chat-room service.
         return Err(" muc.domain: must differ from domain".into());
     }
+    let muc = config.muc_domain();
+    if muc.is_some() && (muc == config.upload_domain() || muc == config.proxy_domain()) {
+        // The upload and proxy services would never see their stanzas.
+        return Err(" muc.domain: must differ from the upload and proxy services' domains".into());
+    }
     Ok(config)
 }
 
@@ -1206,6 +1211,16 @@ auth_timeout_secs = 1
         };
         let text = custom.to_toml();
         assert_eq!(parse(&text).unwrap(), custom, "{text}");
+    }
+
+    #[test]
+    fn service_domains_must_differ() {
+        let error = error_of("domain = \"d.example\"\n[muc]\ndomain = \"upload.d.example\"\n");
+        assert!(error.contains("muc.domain: must differ"), "{error}");
+        let error = error_of("domain = \"d.example\"\n[muc]\ndomain = \"proxy.d.example\"\n");
+        assert!(error.contains("muc.domain: must differ"), "{error}");
+        let text = "domain = \"d.example\"\n[muc]\ndomain = \"proxy.d.example\"\n[proxy]\nenabled = false\n";
+        assert!(parse(text).is_ok());
     }
 
     #[test]
