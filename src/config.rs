@@ -40,6 +40,68 @@ pub struct Config {
     pub pep: Pep,
     pub sm: Sm,
     pub mam: Mam,
+    pub upload: Upload,
+    pub proxy: Proxy,
+}
+
+/// XEP-0363 HTTP File Upload (`[upload]`): the service `upload.<domain>` and its HTTPS port.
+/// Files live in `dir`, never in the database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upload {
+    pub enabled: bool,
+    #[serde(deserialize_with = "socket_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// Base of the slot URLs; absent means `https://<domain>:<first listen port>`.
+    pub url: Option<String>,
+    #[serde(deserialize_with = "file_bytes")]
+    pub max_file_bytes: u64,
+    #[serde(deserialize_with = "file_bytes")]
+    pub quota_bytes_per_user: u64,
+    #[serde(deserialize_with = "positive")]
+    pub expire_days: u32,
+    /// Where files are kept; absent means `<data_dir>/upload`.
+    #[serde(deserialize_with = "optional_path")]
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for Upload {
+    fn default() -> Self {
+        Upload {
+            enabled: true,
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 5281))],
+            url: None,
+            max_file_bytes: 10 * 1024 * 1024,
+            quota_bytes_per_user: 100 * 1024 * 1024,
+            expire_days: 30,
+            dir: None,
+        }
+    }
+}
+
+/// XEP-0065 SOCKS5 bytestreams proxy (`[proxy]`) for local users: `proxy.<domain>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Proxy {
+    pub enabled: bool,
+    #[serde(deserialize_with = "socket_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// The address clients are told to connect to; absent means the domain.
+    pub host: Option<String>,
+    /// Relays (activated or waiting pairs) at one time.
+    #[serde(deserialize_with = "small_count")]
+    pub max_relays: u32,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            enabled: true,
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 7777))],
+            host: None,
+            max_relays: 16,
+        }
+    }
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -320,6 +382,18 @@ impl Default for Mam {
 }
 
 impl Config {
+    /// The file-upload service's domain, when the service is enabled.
+    pub fn upload_domain(&self) -> Option<String> {
+        self.upload
+            .enabled
+            .then(|| format!("upload.{}", self.domain))
+    }
+
+    /// The bytestreams proxy's domain, when the proxy is enabled.
+    pub fn proxy_domain(&self) -> Option<String> {
+        self.proxy.enabled.then(|| format!("proxy.{}", self.domain))
+    }
+
     /// The chat-room service's domain, when the service is enabled.
     pub fn muc_domain(&self) -> Option<String> {
         self.muc.enabled.then(|| {
@@ -348,6 +422,8 @@ impl Default for Config {
             pep: Pep::default(),
             sm: Sm::default(),
             mam: Mam::default(),
+            upload: Upload::default(),
+            proxy: Proxy::default(),
         }
     }
 }
@@ -448,6 +524,11 @@ fn parse(text: &str) -> Result<Config, String> {
     if config.muc_domain().as_deref() == Some(config.domain.as_str()) {
         // Every stanza to the domain would go to the chat-room service.
         return Err(" muc.domain: must differ from domain".into());
+    }
+    let muc = config.muc_domain();
+    if muc.is_some() && (muc == config.upload_domain() || muc == config.proxy_domain()) {
+        // The upload and proxy services would never see their stanzas.
+        return Err(" muc.domain: must differ from the upload and proxy services' domains".into());
     }
     Ok(config)
 }
@@ -695,6 +776,11 @@ fn per_hour<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error>
     u32::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn file_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let value = integer_in(deserializer, (1, 1 << 40))?;
+    u64::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn timeout_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let value = integer_in(deserializer, (1, u32::MAX.into()))?;
     u32::try_from(value).map_err(serde::de::Error::custom)
@@ -820,6 +906,31 @@ impl Config {
         let _ = writeln!(out, "\n[mam]");
         let _ = writeln!(out, "enabled = {}", self.mam.enabled);
         let _ = writeln!(out, "retention_days = {}", self.mam.retention_days);
+        let upload = &self.upload;
+        let _ = writeln!(out, "\n[upload]");
+        let _ = writeln!(out, "enabled = {}", upload.enabled);
+        let _ = writeln!(out, "listen = {}", addrs(&upload.listen));
+        if let Some(url) = &upload.url {
+            let _ = writeln!(out, "url = {}", quote(url));
+        }
+        let _ = writeln!(out, "max_file_bytes = {}", upload.max_file_bytes);
+        let _ = writeln!(
+            out,
+            "quota_bytes_per_user = {}",
+            upload.quota_bytes_per_user
+        );
+        let _ = writeln!(out, "expire_days = {}", upload.expire_days);
+        if let Some(dir) = &upload.dir {
+            let _ = writeln!(out, "dir = {}", path(dir));
+        }
+        let proxy = &self.proxy;
+        let _ = writeln!(out, "\n[proxy]");
+        let _ = writeln!(out, "enabled = {}", proxy.enabled);
+        let _ = writeln!(out, "listen = {}", addrs(&proxy.listen));
+        if let Some(host) = &proxy.host {
+            let _ = writeln!(out, "host = {}", quote(host));
+        }
+        let _ = writeln!(out, "max_relays = {}", proxy.max_relays);
         out
     }
 }
@@ -1185,9 +1296,34 @@ auth_timeout_secs = 1
                 enabled: false,
                 retention_days: 0,
             },
+            upload: Upload {
+                enabled: false,
+                listen: vec![SocketAddr::from(([127, 0, 0, 1], 8443))],
+                url: Some("https://files.chat.example".into()),
+                max_file_bytes: 1000,
+                quota_bytes_per_user: 5000,
+                expire_days: 2,
+                dir: Some(PathBuf::from("/srv/files")),
+            },
+            proxy: Proxy {
+                enabled: false,
+                listen: vec![SocketAddr::from(([127, 0, 0, 1], 7000))],
+                host: Some("192.168.1.2".into()),
+                max_relays: 3,
+            },
         };
         let text = custom.to_toml();
         assert_eq!(parse(&text).unwrap(), custom, "{text}");
+    }
+
+    #[test]
+    fn service_domains_must_differ() {
+        let error = error_of("domain = \"d.example\"\n[muc]\ndomain = \"upload.d.example\"\n");
+        assert!(error.contains("muc.domain: must differ"), "{error}");
+        let error = error_of("domain = \"d.example\"\n[muc]\ndomain = \"proxy.d.example\"\n");
+        assert!(error.contains("muc.domain: must differ"), "{error}");
+        let text = "domain = \"d.example\"\n[muc]\ndomain = \"proxy.d.example\"\n[proxy]\nenabled = false\n";
+        assert!(parse(text).is_ok());
     }
 
     #[test]

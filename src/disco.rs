@@ -5,7 +5,7 @@
 use crate::dispatch::IqTarget;
 use crate::router::Session;
 use crate::server::Server;
-use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
+use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::xml::Esc;
 use crate::{blocking, carbons, last, offline, ping, privacy, register, vcard, version};
 use std::fmt::Write;
@@ -86,6 +86,16 @@ pub fn handle(
         if let Some(muc) = server.muc.domain() {
             let _ = write!(out, "<item jid='{}' name='Chat rooms'/>", Esc(muc));
         }
+        if let Some(upload) = server.upload.domain() {
+            let _ = write!(out, "<item jid='{}' name='HTTP File Upload'/>", Esc(upload));
+        }
+        if let Some(proxy) = server.proxy.domain() {
+            let _ = write!(
+                out,
+                "<item jid='{}' name='SOCKS5 Bytestreams'/>",
+                Esc(proxy)
+            );
+        }
     }
     if ns == NS_INFO {
         match target {
@@ -115,6 +125,42 @@ pub fn handle(
                 }
             }
         }
+    }
+    out.push_str("</query></iq>");
+    true
+}
+
+/// Answers a disco#info or disco#items get addressed to a service's own JID (`from`):
+/// `info` writes the identity and features; a service without items has none. Returns
+/// false when the stanza is not such a query.
+pub fn service_query(
+    out: &mut String,
+    stanza: &Stanza,
+    from: &str,
+    to: &str,
+    info: impl FnOnce(&mut String),
+) -> bool {
+    let Some(query) = stanza.payload() else {
+        return false;
+    };
+    let ns = query.tag_name().namespace().unwrap_or_default();
+    let for_service = stanza.to.as_ref().is_some_and(|j| j.local().is_none());
+    if stanza.ty != StanzaType::Iq(IqType::Get)
+        || !for_service
+        || query.tag_name().name() != "query"
+        || !(ns == NS_INFO || ns == NS_ITEMS)
+    {
+        return false;
+    }
+    if query.attribute("node").is_some() {
+        let error = StanzaError::new(StanzaCondition::ItemNotFound);
+        stanza::write_error_reply(out, Kind::Iq, stanza.id, from, to, &error);
+        return true;
+    }
+    stanza::open_reply(out, Kind::Iq, "result", stanza.id, from, to);
+    let _ = write!(out, "><query xmlns='{ns}'>");
+    if ns == NS_INFO {
+        info(out);
     }
     out.push_str("</query></iq>");
     true

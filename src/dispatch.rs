@@ -54,6 +54,12 @@ pub fn handle(
         if server.muc.serves(to.domain()) {
             return crate::muc::handle(server, session, stanza, out);
         }
+        if server.upload.serves(to.domain()) {
+            return crate::upload::handle(server, session, stanza, out);
+        }
+        if server.proxy.serves(to.domain()) {
+            return crate::proxy::handle(server, session, stanza, out);
+        }
     }
     match stanza.ty {
         StanzaType::Message(ty) => on_message(server, session, stanza, ty, out),

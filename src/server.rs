@@ -44,6 +44,10 @@ pub struct Server {
     /// XEP-0045 chat rooms.
     pub muc: crate::muc::Muc,
     pub mam: crate::mam::Mam,
+    /// XEP-0363 upload slots and stored files.
+    pub upload: crate::upload::Upload,
+    /// XEP-0065 bytestreams waiting for activation.
+    pub proxy: crate::proxy::Proxy,
     /// Last unavailable presences not yet committed (probes must not miss them).
     pub pending_last: crate::presence::PendingLast,
     /// Verified entity capabilities and the queries learning them (XEP-0115).
@@ -70,6 +74,8 @@ impl Server {
             registrations: Default::default(),
             muc,
             mam: crate::mam::Mam::load(&store),
+            upload: crate::upload::Upload::load(&config),
+            proxy: crate::proxy::Proxy::new(&config),
             pending_last: Default::default(),
             pep_caps: Default::default(),
             protection: Protection::new(&config),
@@ -169,8 +175,10 @@ impl Server {
         }
     }
 
-    /// Ends every session of an account (deleted by the administrator).
+    /// An account was deleted (by the administrator or its owner): its sessions end and
+    /// its uploaded files go.
     pub fn close_user(&self, local: &str) {
+        self.upload.forget_user(local);
         for session in self.router.borrow().resources(local) {
             session.mailbox.close(StreamCondition::NotAuthorized);
         }
@@ -226,6 +234,8 @@ pub fn run(config: Config) -> Result<(), String> {
         material.fingerprint_sha256
     );
     let listeners = bind_all(&config)?;
+    let upload = crate::upload::http::bind(&config)?;
+    let proxy = crate::proxy::bind(&config)?;
     let control = control::bind(&config.data_dir)?;
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
@@ -243,6 +253,8 @@ pub fn run(config: Config) -> Result<(), String> {
                     .detach();
             }
         }
+        crate::upload::http::start(&ex, &server, upload);
+        crate::proxy::start(&ex, &server, proxy);
         let on_deleted: Rc<dyn Fn(&str)> = {
             let server = server.clone();
             Rc::new(move |user: &str| server.close_user(user))
@@ -338,9 +350,13 @@ async fn shutdown(server: &Server) {
     info!("limit counters: {}", server.protection.counters);
 }
 
-/// Names besides the domain a generated certificate covers: the chat-room service.
+/// Names besides the domain a generated certificate covers: the chat-room and upload services.
 fn extra_names(config: &Config) -> Vec<String> {
-    config.muc_domain().into_iter().collect()
+    config
+        .muc_domain()
+        .into_iter()
+        .chain(config.upload_domain())
+        .collect()
 }
 
 /// The data dir holds credentials and the TLS key: owner only.

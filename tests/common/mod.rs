@@ -86,7 +86,13 @@ impl TestServer {
         let dir = temp_dir("srv");
         let data = dir.join("data");
         let config = dir.join("hearth.toml");
-        let (top, tables) = split_extra(extra);
+        let (top, mut tables) = split_extra(extra);
+        // Services with their own ports get free ones, unless the test configures them.
+        for service in ["upload", "proxy"] {
+            if !tables.contains(&format!("[{service}]")) {
+                tables.push_str(&format!("\n[{service}]\nlisten = [\"127.0.0.1:0\"]\n"));
+            }
+        }
         std::fs::write(
             &config,
             format!(

@@ -19,6 +19,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+import xml.etree.ElementTree as ET
 
 import slixmpp
 
@@ -38,6 +40,7 @@ class Hearth:
             f.write(
                 f'domain = "{DOMAIN}"\ndata_dir = "{self.dir}/data"\n'
                 '[listen]\nstarttls = ["127.0.0.1:0"]\ndirect_tls = ["127.0.0.1:0"]\n'
+                '[upload]\nlisten = ["127.0.0.1:0"]\n[proxy]\nlisten = ["127.0.0.1:0"]\n'
             )
         self.proc = None
         self.log = []
@@ -381,6 +384,52 @@ async def scenario_mam(server):
     await close(dave, erin)
 
 
+async def scenario_http_upload(server):
+    # slixmpp's xep_0363 plugin needs aiohttp, which is not installed here: the slot
+    # request goes out as a raw iq through slixmpp, the HTTP side through urllib.
+    ns = "urn:xmpp:http:upload:0"
+    alice = await online(server, "alice", "upload")
+    disco = alice.plugin["xep_0030"]
+    items = await disco.get_items(jid=DOMAIN, timeout=TIMEOUT)
+    service = f"upload.{DOMAIN}"
+    assert service in [item[0] for item in items["disco_items"]["items"]], items
+    info = await disco.get_info(jid=service, timeout=TIMEOUT)
+    assert ns in info["disco_info"]["features"], info
+    x = "{jabber:x:data}"
+    size_field = info.xml.find(f".//{x}field[@var='max-file-size']/{x}value")
+    assert size_field is not None and int(size_field.text) > 0, info
+    body = bytes(range(256)) * 40
+    iq = alice.Iq()
+    iq["type"] = "get"
+    iq["to"] = service
+    iq.append(ET.fromstring(
+        f"<request xmlns='{ns}' filename='interop café.bin' size='{len(body)}' "
+        "content-type='application/octet-stream'/>"
+    ))
+    reply = await iq.send(timeout=TIMEOUT)
+    slot = reply.xml.find(f"{{{ns}}}slot")
+    put = slot.find(f"{{{ns}}}put")
+    get_url = slot.find(f"{{{ns}}}get").get("url")
+    headers = {h.get("name"): h.text for h in put.findall(f"{{{ns}}}header")}
+    context = ssl.create_default_context(cafile=server.cert)
+    context.set_alpn_protocols(["http/1.1"])
+
+    def transfer():
+        request = urllib.request.Request(
+            put.get("url"), data=body, method="PUT",
+            headers=dict(headers, **{"Content-Type": "application/octet-stream"}),
+        )
+        with urllib.request.urlopen(request, context=context, timeout=TIMEOUT) as response:
+            assert response.status == 201, response.status
+        with urllib.request.urlopen(get_url, context=context, timeout=TIMEOUT) as response:
+            assert response.headers["Access-Control-Allow-Origin"] == "*", response.headers
+            return response.read()
+
+    fetched = await asyncio.to_thread(transfer)
+    assert fetched == body, len(fetched)
+    await close(alice)
+
+
 SCENARIOS = [
     scenario_starttls_scram_ping_disco,
     scenario_direct_tls_login,
@@ -393,6 +442,7 @@ SCENARIOS = [
     scenario_pep_open_device_list,
     scenario_stream_resumption,
     scenario_mam,
+    scenario_http_upload,
 ]
 
 

@@ -1,0 +1,423 @@
+//! XEP-0363 HTTP File Upload, the XMPP side: the service on `upload.<domain>` answers
+//! discovery and hands out upload slots, and owns the table of slots and stored files
+//! that the HTTPS side ([`http`]) serves. File contents live in their own directory and
+//! never in the database; this module must never read or write file contents on the
+//! event loop (that is [`http`]'s job, in bounded pieces off the loop).
+
+pub mod http;
+
+use crate::config::Config;
+use crate::disco;
+use crate::dispatch::Deferred;
+use crate::router::Session;
+use crate::server::Server;
+use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType};
+use crate::xml::Esc;
+use log::{info, warn};
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+pub const NS: &str = "urn:xmpp:http:upload:0";
+
+/// A slot not used within this time is forgotten (its quota share comes back).
+pub const SLOT_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
+/// Longest file name accepted, in bytes.
+const MAX_NAME_BYTES: usize = 200;
+
+/// A granted upload not yet completed.
+pub struct Slot {
+    pub owner: Box<str>,
+    pub name: Box<str>,
+    pub size: u64,
+    pub content_type: Box<str>,
+    /// The `Authorization` header value the PUT must carry.
+    pub secret: Box<str>,
+    pub granted: Instant,
+    /// A PUT is running: a second one is refused.
+    pub busy: bool,
+}
+
+/// A completed upload, as described by its `.meta` file.
+pub struct Stored {
+    pub owner: Box<str>,
+    pub name: Box<str>,
+    pub size: u64,
+    pub content_type: Box<str>,
+    pub stored: SystemTime,
+}
+
+/// The service: its domain, file directory, slots and files by token.
+pub struct Upload {
+    domain: Option<Box<str>>,
+    pub dir: PathBuf,
+    base_url: OnceCell<Box<str>>,
+    pub slots: RefCell<HashMap<Box<str>, Slot>>,
+    pub files: RefCell<HashMap<Box<str>, Stored>>,
+}
+
+impl Upload {
+    /// The service as configured, with the files already on disk read back.
+    pub fn load(config: &Config) -> Upload {
+        let dir = config
+            .upload
+            .dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("upload"));
+        let files = match config.upload_domain() {
+            Some(_) => read_files(&dir),
+            None => HashMap::new(),
+        };
+        Upload {
+            domain: config.upload_domain().map(String::into_boxed_str),
+            dir,
+            base_url: OnceCell::new(),
+            slots: RefCell::default(),
+            files: RefCell::new(files),
+        }
+    }
+
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// Whether stanzas to `domain` belong to this service.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.domain.as_deref() == Some(domain)
+    }
+
+    /// Set once the HTTPS port is bound (the default URL names its port).
+    pub fn set_base_url(&self, url: &str) {
+        let _ = self.base_url.set(url.trim_end_matches('/').into());
+    }
+
+    /// Bytes a user holds: stored files and granted slots.
+    fn usage(&self, owner: &str) -> u64 {
+        let files: u64 = (self.files.borrow().values())
+            .filter(|f| &*f.owner == owner)
+            .map(|f| f.size)
+            .sum();
+        let slots: u64 = (self.slots.borrow().values())
+            .filter(|s| &*s.owner == owner)
+            .map(|s| s.size)
+            .sum();
+        files + slots
+    }
+
+    /// Where a token's file, its description and its upload in progress live.
+    pub fn paths(&self, token: &str) -> [PathBuf; 3] {
+        ["data", "meta", "part"].map(|ext| self.dir.join(format!("{token}.{ext}")))
+    }
+
+    /// A deleted account's files go with it, and its slots can no longer be used.
+    pub fn forget_user(&self, user: &str) {
+        self.slots
+            .borrow_mut()
+            .retain(|_, slot| &*slot.owner != user);
+        let mut gone = Vec::new();
+        self.files.borrow_mut().retain(|token, file| {
+            let keep = &*file.owner != user;
+            if !keep {
+                gone.extend(self.paths(token));
+            }
+            keep
+        });
+        if !gone.is_empty() {
+            info!(
+                "upload: {} files of deleted account {user} removed",
+                gone.len() / 3
+            );
+            smol::unblock(move || {
+                for path in gone {
+                    let _ = std::fs::remove_file(path);
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// Forgets slots not used in time.
+    pub fn expire_slots(&self, now: Instant) {
+        self.slots
+            .borrow_mut()
+            .retain(|_, slot| slot.busy || now.duration_since(slot.granted) < SLOT_LIFETIME);
+    }
+}
+
+/// Reads `<token>.meta` (owner, name and content type on three lines) for every
+/// `<token>.data`; leftovers of interrupted uploads are removed.
+fn read_files(dir: &Path) -> HashMap<Box<str>, Stored> {
+    let mut files = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let token = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("part") => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Some("data") => {
+                let meta = std::fs::read_to_string(path.with_extension("meta"));
+                let info = std::fs::metadata(&path);
+                match (meta, info) {
+                    (Ok(meta), Ok(info)) => {
+                        let mut lines = meta.lines();
+                        let (Some(owner), Some(name), Some(content_type)) =
+                            (lines.next(), lines.next(), lines.next())
+                        else {
+                            warn!("upload {token}: unreadable description, skipped");
+                            continue;
+                        };
+                        files.insert(
+                            token.into(),
+                            Stored {
+                                owner: owner.into(),
+                                name: name.into(),
+                                size: info.len(),
+                                content_type: content_type.into(),
+                                stored: info.modified().unwrap_or_else(|_| SystemTime::now()),
+                            },
+                        );
+                    }
+                    _ => warn!("upload {token}: no description, skipped"),
+                }
+            }
+            _ => {}
+        }
+    }
+    files
+}
+
+/// Every stanza whose `to` is on the service's domain.
+pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut String) -> Deferred {
+    let upload = &server.upload;
+    let from = upload.domain().unwrap_or_default();
+    let to = session.jid.as_str();
+    let fail = |out: &mut String, error: &StanzaError| {
+        stanza::write_error_reply(out, stanza.kind, stanza.id, from, to, error)
+    };
+    let is_request = matches!(
+        stanza.ty,
+        StanzaType::Iq(IqType::Get | IqType::Set) | StanzaType::Message(_)
+    ) && stanza.node.attribute("type") != Some("error");
+    let addressed_to_service = stanza.to.as_ref().is_some_and(|j| j.local().is_none());
+    let max = server.config.upload.max_file_bytes;
+    let answered = disco::service_query(out, stanza, from, to, |out| {
+        out.push_str("<identity category='store' type='file' name='HTTP File Upload'/>");
+        for feature in [NS, disco::NS_INFO, disco::NS_ITEMS] {
+            let _ = write!(out, "<feature var='{feature}'/>");
+        }
+        // XEP-0363 §7: the size limit as an XEP-0128 extension form.
+        let _ = write!(
+            out,
+            "<x xmlns='jabber:x:data' type='result'>\
+             <field var='FORM_TYPE' type='hidden'><value>{NS}</value></field>\
+             <field var='max-file-size'><value>{max}</value></field></x>"
+        );
+    });
+    if answered {
+        return Deferred::None;
+    }
+    let query = stanza.payload();
+    let (name, ns) = query.map_or(("", ""), |q| {
+        (
+            q.tag_name().name(),
+            q.tag_name().namespace().unwrap_or_default(),
+        )
+    });
+    match (stanza.ty, query) {
+        (StanzaType::Iq(IqType::Get), Some(request))
+            if addressed_to_service && name == "request" && ns == NS =>
+        {
+            match grant(server, session, request) {
+                Ok(xml) => {
+                    stanza::open_reply(out, Kind::Iq, "result", stanza.id, from, to);
+                    out.push('>');
+                    out.push_str(&xml);
+                    out.push_str("</iq>");
+                }
+                Err(Refusal::TooLarge(max)) => {
+                    stanza::open_reply(out, Kind::Iq, "error", stanza.id, from, to);
+                    let _ = write!(
+                        out,
+                        "><error type='modify'><not-acceptable xmlns='{}'/>\
+                         <text xmlns='{}' xml:lang='en'>File too large</text>\
+                         <file-too-large xmlns='{NS}'><max-file-size>{max}</max-file-size>\
+                         </file-too-large></error></iq>",
+                        stanza::error::NS_STANZA_ERRORS,
+                        stanza::error::NS_STANZA_ERRORS
+                    );
+                }
+                Err(Refusal::Error(error)) => fail(out, &error),
+            }
+        }
+        _ if is_request => fail(out, &StanzaError::new(StanzaCondition::ServiceUnavailable)),
+        _ => {}
+    }
+    Deferred::None
+}
+
+enum Refusal {
+    TooLarge(u64),
+    Error(StanzaError<'static>),
+}
+
+/// Checks a slot request and records the slot; returns the `<slot/>` element.
+fn grant(server: &Server, session: &Session, request: roxmltree::Node) -> Result<String, Refusal> {
+    let bad = |text| Refusal::Error(StanzaError::new(StanzaCondition::BadRequest).with_text(text));
+    let upload = &server.upload;
+    let config = &server.config.upload;
+    let name = request.attribute("filename").unwrap_or_default();
+    if !valid_name(name) {
+        return Err(bad("Unusable file name"));
+    }
+    let size: u64 = request
+        .attribute("size")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("Missing or bad size"))?;
+    let content_type = request
+        .attribute("content-type")
+        .unwrap_or("application/octet-stream");
+    if !valid_content_type(content_type) {
+        return Err(bad("Unusable content type"));
+    }
+    if size > config.max_file_bytes {
+        return Err(Refusal::TooLarge(config.max_file_bytes));
+    }
+    let owner = session.jid.local().unwrap_or_default();
+    upload.expire_slots(Instant::now());
+    if upload.usage(owner).saturating_add(size) > config.quota_bytes_per_user {
+        return Err(Refusal::Error(
+            StanzaError::new(StanzaCondition::ResourceConstraint).with_text("Upload quota used up"),
+        ));
+    }
+    let Some(base) = upload.base_url.get() else {
+        return Err(Refusal::Error(StanzaError::new(
+            StanzaCondition::ServiceUnavailable,
+        )));
+    };
+    let token = format!("{}{}", server.random_id(), server.random_id());
+    let secret = format!("{}{}", server.random_id(), server.random_id());
+    let url = format!("{base}/upload/{token}/{}", percent_encode(name));
+    let xml = format!(
+        "<slot xmlns='{NS}'><put url='{url}'><header name='Authorization'>{secret}</header></put>\
+         <get url='{url}'/></slot>",
+        url = Esc(&url)
+    );
+    upload.slots.borrow_mut().insert(
+        token.into(),
+        Slot {
+            owner: owner.into(),
+            name: name.into(),
+            size,
+            content_type: content_type.into(),
+            secret: secret.into(),
+            granted: Instant::now(),
+            busy: false,
+        },
+    );
+    Ok(xml)
+}
+
+/// A media type that fits on one header line.
+pub fn valid_content_type(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 255 && text.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// A name that is one path segment: no separators, no control characters, not `.`/`..`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
+}
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// The inverse of [`percent_encode`]; `None` for bad escapes or non-UTF-8 results.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(byte);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_one_segment() {
+        assert!(valid_name("photo 1.jpg"));
+        assert!(valid_name("été.txt"));
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\nb", &"x".repeat(201)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unused_slots_expire_busy_ones_stay() {
+        let upload = Upload::load(&Config::default());
+        let now = Instant::now();
+        for (token, busy) in [("idle", false), ("busy", true)] {
+            let slot = Slot {
+                owner: "alice".into(),
+                name: "a.txt".into(),
+                size: 1,
+                content_type: "text/plain".into(),
+                secret: "s".into(),
+                granted: now,
+                busy,
+            };
+            upload.slots.borrow_mut().insert(token.into(), slot);
+        }
+        upload.expire_slots(now + SLOT_LIFETIME - Duration::from_secs(1));
+        assert_eq!(upload.usage("alice"), 2);
+        upload.expire_slots(now + SLOT_LIFETIME);
+        let slots = upload.slots.borrow();
+        assert!(slots.contains_key("busy") && !slots.contains_key("idle"));
+    }
+
+    #[test]
+    fn percent_round_trip() {
+        let name = "été 100%/x?.jpg";
+        let encoded = percent_encode(name);
+        assert_eq!(encoded, "%C3%A9t%C3%A9%20100%25%2Fx%3F.jpg");
+        assert_eq!(percent_decode(&encoded).as_deref(), Some(name));
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%FF"), None);
+    }
+}

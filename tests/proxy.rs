@@ -1,0 +1,187 @@
+//! XEP-0065 SOCKS5 Bytestreams proxy as two local users see it: discovery, the streamhost,
+//! both ends connecting with the DST.ADDR hash, activation by the initiator only, and bytes
+//! flowing both ways only after it.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+const PROXY: &str = "proxy.localhost";
+const NS: &str = "http://jabber.org/protocol/bytestreams";
+
+fn proxy_addr(server: &TestServer) -> SocketAddr {
+    let log = server.log();
+    let line = log
+        .lines()
+        .find_map(|l| l.split("listening for proxy on ").nth(1))
+        .expect("proxy port in the log");
+    line.trim().parse().unwrap()
+}
+
+/// SHA-1 of SID + initiator + target, lowercase hex (XEP-0065 §5.3.2).
+fn hash(sid: &str, initiator: &str, target: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{sid}{initiator}{target}").as_bytes(),
+    );
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Connects and runs the SOCKS5 handshake (no auth, CONNECT to the hash); returns the
+/// stream and the reply code.
+fn socks(server: &TestServer, hash: &str) -> (TcpStream, u8) {
+    let mut tcp = TcpStream::connect(proxy_addr(server)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(&[5, 1, 0]).unwrap();
+    let mut choice = [0u8; 2];
+    tcp.read_exact(&mut choice).unwrap();
+    assert_eq!(choice, [5, 0]);
+    let mut request = vec![5, 1, 0, 3, hash.len() as u8];
+    request.extend_from_slice(hash.as_bytes());
+    request.extend_from_slice(&[0, 0]);
+    tcp.write_all(&request).unwrap();
+    let mut reply = vec![0u8; 5 + hash.len() + 2];
+    tcp.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..1], &[5]);
+    if reply[1] == 0 {
+        assert_eq!(&reply[5..5 + hash.len()], hash.as_bytes());
+    }
+    (tcp, reply[1])
+}
+
+fn activate(client: &mut Client, sid: &str, target: &str) -> String {
+    client.send(&format!(
+        "<iq type='set' id='act' to='{PROXY}'><query xmlns='{NS}' sid='{sid}'>\
+         <activate>{target}</activate></query></iq>"
+    ));
+    client.expect("id='act'")
+}
+
+fn read_exactly(tcp: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    tcp.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn setup() -> (TestServer, Client, Client) {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let alice = Client::online(&server, "alice", "pc");
+    let bob = Client::online(&server, "bob", "phone");
+    (server, alice, bob)
+}
+
+#[test]
+fn discovery_and_streamhost() {
+    let (server, mut alice, _bob) = setup();
+    alice.send(
+        "<iq type='get' id='items'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    );
+    assert!(alice
+        .expect("id='items'")
+        .contains(&format!("<item jid='{PROXY}'")));
+    alice.send(&format!(
+        "<iq type='get' id='info' to='{PROXY}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    ));
+    let info = alice.expect("id='info'");
+    assert!(
+        info.contains("<identity category='proxy' type='bytestreams'"),
+        "{info}"
+    );
+    assert!(info.contains(&format!("<feature var='{NS}'/>")), "{info}");
+    alice.send(&format!(
+        "<iq type='get' id='sh' to='{PROXY}'><query xmlns='{NS}'/></iq>"
+    ));
+    let host = alice.expect("id='sh'");
+    let port = proxy_addr(&server).port();
+    assert!(
+        host.contains(&format!(
+            "<streamhost jid='{PROXY}' host='localhost' port='{port}'/>"
+        )),
+        "{host}"
+    );
+}
+
+#[test]
+fn activated_pair_relays_both_ways() {
+    let (server, mut alice, mut bob) = setup();
+    let (initiator, target) = (alice.jid.clone(), bob.jid.clone());
+    let h = hash("s1", &initiator, &target);
+    // Activation before both ends are there finds nothing.
+    assert!(activate(&mut alice, "s1", &target).contains("<item-not-found"));
+    let (mut t, code) = socks(&server, &h);
+    assert_eq!(code, 0);
+    assert!(activate(&mut alice, "s1", &target).contains("<item-not-found"));
+    let (mut i, code) = socks(&server, &h);
+    assert_eq!(code, 0);
+    // A third end for the same hash is refused.
+    assert_eq!(socks(&server, &h).1, 2);
+    // Only the initiator named in the hash can activate.
+    assert!(activate(&mut bob, "s1", &initiator).contains("<item-not-found"));
+    let result = activate(&mut alice, "s1", &target);
+    assert!(result.contains("type='result'"), "{result}");
+
+    let big: Vec<u8> = (0..300_000u32).map(|n| (n % 253) as u8).collect();
+    let writer = {
+        let mut i = i.try_clone().unwrap();
+        let big = big.clone();
+        std::thread::spawn(move || i.write_all(&big).unwrap())
+    };
+    assert!(read_exactly(&mut t, big.len()) == big);
+    writer.join().unwrap();
+    t.write_all(b"thanks").unwrap();
+    assert_eq!(read_exactly(&mut i, 6), b"thanks");
+    // The end of one side reaches the other.
+    t.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    i.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    drop(i);
+    server.wait_for_log(&format!("bytestream {h} ended"));
+}
+
+#[test]
+fn nothing_flows_before_activation() {
+    let (server, mut alice, bob) = setup();
+    let target = bob.jid.clone();
+    let h = hash("s2", &alice.jid, &target);
+    let (mut t, _) = socks(&server, &h);
+    let (mut i, _) = socks(&server, &h);
+    i.write_all(b"early").unwrap();
+    t.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let err = t.read(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+    // Another session id is another pair.
+    assert!(activate(&mut alice, "other", &target).contains("<item-not-found"));
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(activate(&mut alice, "s2", &target).contains("type='result'"));
+    assert_eq!(read_exactly(&mut t, 5), b"early");
+}
+
+#[test]
+fn relay_limit_and_bad_handshakes() {
+    let server = TestServer::start("[proxy]\nlisten = [\"127.0.0.1:0\"]\nmax_relays = 1\n");
+    let (_a, code) = socks(&server, &hash("x", "a@localhost/r", "b@localhost/r"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        socks(&server, &hash("y", "a@localhost/r", "b@localhost/r")).1,
+        2
+    );
+    // Only the no-authentication method is offered.
+    let mut tcp = TcpStream::connect(proxy_addr(&server)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(&[5, 1, 2]).unwrap();
+    assert_eq!(read_exactly(&mut tcp, 2), [5, 0xff]);
+}
