@@ -357,31 +357,31 @@ async def scenario_stream_resumption(server):
 
 
 async def scenario_mam(server):
-    dave = await online(server, "dave", "mam")
-    erin = await online(server, "erin", "mam")
-    for client in (dave, erin):
+    frank = await online(server, "frank", "mam")
+    gina = await online(server, "gina", "mam")
+    for client in (frank, gina):
         client.register_plugin("xep_0313")
         client.register_plugin("xep_0359")
     for n in range(25):
-        dave.send_message(mto=f"erin@{DOMAIN}", mbody=f"archived {n}", mtype="chat")
+        frank.send_message(mto=f"gina@{DOMAIN}", mbody=f"archived {n}", mtype="chat")
     delivered = []
     for n in range(25):
-        msg = await asyncio.wait_for(erin.inbox.get(), TIMEOUT)
+        msg = await asyncio.wait_for(gina.inbox.get(), TIMEOUT)
         assert msg["body"] == f"archived {n}", msg
         delivered.append(msg["stanza_id"]["id"])
-        assert msg["stanza_id"]["by"] == f"erin@{DOMAIN}", msg
-    info = await dave.plugin["xep_0030"].get_info(jid=f"dave@{DOMAIN}", timeout=TIMEOUT)
+        assert msg["stanza_id"]["by"] == f"gina@{DOMAIN}", msg
+    info = await frank.plugin["xep_0030"].get_info(jid=f"frank@{DOMAIN}", timeout=TIMEOUT)
     assert "urn:xmpp:mam:2" in info["disco_info"]["features"], info
     # One page through retrieve, then the whole archive through RSM paging.
-    iq = await erin.plugin["xep_0313"].retrieve(with_jid=slixmpp.JID(f"dave@{DOMAIN}"), rsm={"max": 5}, timeout=TIMEOUT)
+    iq = await gina.plugin["xep_0313"].retrieve(with_jid=slixmpp.JID(f"frank@{DOMAIN}"), rsm={"max": 5}, timeout=TIMEOUT)
     first = [m["mam_result"]["forwarded"]["stanza"]["body"] for m in iq["mam"]["results"]]
     assert first == [f"archived {n}" for n in range(5)], first
     assert iq["mam_fin"]["rsm"]["count"] == "25", iq
     ids = []
-    async for m in erin.plugin["xep_0313"].iterate(rsm={"max": 10}):
+    async for m in gina.plugin["xep_0313"].iterate(rsm={"max": 10}):
         ids.append(m["mam_result"]["id"])
     assert ids == delivered, (ids, delivered)
-    await close(dave, erin)
+    await close(frank, gina)
 
 
 async def scenario_http_upload(server):
@@ -455,7 +455,7 @@ def main():
     passed = failed = 0
     try:
         server.start()
-        for user in ("alice", "bob", "carol", "dave", "erin"):
+        for user in ("alice", "bob", "carol", "dave", "erin", "frank", "gina"):
             server.adduser(user)
         for scenario in SCENARIOS:
             name = scenario.__name__.removeprefix("scenario_")
