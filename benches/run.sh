@@ -37,6 +37,11 @@ stanzas_per_sec = 10000000
 stanza_burst = 10000000
 bytes_per_sec = 4000000000
 byte_burst = 4000000000
+# File services listen on their own ports and play no part in these figures.
+[upload]
+enabled = false
+[proxy]
+enabled = false
 TOML
 }
 
