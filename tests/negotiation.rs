@@ -284,7 +284,8 @@ fn server_generates_a_resource_and_answers_session_iq() {
 
 #[test]
 fn bind_stage_offers_csi_and_tells_the_stanza_limit() {
-    let server = TestServer::start("[limits]\nmax_stanza_bytes = 65536\n");
+    let server =
+        TestServer::start("[limits]\nmax_stanza_bytes = 65536\n[keepalive]\nidle_secs = 123\n");
     server.add_user("erin");
     let mut c = Client::connect(&server);
     let secured = c.starttls();
@@ -299,7 +300,7 @@ fn bind_stage_offers_csi_and_tells_the_stanza_limit() {
     );
     assert!(
         features.contains(
-            "<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>65536</max-bytes></limits>"
+            "<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>65536</max-bytes><idle-seconds>123</idle-seconds></limits>"
         ),
         "{features}"
     );

@@ -392,10 +392,13 @@ impl Connection {
                 if self.server.config.sm.enabled {
                     let _ = write!(self.out, "<sm xmlns='{}'/>", crate::sm::NS);
                 }
+                // XEP-0478: the stanza limit, and how long silence lasts
+                // before the keepalive ping.
                 let _ = write!(
                     self.out,
-                    "<limits xmlns='{NS_LIMITS}'><max-bytes>{}</max-bytes></limits>",
-                    self.server.config.limits.max_stanza_bytes
+                    "<limits xmlns='{NS_LIMITS}'><max-bytes>{}</max-bytes><idle-seconds>{}</idle-seconds></limits>",
+                    self.server.config.limits.max_stanza_bytes,
+                    self.server.config.keepalive.idle_secs
                 );
             }
             Stage::Bound => {}

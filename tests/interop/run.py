@@ -430,6 +430,29 @@ async def scenario_http_upload(server):
     await close(alice)
 
 
+async def scenario_compliance_disco(server):
+    """What the Conversations compliance checks look for, asked the way a client asks."""
+    alice = await online(server, "alice", "compliance")
+    disco = alice.plugin["xep_0030"]
+    server_info = (await disco.get_info(jid=DOMAIN, timeout=TIMEOUT))["disco_info"]
+    for feature in ("urn:xmpp:carbons:2", "urn:xmpp:blocking", "urn:xmpp:ping", "msgoffline"):
+        assert feature in server_info["features"], (feature, server_info["features"])
+    account = (await disco.get_info(jid=f"alice@{DOMAIN}", timeout=TIMEOUT))["disco_info"]
+    assert any(i[0] == "pubsub" and i[1] == "pep" for i in account["identities"]), account["identities"]
+    for feature in ("urn:xmpp:mam:2", "http://jabber.org/protocol/pubsub#publish-options"):
+        assert feature in account["features"], (feature, account["features"])
+    items = [i[0] for i in (await disco.get_items(jid=DOMAIN, timeout=TIMEOUT))["disco_items"]["items"]]
+    for service, feature in (
+        (f"rooms.{DOMAIN}", "http://jabber.org/protocol/muc"),
+        (f"upload.{DOMAIN}", "urn:xmpp:http:upload:0"),
+        (f"proxy.{DOMAIN}", "http://jabber.org/protocol/bytestreams"),
+    ):
+        assert service in items, (service, items)
+        info = (await disco.get_info(jid=service, timeout=TIMEOUT))["disco_info"]
+        assert feature in info["features"], (service, info["features"])
+    await close(alice)
+
+
 SCENARIOS = [
     scenario_starttls_scram_ping_disco,
     scenario_direct_tls_login,
@@ -443,6 +466,7 @@ SCENARIOS = [
     scenario_stream_resumption,
     scenario_mam,
     scenario_http_upload,
+    scenario_compliance_disco,
 ]
 
 
