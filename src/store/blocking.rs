@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{TableDefinition, WriteTransaction};
 
 use super::{Store, StoreError};
 
@@ -41,17 +41,7 @@ impl Store {
 
     /// Every user with a non-empty list, sorted (one key scan, at startup).
     pub fn blocking_users(&self) -> Result<Vec<String>, StoreError> {
-        let txn = self.read()?;
-        let table = txn.open_table(BLOCKED)?;
-        let mut users: Vec<String> = Vec::new();
-        for entry in table.iter()? {
-            let (key, _) = entry?;
-            let user = key.value().0;
-            if users.last().map(String::as_str) != Some(user) {
-                users.push(user.to_owned());
-            }
-        }
-        Ok(users)
+        super::users_of(&self.read()?, BLOCKED)
     }
 
     /// Adds `jids` to `user`'s list (already present ones stay). Resolves once durable.

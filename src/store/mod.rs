@@ -226,6 +226,24 @@ impl Store {
 /// Removes everything stored for `user` outside the accounts table. Every per-user table must
 /// be cleared here; [`Store::delete_user`] calls it in the same transaction that removes the
 /// account, so a deleted user leaves nothing behind.
+/// The distinct users of a table keyed by `(user, …)`, sorted: one key scan
+/// (used at start-up to know who has a block or privacy list at all).
+fn users_of<V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    table: TableDefinition<(&str, &str), V>,
+) -> Result<Vec<String>, StoreError> {
+    let table = txn.open_table(table)?;
+    let mut users: Vec<String> = Vec::new();
+    for entry in table.iter()? {
+        let (key, _) = entry?;
+        let user = key.value().0;
+        if users.last().map(String::as_str) != Some(user) {
+            users.push(user.to_owned());
+        }
+    }
+    Ok(users)
+}
+
 fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError> {
     offline::clear_user(txn, user)?;
     mam::clear_user(txn, user)?;

@@ -58,17 +58,7 @@ impl Store {
 
     /// Every user with at least one list, sorted (one key scan, at startup).
     pub fn privacy_users(&self) -> Result<Vec<String>, StoreError> {
-        let txn = self.read()?;
-        let table = txn.open_table(LISTS)?;
-        let mut users: Vec<String> = Vec::new();
-        for entry in table.iter()? {
-            let (key, _) = entry?;
-            let user = key.value().0;
-            if users.last().map(String::as_str) != Some(user) {
-                users.push(user.to_owned());
-            }
-        }
-        Ok(users)
+        super::users_of(&self.read()?, LISTS)
     }
 
     /// Creates or replaces `user`'s list `name`. Resolves once durable.
