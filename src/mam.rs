@@ -45,6 +45,9 @@ type Write = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>>>>;
 /// Shared archiving state: the last id handed out, and the writes [`background`] watches.
 pub struct Mam {
     last_id: Cell<u64>,
+    /// Users with stored preferences; the rest use the default without a
+    /// store read on every message (the hot path).
+    with_prefs: std::cell::RefCell<std::collections::HashSet<Box<str>>>,
     writes: (Sender<Write>, Receiver<Write>),
 }
 
@@ -54,8 +57,18 @@ impl Mam {
             warn!("cannot read the last archive id: {e}");
             0
         });
+        let with_prefs = store
+            .mam_prefs_users()
+            .unwrap_or_else(|e| {
+                warn!("cannot list archiving preferences: {e}");
+                Vec::new()
+            })
+            .into_iter()
+            .map(String::into_boxed_str)
+            .collect();
         Mam {
             last_id: Cell::new(last),
+            with_prefs: std::cell::RefCell::new(with_prefs),
             writes: smol::channel::unbounded(),
         }
     }
@@ -252,10 +265,14 @@ struct Prefs {
 
 impl Prefs {
     fn load(server: &Server, user: &str) -> Prefs {
-        let stored = server.store.mam_prefs(user).unwrap_or_else(|e| {
-            warn!("{user}: cannot read archiving preferences: {e}");
+        let stored = if !server.mam.with_prefs.borrow().contains(user) {
             None
-        });
+        } else {
+            server.store.mam_prefs(user).unwrap_or_else(|e| {
+                warn!("{user}: cannot read archiving preferences: {e}");
+                None
+            })
+        };
         stored
             .and_then(|bytes| Prefs::decode(&bytes))
             .unwrap_or(Prefs {
@@ -416,6 +433,7 @@ pub fn handle(
             let Some(prefs) = Prefs::parse(payload) else {
                 return fail(out, StanzaCondition::BadRequest);
             };
+            server.mam.with_prefs.borrow_mut().insert(user.into());
             let write = server.store.mam_set_prefs(user, prefs.encode());
             let (id, from, to) = (
                 stanza.id.map(str::to_owned),

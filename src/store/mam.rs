@@ -223,6 +223,18 @@ impl Store {
         })
     }
 
+    /// Users who stored archiving preferences (one key scan, at start-up): everyone
+    /// else archives with the default and needs no read per message.
+    pub fn mam_prefs_users(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(PREFS)?;
+        let mut users = Vec::new();
+        for entry in table.iter()? {
+            users.push(entry?.0.value().to_owned());
+        }
+        Ok(users)
+    }
+
     /// `user`'s stored preferences, if they ever set any.
     pub fn mam_prefs(&self, user: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.read()?;
