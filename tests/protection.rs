@@ -184,15 +184,24 @@ fn unauthenticated_connections_per_address_are_limited() {
 
 #[test]
 fn total_and_per_address_connections_are_limited() {
+    // A connection counts once the server has answered its header: the two
+    // ports are accepted by separate tasks, so without that a slow server
+    // (qemu) could admit the direct-TLS one first.
+    let admitted = |server: &TestServer| {
+        let mut client = Client::connect(server);
+        client.open_stream();
+        client.header();
+        client
+    };
     let server = TestServer::start("[limits]\nmax_connections = 2\n");
-    let _a = Client::connect(&server);
-    let _b = Client::connect(&server);
+    let _a = admitted(&server);
+    let _b = admitted(&server);
     let mut c = Client::connect_direct_tls(&server);
     c.expect_stream_error("resource-constraint");
     assert!(c.transcript.contains("too many connections"));
 
     let mut server = TestServer::start("[limits]\nmax_connections_per_ip = 1\n");
-    let _a = Client::connect(&server);
+    let _a = admitted(&server);
     let mut b = Client::connect(&server);
     b.expect_stream_error("policy-violation");
     assert!(b
