@@ -224,6 +224,12 @@ pub fn bind(data_dir: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
+/// Removes the socket at a clean stop, so a later `hearth adduser` edits the database
+/// directly instead of finding a socket nobody answers.
+pub fn unbind(data_dir: &Path) {
+    let _ = std::fs::remove_file(socket_path(data_dir));
+}
+
 /// Answers control requests until the returned future is dropped (at server shutdown).
 ///
 /// Runs on the server's single-threaded loop: each connection is a task on a private

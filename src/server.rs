@@ -237,6 +237,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let upload = crate::upload::http::bind(&config)?;
     let proxy = crate::proxy::bind(&config)?;
     let control = control::bind(&config.data_dir)?;
+    let data_dir = config.data_dir.clone();
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
     let server = Rc::new(Server::new(config, store.clone(), material.config));
@@ -274,6 +275,7 @@ pub fn run(config: Config) -> Result<(), String> {
     }));
     // Commits whatever is still queued and joins the writer thread.
     store.close();
+    control::unbind(&data_dir);
     info!("stopped");
     Ok(())
 }

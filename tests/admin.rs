@@ -52,14 +52,14 @@ fn accounts_are_managed_while_the_server_runs() {
 }
 
 #[test]
-fn control_socket_is_owner_only() {
+fn control_socket_is_owner_only_and_removed_at_stop() {
     use std::os::unix::fs::PermissionsExt;
-    let server = TestServer::start("");
-    let mode = std::fs::metadata(server.data_dir().join("control.sock"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mut server = TestServer::start("");
+    let socket = server.data_dir().join("control.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    assert!(server.stop().success());
+    assert!(!socket.exists(), "control.sock left behind");
 }
 
 #[test]
