@@ -292,8 +292,10 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Version => println!("hearth {}", env!("CARGO_PKG_VERSION")),
         Command::Serve { config } => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-                .init();
+            let mut logger =
+                env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+            crate::systemd::log_to_journal(&mut logger);
+            logger.init();
             let config = load_config("serve", config.as_deref())?;
             crate::server::run(config).map_err(|error| Failure::runtime("serve", error))?;
         }

@@ -52,6 +52,52 @@ pub fn status(text: &str) {
     notify(&status_message(text));
 }
 
+/// Formats log lines for the journal when stderr goes there: a `<N>` syslog priority
+/// prefix, which journald turns into the entry's priority (so `journalctl -p warning`
+/// shows warnings and errors only), and no timestamp, which journald adds itself.
+/// Elsewhere (a terminal, a file) env_logger's own format stays.
+pub fn log_to_journal(builder: &mut env_logger::Builder) {
+    if !stderr_is_journal() {
+        return;
+    }
+    builder.format(|out, record| {
+        use std::io::Write;
+        writeln!(
+            out,
+            "<{}>{}: {}",
+            syslog_priority(record.level()),
+            record.target(),
+            record.args()
+        )
+    });
+}
+
+/// systemd sets `$JOURNAL_STREAM` to `device:inode` of the stream it connected; it is
+/// only ours if stderr is still that stream (not redirected by a shell in between).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    stream.to_str() == Some(&format!("{}:{}", meta.dev(), meta.ino()))
+}
+
+fn syslog_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
 /// Parses `$NOTIFY_SOCKET`: an absolute path, or `@name` for a Linux abstract
 /// socket. Anything else (relative paths, `vsock:` addresses) is unsupported.
 fn notify_address(spec: &OsStr) -> Option<SocketAddr> {
