@@ -40,6 +40,7 @@ pub struct Config {
     pub pep: Pep,
     pub sm: Sm,
     pub mam: Mam,
+    pub push: Push,
     pub upload: Upload,
     pub proxy: Proxy,
 }
@@ -381,6 +382,30 @@ impl Default for Mam {
     }
 }
 
+/// XEP-0357 push notifications (`[push]`): waking a phone's app through its app server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Push {
+    /// Accept registrations, advertise `urn:xmpp:push:0` and send notifications.
+    pub enabled: bool,
+    /// Registrations (one per device) an account may have; one more gets `policy-violation`.
+    #[serde(deserialize_with = "push_registrations")]
+    pub max_registrations_per_user: u32,
+    /// Put the message body into notifications. Off: the app server (often run by a third
+    /// party) then learns that a message came and from whom, never what it says.
+    pub include_body: bool,
+}
+
+impl Default for Push {
+    fn default() -> Self {
+        Push {
+            enabled: true,
+            max_registrations_per_user: 10,
+            include_body: false,
+        }
+    }
+}
+
 impl Config {
     /// The file-upload service's domain, when the service is enabled.
     pub fn upload_domain(&self) -> Option<String> {
@@ -422,6 +447,7 @@ impl Default for Config {
             pep: Pep::default(),
             sm: Sm::default(),
             mam: Mam::default(),
+            push: Push::default(),
             upload: Upload::default(),
             proxy: Proxy::default(),
         }
@@ -751,6 +777,11 @@ fn max_items<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error
     u32::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn push_registrations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1, 100))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn queue_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let value = integer_in(deserializer, (16 * 1024, 256 * 1024 * 1024))?;
     u32::try_from(value).map_err(serde::de::Error::custom)
@@ -906,6 +937,15 @@ impl Config {
         let _ = writeln!(out, "\n[mam]");
         let _ = writeln!(out, "enabled = {}", self.mam.enabled);
         let _ = writeln!(out, "retention_days = {}", self.mam.retention_days);
+        let push = &self.push;
+        let _ = writeln!(out, "\n[push]");
+        let _ = writeln!(out, "enabled = {}", push.enabled);
+        let _ = writeln!(
+            out,
+            "max_registrations_per_user = {}",
+            push.max_registrations_per_user
+        );
+        let _ = writeln!(out, "include_body = {}", push.include_body);
         let upload = &self.upload;
         let _ = writeln!(out, "\n[upload]");
         let _ = writeln!(out, "enabled = {}", upload.enabled);
@@ -1296,6 +1336,11 @@ auth_timeout_secs = 1
                 enabled: false,
                 retention_days: 0,
             },
+            push: Push {
+                enabled: false,
+                max_registrations_per_user: 3,
+                include_body: true,
+            },
             upload: Upload {
                 enabled: false,
                 listen: vec![SocketAddr::from(([127, 0, 0, 1], 8443))],
@@ -1324,6 +1369,22 @@ auth_timeout_secs = 1
         assert!(error.contains("muc.domain: must differ"), "{error}");
         let text = "domain = \"d.example\"\n[muc]\ndomain = \"proxy.d.example\"\n[proxy]\nenabled = false\n";
         assert!(parse(text).is_ok());
+    }
+
+    #[test]
+    fn push_section() {
+        let config =
+            parse("[push]\nmax_registrations_per_user = 2\ninclude_body = true\n").unwrap();
+        assert!(config.push.enabled);
+        assert_eq!(config.push.max_registrations_per_user, 2);
+        assert!(config.push.include_body);
+        assert!(!Config::default().push.include_body);
+        let error = error_of("[push]\nmax_registrations_per_user = 0\n");
+        assert!(
+            error.starts_with("2:") && error.contains("push.max_registrations_per_user"),
+            "{error}"
+        );
+        assert!(error_of("[push]\nsecret = 1\n").contains("secret"));
     }
 
     #[test]

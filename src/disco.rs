@@ -123,6 +123,9 @@ pub fn handle(
                         let _ = write!(out, "<feature var='{feature}'/>");
                     }
                 }
+                if server.config.push.enabled {
+                    let _ = write!(out, "<feature var='{}'/>", crate::push::NS);
+                }
             }
         }
     }

@@ -181,6 +181,7 @@ fn on_message(
                 })
                 .collect();
             carbons::copy(server, session, stanza, local, &delivered);
+            crate::push::on_message(server, session, stanza, local, &delivered);
             if delivered.is_empty() && storable {
                 return Deferred::StoreOffline(Pending::new(
                     server,
@@ -194,6 +195,7 @@ fn on_message(
         }
         MessageTarget::Offline if storable => {
             carbons::copy(server, session, stanza, local, &[]);
+            crate::push::on_message(server, session, stanza, local, &[]);
             let xml = crate::mam::delivered(server, session, stanza, &to, local);
             Deferred::StoreOffline(Pending::new(
                 server,
@@ -256,8 +258,14 @@ fn on_iq(
         },
     };
     if matches!(ty, IqType::Result | IqType::Error) {
-        if target == IqTarget::Server {
-            crate::pep::caps::on_response(server, session, stanza);
+        match target {
+            IqTarget::Server => {
+                crate::pep::caps::on_response(server, session, stanza);
+            }
+            // Perhaps an app server answering a push notification (XEP-0357).
+            IqTarget::Account(local) => {
+                return crate::push::on_response(server, session, stanza, local)
+            }
         }
         // Answers to requests the server never sent: nothing to do.
         return Deferred::None;
@@ -279,6 +287,7 @@ fn on_iq(
         roster::NS => return roster::handle(server, session, stanza, ty, target, out),
         pep::NS | pep::NS_OWNER => return pep::handle(server, session, stanza, ty, target, out),
         crate::mam::NS => return crate::mam::handle(server, session, stanza, ty, target, out),
+        crate::push::NS => return crate::push::handle(server, session, stanza, ty, target, out),
         last::NS => last::handle(server, session, stanza, ty, target, out),
         version::NS => version::handle(server, session, stanza, ty, target, out),
         crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {
@@ -341,6 +350,7 @@ pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
     presence::session_ended(server, session).await;
     crate::muc::session_ended(server, session);
     privacy::session_ended(server, session);
+    crate::push::session_ended(server, session);
     let user = session.jid.local().unwrap_or_default();
     if server.router.borrow().resources(user).is_empty() {
         blocking::user_offline(server, user);

@@ -27,6 +27,7 @@ pub mod presence;
 pub mod privacy;
 pub mod private;
 pub mod proxy;
+pub mod push;
 pub mod register;
 pub mod reply;
 pub mod roster;

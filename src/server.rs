@@ -56,6 +56,8 @@ pub struct Server {
     pub protection: Protection,
     /// XEP-0198 sessions waiting to be resumed.
     pub sm: crate::sm::Parking,
+    /// XEP-0357 devices of live sessions and notifications in flight.
+    pub push: crate::push::Push,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     /// Most connections since memory was last handed back (see [`release_memory`]).
@@ -80,6 +82,7 @@ impl Server {
             pep_caps: Default::default(),
             protection: Protection::new(&config),
             sm: Default::default(),
+            push: Default::default(),
             config,
             store,
             router: RefCell::default(),

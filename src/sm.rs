@@ -355,6 +355,7 @@ pub async fn park(
             "{}: connection lost, session kept for resumption",
             session.jid
         );
+        crate::push::hibernated(server, &session, || state.unacked().any(storable));
         let user = session.jid.local().unwrap_or_default().into();
         let parked = Parked {
             user,

@@ -334,6 +334,8 @@ pub fn handle(
         &mut refused,
     );
     let server = server.clone();
+    // A new request reaches the target: it may have to wake a device (XEP-0357).
+    let request = (kind == PresenceType::Subscribe).then(|| (target.to_owned(), user_jid));
     Deferred::Reply(Box::pin(async move {
         let result = server
             .store
@@ -342,7 +344,15 @@ pub fn handle(
         match result {
             Ok(outcome) if outcome.error.is_some() => refused,
             Ok(outcome) => {
+                let pending = request.filter(|(target, _)| {
+                    outcome.deliveries.iter().any(
+                        |delivery| matches!(delivery, Delivery::Stanza { to, .. } if to == target),
+                    )
+                });
                 carry_out(&server, outcome);
+                if let Some((target, from)) = pending {
+                    crate::push::on_subscription_request(&server, &target, from.as_str());
+                }
                 String::new()
             }
             Err(e) => {

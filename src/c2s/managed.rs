@@ -91,6 +91,7 @@ impl Connection {
         self.session = Some(session.clone());
         self.stage = Stage::Bound;
         self.csi = csi;
+        crate::push::resumed(&self.server, &session);
         info!("{}: session resumed from {}", session.jid, self.peer);
         if state.acknowledge(h).is_err() {
             self.sm = Some(state);

@@ -14,6 +14,7 @@ mod offline;
 mod pep;
 mod privacy;
 mod private;
+mod push;
 mod roster;
 mod vcard;
 mod writer;
@@ -21,6 +22,7 @@ mod writer;
 pub use mam::{ArchiveEntry, ArchivePage, ArchiveQuery, PageAt};
 pub use pep::{PepItem, Publish};
 pub use privacy::PrivacyLists;
+pub use push::PushRegistration;
 pub use roster::{Roster, RosterItem, RosterTxn, Stored};
 
 use std::fmt;
@@ -252,6 +254,7 @@ fn clear_user_data(txn: &WriteTransaction, user: &str) -> Result<(), StoreError>
     private::clear_user(txn, user)?;
     pep::clear_user(txn, user)?;
     privacy::clear_user(txn, user)?;
+    push::clear_user(txn, user)?;
     roster::clear_user(txn, user)
 }
 
@@ -266,6 +269,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     private::create_tables(txn)?;
     pep::create_tables(txn)?;
     privacy::create_tables(txn)?;
+    push::create_tables(txn)?;
     roster::create_tables(txn)
 }
 
