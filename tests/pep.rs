@@ -493,6 +493,7 @@ fn pep_and_server_caps_are_advertised() {
         "<feature var='http://jabber.org/protocol/pubsub#publish-options'/>",
         "<feature var='http://jabber.org/protocol/pubsub#access-open'/>",
         "<feature var='urn:xmpp:pep-vcard-conversion:0'/>",
+        "<feature var='urn:xmpp:bookmarks-conversion:0'/>",
     ] {
         assert!(info.contains(needle), "{needle}: {info}");
     }

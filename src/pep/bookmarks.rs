@@ -17,6 +17,8 @@ use std::rc::Rc;
 pub const NODE: &str = "urn:xmpp:bookmarks:1";
 /// The XEP-0048 private XML namespace.
 pub const NS_LEGACY: &str = "storage:bookmarks";
+/// XEP-0411 §3: what the account advertises so clients know the two stay in step.
+pub const NS_CONVERSION: &str = "urn:xmpp:bookmarks-conversion:0";
 
 /// XEP-0411 §3: each `<conference/>` of a legacy storage element as a XEP-0402 item:
 /// (room JID as item id, `<conference xmlns='urn:xmpp:bookmarks:1'/>` payload).

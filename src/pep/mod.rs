@@ -30,7 +30,7 @@ pub const NS_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
 const NS_DATA: &str = "jabber:x:data";
 
 /// What an account advertises for its PEP service (XEP-0163 §9): only what works.
-pub const FEATURES: [&str; 11] = [
+pub const FEATURES: [&str; 12] = [
     "http://jabber.org/protocol/pubsub#access-open",
     "http://jabber.org/protocol/pubsub#access-presence",
     "http://jabber.org/protocol/pubsub#access-whitelist",
@@ -42,6 +42,7 @@ pub const FEATURES: [&str; 11] = [
     "http://jabber.org/protocol/pubsub#publish-options",
     "http://jabber.org/protocol/pubsub#retract-items",
     avatar::NS_CONVERSION,
+    bookmarks::NS_CONVERSION,
 ];
 
 /// XEP-0060 §4.5 access models hearth implements.
