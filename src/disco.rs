@@ -17,7 +17,7 @@ pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub const SERVER_IDENTITY: [&str; 4] = ["server", "im", "", "hearth"];
 
 /// Features of the server's own JID, sorted as XEP-0115 hashing wants.
-pub fn server_features() -> [&'static str; 11] {
+pub fn server_features() -> [&'static str; 12] {
     let mut features = [
         NS_INFO,
         NS_ITEMS,
@@ -30,6 +30,7 @@ pub fn server_features() -> [&'static str; 11] {
         register::NS,
         vcard::NS,
         carbons::NS,
+        crate::extdisco::NS,
     ];
     features.sort_unstable();
     features

@@ -14,6 +14,7 @@ pub mod control;
 pub mod csi;
 pub mod disco;
 pub mod dispatch;
+pub mod extdisco;
 pub mod jid;
 pub mod last;
 pub mod limits;
@@ -36,6 +37,7 @@ pub mod server;
 pub mod sm;
 pub mod stanza;
 pub mod store;
+pub mod stun;
 pub mod subscription;
 #[allow(unsafe_code)] // sd_notify needs clock_gettime
 pub mod systemd;
