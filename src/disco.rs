@@ -56,9 +56,9 @@ pub fn handle(
     let ns = query.tag_name().namespace().unwrap_or_default();
     let domain = server.config.domain.as_str();
     let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
-    let caps_node = query
-        .attribute("node")
-        .is_some_and(|node| target == IqTarget::Server && crate::pep::caps::is_server_node(node));
+    let caps_node = query.attribute("node").is_some_and(|node| {
+        target == IqTarget::Server && crate::pep::caps::is_server_node(node, &server.config)
+    });
     if query.attribute("node").is_some() && !caps_node {
         stanza::write_error_reply(
             out,
@@ -109,6 +109,7 @@ pub fn handle(
                 for feature in server_features() {
                     let _ = write!(out, "<feature var='{}'/>", Esc(feature));
                 }
+                crate::contact::write_form(out, &server.config.contact);
             }
             IqTarget::Account(_) => {
                 out.push_str("<identity category='account' type='registered'/>");

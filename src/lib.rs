@@ -10,6 +10,7 @@ pub mod c2s;
 pub mod carbons;
 pub mod cli;
 pub mod config;
+pub mod contact;
 pub mod control;
 pub mod csi;
 pub mod disco;
