@@ -2,7 +2,9 @@
 //! sender's address as seen from here (XOR-MAPPED-ADDRESS), so that phones on the LAN can
 //! find their candidates for calls without an outside server. It owns the STUN codec and the
 //! UDP loop; it never authenticates, relays (no TURN) or answers anything but a well-formed
-//! Binding request, and it never sends more than one small packet per packet received.
+//! Binding request, and it never sends more than one small packet per packet received: at
+//! most 44 bytes for a request of at least 20, within per-source and overall budgets, so a
+//! spoofed source gains little by reflecting off it.
 
 use crate::limits::bucket::{Bucket, Refill};
 use log::{info, warn};
@@ -138,7 +140,8 @@ impl Limiter {
         }
     }
 
-    /// Whether a packet from `ip` may be answered now (a refused one costs nothing).
+    /// Whether a packet from `ip` may be answered now. A refused packet costs nothing: the
+    /// token taken is given back (a take of -1), so a flood does not push a bucket into debt.
     fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
         if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&ip) {
             self.sources.clear();
