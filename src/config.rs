@@ -43,6 +43,9 @@ pub struct Config {
     pub push: Push,
     pub upload: Upload,
     pub proxy: Proxy,
+    pub stun: Stun,
+    pub extdisco: ExtDisco,
+    pub contact: Contact,
 }
 
 /// XEP-0363 HTTP File Upload (`[upload]`): the service `upload.<domain>` and its HTTPS port.
@@ -103,6 +106,131 @@ impl Default for Proxy {
             max_relays: 16,
         }
     }
+}
+
+/// The built-in STUN server (`[stun]`, RFC 8489 Binding only): lets phones on the LAN find
+/// their addresses for calls; advertised over XEP-0215 as a `stun` service.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stun {
+    pub enabled: bool,
+    /// UDP addresses to answer on.
+    #[serde(deserialize_with = "socket_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// The host clients are told to use; absent means the domain.
+    pub host: Option<String>,
+}
+
+impl Default for Stun {
+    fn default() -> Self {
+        Stun {
+            enabled: true,
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
+            host: None,
+        }
+    }
+}
+
+/// XEP-0215 external services (`[[extdisco.services]]`): STUN and TURN servers run
+/// elsewhere (coturn and the like), offered to local users.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtDisco {
+    pub services: Vec<ExternalService>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalService {
+    #[serde(rename = "type")]
+    pub kind: ServiceKind,
+    #[serde(deserialize_with = "non_empty")]
+    pub host: String,
+    #[serde(deserialize_with = "port")]
+    pub port: u16,
+    #[serde(default)]
+    pub transport: Transport,
+    /// The TURN server's shared secret (coturn `static-auth-secret`): users get
+    /// time-limited credentials derived from it ("TURN REST API").
+    #[serde(default, deserialize_with = "secret")]
+    pub secret: Option<Secret>,
+    /// How long derived credentials stay valid.
+    #[serde(default = "default_ttl", deserialize_with = "ttl_secs")]
+    pub ttl_secs: u32,
+}
+
+fn default_ttl() -> u32 {
+    86_400
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Stun,
+    Stuns,
+    Turn,
+    Turns,
+}
+
+impl ServiceKind {
+    /// The XEP-0215 registry name, also the config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Stun => "stun",
+            ServiceKind::Stuns => "stuns",
+            ServiceKind::Turn => "turn",
+            ServiceKind::Turns => "turns",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// A secret that never shows in logs, `Debug` output or `hearth check`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(SECRET_MASK)
+    }
+}
+
+/// What `hearth check` prints in place of a secret.
+const SECRET_MASK: &str = "(hidden)";
+
+/// XEP-0157 contact addresses (`[contact]`): URIs such as `mailto:` or `xmpp:`, shown in
+/// the server's disco#info when any is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Contact {
+    #[serde(deserialize_with = "uris")]
+    pub abuse: Vec<String>,
+    #[serde(deserialize_with = "uris")]
+    pub admin: Vec<String>,
+    #[serde(deserialize_with = "uris")]
+    pub support: Vec<String>,
 }
 
 /// Client ports. Either list may be empty, not both.
@@ -450,6 +578,9 @@ impl Default for Config {
             push: Push::default(),
             upload: Upload::default(),
             proxy: Proxy::default(),
+            stun: Stun::default(),
+            extdisco: ExtDisco::default(),
+            contact: Contact::default(),
         }
     }
 }
@@ -600,10 +731,16 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 fn key_at(table: &toml::de::DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
     for (key, value) in table {
         let inside = |span: std::ops::Range<usize>| span.contains(&offset) || span.start == offset;
-        let nested = value
-            .get_ref()
-            .as_table()
-            .is_some_and(|inner| key_at(inner, offset, path));
+        // An array of tables (`[[extdisco.services]]`) names the key without an index.
+        let tables = value.get_ref().as_table().into_iter().chain(
+            value
+                .get_ref()
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| item.get_ref().as_table()),
+        );
+        let nested = tables.into_iter().any(|inner| key_at(inner, offset, path));
         if nested || inside(key.span()) || inside(value.span()) {
             path.insert(0, key.get_ref().to_string());
             return true;
@@ -817,8 +954,52 @@ fn timeout_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Er
     u32::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn non_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Err(serde::de::Error::custom("must not be empty"));
+    }
+    Ok(text)
+}
+
+fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let value = integer_in(deserializer, (1, u16::MAX.into()))?;
+    u16::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
+    non_empty(deserializer).map(|text| Some(Secret(text)))
+}
+
+/// A minute at least (clients refresh before expiry), 30 days at most.
+fn ttl_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (60, 30 * 86_400))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
+/// RFC 3986 URIs with a scheme (`mailto:`, `xmpp:`, `https:`), as XEP-0157 wants.
+fn uris<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(deserializer)?;
+    for text in &list {
+        let scheme = text.split_once(':').map_or("", |(scheme, _)| scheme);
+        let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && text.len() > scheme.len() + 1
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` is not a URI like \"mailto:abuse@example.org\" or \"xmpp:admin@example.org\""
+            )));
+        }
+    }
+    Ok(list)
+}
+
 impl Config {
-    /// The effective settings as a complete config file, which [`load`] reads back unchanged.
+    /// The effective settings as a complete config file, which [`load`] reads back unchanged
+    /// but for secrets, which it masks.
     pub fn to_toml(&self) -> String {
         let mut out = String::new();
         let addrs = |list: &[SocketAddr]| {
@@ -971,7 +1152,41 @@ impl Config {
             let _ = writeln!(out, "host = {}", quote(host));
         }
         let _ = writeln!(out, "max_relays = {}", proxy.max_relays);
+        self.stun_to_toml(&mut out);
         out
+    }
+
+    /// `[stun]`, `[[extdisco.services]]` and `[contact]`; secrets are masked.
+    fn stun_to_toml(&self, out: &mut String) {
+        let stun = &self.stun;
+        let listen: Vec<String> = stun.listen.iter().map(|a| quote(&a.to_string())).collect();
+        let _ = writeln!(out, "\n[stun]");
+        let _ = writeln!(out, "enabled = {}", stun.enabled);
+        let _ = writeln!(out, "listen = [{}]", listen.join(", "));
+        if let Some(host) = &stun.host {
+            let _ = writeln!(out, "host = {}", quote(host));
+        }
+        for service in &self.extdisco.services {
+            let _ = writeln!(out, "\n[[extdisco.services]]");
+            let _ = writeln!(out, "type = {}", quote(service.kind.name()));
+            let _ = writeln!(out, "host = {}", quote(&service.host));
+            let _ = writeln!(out, "port = {}", service.port);
+            let _ = writeln!(out, "transport = {}", quote(service.transport.name()));
+            if service.secret.is_some() {
+                let _ = writeln!(out, "secret = {}", quote(SECRET_MASK));
+            }
+            let _ = writeln!(out, "ttl_secs = {}", service.ttl_secs);
+        }
+        let contact = &self.contact;
+        let _ = writeln!(out, "\n[contact]");
+        for (key, list) in [
+            ("abuse", &contact.abuse),
+            ("admin", &contact.admin),
+            ("support", &contact.support),
+        ] {
+            let quoted: Vec<String> = list.iter().map(|uri| quote(uri)).collect();
+            let _ = writeln!(out, "{key} = [{}]", quoted.join(", "));
+        }
     }
 }
 
@@ -1356,6 +1571,26 @@ auth_timeout_secs = 1
                 host: Some("192.168.1.2".into()),
                 max_relays: 3,
             },
+            stun: Stun {
+                enabled: false,
+                listen: vec![SocketAddr::from(([127, 0, 0, 1], 3479))],
+                host: Some("stun.chat.example".into()),
+            },
+            extdisco: ExtDisco {
+                services: vec![ExternalService {
+                    kind: ServiceKind::Turns,
+                    host: "turn.chat.example".into(),
+                    port: 5349,
+                    transport: Transport::Tcp,
+                    secret: None,
+                    ttl_secs: 600,
+                }],
+            },
+            contact: Contact {
+                abuse: vec!["mailto:abuse@chat.example".into()],
+                admin: vec![],
+                support: vec!["xmpp:help@chat.example".into(), "https://x.example".into()],
+            },
         };
         let text = custom.to_toml();
         assert_eq!(parse(&text).unwrap(), custom, "{text}");
@@ -1404,6 +1639,39 @@ auth_timeout_secs = 1
             parse("[muc]\nenabled = false\n").unwrap().muc_domain(),
             None
         );
+    }
+
+    #[test]
+    fn extdisco_and_contact_sections() {
+        let text = "[[extdisco.services]]\ntype = \"turn\"\nhost = \"turn.example\"\nport = 3478\nsecret = \"s3cret\"\n[contact]\nabuse = [\"mailto:a@example.org\"]\n";
+        let config = parse(text).unwrap();
+        let [service] = config.extdisco.services.as_slice() else {
+            panic!("{config:?}");
+        };
+        assert_eq!(service.kind, ServiceKind::Turn);
+        assert_eq!(service.transport, Transport::Udp);
+        assert_eq!(service.ttl_secs, 86_400);
+        assert_eq!(
+            service.secret.as_ref().map(Secret::expose),
+            Some(&b"s3cret"[..])
+        );
+        assert_eq!(config.contact.abuse, ["mailto:a@example.org"]);
+        // The secret shows nowhere: not in the effective settings, not in Debug output.
+        let shown = config.to_toml();
+        assert!(!shown.contains("s3cret") && shown.contains("secret = \"(hidden)\""));
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        for (bad, key) in [
+            ("[[extdisco.services]]\ntype = \"relay\"\nhost = \"h\"\nport = 1\n", "extdisco.services.type"),
+            ("[[extdisco.services]]\ntype = \"stun\"\nhost = \"h\"\nport = 0\n", "extdisco.services.port"),
+            ("[[extdisco.services]]\ntype = \"stun\"\nhost = \"\"\nport = 1\n", "extdisco.services.host"),
+            ("[[extdisco.services]]\ntype = \"stun\"\nhost = \"h\"\nport = 1\ntransport = \"sctp\"\n", "extdisco.services.transport"),
+            ("[contact]\nabuse = [\"abuse@example.org\"]\n", "contact.abuse"),
+            ("[stun]\nlisten = [\"3478\"]\n", "stun.listen"),
+        ] {
+            let error = error_of(bad);
+            assert!(error.contains(key), "{bad}: {error}");
+        }
     }
 
     #[test]

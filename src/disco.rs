@@ -17,7 +17,7 @@ pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub const SERVER_IDENTITY: [&str; 4] = ["server", "im", "", "hearth"];
 
 /// Features of the server's own JID, sorted as XEP-0115 hashing wants.
-pub fn server_features() -> [&'static str; 11] {
+pub fn server_features() -> [&'static str; 12] {
     let mut features = [
         NS_INFO,
         NS_ITEMS,
@@ -30,6 +30,7 @@ pub fn server_features() -> [&'static str; 11] {
         register::NS,
         vcard::NS,
         carbons::NS,
+        crate::extdisco::NS,
     ];
     features.sort_unstable();
     features
@@ -55,9 +56,9 @@ pub fn handle(
     let ns = query.tag_name().namespace().unwrap_or_default();
     let domain = server.config.domain.as_str();
     let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
-    let caps_node = query
-        .attribute("node")
-        .is_some_and(|node| target == IqTarget::Server && crate::pep::caps::is_server_node(node));
+    let caps_node = query.attribute("node").is_some_and(|node| {
+        target == IqTarget::Server && crate::pep::caps::is_server_node(node, &server.config)
+    });
     if query.attribute("node").is_some() && !caps_node {
         stanza::write_error_reply(
             out,
@@ -108,6 +109,7 @@ pub fn handle(
                 for feature in server_features() {
                     let _ = write!(out, "<feature var='{}'/>", Esc(feature));
                 }
+                crate::contact::write_form(out, &server.config.contact);
             }
             IqTarget::Account(_) => {
                 out.push_str("<identity category='account' type='registered'/>");

@@ -289,6 +289,7 @@ fn on_iq(
         crate::mam::NS => return crate::mam::handle(server, session, stanza, ty, target, out),
         crate::push::NS => return crate::push::handle(server, session, stanza, ty, target, out),
         last::NS => last::handle(server, session, stanza, ty, target, out),
+        crate::extdisco::NS => crate::extdisco::handle(server, session, stanza, ty, target, out),
         version::NS => version::handle(server, session, stanza, ty, target, out),
         crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {
             stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());

@@ -48,6 +48,8 @@ pub struct Server {
     pub upload: crate::upload::Upload,
     /// XEP-0065 bytestreams waiting for activation.
     pub proxy: crate::proxy::Proxy,
+    /// Where the built-in STUN server answers (advertised over XEP-0215).
+    pub stun: crate::stun::Stun,
     /// Last unavailable presences not yet committed (probes must not miss them).
     pub pending_last: crate::presence::PendingLast,
     /// Verified entity capabilities and the queries learning them (XEP-0115).
@@ -78,6 +80,7 @@ impl Server {
             mam: crate::mam::Mam::load(&store),
             upload: crate::upload::Upload::load(&config),
             proxy: crate::proxy::Proxy::new(&config),
+            stun: Default::default(),
             pending_last: Default::default(),
             pep_caps: Default::default(),
             protection: Protection::new(&config),
@@ -239,6 +242,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let listeners = bind_all(&config)?;
     let upload = crate::upload::http::bind(&config)?;
     let proxy = crate::proxy::bind(&config)?;
+    let stun = crate::stun::bind(&config)?;
     let control = control::bind(&config.data_dir)?;
     let data_dir = config.data_dir.clone();
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
@@ -259,6 +263,7 @@ pub fn run(config: Config) -> Result<(), String> {
         }
         crate::upload::http::start(&ex, &server, upload);
         crate::proxy::start(&ex, &server, proxy);
+        crate::stun::start(&ex, &server.stun, stun);
         let on_deleted: Rc<dyn Fn(&str)> = {
             let server = server.clone();
             Rc::new(move |user: &str| server.close_user(user))

@@ -81,9 +81,21 @@ pub fn with_photo_update<R>(
     }
 }
 
+/// The vCard re-serialised for storage, or `policy-violation` when it is larger than
+/// `limits.max_vcard_bytes` (for accounts and chat rooms alike).
+pub(crate) fn limited_xml(server: &Server, vcard: Node) -> Result<String, StanzaError<'static>> {
+    let mut xml = String::new();
+    write_element(&mut xml, vcard, "", &[]);
+    if xml.len() > server.config.limits.max_vcard_bytes as usize {
+        return Err(StanzaError::new(StanzaCondition::PolicyViolation)
+            .with_text("the vCard is larger than this server allows"));
+    }
+    Ok(xml)
+}
+
 /// XEP-0153 §3.1: the photo is the base64 BINVAL of PHOTO; its hash is the hex SHA-1 of
 /// the decoded bytes. Line breaks inside the base64 are allowed.
-fn photo_hash_of(vcard: Node) -> Option<String> {
+pub(crate) fn photo_hash_of(vcard: Node) -> Option<String> {
     let photo = stanza::child(vcard, "PHOTO", NS)?;
     base64_photo_hash(stanza::child_text(photo, "BINVAL", NS)?)
 }
@@ -133,16 +145,13 @@ pub fn handle(
             Deferred::None
         }
         IqType::Set => {
-            let mut xml = String::new();
-            write_element(&mut xml, vcard, "", &[]);
-            if xml.len() > server.config.limits.max_vcard_bytes as usize {
-                reply.error(
-                    out,
-                    &StanzaError::new(StanzaCondition::PolicyViolation)
-                        .with_text("the vCard is larger than this server allows"),
-                );
-                return Deferred::None;
-            }
+            let xml = match limited_xml(server, vcard) {
+                Ok(xml) => xml,
+                Err(error) => {
+                    reply.error(out, &error);
+                    return Deferred::None;
+                }
+            };
             let hash = photo_hash_of(vcard);
             // XEP-0398: the photo becomes the user's XEP-0084 avatar too.
             let avatar = hash

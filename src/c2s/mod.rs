@@ -388,7 +388,7 @@ impl Connection {
                 );
                 let _ = write!(self.out, "<ver xmlns='{}'/>", crate::roster::NS_VERSIONING);
                 let _ = write!(self.out, "<csi xmlns='{}'/>", csi::NS);
-                crate::pep::caps::write_stream_feature(&mut self.out);
+                crate::pep::caps::write_stream_feature(&mut self.out, &self.server.config);
                 if self.server.config.sm.enabled {
                     let _ = write!(self.out, "<sm xmlns='{}'/>", crate::sm::NS);
                 }

@@ -6,6 +6,7 @@
 
 mod form;
 mod room;
+mod vcard;
 
 use crate::config::{Config, Creators};
 use crate::dispatch::Deferred;
@@ -272,6 +273,7 @@ fn room_iq(ctx: &mut Ctx, room: &mut Room, ty: IqType) -> Option<Persist> {
     match (ns, ty) {
         (NS_OWNER, _) => room.on_owner(ctx, ty, query),
         (NS_ADMIN, _) => room.on_admin(ctx, ty, query),
+        (crate::vcard::NS, _) => vcard::on_iq(ctx, room, ty, query),
         (disco::NS_INFO | disco::NS_ITEMS, IqType::Get) => {
             let from = room.jid.as_str().to_owned();
             disco_reply(ctx, &from, query, |out| {

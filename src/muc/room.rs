@@ -166,6 +166,8 @@ pub struct Room {
     history: VecDeque<Past>,
     /// (nick of who set it, text).
     subject: Option<(Box<str>, Box<str>)>,
+    /// The room's vCard and avatar (XEP-0486).
+    pub vcard: Option<super::vcard::RoomVcard>,
 }
 
 impl Room {
@@ -179,6 +181,7 @@ impl Room {
             occupants: Vec::new(),
             history: VecDeque::new(),
             subject: None,
+            vcard: None,
         }
     }
 
@@ -861,6 +864,7 @@ impl Room {
             crate::disco::NS_INFO,
             crate::ping::NS,
             NS_SID,
+            crate::vcard::NS,
             if config.public {
                 "muc_public"
             } else {
@@ -903,12 +907,20 @@ impl Room {
              <field var='muc#roominfo_description'><value>{}</value></field>\
              <field var='muc#roominfo_occupants'><value>{}</value></field>\
              <field var='muc#roominfo_subject'><value>{}</value></field>\
-             <field var='muc#roomconfig_roomname'><value>{}</value></field></x>",
+             <field var='muc#roomconfig_roomname'><value>{}</value></field>",
             Esc(&config.description),
             self.occupant_count(),
             Esc(self.subject.as_ref().map_or("", |(_, text)| text)),
             Esc(self.display_name()),
         );
+        // XEP-0486 §2: the avatar's hash, so clients fetch the vCard only when it changed.
+        if let Some(photo) = self.vcard.as_ref().and_then(|v| v.photo.as_deref()) {
+            let _ = write!(
+                out,
+                "<field var='muc#roominfo_avatarhash' type='text-multi'><value>{photo}</value></field>"
+            );
+        }
+        out.push_str("</x>");
     }
 
     /// A XEP-0313 query of the room's archive (§3.3.2): for occupants, and for members of a
@@ -1317,11 +1329,11 @@ impl Room {
     // ----- persistence ----------------------------------------------------------------------
 
     /// The record to save after a change, for a persistent room.
-    fn saved(&self) -> Option<Persist> {
+    pub(super) fn saved(&self) -> Option<Persist> {
         self.config.persistent.then(|| Persist::Save(self.record()))
     }
 
-    /// The stored form of a persistent room: configuration, affiliations and subject.
+    /// The stored form of a persistent room: configuration, affiliations, subject and vCard.
     pub fn record(&self) -> Vec<u8> {
         let c = &self.config;
         let mut xml = format!(
@@ -1358,6 +1370,9 @@ impl Room {
                 crate::xml::EscAttr(nick),
                 Esc(text)
             );
+        }
+        if let Some(vcard) = &self.vcard {
+            xml.push_str(&vcard.xml);
         }
         xml.push_str("</room>");
         xml.into_bytes()
@@ -1398,6 +1413,12 @@ impl Room {
                         child.attribute("nick").unwrap_or_default().into(),
                         child.text().unwrap_or_default().into(),
                     ));
+                }
+                // Records written before room avatars have none.
+                "vCard" if child.has_tag_name((crate::vcard::NS, "vCard")) => {
+                    let mut xml = String::new();
+                    write_element(&mut xml, child, "", &[]);
+                    room.vcard = super::vcard::RoomVcard::new(xml, child);
                 }
                 _ => {}
             }
@@ -1470,11 +1491,34 @@ mod tests {
         room.set_affiliation(Jid::parse("a@localhost").unwrap(), Affiliation::Owner);
         room.set_affiliation(Jid::parse("b@localhost").unwrap(), Affiliation::Outcast);
         room.subject = Some(("al ice".into(), "news & more".into()));
+        let card = "<vCard xmlns='vcard-temp'><FN>a &amp; b</FN><PHOTO><BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard>";
+        let doc = roxmltree::Document::parse(card).unwrap();
+        room.vcard = super::super::vcard::RoomVcard::new(card.into(), doc.root_element());
         let back = Room::from_record(jid, &room.record(), RoomConfig::new(1, 1)).unwrap();
         assert_eq!(back.config, config);
         assert_eq!(back.affiliations, room.affiliations);
         assert_eq!(back.subject, room.subject);
+        assert_eq!(back.vcard, room.vcard);
+        let photo = back.vcard.and_then(|v| v.photo);
+        assert_eq!(
+            photo.as_deref(),
+            Some("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d")
+        );
         assert!(Room::from_record(back.jid.clone(), b"<room", config).is_none());
+    }
+
+    /// A record written before rooms had vCards still loads, without one.
+    #[test]
+    fn records_without_a_vcard_still_load() {
+        let jid = Jid::parse("old@rooms.localhost").unwrap();
+        let record =
+            "<room name='Old' desc='' public='1' persistent='1' members='0' moderated='0' \
+             max='20' anyone='0' history='5' subject_change='0' archive='0'>\
+             <aff jid='a@localhost' a='owner'/><subject nick='a'>hi</subject></room>";
+        let room = Room::from_record(jid, record.as_bytes(), RoomConfig::new(1, 1)).unwrap();
+        assert_eq!(room.config.name.as_ref(), "Old");
+        assert!(room.is_owner(&Jid::parse("a@localhost").unwrap()));
+        assert_eq!(room.vcard, None);
     }
 
     #[test]

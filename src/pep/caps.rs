@@ -3,6 +3,7 @@
 //! has (one shared pointer per session), and the server's own `ver`. It never trusts a
 //! feature set whose hash does not match the `ver` it was announced under.
 
+use crate::config::Config;
 use crate::disco;
 use crate::jid::Jid;
 use crate::router::Session;
@@ -268,31 +269,32 @@ fn verification_string<'a>(query: Node<'a, '_>) -> Option<(String, Vec<&'a str>)
     Some((string, features))
 }
 
-/// The server's own `ver` (XEP-0115 §6.3), from the one identity and the features
-/// [`disco`] advertises for the domain.
-pub fn server_ver() -> String {
+/// The server's own `ver` (XEP-0115 §6.3), from the one identity, the features
+/// [`disco`] advertises for the domain and the XEP-0157 contact form.
+pub fn server_ver(config: &Config) -> String {
     let mut string = format!("{}<", disco::SERVER_IDENTITY.join("/"));
     for feature in disco::server_features() {
         string.push_str(feature);
         string.push('<');
     }
+    crate::contact::append_to_ver(&mut string, &config.contact);
     hash(&string)
 }
 
 /// `<c/>` for the stream features after authentication (XEP-0115 §6.3).
-pub fn write_stream_feature(out: &mut String) {
+pub fn write_stream_feature(out: &mut String, config: &Config) {
     let _ = write!(
         out,
         "<c xmlns='{NS}' hash='sha-1' node='{SERVER_NODE}' ver='{}'/>",
-        server_ver()
+        server_ver(config)
     );
 }
 
 /// Whether a disco#info `node` names the server's current capabilities.
-pub fn is_server_node(node: &str) -> bool {
+pub fn is_server_node(node: &str, config: &Config) -> bool {
     node.strip_prefix(SERVER_NODE)
         .and_then(|rest| rest.strip_prefix('#'))
-        .is_some_and(|ver| ver == server_ver())
+        .is_some_and(|ver| ver == server_ver(config))
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ impl TestServer {
         let config = dir.join("hearth.toml");
         let (top, mut tables) = split_extra(extra);
         // Services with their own ports get free ones, unless the test configures them.
-        for service in ["upload", "proxy"] {
+        for service in ["upload", "proxy", "stun"] {
             if !tables.contains(&format!("[{service}]")) {
                 tables.push_str(&format!("\n[{service}]\nlisten = [\"127.0.0.1:0\"]\n"));
             }

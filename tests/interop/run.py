@@ -42,6 +42,7 @@ class Hearth:
                 f'domain = "{DOMAIN}"\ndata_dir = "{self.dir}/data"\n'
                 '[listen]\nstarttls = ["127.0.0.1:0"]\ndirect_tls = ["127.0.0.1:0"]\n'
                 '[upload]\nlisten = ["127.0.0.1:0"]\n[proxy]\nlisten = ["127.0.0.1:0"]\n'
+                '[stun]\nlisten = ["127.0.0.1:0"]\n'
             )
         self.proc = None
         self.log = []
