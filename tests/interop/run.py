@@ -432,9 +432,6 @@ async def scenario_http_upload(server):
     await close(alice)
 
 
-NOT_YET = {"stun", "vcard_muc"}
-
-
 async def scenario_compliance_suite(server):
     """Each server test of the Conversations compliance tester (github.com/iNPUTmice/caas,
     xmpp/tests/*.java), asked the way it asks, by its short name. Not ported: xep0368
@@ -519,7 +516,7 @@ async def scenario_compliance_suite(server):
             for s in reply.xml.iter("{urn:xmpp:extdisco:2}service"))
     except slixmpp.exceptions.IqError:
         checks["stun"] = False
-    missing = sorted(name for name, ok in checks.items() if not ok and name not in NOT_YET)
+    missing = sorted(name for name, ok in checks.items() if not ok)
     assert not missing, f"compliance checks failing: {missing}"
     await close(alice)
 
