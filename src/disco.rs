@@ -53,7 +53,7 @@ pub fn handle(
         return false;
     }
     let ns = query.tag_name().namespace().unwrap_or_default();
-    let domain = server.config.domain.as_str();
+    let domain: &str = &server.config().domain;
     let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
     let caps_node = query
         .attribute("node")
@@ -118,7 +118,7 @@ pub fn handle(
                 for feature in ACCOUNT_FEATURES {
                     let _ = write!(out, "<feature var='{}'/>", Esc(feature));
                 }
-                if server.config.mam.enabled {
+                if server.config().mam.enabled {
                     for feature in [crate::mam::NS, crate::mam::NS_SID] {
                         let _ = write!(out, "<feature var='{feature}'/>");
                     }

@@ -30,7 +30,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// State shared by every task of the loop.
 pub struct Server {
-    pub config: Config,
+    /// Swapped whole by a reload; see [`Server::config`].
+    config: RefCell<Rc<Config>>,
     pub store: Store,
     pub router: RefCell<Router>,
     /// Users whose offline messages are being delivered right now.
@@ -80,7 +81,7 @@ impl Server {
             pep_caps: Default::default(),
             protection: Protection::new(&config),
             sm: Default::default(),
-            config,
+            config: RefCell::new(Rc::new(config)),
             store,
             router: RefCell::default(),
             offline_in_flight: RefCell::default(),
@@ -91,6 +92,12 @@ impl Server {
             next_id: Cell::new(1),
             rng: SystemRandom::new(),
         }
+    }
+
+    /// The settings in effect now. A reload may replace them at any await, so a handler
+    /// holds this one `Rc` for a consistent view instead of asking again.
+    pub fn config(&self) -> Rc<Config> {
+        self.config.borrow().clone()
     }
 
     pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
@@ -162,7 +169,7 @@ impl Server {
         storable: bool,
         hold: crate::csi::Hold,
     ) -> bool {
-        let cap = self.config.limits.outbound_queue_bytes as usize;
+        let cap = self.config().limits.outbound_queue_bytes as usize;
         match session.mailbox.push_stanza(xml, storable, hold, cap) {
             Ok(()) => true,
             Err(_) if session.mailbox.is_closing() => false,
@@ -266,7 +273,7 @@ pub fn run(config: Config) -> Result<(), String> {
         info!(
             "hearth {} ready for {} in {} ms",
             env!("CARGO_PKG_VERSION"),
-            server.config.domain,
+            server.config().domain,
             started.elapsed().as_millis()
         );
         wait_for_stop(&server, signals).await;
@@ -306,7 +313,7 @@ async fn wait_for_stop(server: &Server, mut signals: Signals) {
         match signal {
             Ok(Signal::Hup) => {
                 systemd::reloading();
-                let config = &server.config;
+                let config = &server.config();
                 match tls::load(
                     config.tls.cert.as_deref(),
                     config.tls.key.as_deref(),

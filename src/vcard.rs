@@ -135,7 +135,7 @@ pub fn handle(
         IqType::Set => {
             let mut xml = String::new();
             write_element(&mut xml, vcard, "", &[]);
-            if xml.len() > server.config.limits.max_vcard_bytes as usize {
+            if xml.len() > server.config().limits.max_vcard_bytes as usize {
                 reply.error(
                     out,
                     &StanzaError::new(StanzaCondition::PolicyViolation)
