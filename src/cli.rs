@@ -294,8 +294,9 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Serve { config } => {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
                 .init();
-            let config = load_config("serve", config.as_deref())?;
-            crate::server::run(config).map_err(|error| Failure::runtime("serve", error))?;
+            let path = config.as_deref();
+            crate::server::run(load_config("serve", path)?, path)
+                .map_err(|error| Failure::runtime("serve", error))?;
         }
         Command::Check { config } => {
             print!("{}", load_config("check", config.as_deref())?.to_toml());

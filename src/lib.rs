@@ -28,6 +28,7 @@ pub mod privacy;
 pub mod private;
 pub mod proxy;
 pub mod register;
+pub mod reload;
 pub mod reply;
 pub mod roster;
 pub mod router;

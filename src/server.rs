@@ -100,6 +100,13 @@ impl Server {
         self.config.borrow().clone()
     }
 
+    /// A reload's settings take effect: for every handler from its next
+    /// [`Server::config`] on, and for the rate buckets that already exist.
+    pub fn replace_config(&self, config: Config) {
+        self.protection.set_rate(&config.rate);
+        *self.config.borrow_mut() = Rc::new(config);
+    }
+
     pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
         self.tls.borrow().clone()
     }
@@ -220,8 +227,9 @@ fn bind_all(config: &Config) -> Result<Listeners, String> {
     })
 }
 
-/// Runs the server until SIGTERM or SIGINT, then stops it gracefully.
-pub fn run(config: Config) -> Result<(), String> {
+/// Runs the server until SIGTERM or SIGINT, then stops it gracefully. `path` is the
+/// config file `config` came from, read again on SIGHUP.
+pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String> {
     let started = Instant::now();
     create_private_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir, crate::store::DEFAULT_CACHE_BYTES)
@@ -276,7 +284,7 @@ pub fn run(config: Config) -> Result<(), String> {
             server.config().domain,
             started.elapsed().as_millis()
         );
-        wait_for_stop(&server, signals).await;
+        wait_for_stop(&server, path, signals).await;
         shutdown(&server).await;
     }));
     // Commits whatever is still queued and joins the writer thread.
@@ -307,12 +315,13 @@ async fn accept_loop(
     }
 }
 
-/// SIGHUP reloads the certificate; SIGTERM and SIGINT stop the server.
-async fn wait_for_stop(server: &Server, mut signals: Signals) {
+/// SIGHUP reloads the config file and the certificate; SIGTERM and SIGINT stop the server.
+async fn wait_for_stop(server: &Server, path: Option<&std::path::Path>, mut signals: Signals) {
     while let Some(signal) = signals.next().await {
         match signal {
             Ok(Signal::Hup) => {
                 systemd::reloading();
+                crate::reload::reload(server, path);
                 let config = &server.config();
                 match tls::load(
                     config.tls.cert.as_deref(),

@@ -141,7 +141,7 @@ impl Connection {
         let mut wait = self
             .guard
             .buckets
-            .take(&protection.rate, stanzas, bytes, now);
+            .take(&protection.rate(), stanzas, bytes, now);
         if let (Some(_), Some(user)) = (&self.session, &self.user) {
             wait = wait.max(protection.charge_account(user, stanzas, bytes, now));
         }

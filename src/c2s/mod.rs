@@ -129,7 +129,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         user: None,
         session: None,
         csi: csi::Buffer::default(),
-        guard: guard::Guard::new(&server.protection.rate, Instant::now()),
+        guard: guard::Guard::new(&server.protection.rate(), Instant::now()),
         sm: None,
         conn_id,
     };
