@@ -667,13 +667,15 @@ fn parse_query(query: Node) -> Result<ArchiveQuery, StanzaCondition> {
 // ----- retention -----------------------------------------------------------------------------
 
 /// Deletes expired messages at start and every hour, a bounded batch per write so the writer
-/// and the event loop keep serving in between. Returns at once when nothing expires.
+/// and the event loop keep serving in between. The settings are read each round, so a
+/// reload's `retention_days` (0 keeps everything) applies from the next hour.
 async fn expire_periodically(server: &Server) {
-    let days = u64::from(server.config().mam.retention_days);
-    if !server.config().mam.enabled || days == 0 {
-        return;
-    }
     loop {
+        let days = u64::from(server.config().mam.retention_days);
+        if !server.config().mam.enabled || days == 0 {
+            smol::Timer::after(EXPIRY_EVERY).await;
+            continue;
+        }
         let cutoff = crate::time::unix_now().saturating_sub(days * 86_400);
         let mut batches = 0u64;
         loop {
