@@ -132,7 +132,7 @@ pub enum Verdict {
 /// lists ([`privacy::allows`]). The server's own address and a user's own addresses are never
 /// blocked.
 pub fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) -> Verdict {
-    let ours = server.config.domain.as_str();
+    let ours: &str = &server.config().domain;
     let is_server = |jid: &Jid| jid.local().is_none() && jid.domain() == ours;
     if is_server(from)
         || is_server(to)

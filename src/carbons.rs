@@ -45,10 +45,8 @@ pub fn handle(
     if ty != IqType::Set {
         return false;
     }
-    let from = stanza
-        .to
-        .as_ref()
-        .map_or(server.config.domain.as_str(), Jid::as_str);
+    let domain: &str = &server.config().domain;
+    let from = stanza.to.as_ref().map_or(domain, Jid::as_str);
     if let IqTarget::Account(local) = target {
         if session.jid.local() != Some(local) {
             // §5.1: not this client's carbons to change.

@@ -296,8 +296,9 @@ fn run(command: Command) -> Result<(), Failure> {
                 env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
             crate::systemd::log_to_journal(&mut logger);
             logger.init();
-            let config = load_config("serve", config.as_deref())?;
-            crate::server::run(config).map_err(|error| Failure::runtime("serve", error))?;
+            let path = config.as_deref();
+            crate::server::run(load_config("serve", path)?, path)
+                .map_err(|error| Failure::runtime("serve", error))?;
         }
         Command::Check { config } => {
             print!("{}", load_config("check", config.as_deref())?.to_toml());

@@ -54,10 +54,10 @@ pub fn handle(
         return false;
     }
     let ns = query.tag_name().namespace().unwrap_or_default();
-    let domain = server.config.domain.as_str();
+    let domain: &str = &server.config().domain;
     let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
     let caps_node = query.attribute("node").is_some_and(|node| {
-        target == IqTarget::Server && crate::pep::caps::is_server_node(node, &server.config)
+        target == IqTarget::Server && crate::pep::caps::is_server_node(node, &server.config())
     });
     if query.attribute("node").is_some() && !caps_node {
         stanza::write_error_reply(
@@ -109,7 +109,7 @@ pub fn handle(
                 for feature in server_features() {
                     let _ = write!(out, "<feature var='{}'/>", Esc(feature));
                 }
-                crate::contact::write_form(out, &server.config.contact);
+                crate::contact::write_form(out, &server.config().contact);
             }
             IqTarget::Account(_) => {
                 out.push_str("<identity category='account' type='registered'/>");
@@ -120,12 +120,12 @@ pub fn handle(
                 for feature in ACCOUNT_FEATURES {
                     let _ = write!(out, "<feature var='{}'/>", Esc(feature));
                 }
-                if server.config.mam.enabled {
+                if server.config().mam.enabled {
                     for feature in [crate::mam::NS, crate::mam::NS_SID] {
                         let _ = write!(out, "<feature var='{feature}'/>");
                     }
                 }
-                if server.config.push.enabled {
+                if server.config().push.enabled {
                     let _ = write!(out, "<feature var='{}'/>", crate::push::NS);
                 }
             }

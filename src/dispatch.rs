@@ -111,7 +111,7 @@ pub fn reply_error(
     if stanza.node.attribute("type") == Some("error") {
         return;
     }
-    let domain = server.config.domain.as_str();
+    let domain: &str = &server.config().domain;
     let from = stanza.to.as_ref().map_or(domain, Jid::as_str);
     stanza::write_error_reply(
         out,
@@ -138,7 +138,7 @@ fn on_message(
 ) -> Deferred {
     // RFC 6121 §8.5: no `to` means the sender's own bare JID.
     let to = stanza.to.clone().unwrap_or_else(|| session.jid.bare());
-    if to.domain() != server.config.domain {
+    if to.domain() != server.config().domain {
         reply_error(
             server,
             session,
@@ -220,7 +220,7 @@ fn on_iq(
     ty: IqType,
     out: &mut String,
 ) -> Deferred {
-    let domain = server.config.domain.as_str();
+    let domain: &str = &server.config().domain;
     if let Some(to) = &stanza.to {
         if to.domain() == domain && !blocking::gate(server, session, stanza, to, out) {
             return Deferred::None;
@@ -365,7 +365,7 @@ pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
             ..
         } = item
         {
-            let quota = server.config.limits.offline_quota as usize;
+            let quota = server.config().limits.offline_quota as usize;
             if server
                 .store
                 .offline_push(user, xml.as_bytes().to_vec(), quota)

@@ -3,7 +3,7 @@
 //! short-lived TURN credentials derived from a shared secret. It owns the service list and
 //! the credential scheme; it never logs or echoes a secret.
 
-use crate::config::{ExternalService, ServiceKind, Transport};
+use crate::config::{Config, ExternalService, ServiceKind, Transport};
 use crate::dispatch::IqTarget;
 use crate::reply::IqReply;
 use crate::router::Session;
@@ -42,9 +42,8 @@ impl<'a> From<&'a ExternalService> for Service<'a> {
 
 /// Every service offered: the built-in STUN server first (when it listens), then the
 /// configured ones in their order.
-fn services(server: &Server) -> impl Iterator<Item = Service<'_>> {
-    let config = &server.config;
-    let builtin = server.stun.port().map(|port| Service {
+fn services(config: &Config, stun_port: Option<u16>) -> impl Iterator<Item = Service<'_>> {
+    let builtin = stun_port.map(|port| Service {
         kind: ServiceKind::Stun,
         host: config.stun.host.as_deref().unwrap_or(&config.domain),
         port,
@@ -106,6 +105,7 @@ pub fn handle(
     let reply = IqReply::new(server, stanza, session.jid.as_str());
     let user = session.jid.local().unwrap_or_default();
     let now = crate::time::unix_now();
+    let config = server.config();
     let mut body = String::new();
     match payload.tag_name().name() {
         "services" => {
@@ -115,7 +115,9 @@ pub fn handle(
                 let _ = write!(body, " type='{}'", Esc(kind));
             }
             body.push('>');
-            for service in services(server).filter(|s| wanted.is_none_or(|k| k == s.kind.name())) {
+            for service in services(&config, server.stun.port())
+                .filter(|s| wanted.is_none_or(|k| k == s.kind.name()))
+            {
                 write_service(&mut body, &service, user, now);
             }
             body.push_str("</services>");
@@ -132,7 +134,7 @@ pub fn handle(
                 return true;
             };
             let port = asked.attribute("port");
-            let Some(service) = services(server).find(|s| {
+            let Some(service) = services(&config, server.stun.port()).find(|s| {
                 s.host == host
                     && s.kind.name() == kind
                     && port.is_none_or(|p| p == s.port.to_string())

@@ -33,7 +33,7 @@ pub fn handle(
             }
         },
     };
-    let domain = server.config.domain.as_str();
+    let domain: &str = &server.config().domain;
     let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
     stanza::open_reply(
         out,
@@ -62,7 +62,7 @@ fn account_idle(
 ) -> Result<(u64, Option<String>), StanzaCondition> {
     let user = session.jid.local().unwrap_or_default();
     if contact != user {
-        let contact_jid = format!("{contact}@{}", server.config.domain);
+        let contact_jid = format!("{contact}@{}", server.config().domain);
         let subscribed = server
             .store
             .roster_item(user, &contact_jid)

@@ -31,6 +31,7 @@ pub mod private;
 pub mod proxy;
 pub mod push;
 pub mod register;
+pub mod reload;
 pub mod reply;
 pub mod roster;
 pub mod router;

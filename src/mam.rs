@@ -137,7 +137,7 @@ pub fn delivered(
     let mut xml = crate::carbons::delivered(stanza, &sender.jid, |child| {
         child.has_tag_name((NS_SID, "stanza-id")) && child.attribute("by") == Some(by.as_str())
     });
-    if !server.config.mam.enabled || !archivable(stanza) {
+    if !server.config().mam.enabled || !archivable(stanza) {
         return xml;
     }
     let sender_user = sender.jid.local().unwrap_or_default();
@@ -187,7 +187,7 @@ pub fn delivered(
 pub fn archived_id(server: &Server, recipient: &str, xml: &str) -> Option<u64> {
     let marker = format!(
         "<stanza-id xmlns='{NS_SID}' by='{}' id='",
-        Esc(&format!("{recipient}@{}", server.config.domain))
+        Esc(&format!("{recipient}@{}", server.config().domain))
     );
     let at = xml.rfind(&marker)?;
     let rest = xml.get(at + marker.len()..)?;
@@ -400,7 +400,7 @@ pub fn handle(
         );
         Deferred::None
     };
-    if !server.config.mam.enabled {
+    if !server.config().mam.enabled {
         return fail(out, StanzaCondition::ServiceUnavailable);
     }
     if matches!(target, IqTarget::Account(local) if local != user) {
@@ -667,13 +667,15 @@ fn parse_query(query: Node) -> Result<ArchiveQuery, StanzaCondition> {
 // ----- retention -----------------------------------------------------------------------------
 
 /// Deletes expired messages at start and every hour, a bounded batch per write so the writer
-/// and the event loop keep serving in between. Returns at once when nothing expires.
+/// and the event loop keep serving in between. The settings are read each round, so a
+/// reload's `retention_days` (0 keeps everything) applies from the next hour.
 async fn expire_periodically(server: &Server) {
-    let days = u64::from(server.config.mam.retention_days);
-    if !server.config.mam.enabled || days == 0 {
-        return;
-    }
     loop {
+        let days = u64::from(server.config().mam.retention_days);
+        if !server.config().mam.enabled || days == 0 {
+            smol::Timer::after(EXPIRY_EVERY).await;
+            continue;
+        }
         let cutoff = crate::time::unix_now().saturating_sub(days * 86_400);
         let mut batches = 0u64;
         loop {

@@ -50,7 +50,7 @@ impl Pending {
             let _ = write!(
                 xml,
                 "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/></message>",
-                Esc(&server.config.domain),
+                Esc(&server.config().domain),
                 time::format_datetime(time::unix_now())
             );
         }
@@ -70,7 +70,7 @@ impl Pending {
     /// Commits the message; if it cannot be kept the sender is told, so
     /// nothing accepted is silently lost.
     pub async fn store(self, server: &Server, out: &mut String) {
-        let quota = server.config.limits.offline_quota as usize;
+        let quota = server.config().limits.offline_quota as usize;
         let archived = crate::mam::archived_id(server, &self.user, &self.xml);
         let result = server
             .store

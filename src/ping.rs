@@ -20,10 +20,8 @@ pub fn handle(
     if ty != IqType::Get || !is_ping {
         return false;
     }
-    let from = stanza
-        .to
-        .as_ref()
-        .map_or(server.config.domain.as_str(), |j| j.as_str());
+    let domain: &str = &server.config().domain;
+    let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
     stanza::write_iq_result(out, stanza.id, from, session.jid.as_str());
     true
 }

@@ -104,7 +104,7 @@ fn deliver_to_jid(server: &Server, to: &Jid, xml: Rc<str>, hold: Hold) {
 /// The presence of each available resource of `from` (or `unavailable` from each) to the
 /// bare JID of `to`: after a subscription is approved or cancelled (RFC 6121 §3).
 pub fn send_presence_of(server: &Server, from: &str, to: &str, available: bool) {
-    let to_jid = format!("{to}@{}", server.config.domain);
+    let to_jid = format!("{to}@{}", server.config().domain);
     let router = server.router.borrow();
     for session in router.resources(from).iter().filter(|s| s.available.get()) {
         let xml = if available {
@@ -136,7 +136,7 @@ pub(crate) fn contacts(
         .live()
         .filter(|item| wanted(item))
         .filter_map(|item| Jid::parse(&item.jid).ok())
-        .filter(|jid| jid.domain() == server.config.domain && jid.local().is_some())
+        .filter(|jid| jid.domain() == server.config().domain && jid.local().is_some())
         .collect()
 }
 
@@ -172,7 +172,7 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
 /// available resource, else the last unavailable presence with the time it was sent.
 fn answer_probe(server: &Server, contact: &str, to: &Jid, out: &mut String) {
     let blocked =
-        Jid::from_parts(Some(contact), &server.config.domain, None).is_ok_and(|contact| {
+        Jid::from_parts(Some(contact), &server.config().domain, None).is_ok_and(|contact| {
             blocking::allows(server, &contact, to, StanzaKind::Presence) != Verdict::Allow
         });
     if blocked {
@@ -201,7 +201,7 @@ fn answer_probe(server: &Server, contact: &str, to: &Jid, out: &mut String) {
     if let Some((when, xml)) = last {
         let delay = format!(
             "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/>",
-            Esc(&server.config.domain),
+            Esc(&server.config().domain),
             time::format_datetime(when)
         );
         let xml = addressed(&String::from_utf8_lossy(&xml), to.as_str());
@@ -308,7 +308,7 @@ fn probe(server: &Server, session: &Session, to: &Jid, out: &mut String) {
         .flatten()
         .is_some_and(|item| item.to);
     if let (true, Some(contact)) = (subscribed, to.local()) {
-        if to.domain() == server.config.domain {
+        if to.domain() == server.config().domain {
             answer_probe(server, contact, &session.jid, out);
         }
     }
@@ -324,7 +324,7 @@ fn directed(
     to: &Jid,
     out: &mut String,
 ) {
-    if to.domain() != server.config.domain {
+    if to.domain() != server.config().domain {
         reply_error(
             server,
             session,

@@ -452,7 +452,7 @@ impl Privacy {
 /// inbound child elements, and items for all stanzas). Only [`blocking::allows`] calls it,
 /// after it has set aside the server's and the user's own addresses.
 pub(crate) fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) -> Verdict {
-    let ours = |jid: &Jid| jid.domain() == server.config.domain;
+    let ours = |jid: &Jid| jid.domain() == server.config().domain;
     let privacy = &server.privacy;
     if ours(from) && !privacy.permits(server, from, kind.outbound(), to) {
         Verdict::SenderBlocks

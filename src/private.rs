@@ -91,7 +91,7 @@ pub fn handle(
                     write_element(xml, *child, NS, &[]);
                 }
             }
-            let limit = server.config.limits.max_private_bytes as usize;
+            let limit = server.config().limits.max_private_bytes as usize;
             if items.iter().any(|(_, xml)| xml.len() > limit) {
                 reply.error(
                     out,

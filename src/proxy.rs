@@ -168,7 +168,7 @@ pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Ve
         return;
     };
     let port = first.local_addr().map_or(0, |a| a.port());
-    let config = &server.config;
+    let config = &server.config();
     let host = config.proxy.host.as_deref().unwrap_or(&config.domain);
     let _ = server.proxy.streamhost.set((host.into(), port));
     // A task per relay or waiting pair, twice over for handshakes and second ends.
@@ -199,7 +199,7 @@ async fn serve(server: Rc<Server>, mut tcp: TcpStream) {
                 Ok(None)
             }
             Some(_) => Err(()),
-            None if busy >= server.config.proxy.max_relays => {
+            None if busy >= server.config().proxy.max_relays => {
                 warn!("proxy: relay limit reached, a bytestream refused");
                 Err(())
             }

@@ -90,7 +90,7 @@ pub fn handle(
 ) -> Deferred {
     let user = session.jid.local().unwrap_or_default();
     let reply = IqReply::new(server, stanza, session.jid.as_str());
-    if !server.config.push.enabled {
+    if !server.config().push.enabled {
         reply.fail(out, StanzaCondition::ServiceUnavailable);
         return Deferred::None;
     }
@@ -190,7 +190,7 @@ fn enable(
     reply: IqReply,
 ) -> Deferred {
     let user = session.jid.local().unwrap_or_default().to_owned();
-    let max = server.config.push.max_registrations_per_user as usize;
+    let max = server.config().push.max_registrations_per_user as usize;
     let device = Device {
         jid: registration.jid.as_str().into(),
         node: registration.node.as_str().into(),
@@ -242,7 +242,7 @@ pub fn on_message(
     user: &str,
     delivered: &[Rc<Session>],
 ) {
-    if !server.config.push.enabled || sender.jid.local() == Some(user) || !wakes(stanza) {
+    if !server.config().push.enabled || sender.jid.local() == Some(user) || !wakes(stanza) {
         return;
     }
     // Not taken by a session and not stored: nobody will ever see it.
@@ -259,7 +259,7 @@ pub fn on_message(
 /// A subscription request from the bare JID `from` is now pending for `user` (and was
 /// handed to the user's available sessions).
 pub fn on_subscription_request(server: &Server, user: &str, from: &str) {
-    if !server.config.push.enabled {
+    if !server.config().push.enabled {
         return;
     }
     let delivered: Vec<Rc<Session>> = server
@@ -310,7 +310,7 @@ pub fn hibernated(server: &Server, session: &Session, missed: impl FnOnce() -> b
         device.hibernated = true;
         (device.jid.clone(), device.node.clone())
     };
-    if server.config.push.enabled && missed() {
+    if server.config().push.enabled && missed() {
         let user = session.jid.local().unwrap_or_default();
         let summary = Summary {
             sender: None,
@@ -387,8 +387,8 @@ fn send(server: &Server, user: &str, registration: &PushRegistration, summary: &
         });
         id
     };
-    let from = format!("{user}@{}", server.config.domain);
-    let include_body = server.config.push.include_body;
+    let from = format!("{user}@{}", server.config().domain);
+    let include_body = server.config().push.include_body;
     let xml = publish(id, &from, registration, summary, include_body);
     if let Err(condition) = route(server, &registration.jid, xml) {
         server.push.in_flight.borrow_mut().retain(|f| f.id != id);
@@ -451,7 +451,7 @@ fn publish(
 /// is no federation, and no local component is an app server.
 fn route(server: &Server, to: &str, xml: String) -> Result<(), StanzaCondition> {
     let to = Jid::parse(to).map_err(|_| StanzaCondition::JidMalformed)?;
-    if to.domain() != server.config.domain {
+    if to.domain() != server.config().domain {
         return Err(StanzaCondition::RemoteServerNotFound);
     }
     if to.resource().is_none() {

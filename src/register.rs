@@ -61,7 +61,7 @@ impl RateLimit {
 
 /// Whether registration is offered before login.
 pub fn offered(server: &Server) -> bool {
-    server.config.registration.mode == RegistrationMode::Open
+    server.config().registration.mode == RegistrationMode::Open
 }
 
 /// An iq get or set in `jabber:iq:register` (the pre-login stage checks for it).
@@ -129,7 +129,7 @@ pub async fn before_auth(server: &Server, ip: IpAddr, iq: &Stanza<'_, '_>, out: 
             out,
             &format!(
                 "<query xmlns='{NS}'><instructions>Choose a username and password for {}.</instructions><username/><password/></query>",
-                Esc(&server.config.domain)
+                Esc(&server.config().domain)
             ),
         );
         return;
@@ -144,7 +144,7 @@ pub async fn before_auth(server: &Server, ip: IpAddr, iq: &Stanza<'_, '_>, out: 
         reply.fail(out, StanzaCondition::NotAcceptable);
         return;
     };
-    let Some(user) = Jid::from_parts(Some(username), &server.config.domain, None)
+    let Some(user) = Jid::from_parts(Some(username), &server.config().domain, None)
         .ok()
         .and_then(|jid| jid.local().map(str::to_owned))
     else {
@@ -160,7 +160,7 @@ pub async fn before_auth(server: &Server, ip: IpAddr, iq: &Stanza<'_, '_>, out: 
         reply.fail(out, StanzaCondition::Conflict);
         return;
     }
-    let per_hour = server.config.registration.per_ip_per_hour;
+    let per_hour = server.config().registration.per_ip_per_hour;
     let Some(slot) = server.registrations.reserve(ip, per_hour) else {
         info!("{ip}: registration refused, {per_hour} accounts this hour already");
         reply.error(
@@ -245,7 +245,7 @@ pub fn handle(
     // §3.3: the username must be there and name this account; an empty password never
     // replaces the current one.
     let named = field(query, "username")
-        .and_then(|name| Jid::from_parts(Some(name), &server.config.domain, None).ok())
+        .and_then(|name| Jid::from_parts(Some(name), &server.config().domain, None).ok())
         .is_some_and(|jid| jid.local() == Some(user.as_str()));
     let Some(password) = field(query, "password").filter(|_| named) else {
         reply.fail(out, StanzaCondition::BadRequest);

@@ -22,7 +22,7 @@ impl IqReply {
             from: request
                 .to
                 .as_ref()
-                .map_or(server.config.domain.as_str(), Jid::as_str)
+                .map_or(server.config().domain.as_str(), Jid::as_str)
                 .to_owned(),
             to: to.to_owned(),
         }

@@ -226,8 +226,8 @@ fn set(
     request: SetRequest,
 ) -> Deferred {
     let user = session.jid.local().unwrap_or_default().to_owned();
-    let domain = server.config.domain.clone();
-    let max_items = server.config.roster.max_items as usize;
+    let domain = server.config().domain.clone();
+    let max_items = server.config().roster.max_items as usize;
     let op: SetOp = match request {
         SetRequest::Update { jid, name, groups } => Box::new(move |txn| {
             let mut item = match txn.item(&user, &jid)? {

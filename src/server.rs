@@ -30,7 +30,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// State shared by every task of the loop.
 pub struct Server {
-    pub config: Config,
+    /// Swapped whole by a reload; see [`Server::config`].
+    config: RefCell<Rc<Config>>,
     pub store: Store,
     pub router: RefCell<Router>,
     /// Users whose offline messages are being delivered right now.
@@ -86,7 +87,7 @@ impl Server {
             protection: Protection::new(&config),
             sm: Default::default(),
             push: Default::default(),
-            config,
+            config: RefCell::new(Rc::new(config)),
             store,
             router: RefCell::default(),
             offline_in_flight: RefCell::default(),
@@ -97,6 +98,19 @@ impl Server {
             next_id: Cell::new(1),
             rng: SystemRandom::new(),
         }
+    }
+
+    /// The settings in effect now. A reload may replace them at any await, so a handler
+    /// holds this one `Rc` for a consistent view instead of asking again.
+    pub fn config(&self) -> Rc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// A reload's settings take effect: for every handler from its next
+    /// [`Server::config`] on, and for the rate buckets that already exist.
+    pub fn replace_config(&self, config: Config) {
+        self.protection.set_rate(&config.rate);
+        *self.config.borrow_mut() = Rc::new(config);
     }
 
     pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
@@ -168,7 +182,7 @@ impl Server {
         storable: bool,
         hold: crate::csi::Hold,
     ) -> bool {
-        let cap = self.config.limits.outbound_queue_bytes as usize;
+        let cap = self.config().limits.outbound_queue_bytes as usize;
         match session.mailbox.push_stanza(xml, storable, hold, cap) {
             Ok(()) => true,
             Err(_) if session.mailbox.is_closing() => false,
@@ -219,8 +233,9 @@ fn bind_all(config: &Config) -> Result<Listeners, String> {
     })
 }
 
-/// Runs the server until SIGTERM or SIGINT, then stops it gracefully.
-pub fn run(config: Config) -> Result<(), String> {
+/// Runs the server until SIGTERM or SIGINT, then stops it gracefully. `path` is the
+/// config file `config` came from, read again on SIGHUP.
+pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String> {
     let started = Instant::now();
     create_private_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir, crate::store::DEFAULT_CACHE_BYTES)
@@ -275,10 +290,10 @@ pub fn run(config: Config) -> Result<(), String> {
         info!(
             "hearth {} ready for {} in {} ms",
             env!("CARGO_PKG_VERSION"),
-            server.config.domain,
+            server.config().domain,
             started.elapsed().as_millis()
         );
-        wait_for_stop(&server, signals).await;
+        wait_for_stop(&server, path, signals).await;
         shutdown(&server).await;
     }));
     // Commits whatever is still queued and joins the writer thread.
@@ -310,13 +325,14 @@ async fn accept_loop(
     }
 }
 
-/// SIGHUP reloads the certificate; SIGTERM and SIGINT stop the server.
-async fn wait_for_stop(server: &Server, mut signals: Signals) {
+/// SIGHUP reloads the config file and the certificate; SIGTERM and SIGINT stop the server.
+async fn wait_for_stop(server: &Server, path: Option<&std::path::Path>, mut signals: Signals) {
     while let Some(signal) = signals.next().await {
         match signal {
             Ok(Signal::Hup) => {
                 systemd::reloading();
-                let config = &server.config;
+                crate::reload::reload(server, path);
+                let config = &server.config();
                 match tls::load(
                     config.tls.cert.as_deref(),
                     config.tls.key.as_deref(),

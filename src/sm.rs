@@ -112,7 +112,7 @@ impl State {
     /// there, the rest is dropped.
     pub async fn keep_unacked(&mut self, server: &Server, session: &Session) {
         let user = session.jid.local().unwrap_or_default();
-        let quota = server.config.limits.offline_quota as usize;
+        let quota = server.config().limits.offline_quota as usize;
         let mut kept = 0;
         for xml in std::mem::take(&mut self.unacked) {
             if storable(&xml)
@@ -369,7 +369,7 @@ pub async fn park(
             .slots
             .borrow_mut()
             .insert(id.clone(), Slot::Parked(parked));
-        let timeout = Duration::from_secs(server.config.sm.resume_timeout_secs.into());
+        let timeout = Duration::from_secs(server.config().sm.resume_timeout_secs.into());
         future::or(
             async {
                 let _ = resumed.recv().await;

@@ -283,7 +283,7 @@ pub fn handle(
     to: &Jid,
     out: &mut String,
 ) -> Deferred {
-    let domain = server.config.domain.as_str();
+    let domain: &str = &server.config().domain;
     if to.domain() != domain {
         reply_error(
             server,
@@ -322,7 +322,7 @@ pub fn handle(
         domain: domain.into(),
         xml,
         target_exists: crate::dispatch::account_exists(server, target),
-        max_items: server.config.roster.max_items as usize,
+        max_items: server.config().roster.max_items as usize,
     };
     // Both a full roster and a store failure are resource constraints for the sender.
     let mut refused = String::new();

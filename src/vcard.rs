@@ -86,7 +86,7 @@ pub fn with_photo_update<R>(
 pub(crate) fn limited_xml(server: &Server, vcard: Node) -> Result<String, StanzaError<'static>> {
     let mut xml = String::new();
     write_element(&mut xml, vcard, "", &[]);
-    if xml.len() > server.config.limits.max_vcard_bytes as usize {
+    if xml.len() > server.config().limits.max_vcard_bytes as usize {
         return Err(StanzaError::new(StanzaCondition::PolicyViolation)
             .with_text("the vCard is larger than this server allows"));
     }

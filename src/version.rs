@@ -24,7 +24,7 @@ pub fn handle(
         Kind::Iq,
         "result",
         stanza.id,
-        &server.config.domain,
+        &server.config().domain,
         session.jid.as_str(),
     );
     let _ = write!(

@@ -68,7 +68,7 @@ impl Connection {
                 let mechanism = node
                     .attribute("mechanism")
                     .and_then(Mechanism::from_name)
-                    .filter(|m| offered_mechanisms(&self.server.config.auth, tls).contains(m));
+                    .filter(|m| offered_mechanisms(&self.server.config().auth, tls).contains(m));
                 let initial = match node.text().map(str::trim) {
                     None | Some("") => None,
                     _ => Some(data()),
@@ -81,7 +81,7 @@ impl Connection {
                         Exchange::start(
                             mechanism,
                             initial.as_deref(),
-                            &self.server.config.domain,
+                            &self.server.config().domain,
                             &mut lookup,
                         )
                     }
@@ -161,7 +161,7 @@ impl Connection {
 
     /// XEP-0078: `get` lists the fields, `set` logs in and binds at once.
     pub(super) fn on_legacy_auth(&mut self, iq: &Stanza) -> Result<(), End> {
-        let domain = self.server.config.domain.clone();
+        let domain = self.server.config().domain.clone();
         let Some(query) = iq.payload() else {
             return Err(End::Error(StreamCondition::NotAuthorized, None));
         };

@@ -72,7 +72,7 @@ impl Connection {
     /// When the connection task must wake up even if nothing happens: the
     /// auth deadline before login, then the keepalive schedule.
     pub(super) fn next_deadline(&self, auth_deadline: Instant) -> Instant {
-        let keepalive = &self.server.config.keepalive;
+        let keepalive = &self.server.config().keepalive;
         match (self.stage, self.guard.ping_sent) {
             (Stage::Plain | Stage::Secured, _) => auth_deadline,
             (_, Some(sent)) => sent + secs(keepalive.ping_timeout_secs),
@@ -103,7 +103,7 @@ impl Connection {
             let _ = write!(
                 self.out,
                 "<iq type='get' id='keepalive-{id}' from='{}' to='{}'><ping xmlns='{}'/></iq>",
-                Esc(&self.server.config.domain),
+                Esc(&self.server.config().domain),
                 Esc(session.jid.as_str()),
                 crate::ping::NS
             );
@@ -141,7 +141,7 @@ impl Connection {
         let mut wait = self
             .guard
             .buckets
-            .take(&protection.rate, stanzas, bytes, now);
+            .take(&protection.rate(), stanzas, bytes, now);
         if let (Some(_), Some(user)) = (&self.session, &self.user) {
             wait = wait.max(protection.charge_account(user, stanzas, bytes, now));
         }
@@ -165,7 +165,7 @@ impl Connection {
                 now
             }
         };
-        let rate = &self.server.config.rate;
+        let rate = &self.server.config().rate;
         let throttled_for = now.saturating_duration_since(since);
         if throttled_for >= secs(rate.disconnect_after_secs) {
             info!("{}: sent too fast for too long, disconnecting", self.who());
@@ -185,7 +185,7 @@ impl Connection {
                     "<message type='headline' from='{}' to='{}'><body>You are sending faster than \
                      this server allows ({} stanzas or {} bytes a second), so it has slowed you \
                      down. If this goes on for {} seconds you will be disconnected.</body></message>",
-                    Esc(&self.server.config.domain),
+                    Esc(&self.server.config().domain),
                     Esc(session.jid.as_str()),
                     rate.stanzas_per_sec,
                     rate.bytes_per_sec,
@@ -205,7 +205,7 @@ impl Connection {
     /// Writes to the client, giving up (and ending the session) when the
     /// write blocks longer than `keepalive.write_timeout_secs`.
     pub(super) async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), End> {
-        let timeout = secs(self.server.config.keepalive.write_timeout_secs);
+        let timeout = secs(self.server.config().keepalive.write_timeout_secs);
         let transport = &mut self.transport;
         let written = future::or(async { Some(transport.write_all(bytes).await) }, async {
             Timer::after(timeout).await;
@@ -232,7 +232,7 @@ impl Connection {
     pub(super) fn delay_login_failure(&mut self, user: Option<&str>) {
         let now = Instant::now();
         let delay = self.server.protection.login_failed(
-            &self.server.config.limits,
+            &self.server.config().limits,
             self.peer.ip(),
             user,
             now,
@@ -255,7 +255,7 @@ impl Connection {
             return;
         };
         let user = session.jid.local().unwrap_or_default();
-        let quota = self.server.config.limits.offline_quota as usize;
+        let quota = self.server.config().limits.offline_quota as usize;
         for xml in unwritten {
             let _ = self
                 .server

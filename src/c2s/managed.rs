@@ -53,7 +53,7 @@ impl Connection {
             let _ = write!(
                 self.out,
                 " id='{id}' resume='true' max='{}'",
-                self.server.config.sm.resume_timeout_secs
+                self.server.config().sm.resume_timeout_secs
             );
             self.register_live(&id);
             state.id = Some(id.into());
@@ -134,7 +134,7 @@ impl Connection {
 
     /// Notes the stanzas in `bytes`, about to be written, as unacknowledged.
     pub(super) fn record_sent(&mut self, bytes: &[u8]) -> Result<(), End> {
-        let max = self.server.config.sm.max_unacked as usize;
+        let max = self.server.config().sm.max_unacked as usize;
         match &mut self.sm {
             Some(state) => state.record(bytes, max).map_err(|sm::Overflow| {
                 End::Error(

@@ -108,7 +108,7 @@ struct Connection {
 pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let mailbox = Rc::new(Mailbox::default());
     let conn_id = server.register_connection(mailbox.clone());
-    let limits = &server.config.limits;
+    let limits = &server.config().limits;
     let framer = Framer::new(xml::Limits {
         max_stanza: limits.max_stanza_bytes as usize,
         max_depth: limits.max_depth.into(),
@@ -129,7 +129,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         user: None,
         session: None,
         csi: csi::Buffer::default(),
-        guard: guard::Guard::new(&server.protection.rate, Instant::now()),
+        guard: guard::Guard::new(&server.protection.rate(), Instant::now()),
         sm: None,
         conn_id,
     };
@@ -328,7 +328,7 @@ impl Connection {
     }
 
     fn on_stream_open(&mut self, header: StreamHeader) -> Result<(), End> {
-        let ours = &self.server.config.domain;
+        let ours = &self.server.config().domain;
         let result = check_header(&header, ours);
         self.legacy_stream = header.version.is_none();
         self.header = Some(header);
@@ -347,7 +347,7 @@ impl Connection {
             self.out,
             "<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{}' id='{id}' from='{}'",
             xml::NS_STREAMS,
-            Esc(&server.config.domain)
+            Esc(&server.config().domain)
         );
         if let Some(from) = self.header.as_ref().and_then(|h| h.from.as_deref()) {
             if Jid::parse(from).is_ok() {
@@ -363,7 +363,7 @@ impl Connection {
 
     /// RFC 6120 §4.3.2: what this stage offers.
     fn write_features(&mut self) {
-        let auth = &self.server.config.auth;
+        let auth = &self.server.config().auth;
         self.out.push_str("<stream:features>");
         match self.stage {
             Stage::Plain => {
@@ -388,8 +388,8 @@ impl Connection {
                 );
                 let _ = write!(self.out, "<ver xmlns='{}'/>", crate::roster::NS_VERSIONING);
                 let _ = write!(self.out, "<csi xmlns='{}'/>", csi::NS);
-                crate::pep::caps::write_stream_feature(&mut self.out, &self.server.config);
-                if self.server.config.sm.enabled {
+                crate::pep::caps::write_stream_feature(&mut self.out, &self.server.config());
+                if self.server.config().sm.enabled {
                     let _ = write!(self.out, "<sm xmlns='{}'/>", crate::sm::NS);
                 }
                 // XEP-0478: the stanza limit, and how long silence lasts
@@ -397,8 +397,8 @@ impl Connection {
                 let _ = write!(
                     self.out,
                     "<limits xmlns='{NS_LIMITS}'><max-bytes>{}</max-bytes><idle-seconds>{}</idle-seconds></limits>",
-                    self.server.config.limits.max_stanza_bytes,
-                    self.server.config.keepalive.idle_secs
+                    self.server.config().limits.max_stanza_bytes,
+                    self.server.config().keepalive.idle_secs
                 );
             }
             Stage::Bound => {}
@@ -408,12 +408,13 @@ impl Connection {
 
     fn write_mechanisms(&mut self) {
         let _ = write!(self.out, "<mechanisms xmlns='{NS_SASL}'>");
-        for mechanism in auth::offered_mechanisms(&self.server.config.auth, self.transport.is_tls())
+        for mechanism in
+            auth::offered_mechanisms(&self.server.config().auth, self.transport.is_tls())
         {
             let _ = write!(self.out, "<mechanism>{}</mechanism>", mechanism.name());
         }
         self.out.push_str("</mechanisms>");
-        if auth::legacy_auth_allowed(&self.server.config.auth, self.transport.is_tls()) {
+        if auth::legacy_auth_allowed(&self.server.config().auth, self.transport.is_tls()) {
             self.out
                 .push_str("<auth xmlns='http://jabber.org/features/iq-auth'/>");
         }
@@ -446,7 +447,7 @@ impl Connection {
                 Ok(())
             }
             Stage::Plain | Stage::Secured if ns == Some(NS_SASL) => {
-                if self.stage == Stage::Plain && self.server.config.auth.require_encryption {
+                if self.stage == Stage::Plain && self.server.config().auth.require_encryption {
                     // RFC 6120 §6.5.6: refuse, the client may still STARTTLS.
                     let _ = write!(
                         self.out,
@@ -461,7 +462,7 @@ impl Connection {
                 match stanza {
                     Ok(iq) if auth::is_legacy_auth(&iq) => {
                         if !auth::legacy_auth_allowed(
-                            &self.server.config.auth,
+                            &self.server.config().auth,
                             self.transport.is_tls(),
                         ) {
                             return Err(End::Error(StreamCondition::NotAuthorized, None));
@@ -477,7 +478,7 @@ impl Connection {
                 }
             }
             Stage::Authenticated | Stage::Bound
-                if ns == Some(crate::sm::NS) && self.server.config.sm.enabled =>
+                if ns == Some(crate::sm::NS) && self.server.config().sm.enabled =>
             {
                 self.on_sm(node).await
             }
@@ -523,7 +524,7 @@ impl Connection {
                 is_error,
             }) => {
                 if !is_error {
-                    let domain = &self.server.config.domain;
+                    let domain = &self.server.config().domain;
                     stanza::write_error_reply(
                         &mut self.out,
                         kind,
@@ -599,7 +600,7 @@ impl Connection {
             Some(r) if !r.is_empty() => r.to_owned(),
             _ => server.random_id(),
         };
-        let jid = Jid::from_parts(Some(user), &server.config.domain, Some(&resource))
+        let jid = Jid::from_parts(Some(user), &server.config().domain, Some(&resource))
             .map_err(|_| stanza::StanzaCondition::BadRequest)?;
         let session = Rc::new(Session {
             id: server.next_id(),
@@ -630,7 +631,7 @@ impl Connection {
         let resource = iq
             .child("bind", NS_BIND)
             .and_then(|bind| stanza::child_text(bind, "resource", NS_BIND));
-        let domain = self.server.config.domain.clone();
+        let domain = self.server.config().domain.clone();
         match self.bind_session(resource) {
             Ok(session) => {
                 stanza::open_reply(&mut self.out, Kind::Iq, "result", iq.id, "", "");
@@ -698,7 +699,7 @@ impl Connection {
             // Unread input would turn our close into a TCP reset that can
             // destroy the stream error before the client reads it. Not when
             // overloaded: then sockets must be freed at once.
-            let limit = self.server.config.limits.max_connections as usize;
+            let limit = self.server.config().limits.max_connections as usize;
             if self.server.connection_count() <= limit {
                 self.transport.discard_input(LINGER_BYTES, LINGER).await;
             }

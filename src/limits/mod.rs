@@ -96,7 +96,8 @@ struct AccountRate {
 /// The protection state on [`crate::server::Server`].
 pub struct Protection {
     pub counters: Counters,
-    pub rate: bucket::Limits,
+    /// `[rate]` as refill settings; a reload replaces them (see [`Self::set_rate`]).
+    rate: Cell<bucket::Limits>,
     open: Cell<u32>,
     addrs: RefCell<HashMap<IpAddr, AddrCount>>,
     accounts: RefCell<HashMap<Box<str>, AccountRate>>,
@@ -109,7 +110,7 @@ impl Protection {
     pub fn new(config: &Config) -> Protection {
         Protection {
             counters: Counters::default(),
-            rate: bucket::Limits::from_config(&config.rate),
+            rate: Cell::new(bucket::Limits::from_config(&config.rate)),
             open: Cell::new(0),
             addrs: RefCell::default(),
             accounts: RefCell::default(),
@@ -117,6 +118,18 @@ impl Protection {
             refusal_logged: Cell::new(None),
             refusals_unlogged: Cell::new(0),
         }
+    }
+
+    /// The refill settings every bucket is charged with now.
+    pub fn rate(&self) -> bucket::Limits {
+        self.rate.get()
+    }
+
+    /// New `[rate]` settings for every bucket, existing ones included. Buckets keep their
+    /// tokens and their debt (a full one is cut to a smaller burst at its next charge), so a
+    /// reload never hands a flooder a fresh burst.
+    pub fn set_rate(&self, rate: &crate::config::Rate) {
+        self.rate.set(bucket::Limits::from_config(rate));
     }
 
     /// Counts a new, unauthenticated connection from `ip`, or says which
@@ -207,7 +220,7 @@ impl Protection {
                 accounts.insert(
                     user.into(),
                     AccountRate {
-                        buckets: Pair::full(&self.rate, now),
+                        buckets: Pair::full(&self.rate(), now),
                         sessions: 1,
                     },
                 );
@@ -232,7 +245,7 @@ impl Protection {
             .borrow_mut()
             .get_mut(user)
             .map_or(Duration::ZERO, |account| {
-                account.buckets.take(&self.rate, stanzas, bytes, now)
+                account.buckets.take(&self.rate(), stanzas, bytes, now)
             })
     }
 
@@ -341,6 +354,32 @@ mod tests {
         guard.unbind_account("alice");
         assert!(guard.accounts.borrow().is_empty());
         assert_eq!(guard.charge_account("alice", 99, 0, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn new_rates_apply_to_existing_buckets_without_refilling_them() {
+        let mut config = Config::default();
+        config.rate.stanza_burst = 10;
+        config.rate.stanzas_per_sec = 10;
+        let guard = Protection::new(&config);
+        let now = Instant::now();
+        guard.bind_account("mallory", now);
+        // 10 tokens of debt at 10/s: one second.
+        let wait = guard.charge_account("mallory", 20, 0, now);
+        assert!((wait.as_secs_f32() - 1.0).abs() < 0.01, "{wait:?}");
+        config.rate.stanza_burst = 1000;
+        config.rate.stanzas_per_sec = 1;
+        guard.set_rate(&config.rate);
+        // The debt is still there, now paid back at 1/s: ten seconds, not a fresh burst.
+        let wait = guard.charge_account("mallory", 0, 0, now);
+        assert!((wait.as_secs_f32() - 10.0).abs() < 0.01, "{wait:?}");
+        // A smaller burst caps what a full bucket holds at its next charge.
+        config.rate.stanza_burst = 2;
+        config.rate.stanzas_per_sec = 10;
+        guard.set_rate(&config.rate);
+        let later = now + Duration::from_secs(3600);
+        assert_eq!(guard.charge_account("mallory", 2, 0, later), Duration::ZERO);
+        assert!(guard.charge_account("mallory", 1, 0, later) > Duration::ZERO);
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub fn handle(
         session,
         stanza,
         out,
-        max_occupants: server.config.muc.max_occupants,
+        max_occupants: server.config().muc.max_occupants,
     };
     let Some(name) = to.local() else {
         service(&mut ctx, stanza.ty);
@@ -241,7 +241,7 @@ pub fn handle(
 /// §10.1: a new room for the first user to enter it, locked until configured when the
 /// client speaks MUC, ready at once for an old groupchat client.
 fn create(ctx: &Ctx, rooms: &HashMap<Box<str>, Room>, jid: &Jid) -> Result<Room, StanzaCondition> {
-    let config = &ctx.server.config;
+    let config = &ctx.server.config();
     let creator = ctx.session.jid.bare();
     if config.muc.creators == Creators::Admins
         && !config.muc.admins.iter().any(|a| a == creator.as_str())

@@ -1442,7 +1442,7 @@ fn presence_children(presence: Node) -> String {
 /// The localpart of `jid` when it names an account on this server.
 fn local_user<'j>(server: &Server, jid: &'j Jid) -> Option<&'j str> {
     jid.local()
-        .filter(|local| jid.domain() == server.config.domain && account_exists(server, local))
+        .filter(|local| jid.domain() == server.config().domain && account_exists(server, local))
 }
 
 /// A message from the room to a local user's bare JID, stored offline if nobody is online.

@@ -94,7 +94,7 @@ pub async fn metadata_published(server: &Rc<Server>, owner: &str, metadata: &str
     ) else {
         return;
     };
-    if xml.len() > server.config.limits.max_vcard_bytes as usize {
+    if xml.len() > server.config().limits.max_vcard_bytes as usize {
         return;
     }
     let hash = photo.map(|(_, _, id)| id);
@@ -118,11 +118,11 @@ pub fn from_vcard(
         .collect();
     let bytes = base64::decode(&binval).filter(|b| !b.is_empty())?.len();
     let mime = crate::stanza::child_text(photo, "TYPE", vcard::NS).unwrap_or("image/png");
-    if binval.len() > server.config.pep.max_item_bytes as usize {
+    if binval.len() > server.config().pep.max_item_bytes as usize {
         return None;
     }
     let config = NodeConfig::default_for(server, DATA).encode();
-    let pep = &server.config.pep;
+    let pep = &server.config().pep;
     let publish = |node: &str, payload: String| Publish {
         node: node.to_owned(),
         config: config.clone(),

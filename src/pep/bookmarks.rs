@@ -71,11 +71,11 @@ pub fn from_private(
     for storage in doc.root_element().children().filter(Node::is_element) {
         items.extend(convert(storage));
     }
-    let limit = server.config.pep.max_items as usize;
+    let limit = server.config().pep.max_items as usize;
     items.truncate(limit);
     let config = NodeConfig {
         access: Access::Whitelist,
-        max_items: server.config.pep.max_items,
+        max_items: server.config().pep.max_items,
     };
     let write = server.store.pep_publish(
         user,
@@ -83,7 +83,7 @@ pub fn from_private(
             node: NODE.to_owned(),
             config: config.encode(),
             max_items: config.max_items,
-            max_nodes: server.config.pep.max_nodes,
+            max_nodes: server.config().pep.max_nodes,
             replace: true,
             items: items.clone(),
         },
@@ -149,7 +149,7 @@ pub async fn to_private(server: &Server, owner: &str) {
         }
     };
     let xml = legacy(&items);
-    if xml.len() > server.config.limits.max_private_bytes as usize {
+    if xml.len() > server.config().limits.max_private_bytes as usize {
         return;
     }
     let write = server

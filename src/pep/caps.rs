@@ -117,7 +117,7 @@ fn ask(server: &Server, session: &Session, node: &str, ver: &str, out: &mut Stri
     let _ = write!(
         out,
         "<iq type='get' id='{id}' from='{}' to='{}'><query xmlns='{}' node='{}#{}'/></iq>",
-        Esc(&server.config.domain),
+        Esc(&server.config().domain),
         Esc(session.jid.as_str()),
         disco::NS_INFO,
         Esc(node),

@@ -88,7 +88,7 @@ impl NodeConfig {
         if node == bookmarks::NODE {
             return NodeConfig {
                 access: Access::Whitelist,
-                max_items: server.config.pep.max_items,
+                max_items: server.config().pep.max_items,
             };
         }
         NodeConfig {
@@ -176,7 +176,7 @@ fn item_xml(id: &str, payload: &[u8]) -> String {
 }
 
 fn owner_jid(server: &Server, owner: &str) -> Option<Jid> {
-    Jid::from_parts(Some(owner), &server.config.domain, None).ok()
+    Jid::from_parts(Some(owner), &server.config().domain, None).ok()
 }
 
 /// Whether `user` may read `owner`'s node under `access` (XEP-0060 §6.5.9 errors otherwise).
@@ -192,7 +192,7 @@ fn may_read(
     match access {
         Access::Open => Ok(()),
         Access::Presence => {
-            let bare = format!("{user}@{}", server.config.domain);
+            let bare = format!("{user}@{}", server.config().domain);
             let subscribed = server
                 .store
                 .roster_item(owner, &bare)
@@ -408,7 +408,7 @@ impl Request<'_> {
 
     /// XEP-0060 §7.1 with XEP-0163 auto-create and §7.1.5 publish-options.
     fn publish(self, pubsub: Node, action: Node, out: &mut String) -> Deferred {
-        let pep = &self.server.config.pep;
+        let pep = &self.server.config().pep;
         let items: Vec<Node> = action
             .children()
             .filter(|c| c.has_tag_name((NS, "item")))
@@ -629,7 +629,7 @@ impl Request<'_> {
             self.reply.result(out);
             return Deferred::None;
         }
-        let Some(options) = parse_options(form, self.server.config.pep.max_items) else {
+        let Some(options) = parse_options(form, self.server.config().pep.max_items) else {
             self.reply.fail(out, StanzaCondition::NotAcceptable);
             return Deferred::None;
         };

@@ -55,7 +55,7 @@ pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Ve
         return;
     };
     let port = first.local_addr().map_or(0, |a| a.port());
-    let config = &server.config;
+    let config = &server.config();
     let url =
         (config.upload.url.clone()).unwrap_or_else(|| format!("https://{}:{port}", config.domain));
     server.upload.set_base_url(&url);
@@ -82,7 +82,7 @@ async fn cleanup_loop(server: Rc<Server>) {
     loop {
         let upload = &server.upload;
         upload.expire_slots(Instant::now());
-        let max_age = Duration::from_secs(u64::from(server.config.upload.expire_days) * 86_400);
+        let max_age = Duration::from_secs(u64::from(server.config().upload.expire_days) * 86_400);
         let now = SystemTime::now();
         let expired: Vec<Box<str>> = (upload.files.borrow().iter())
             .filter(|(_, f)| now.duration_since(f.stored).unwrap_or_default() > max_age)

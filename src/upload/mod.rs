@@ -209,7 +209,7 @@ pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut Str
         StanzaType::Iq(IqType::Get | IqType::Set) | StanzaType::Message(_)
     ) && stanza.node.attribute("type") != Some("error");
     let addressed_to_service = stanza.to.as_ref().is_some_and(|j| j.local().is_none());
-    let max = server.config.upload.max_file_bytes;
+    let max = server.config().upload.max_file_bytes;
     let answered = disco::service_query(out, stanza, from, to, |out| {
         out.push_str("<identity category='store' type='file' name='HTTP File Upload'/>");
         for feature in [NS, disco::NS_INFO, disco::NS_ITEMS] {
@@ -274,7 +274,7 @@ enum Refusal {
 fn grant(server: &Server, session: &Session, request: roxmltree::Node) -> Result<String, Refusal> {
     let bad = |text| Refusal::Error(StanzaError::new(StanzaCondition::BadRequest).with_text(text));
     let upload = &server.upload;
-    let config = &server.config.upload;
+    let config = &server.config().upload;
     let name = request.attribute("filename").unwrap_or_default();
     if !valid_name(name) {
         return Err(bad("Unusable file name"));
