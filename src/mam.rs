@@ -127,20 +127,21 @@ fn archivable(stanza: &Stanza) -> bool {
 /// The message to a local user as that user gets it: `from` stamped, carbons' `<private/>`
 /// and any stanza-id claiming to be the recipient's removed (XEP-0359 §3), and, when it is
 /// archived, the recipient's archive id added. Archives it for the sender and recipient
-/// whose preferences want it.
+/// whose preferences want it, and returns the sender's archive id too, for the sender's
+/// carbon copies (§3.5).
 pub fn delivered(
     server: &Server,
     sender: &Session,
     stanza: &Stanza,
     to: &Jid,
     recipient: &str,
-) -> String {
+) -> (String, Option<u64>) {
     let by = to.bare();
     let mut xml = crate::carbons::delivered(stanza, &sender.jid, |child| {
         child.has_tag_name((NS_SID, "stanza-id")) && child.attribute("by") == Some(by.as_str())
     });
     if !server.config.mam.enabled || !archivable(stanza) {
-        return xml;
+        return (xml, None);
     }
     let sender_user = sender.jid.local().unwrap_or_default();
     let stamp = crate::time::unix_now();
@@ -169,19 +170,31 @@ pub fn delivered(
         own_id = entries.first().map(|e| e.id);
     }
     if entries.is_empty() {
-        return xml;
+        return (xml, None);
     }
+    let sent_id = entries
+        .first()
+        .filter(|e| e.archive == sender_user)
+        .map(|e| e.id);
     append(server, entries);
-    if let (Some(id), Some(open)) = (own_id, xml.strip_suffix("</message>").map(str::len)) {
-        xml.truncate(open);
+    if let Some(id) = own_id {
+        add_stanza_id(&mut xml, by.as_str(), id);
+    }
+    (xml, sent_id)
+}
+
+/// Ends `message` (a whole `<message>` element with content) with the XEP-0359
+/// `<stanza-id/>` of archive `by`.
+pub fn add_stanza_id(message: &mut String, by: &str, id: u64) {
+    if let Some(open) = message.strip_suffix("</message>").map(str::len) {
+        message.truncate(open);
         let _ = write!(
-            xml,
+            message,
             "<stanza-id xmlns='{NS_SID}' by='{}' id='{}'/></message>",
-            Esc(by.as_str()),
+            Esc(by),
             encode_id(id)
         );
     }
-    xml
 }
 
 /// The recipient's archive id in a message as [`delivered`] wrote it for `recipient`,
