@@ -37,6 +37,8 @@ const NS_FORWARD: &str = "urn:xmpp:forward:0";
 const NS_DATA: &str = "jabber:x:data";
 /// Largest page a query gets, whatever `<max/>` asks (XEP-0313 §4.1.3 lets the server cap).
 pub const MAX_PAGE: usize = 100;
+/// Most ids one `ids` filter may name: each is a key lookup on the event loop.
+const MAX_IDS: usize = 1000;
 /// Deletions per expiry write: one batch never holds the writer (or the disk) for long.
 const EXPIRY_BATCH: usize = 500;
 const EXPIRY_EVERY: Duration = Duration::from_secs(3600);
@@ -721,9 +723,15 @@ fn parse_query(query: Node) -> Result<ArchiveQuery, StanzaCondition> {
                 "after-id" => parsed.after_id = Some(id(value)?),
                 "before-id" => parsed.before_id = Some(id(value)?),
                 "ids" => {
-                    let mut ids = field
-                        .children()
-                        .filter(|c| c.has_tag_name((NS_DATA, "value")))
+                    let values = || {
+                        field
+                            .children()
+                            .filter(|c| c.has_tag_name((NS_DATA, "value")))
+                    };
+                    if values().count() > MAX_IDS {
+                        return Err(StanzaCondition::PolicyViolation);
+                    }
+                    let mut ids = values()
                         .map(|v| id(v.text().unwrap_or_default()))
                         .collect::<Result<Vec<u64>, _>>()?;
                     ids.sort_unstable();
@@ -840,6 +848,22 @@ mod tests {
             "<query xmlns='{NS}'><set xmlns='{NS_RSM}'><after>zz</after></set></query>"
         ));
         assert_eq!(after, Err(StanzaCondition::ItemNotFound));
+        let q = parse(&format!(
+            "<query xmlns='{NS}'><x xmlns='{NS_DATA}'><field var='after-id'><value>a</value></field>\
+             <field var='before-id'><value> ff </value></field>\
+             <field var='ids'><value>3</value><value>1</value><value>3</value></field></x></query>"
+        ))
+        .unwrap();
+        assert_eq!(
+            (q.after_id, q.before_id, q.ids),
+            (Some(10), Some(255), Some(vec![1, 3]))
+        );
+        let many = "<value>1</value>".repeat(MAX_IDS + 1);
+        assert_eq!(
+            field("ids", &format!("1</value>{many}<value>2")),
+            Err(StanzaCondition::PolicyViolation)
+        );
+        assert_eq!(field("after-id", "xyz"), Err(StanzaCondition::ItemNotFound));
     }
 
     #[test]

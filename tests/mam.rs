@@ -451,9 +451,13 @@ fn room_archive_answers_occupants() {
     ));
     assert!(alice.expect("id='c1'").contains("type='result'"));
     alice.send(&format!("<iq type='get' id='c2' to='hall@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
-    assert!(alice
-        .expect("id='c2'")
-        .contains("<feature var='urn:xmpp:mam:2'/>"));
+    let info = alice.expect("id='c2'");
+    for feature in ["urn:xmpp:mam:2", "urn:xmpp:mam:2#extended"] {
+        assert!(
+            info.contains(&format!("<feature var='{feature}'/>")),
+            "{info}"
+        );
+    }
     bob.send(&format!(
         "<presence to='hall@{MUC}/bo'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
     ));
@@ -486,6 +490,18 @@ fn room_archive_answers_occupants() {
     assert!(fin.complete);
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].body, "hall 2");
+    // The room's archive answers the #extended queries too.
+    let (items, _) = query(&mut bob, &format!("hall@{MUC}"), &[("ids", &ids[1])], "").unwrap();
+    assert_eq!(items[0].body, "hall 1");
+    bob.send(&format!(
+        "<iq type='get' id='meta' to='hall@{MUC}'><metadata xmlns='{NS}'/></iq>"
+    ));
+    let meta = bob.expect("id='meta'");
+    assert!(
+        meta.contains(&format!("<start id='{}' ", ids[0]))
+            && meta.contains(&format!("<end id='{}' ", ids[2])),
+        "{meta}"
+    );
     // Carol is not in the room.
     let error = query(&mut carol, &format!("hall@{MUC}"), &[], "").unwrap_err();
     assert!(error.contains("<forbidden "), "{error}");
