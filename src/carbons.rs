@@ -139,32 +139,36 @@ pub fn copy(
     if senders.peek().is_none() && receivers.peek().is_none() {
         return;
     }
-    let own = sender.jid.bare();
-    let mut sent = String::with_capacity(stanza.node.range().len() + 128);
-    write_element_without(
-        &mut sent,
-        stanza.node,
-        NS_FORWARD,
-        &[("from", Some(sender.jid.as_str()))],
-        |child| {
-            child.has_tag_name((NS_SID, "stanza-id")) && child.attribute("by") == Some(own.as_str())
-        },
-    );
-    if let Some(id) = sent_id {
-        crate::mam::add_stanza_id(&mut sent, own.as_str(), id);
-    }
+    // Each original is written only when some resource gets that kind of copy.
+    let sent = senders.peek().map(|_| {
+        let own = sender.jid.bare();
+        let mut sent = String::with_capacity(stanza.node.range().len() + 128);
+        write_element_without(
+            &mut sent,
+            stanza.node,
+            NS_FORWARD,
+            &[("from", Some(sender.jid.as_str()))],
+            |child| {
+                child.has_tag_name((NS_SID, "stanza-id"))
+                    && child.attribute("by") == Some(own.as_str())
+            },
+        );
+        if let Some(id) = sent_id {
+            crate::mam::add_stanza_id(&mut sent, own.as_str(), id);
+        }
+        sent
+    });
     // What the recipient got, in the client namespace inside `<forwarded/>`.
-    let received = received
-        .strip_prefix("<message")
-        .map(|rest| format!("<message xmlns='{NS_CLIENT}'{rest}"))
-        .unwrap_or_default();
+    let received = receivers.peek().and_then(|_| {
+        let rest = received.strip_prefix("<message")?;
+        Some(format!("<message xmlns='{NS_CLIENT}'{rest}"))
+    });
     let ty = stanza.node.attribute("type");
     // A copied chat state may wait for an inactive client like the original.
     let hold = crate::csi::message_hold(stanza, sender);
-    for (direction, session, original) in senders
-        .map(|s| ("sent", s, &sent))
-        .chain(receivers.map(|s| ("received", s, &received)))
-    {
+    let sent_copies = senders.filter_map(|s| Some(("sent", s, sent.as_deref()?)));
+    let received_copies = receivers.filter_map(|s| Some(("received", s, received.as_deref()?)));
+    for (direction, session, original) in sent_copies.chain(received_copies) {
         let xml = wrap(&session.jid, ty, direction, original);
         server.deliver_as(session, xml.into(), false, hold);
     }
