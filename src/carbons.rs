@@ -8,11 +8,12 @@
 
 use crate::dispatch::IqTarget;
 use crate::jid::Jid;
+use crate::mam::NS_SID;
 use crate::offline::NS_HINTS;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, MessageType, Stanza, StanzaType};
-use crate::xml::{write_element, Esc, NS_CLIENT};
+use crate::xml::{write_element_without, Esc, NS_CLIENT};
 use std::fmt::Write;
 use std::rc::Rc;
 
@@ -104,13 +105,19 @@ fn eligible(stanza: &Stanza) -> bool {
 /// Copies a message `sender` sent to the local user `recipient`: `<sent/>`
 /// to the sender's other carbon-enabled resources (§8) and, if any session
 /// of the recipient got it, `<received/>` to the recipient's carbon-enabled
-/// resources that did not (§7). `delivered` lists who got the original.
+/// resources that did not (§7). `delivered` lists who got the original and
+/// `received` is the message as they got it. Each copy carries the archive id
+/// its user's archive gave the message (XEP-0313 §3.5): `received` already
+/// holds the recipient's; `sent_id` is the sender's, which replaces any the
+/// client claimed.
 pub fn copy(
     server: &Server,
     sender: &Session,
     stanza: &Stanza,
     recipient: &str,
     delivered: &[Rc<Session>],
+    received: &str,
+    sent_id: Option<u64>,
 ) {
     if !eligible(stanza) {
         return;
@@ -130,21 +137,37 @@ pub fn copy(
     if senders.peek().is_none() && receivers.peek().is_none() {
         return;
     }
-    let mut original = String::with_capacity(stanza.node.range().len() + 64);
-    write_element(
-        &mut original,
-        stanza.node,
-        NS_FORWARD,
-        &[("from", Some(sender.jid.as_str()))],
-    );
+    // Each original is written only when some resource gets that kind of copy.
+    let sent = senders.peek().map(|_| {
+        let own = sender.jid.bare();
+        let mut sent = String::with_capacity(stanza.node.range().len() + 128);
+        write_element_without(
+            &mut sent,
+            stanza.node,
+            NS_FORWARD,
+            &[("from", Some(sender.jid.as_str()))],
+            |child| {
+                child.has_tag_name((NS_SID, "stanza-id"))
+                    && child.attribute("by") == Some(own.as_str())
+            },
+        );
+        if let Some(id) = sent_id {
+            crate::mam::add_stanza_id(&mut sent, own.as_str(), id);
+        }
+        sent
+    });
+    // What the recipient got, in the client namespace inside `<forwarded/>`.
+    let received = receivers.peek().and_then(|_| {
+        let rest = received.strip_prefix("<message")?;
+        Some(format!("<message xmlns='{NS_CLIENT}'{rest}"))
+    });
     let ty = stanza.node.attribute("type");
     // A copied chat state may wait for an inactive client like the original.
     let hold = crate::csi::message_hold(stanza, sender);
-    for (direction, session) in senders
-        .map(|s| ("sent", s))
-        .chain(receivers.map(|s| ("received", s)))
-    {
-        let xml = wrap(&session.jid, ty, direction, &original);
+    let sent_copies = senders.filter_map(|s| Some(("sent", s, sent.as_deref()?)));
+    let received_copies = receivers.filter_map(|s| Some(("received", s, received.as_deref()?)));
+    for (direction, session, original) in sent_copies.chain(received_copies) {
+        let xml = wrap(&session.jid, ty, direction, original);
         server.deliver_as(session, xml.into(), false, hold);
     }
 }

@@ -121,7 +121,7 @@ pub fn handle(
                     let _ = write!(out, "<feature var='{}'/>", Esc(feature));
                 }
                 if server.config().mam.enabled {
-                    for feature in [crate::mam::NS, crate::mam::NS_SID] {
+                    for feature in [crate::mam::NS, crate::mam::NS_EXTENDED, crate::mam::NS_SID] {
                         let _ = write!(out, "<feature var='{feature}'/>");
                     }
                 }

@@ -169,7 +169,8 @@ fn on_message(
     let storable = offline::is_storable(stanza);
     match target {
         MessageTarget::Sessions(sessions) => {
-            let xml: Rc<str> = crate::mam::delivered(server, session, stanza, &to, local).into();
+            let (xml, sent_id) = crate::mam::delivered(server, session, stanza, &to, local);
+            let xml: Rc<str> = xml.into();
             let hold = csi::message_hold(stanza, session);
             // Each resource's own privacy list (XEP-0016 §2 rule 1) has the last word.
             let delivered: Vec<_> = sessions
@@ -180,7 +181,7 @@ fn on_message(
                         && server.deliver_as(s, xml.clone(), storable, hold)
                 })
                 .collect();
-            carbons::copy(server, session, stanza, local, &delivered);
+            carbons::copy(server, session, stanza, local, &delivered, &xml, sent_id);
             crate::push::on_message(server, session, stanza, local, &delivered);
             if delivered.is_empty() && storable {
                 return Deferred::StoreOffline(Pending::new(
@@ -194,9 +195,9 @@ fn on_message(
             Deferred::None
         }
         MessageTarget::Offline if storable => {
-            carbons::copy(server, session, stanza, local, &[]);
+            let (xml, sent_id) = crate::mam::delivered(server, session, stanza, &to, local);
+            carbons::copy(server, session, stanza, local, &[], &xml, sent_id);
             crate::push::on_message(server, session, stanza, local, &[]);
-            let xml = crate::mam::delivered(server, session, stanza, &to, local);
             Deferred::StoreOffline(Pending::new(
                 server,
                 local,

@@ -30,11 +30,15 @@ use std::time::Duration;
 
 pub const NS: &str = "urn:xmpp:mam:2";
 pub const NS_SID: &str = "urn:xmpp:sid:0";
+/// `before-id`/`after-id`/`ids`, flipped pages and archive metadata (XEP-0313 §7).
+pub const NS_EXTENDED: &str = "urn:xmpp:mam:2#extended";
 const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
 const NS_DATA: &str = "jabber:x:data";
 /// Largest page a query gets, whatever `<max/>` asks (XEP-0313 §4.1.3 lets the server cap).
 pub const MAX_PAGE: usize = 100;
+/// Most ids one `ids` filter may name: each is a key lookup on the event loop.
+const MAX_IDS: usize = 1000;
 /// Deletions per expiry write: one batch never holds the writer (or the disk) for long.
 const EXPIRY_BATCH: usize = 500;
 const EXPIRY_EVERY: Duration = Duration::from_secs(3600);
@@ -125,20 +129,21 @@ fn archivable(stanza: &Stanza) -> bool {
 /// The message to a local user as that user gets it: `from` stamped, carbons' `<private/>`
 /// and any stanza-id claiming to be the recipient's removed (XEP-0359 §3), and, when it is
 /// archived, the recipient's archive id added. Archives it for the sender and recipient
-/// whose preferences want it.
+/// whose preferences want it, and returns the sender's archive id too, for the sender's
+/// carbon copies (§3.5).
 pub fn delivered(
     server: &Server,
     sender: &Session,
     stanza: &Stanza,
     to: &Jid,
     recipient: &str,
-) -> String {
+) -> (String, Option<u64>) {
     let by = to.bare();
     let mut xml = crate::carbons::delivered(stanza, &sender.jid, |child| {
         child.has_tag_name((NS_SID, "stanza-id")) && child.attribute("by") == Some(by.as_str())
     });
     if !server.config().mam.enabled || !archivable(stanza) {
-        return xml;
+        return (xml, None);
     }
     let sender_user = sender.jid.local().unwrap_or_default();
     let stamp = crate::time::unix_now();
@@ -167,19 +172,31 @@ pub fn delivered(
         own_id = entries.first().map(|e| e.id);
     }
     if entries.is_empty() {
-        return xml;
+        return (xml, None);
     }
+    let sent_id = entries
+        .first()
+        .filter(|e| e.archive == sender_user)
+        .map(|e| e.id);
     append(server, entries);
-    if let (Some(id), Some(open)) = (own_id, xml.strip_suffix("</message>").map(str::len)) {
-        xml.truncate(open);
+    if let Some(id) = own_id {
+        add_stanza_id(&mut xml, by.as_str(), id);
+    }
+    (xml, sent_id)
+}
+
+/// Ends `message` (a whole `<message>` element with content) with the XEP-0359
+/// `<stanza-id/>` of archive `by`.
+pub fn add_stanza_id(message: &mut String, by: &str, id: u64) {
+    if let Some(open) = message.strip_suffix("</message>").map(str::len) {
+        message.truncate(open);
         let _ = write!(
-            xml,
+            message,
             "<stanza-id xmlns='{NS_SID}' by='{}' id='{}'/></message>",
-            Esc(by.as_str()),
+            Esc(by),
             encode_id(id)
         );
     }
-    xml
 }
 
 /// The recipient's archive id in a message as [`delivered`] wrote it for `recipient`,
@@ -411,7 +428,7 @@ pub fn handle(
         return fail(out, StanzaCondition::BadRequest);
     };
     match (payload.tag_name().name(), ty) {
-        ("query", _) => {
+        ("query" | "metadata", _) => {
             let archive_jid = session.jid.bare();
             query(server, session, stanza, ty, user, archive_jid.as_str(), out)
         }
@@ -469,7 +486,8 @@ pub fn handle(
 }
 
 /// A query of `archive` (whose JID is `archive_jid`), already allowed for this session:
-/// the form on `get` (§4.1.5), results and `<fin/>` on `set` (§4.2).
+/// the form on `get` (§4.1.5), results and `<fin/>` on `set` (§4.2), or the archive's
+/// `<metadata/>` (§5).
 pub fn query(
     server: &Server,
     session: &Session,
@@ -484,6 +502,22 @@ pub fn query(
     let Some(payload) = stanza.payload() else {
         return Deferred::None;
     };
+    if payload.tag_name().name() == "metadata" {
+        if ty != IqType::Get {
+            let error = StanzaError::new(StanzaCondition::BadRequest);
+            stanza::write_error_reply(out, Kind::Iq, stanza.id, from, to, &error);
+            return Deferred::None;
+        }
+        let (store, archive) = (server.store.clone(), archive.to_owned());
+        let flushed = store.flush();
+        let (id, from, to) = (stanza.id.map(str::to_owned), from.to_owned(), to.to_owned());
+        return Deferred::Reply(Box::pin(async move {
+            if let Err(e) = flushed.await {
+                warn!("archive flush before a query failed: {e}");
+            }
+            metadata(&store, &archive, id.as_deref(), &from, &to)
+        }));
+    }
     if ty == IqType::Get {
         stanza::open_reply(out, Kind::Iq, "result", stanza.id, from, to);
         let _ = write!(
@@ -491,7 +525,11 @@ pub fn query(
             "><query xmlns='{NS}'><x xmlns='{NS_DATA}' type='form'>\
              <field var='FORM_TYPE' type='hidden'><value>{NS}</value></field>\
              <field var='with' type='jid-single'/><field var='start' type='text-single'/>\
-             <field var='end' type='text-single'/></x></query></iq>"
+             <field var='end' type='text-single'/>\
+             <field var='before-id' type='text-single'/><field var='after-id' type='text-single'/>\
+             <field var='ids' type='list-multi'>\
+             <validate xmlns='http://jabber.org/protocol/xdata-validate' datatype='xs:string'>\
+             <open/></validate></field></x></query></iq>"
         );
         return Deferred::None;
     }
@@ -516,6 +554,7 @@ pub fn query(
         archive: archive.to_owned(),
         archive_jid: archive_jid.to_owned(),
         query: parsed,
+        flip: stanza::child(payload, "flip-page", NS).is_some(),
         query_id: payload.attribute("queryid").map(str::to_owned),
         iq_id: stanza.id.map(str::to_owned),
         from: from.to_owned(),
@@ -530,6 +569,8 @@ struct Reply {
     archive: String,
     archive_jid: String,
     query: ArchiveQuery,
+    /// `<flip-page/>`: the page's messages go out newest first; the page is the same.
+    flip: bool,
     query_id: Option<String>,
     iq_id: Option<String>,
     from: String,
@@ -563,7 +604,11 @@ impl Reply {
                 return out;
             }
         };
-        for (id, stamp, xml) in &page.items {
+        let mut items: Vec<_> = page.items.iter().collect();
+        if self.flip {
+            items.reverse();
+        }
+        for (id, stamp, xml) in items {
             let xml = String::from_utf8_lossy(xml);
             let Some(rest) = xml.strip_prefix("<message") else {
                 continue;
@@ -612,6 +657,35 @@ impl Reply {
     }
 }
 
+/// The `<metadata/>` answer (§5): the archive's first and last message, nothing when empty.
+fn metadata(store: &Store, archive: &str, id: Option<&str>, from: &str, to: &str) -> String {
+    let mut out = String::new();
+    let bounds = match store.mam_bounds(archive) {
+        Ok(bounds) => bounds,
+        Err(e) => {
+            warn!("{archive}: archive metadata failed: {e}");
+            let error = StanzaError::new(StanzaCondition::ResourceConstraint);
+            stanza::write_error_reply(&mut out, Kind::Iq, id, from, to, &error);
+            return out;
+        }
+    };
+    stanza::open_reply(&mut out, Kind::Iq, "result", id, from, to);
+    let _ = write!(out, "><metadata xmlns='{NS}'>");
+    for (name, (id, stamp)) in ["start", "end"]
+        .into_iter()
+        .zip(bounds.into_iter().flatten())
+    {
+        let _ = write!(
+            out,
+            "<{name} id='{}' timestamp='{}'/>",
+            encode_id(id),
+            crate::time::format_datetime(stamp)
+        );
+    }
+    out.push_str("</metadata></iq>");
+    out
+}
+
 /// The filters (§4.1) and paging (XEP-0059) of a `<query/>`. Malformed values are
 /// `bad-request`; fields and paging this server does not implement `feature-not-implemented`;
 /// an id that no archive could hold `item-not-found`.
@@ -620,6 +694,9 @@ fn parse_query(query: Node) -> Result<ArchiveQuery, StanzaCondition> {
         with: None,
         start: None,
         end: None,
+        after_id: None,
+        before_id: None,
+        ids: None,
         page: PageAt::First,
         max: MAX_PAGE,
     };
@@ -632,6 +709,8 @@ fn parse_query(query: Node) -> Result<ArchiveQuery, StanzaCondition> {
                 .unwrap_or_default()
                 .trim();
             let time = || crate::time::parse_datetime(value).ok_or(StanzaCondition::BadRequest);
+            // §4.1.3: an id no archive could hold is missing from this one too.
+            let id = |text: &str| decode_id(text.trim()).ok_or(StanzaCondition::ItemNotFound);
             match field.attribute("var").unwrap_or_default() {
                 "FORM_TYPE" if value == NS => {}
                 "FORM_TYPE" => return Err(StanzaCondition::BadRequest),
@@ -641,6 +720,24 @@ fn parse_query(query: Node) -> Result<ArchiveQuery, StanzaCondition> {
                 }
                 "start" => parsed.start = Some(time()?),
                 "end" => parsed.end = Some(time()?),
+                "after-id" => parsed.after_id = Some(id(value)?),
+                "before-id" => parsed.before_id = Some(id(value)?),
+                "ids" => {
+                    let values = || {
+                        field
+                            .children()
+                            .filter(|c| c.has_tag_name((NS_DATA, "value")))
+                    };
+                    if values().count() > MAX_IDS {
+                        return Err(StanzaCondition::PolicyViolation);
+                    }
+                    let mut ids = values()
+                        .map(|v| id(v.text().unwrap_or_default()))
+                        .collect::<Result<Vec<u64>, _>>()?;
+                    ids.sort_unstable();
+                    ids.dedup();
+                    parsed.ids = Some(ids);
+                }
                 _ => return Err(StanzaCondition::FeatureNotImplemented),
             }
         }
@@ -753,6 +850,22 @@ mod tests {
             "<query xmlns='{NS}'><set xmlns='{NS_RSM}'><after>zz</after></set></query>"
         ));
         assert_eq!(after, Err(StanzaCondition::ItemNotFound));
+        let q = parse(&format!(
+            "<query xmlns='{NS}'><x xmlns='{NS_DATA}'><field var='after-id'><value>a</value></field>\
+             <field var='before-id'><value> ff </value></field>\
+             <field var='ids'><value>3</value><value>1</value><value>3</value></field></x></query>"
+        ))
+        .unwrap();
+        assert_eq!(
+            (q.after_id, q.before_id, q.ids),
+            (Some(10), Some(255), Some(vec![1, 3]))
+        );
+        let many = "<value>1</value>".repeat(MAX_IDS + 1);
+        assert_eq!(
+            field("ids", &format!("1</value>{many}<value>2")),
+            Err(StanzaCondition::PolicyViolation)
+        );
+        assert_eq!(field("after-id", "xyz"), Err(StanzaCondition::ItemNotFound));
     }
 
     #[test]

@@ -377,7 +377,13 @@ pub fn carry_out(server: &Server, outcome: Outcome) {
                 from,
                 to,
                 available,
-            } => presence::send_presence_of(server, &from, &to, available),
+            } => {
+                presence::send_presence_of(server, &from, &to, available);
+                if available {
+                    // What follows `from`'s presence now reaches `to`: its PEP too.
+                    crate::pep::presence_granted(server, &from, &to);
+                }
+            }
         }
     }
 }

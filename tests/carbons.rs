@@ -189,3 +189,105 @@ fn server_advertises_carbons() {
         "{info}"
     );
 }
+
+/// The `(by, id)` of every XEP-0359 stanza-id of a message.
+fn stanza_ids(message: roxmltree::Node) -> Vec<(String, String)> {
+    message
+        .children()
+        .filter(|c| c.has_tag_name(("urn:xmpp:sid:0", "stanza-id")))
+        .map(|c| {
+            let attr = |name| c.attribute(name).unwrap_or_default().to_string();
+            (attr("by"), attr("id"))
+        })
+        .collect()
+}
+
+/// [`stanza_ids`] of the message a carbon forwards.
+fn forwarded_stanza_ids(carbon: &str) -> Vec<(String, String)> {
+    with_doc(carbon, |message| {
+        let forwarded = message
+            .descendants()
+            .find(|n| n.has_tag_name(("urn:xmpp:forward:0", "forwarded")))
+            .unwrap_or_else(|| panic!("no forwarded: {carbon}"));
+        let original = forwarded.first_element_child().unwrap();
+        assert!(
+            original.has_tag_name(("jabber:client", "message")),
+            "{carbon}"
+        );
+        stanza_ids(original)
+    })
+}
+
+/// The ids of alice's own archive, oldest first.
+fn archive_ids(client: &mut Client) -> Vec<String> {
+    client.send("<iq type='set' id='mq'><query xmlns='urn:xmpp:mam:2'/></iq>");
+    let mut ids = Vec::new();
+    loop {
+        let stanza = client.stanza();
+        if stanza.contains("id='mq'") {
+            assert!(stanza.contains("type='result'"), "{stanza}");
+            return ids;
+        }
+        ids.push(with_doc(&stanza, |m| {
+            m.first_element_child()
+                .unwrap()
+                .attribute("id")
+                .unwrap()
+                .to_string()
+        }));
+    }
+}
+
+#[test]
+fn copies_carry_the_stanza_id_of_their_users_archive() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut a1 = resource(&server, "a1", 5, true);
+    let mut a2 = resource(&server, "a2", 1, true);
+    let mut a3 = resource(&server, "a3", 1, true);
+    let mut bob = Client::online(&server, "bob", "phone");
+    a1.sync();
+
+    // Received: the copies carry the id alice's archive gave, as a1's message does; a
+    // forged one claiming to be alice's is gone.
+    bob.send(
+        "<message to='alice@localhost' type='chat' id='r1'><body>incoming</body>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='fake'/></message>",
+    );
+    let got = a1.expect("incoming");
+    let given = with_doc(&got, stanza_ids);
+    assert_eq!(given.len(), 1, "{got}");
+    assert_eq!(given[0].0, "alice@localhost");
+    for client in [&mut a2, &mut a3] {
+        let carbon = client.expect("incoming");
+        assert!(
+            carbon.contains("<received xmlns='urn:xmpp:carbons:2'>"),
+            "{carbon}"
+        );
+        assert_eq!(forwarded_stanza_ids(&carbon), given, "{carbon}");
+    }
+
+    // Sent: the copies carry alice's archive id, never bob's, nor one a2 made up.
+    a2.send(
+        "<message to='bob@localhost' type='chat' id='s1'><body>outgoing</body>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='made-up'/></message>",
+    );
+    // Bob gets his own archive's id (and the made-up one, which only a client of alice
+    // could take for real, XEP-0359 §3).
+    assert!(bob.expect("outgoing").contains("by='bob@localhost'"));
+    let copies: Vec<_> = [&mut a1, &mut a3]
+        .into_iter()
+        .map(|client| forwarded_stanza_ids(&client.expect("outgoing")))
+        .collect();
+    assert_eq!(copies[0], copies[1]);
+    assert_eq!(copies[0].len(), 1, "{copies:?}");
+    assert_eq!(copies[0][0].0, "alice@localhost");
+    a2.expect_silence(QUIET);
+
+    // Both are the ids alice's archive answers with.
+    assert_eq!(
+        archive_ids(&mut a3),
+        [given[0].1.clone(), copies[0][0].1.clone()]
+    );
+}

@@ -58,13 +58,24 @@ fn query(
     fields: &[(&str, &str)],
     rsm: &str,
 ) -> Result<(Vec<Item>, Fin), String> {
+    query_with(client, to, fields, rsm, "")
+}
+
+/// [`query`] with `extra` (such as `<flip-page/>`) in the `<query/>` after the paging.
+fn query_with(
+    client: &mut Client,
+    to: &str,
+    fields: &[(&str, &str)],
+    rsm: &str,
+    extra: &str,
+) -> Result<(Vec<Item>, Fin), String> {
     let to = if to.is_empty() {
         String::new()
     } else {
         format!(" to='{to}'")
     };
     client.send(&format!(
-        "<iq type='set' id='mamq'{to}><query xmlns='{NS}' queryid='qq'>{}<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query></iq>",
+        "<iq type='set' id='mamq'{to}><query xmlns='{NS}' queryid='qq'>{}<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set>{extra}</query></iq>",
         form(fields)
     ));
     let mut items = Vec::new();
@@ -248,7 +259,15 @@ fn errors_and_form() {
     let mut alice = Client::online(&server, "alice", "a");
     alice.send(&format!("<iq type='get' id='f'><query xmlns='{NS}'/></iq>"));
     let form = alice.expect("id='f'");
-    for var in ["FORM_TYPE", "with", "start", "end"] {
+    for var in [
+        "FORM_TYPE",
+        "with",
+        "start",
+        "end",
+        "before-id",
+        "after-id",
+        "ids",
+    ] {
         assert!(form.contains(&format!("var='{var}'")), "{form}");
     }
     let condition = |result: Result<(Vec<Item>, Fin), String>, condition: &str| {
@@ -279,6 +298,10 @@ fn errors_and_form() {
     alice.send("<iq type='get' id='d' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
     let info = alice.expect("id='d'");
     assert!(info.contains("<feature var='urn:xmpp:mam:2'/>"), "{info}");
+    assert!(
+        info.contains("<feature var='urn:xmpp:mam:2#extended'/>"),
+        "{info}"
+    );
     assert!(info.contains("<feature var='urn:xmpp:sid:0'/>"), "{info}");
 }
 
@@ -428,9 +451,13 @@ fn room_archive_answers_occupants() {
     ));
     assert!(alice.expect("id='c1'").contains("type='result'"));
     alice.send(&format!("<iq type='get' id='c2' to='hall@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
-    assert!(alice
-        .expect("id='c2'")
-        .contains("<feature var='urn:xmpp:mam:2'/>"));
+    let info = alice.expect("id='c2'");
+    for feature in ["urn:xmpp:mam:2", "urn:xmpp:mam:2#extended"] {
+        assert!(
+            info.contains(&format!("<feature var='{feature}'/>")),
+            "{info}"
+        );
+    }
     bob.send(&format!(
         "<presence to='hall@{MUC}/bo'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
     ));
@@ -463,6 +490,18 @@ fn room_archive_answers_occupants() {
     assert!(fin.complete);
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].body, "hall 2");
+    // The room's archive answers the #extended queries too.
+    let (items, _) = query(&mut bob, &format!("hall@{MUC}"), &[("ids", &ids[1])], "").unwrap();
+    assert_eq!(items[0].body, "hall 1");
+    bob.send(&format!(
+        "<iq type='get' id='meta' to='hall@{MUC}'><metadata xmlns='{NS}'/></iq>"
+    ));
+    let meta = bob.expect("id='meta'");
+    assert!(
+        meta.contains(&format!("<start id='{}' ", ids[0]))
+            && meta.contains(&format!("<end id='{}' ", ids[2])),
+        "{meta}"
+    );
     // Carol is not in the room.
     let error = query(&mut carol, &format!("hall@{MUC}"), &[], "").unwrap_err();
     assert!(error.contains("<forbidden "), "{error}");
@@ -502,4 +541,108 @@ fn a_message_refused_for_a_full_offline_queue_leaves_the_recipients_archive() {
     let (items, _) = query(&mut bob, "", &[], "").unwrap();
     let bodies: Vec<_> = items.iter().map(|i| i.body.as_str()).collect();
     assert_eq!(bodies, ["kept"]);
+}
+
+/// `<metadata/>` of the own archive as (start id, start stamp, end id, end stamp).
+fn metadata(client: &mut Client) -> Option<(String, String, String, String)> {
+    client.send(&format!(
+        "<iq type='get' id='meta'><metadata xmlns='{NS}'/></iq>"
+    ));
+    let answer = client.expect("id='meta'");
+    with_doc(&answer, |iq| {
+        assert_eq!(iq.attribute("type"), Some("result"), "{answer}");
+        let metadata = iq.first_element_child().unwrap();
+        assert!(metadata.has_tag_name((NS, "metadata")), "{answer}");
+        let bound = |name: &str| {
+            metadata
+                .children()
+                .find(|c| c.has_tag_name((NS, name)))
+                .map(|b| {
+                    (
+                        b.attribute("id").unwrap().to_string(),
+                        b.attribute("timestamp").unwrap().to_string(),
+                    )
+                })
+        };
+        match (bound("start"), bound("end")) {
+            (Some(start), Some(end)) => Some((start.0, start.1, end.0, end.1)),
+            (None, None) => None,
+            other => panic!("{other:?}: {answer}"),
+        }
+    })
+}
+
+#[test]
+fn extended_ids_flipped_pages_and_metadata() {
+    let server = server_with(&["alice", "bob"], "");
+    let mut alice = Client::online(&server, "alice", "a");
+    assert_eq!(metadata(&mut alice), None);
+    for n in 0..5 {
+        alice.send(&chat("bob", &format!("m{n}")));
+    }
+    alice.sync();
+    let (all, _) = query(&mut alice, "", &[], "").unwrap();
+    let id: Vec<&str> = all.iter().map(|i| i.id.as_str()).collect();
+    let bodies = |items: &[Item]| items.iter().map(|i| i.body.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        metadata(&mut alice),
+        Some((
+            id[0].to_string(),
+            all[0].stamp.clone(),
+            id[4].to_string(),
+            all[4].stamp.clone()
+        ))
+    );
+
+    // after-id/before-id narrow the matches (and the count); they are exclusive.
+    let (items, fin) = query(&mut alice, "", &[("after-id", id[1])], "").unwrap();
+    assert_eq!(bodies(&items), ["m2", "m3", "m4"]);
+    assert!(fin.complete && fin.count == 3);
+    let (items, fin) = query(
+        &mut alice,
+        "",
+        &[("after-id", id[0]), ("before-id", id[3])],
+        "",
+    )
+    .unwrap();
+    assert_eq!(
+        (bodies(&items), fin.count),
+        (vec!["m1".into(), "m2".into()], 2)
+    );
+    // Unlike RSM's <before/>, before-id does not page from the end.
+    let (items, fin) = query(&mut alice, "", &[("before-id", id[4])], "<max>2</max>").unwrap();
+    assert_eq!(bodies(&items), ["m0", "m1"]);
+    assert!(!fin.complete && fin.count == 4);
+
+    // ids: just those messages, oldest first, whatever order they were asked in.
+    let both = format!("{}</value><value>{}", id[4], id[1]);
+    let (items, fin) = query(&mut alice, "", &[("ids", &both)], "").unwrap();
+    assert_eq!(
+        (bodies(&items), fin.count),
+        (vec!["m1".into(), "m4".into()], 2)
+    );
+    for missing in [format!("{}</value><value>abc", id[1]), "zz".to_string()] {
+        let error = query(&mut alice, "", &[("ids", &missing)], "").unwrap_err();
+        assert!(error.contains("<item-not-found "), "{error}");
+    }
+    let error = query(&mut alice, "", &[("after-id", "123")], "").unwrap_err();
+    assert!(error.contains("<item-not-found "), "{error}");
+
+    // A flipped page holds the same messages, sent newest first.
+    let (items, fin) =
+        query_with(&mut alice, "", &[], "<max>2</max><before/>", "<flip-page/>").unwrap();
+    assert_eq!(bodies(&items), ["m4", "m3"]);
+    assert_eq!(fin.first.map(|f| (f.0, f.1)), Some((id[3].to_string(), 3)));
+    assert_eq!(fin.last.as_deref(), Some(id[4]));
+    assert!(!fin.complete);
+
+    // Bob's archive is his own: its bounds are the ids he was given.
+    let mut bob = Client::online(&server, "bob", "b");
+    let first = stanza_id(&bob.expect("m0"), "bob@localhost");
+    let (start, _, _, _) = metadata(&mut bob).unwrap();
+    assert_eq!(start, first);
+    alice.send(&format!(
+        "<iq type='set' id='meta2'><metadata xmlns='{NS}'/></iq>"
+    ));
+    assert!(alice.expect("id='meta2'").contains("<bad-request "));
 }

@@ -2,7 +2,8 @@
 //! access models, OMEMO's open device list read by a stranger, notifications to contacts
 //! whose entity capabilities (XEP-0115, verified by the server's own disco#info query) ask
 //! for them, last items at login, retraction, preconditions, limits, legacy bookmarks
-//! mirrored into XEP-0402, and what the server advertises.
+//! mirrored into XEP-0402, explicit subscriptions, deletion events, last items on a later
+//! approval, and what the server advertises.
 
 mod common;
 
@@ -492,6 +493,9 @@ fn pep_and_server_caps_are_advertised() {
         "<feature var='http://jabber.org/protocol/pubsub#publish'/>",
         "<feature var='http://jabber.org/protocol/pubsub#publish-options'/>",
         "<feature var='http://jabber.org/protocol/pubsub#access-open'/>",
+        "<feature var='http://jabber.org/protocol/pubsub#subscribe'/>",
+        "<feature var='http://jabber.org/protocol/pubsub#retract-items'/>",
+        "<feature var='http://jabber.org/protocol/pubsub#delete-nodes'/>",
         "<feature var='urn:xmpp:pep-vcard-conversion:0'/>",
         "<feature var='urn:xmpp:bookmarks-conversion:0'/>",
     ] {
@@ -556,5 +560,241 @@ fn avatars_follow_between_pep_and_vcard() {
     assert!(
         got.contains("<data xmlns='urn:xmpp:avatar:data'>aGk=</data>"),
         "{got}"
+    );
+}
+
+/// Sends a (un)subscribe of `jid` (none when empty) to `owner`'s `node`; the answer.
+fn subscription(client: &mut Client, action: &str, owner: &str, node: &str, jid: &str) -> String {
+    let jid = if jid.is_empty() {
+        String::new()
+    } else {
+        format!(" jid='{jid}'")
+    };
+    client.send(&format!(
+        "<iq type='set' id='sub' to='{owner}'><pubsub xmlns='{PUBSUB}'><{action} node='{node}'{jid}/></pubsub></iq>"
+    ));
+    client.expect("id='sub'")
+}
+
+#[test]
+fn explicit_subscriptions_follow_the_access_model() {
+    let server = TestServer::start("");
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(user);
+    }
+    let mut alice = ready(&server, "alice");
+    alice.send("<presence/>");
+    let mut carol = Client::online(&server, "carol", "pc");
+    let open = options(&[("pubsub#access_model", "open")]);
+    let closed = options(&[("pubsub#access_model", "whitelist")]);
+    publish(
+        &mut alice,
+        OMEMO_NODE,
+        "current",
+        "<list xmlns='eu.siacs.conversations.axolotl'/>",
+        &open,
+    );
+    publish(
+        &mut alice,
+        TEST_NODE,
+        "m",
+        "<mood xmlns='http://jabber.org/protocol/mood'/>",
+        "",
+    );
+    publish(
+        &mut alice,
+        "urn:example:secret",
+        "s",
+        "<x xmlns='urn:example'/>",
+        &closed,
+    );
+
+    // Refusals: another's JID, no JID, the access models, a missing node.
+    let got = subscription(
+        &mut carol,
+        "subscribe",
+        "alice@localhost",
+        OMEMO_NODE,
+        "bob@localhost",
+    );
+    assert!(
+        got.contains("<bad-request ") && got.contains("<invalid-jid "),
+        "{got}"
+    );
+    let got = subscription(&mut carol, "subscribe", "alice@localhost", OMEMO_NODE, "");
+    assert!(got.contains("<jid-required "), "{got}");
+    let got = subscription(
+        &mut carol,
+        "subscribe",
+        "alice@localhost",
+        TEST_NODE,
+        "carol@localhost",
+    );
+    assert!(
+        got.contains("<not-authorized ") && got.contains("<presence-subscription-required "),
+        "{got}"
+    );
+    let got = subscription(
+        &mut carol,
+        "subscribe",
+        "alice@localhost",
+        "urn:example:secret",
+        "carol@localhost",
+    );
+    assert!(
+        got.contains("<not-allowed ") && got.contains("<closed-node "),
+        "{got}"
+    );
+    let got = subscription(
+        &mut carol,
+        "subscribe",
+        "alice@localhost",
+        "nothing",
+        "carol@localhost",
+    );
+    assert!(got.contains("<item-not-found "), "{got}");
+
+    // The open node: subscribed, and the last item follows at once (carol has no caps).
+    let got = subscription(
+        &mut carol,
+        "subscribe",
+        "alice@localhost",
+        OMEMO_NODE,
+        "carol@localhost/pc",
+    );
+    assert!(
+        got.contains(&format!(
+            "<subscription node='{OMEMO_NODE}' jid='carol@localhost/pc' subscription='subscribed'/>"
+        )),
+        "{got}"
+    );
+    let event = carol.expect("pubsub#event");
+    assert!(event.contains("<item id='current'>"), "{event}");
+    // New items and retractions with notify reach the subscriber.
+    publish(
+        &mut alice,
+        OMEMO_NODE,
+        "current",
+        "<list xmlns='eu.siacs.conversations.axolotl'><device id='1'/></list>",
+        &open,
+    );
+    assert!(carol.expect("pubsub#event").contains("<device id='1'/>"));
+    alice.send(&format!("<iq type='set' id='ret'><pubsub xmlns='{PUBSUB}'><retract node='{OMEMO_NODE}' notify='true'><item id='current'/></retract></pubsub></iq>"));
+    assert!(alice.expect("id='ret'").contains("type='result'"));
+    let event = carol.expect("pubsub#event");
+    assert!(
+        event.contains(&format!(
+            "<items node='{OMEMO_NODE}'><retract id='current'/></items>"
+        )),
+        "{event}"
+    );
+
+    // Unsubscribing: only one's own, once; nothing more arrives.
+    let got = subscription(
+        &mut carol,
+        "unsubscribe",
+        "alice@localhost",
+        OMEMO_NODE,
+        "bob@localhost",
+    );
+    assert!(got.contains("<forbidden "), "{got}");
+    let got = subscription(
+        &mut carol,
+        "unsubscribe",
+        "alice@localhost",
+        OMEMO_NODE,
+        "carol@localhost/pc",
+    );
+    assert!(got.contains("type='result'"), "{got}");
+    let got = subscription(
+        &mut carol,
+        "unsubscribe",
+        "alice@localhost",
+        OMEMO_NODE,
+        "carol@localhost/pc",
+    );
+    assert!(
+        got.contains("<unexpected-request ") && got.contains("<not-subscribed "),
+        "{got}"
+    );
+    publish(
+        &mut alice,
+        OMEMO_NODE,
+        "again",
+        "<list xmlns='eu.siacs.conversations.axolotl'/>",
+        &open,
+    );
+    std::thread::sleep(QUIET);
+    sync_without(&mut carol, "pubsub#event");
+
+    // A bare JID covers every resource; deleting the node tells them and ends it.
+    let got = subscription(
+        &mut carol,
+        "subscribe",
+        "alice@localhost",
+        OMEMO_NODE,
+        "carol@localhost",
+    );
+    assert!(got.contains("subscription='subscribed'"), "{got}");
+    carol.expect("<item id='again'>");
+    let mut carol2 = Client::online(&server, "carol", "phone");
+    alice.send(&format!("<iq type='set' id='del'><pubsub xmlns='{PUBSUB}#owner'><delete node='{OMEMO_NODE}'/></pubsub></iq>"));
+    assert!(alice.expect("id='del'").contains("type='result'"));
+    let deleted = format!("<event xmlns='http://jabber.org/protocol/pubsub#event'><delete node='{OMEMO_NODE}'/></event>");
+    assert!(carol.expect("pubsub#event").contains(&deleted));
+    assert!(carol2.expect("pubsub#event").contains(&deleted));
+    publish(
+        &mut alice,
+        OMEMO_NODE,
+        "new",
+        "<list xmlns='eu.siacs.conversations.axolotl'/>",
+        &open,
+    );
+    std::thread::sleep(QUIET);
+    sync_without(&mut carol, "pubsub#event");
+}
+
+#[test]
+fn approval_sends_last_items_at_once_and_deletion_is_announced() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = ready(&server, "alice");
+    alice.send("<presence/>");
+    let payload = "<mood xmlns='http://jabber.org/protocol/mood'><happy/></mood>";
+    publish(&mut alice, TEST_NODE, "m1", payload, "");
+    let mut bob = ready(&server, "bob");
+    let notify = format!("{TEST_NODE}+notify");
+    let features = [notify.as_str()];
+    caps_presence(&mut bob, &caps_ver(&features), &features);
+    assert!(
+        !bob.transcript.contains("<item id='m1'>"),
+        "{}",
+        bob.transcript
+    );
+
+    // Alice approves bob's request later: the item comes now, not at bob's next login.
+    bob.send("<presence type='subscribe' to='alice@localhost'/>");
+    alice.expect("type='subscribe'");
+    alice.send("<presence type='subscribed' to='bob@localhost'/>");
+    let event = bob.expect("pubsub#event");
+    assert!(
+        event.contains(&format!(
+            "<items node='{TEST_NODE}'><item id='m1'>{payload}</item></items>"
+        )),
+        "{event}"
+    );
+    settle(&mut alice, &mut bob);
+
+    // Deleting the node tells the interested contact.
+    alice.send(&format!("<iq type='set' id='del'><pubsub xmlns='{PUBSUB}#owner'><delete node='{TEST_NODE}'/></pubsub></iq>"));
+    assert!(alice.expect("id='del'").contains("type='result'"));
+    let event = bob.expect("pubsub#event");
+    assert_eq!(
+        event,
+        format!(
+            "<message from='alice@localhost' to='{}' type='headline'><event xmlns='http://jabber.org/protocol/pubsub#event'><delete node='{TEST_NODE}'/></event></message>",
+            bob.jid
+        )
     );
 }

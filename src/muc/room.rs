@@ -896,7 +896,9 @@ impl Room {
                 "muc_semianonymous"
             },
         ];
-        let archive = config.archive.then_some(crate::mam::NS);
+        let archive = [crate::mam::NS, crate::mam::NS_EXTENDED]
+            .into_iter()
+            .filter(|_| config.archive);
         for feature in features.into_iter().chain(archive) {
             let _ = write!(out, "<feature var='{feature}'/>");
         }

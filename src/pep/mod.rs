@@ -1,12 +1,14 @@
 //! Personal eventing (XEP-0163): every account is a virtual pubsub service (XEP-0060 subset)
 //! with auto-created nodes, publish-options, items retrieval under the node's access model,
-//! retraction, node deletion and configuration, and headline notifications to interested
-//! resources (entity capabilities, [`caps`]). Persistence is [`crate::store`]'s; this module
-//! never routes anything but its own notifications.
+//! explicit subscriptions ([`subscriptions`]), retraction, node deletion and configuration,
+//! and headline notifications to interested resources (entity capabilities, [`caps`]) and
+//! subscribers. Persistence is [`crate::store`]'s; this module never routes anything but
+//! its own notifications, and never sends one the node's access model does not allow.
 
 pub mod avatar;
 pub mod bookmarks;
 pub mod caps;
+mod subscriptions;
 
 use crate::blocking::{self, Verdict};
 use crate::dispatch::{Deferred, IqTarget};
@@ -30,7 +32,7 @@ pub const NS_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
 const NS_DATA: &str = "jabber:x:data";
 
 /// What an account advertises for its PEP service (XEP-0163 §9): only what works.
-pub const FEATURES: [&str; 12] = [
+pub const FEATURES: [&str; 14] = [
     "http://jabber.org/protocol/pubsub#access-open",
     "http://jabber.org/protocol/pubsub#access-presence",
     "http://jabber.org/protocol/pubsub#access-whitelist",
@@ -41,6 +43,8 @@ pub const FEATURES: [&str; 12] = [
     "http://jabber.org/protocol/pubsub#publish",
     "http://jabber.org/protocol/pubsub#publish-options",
     "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#subscribe",
     avatar::NS_CONVERSION,
     bookmarks::NS_CONVERSION,
 ];
@@ -157,14 +161,19 @@ fn pubsub_error(condition: StanzaCondition, app: &'static str) -> StanzaError<'s
     StanzaError::new(condition).with_app(app, NS_ERRORS)
 }
 
-/// `<message type='headline'>` carrying `inner` in a XEP-0060 §7.1.2.1 event for `node`.
-fn event(owner: &Jid, to: &Jid, node: &str, inner: &str) -> String {
+/// `<message type='headline'>` carrying `payload` (`<items/>` or `<delete/>`) in a XEP-0060
+/// §7.1.2.1 event.
+fn event(owner: &Jid, to: &Jid, payload: &str) -> String {
     format!(
-        "<message from='{}' to='{}' type='headline'><event xmlns='{NS_EVENT}'><items node='{}'>{inner}</items></event></message>",
+        "<message from='{}' to='{}' type='headline'><event xmlns='{NS_EVENT}'>{payload}</event></message>",
         Esc(owner.as_str()),
         Esc(to.as_str()),
-        Esc(node)
     )
+}
+
+/// The `<items/>` of an event: `inner` (items or retractions) of `node`.
+fn items_event(node: &str, inner: &str) -> String {
+    format!("<items node='{}'>{inner}</items>", Esc(node))
 }
 
 fn item_xml(id: &str, payload: &[u8]) -> String {
@@ -213,8 +222,50 @@ fn may_read(
 }
 
 /// Sends `inner` (items or a retraction) of `owner`'s `node` to every available resource
-/// allowed to see it whose capabilities ask for `node+notify` (XEP-0163 §4.3).
+/// allowed to see it whose capabilities ask for `node+notify` (XEP-0163 §4.3), and to the
+/// node's subscribers.
 pub fn notify(server: &Server, owner: &str, node: &str, access: Access, inner: &str) {
+    let subscribers = server
+        .store
+        .pep_subscribers(owner, node)
+        .unwrap_or_else(|e| {
+            warn!("{owner}: cannot read PEP subscribers: {e}");
+            Vec::new()
+        });
+    broadcast(
+        server,
+        owner,
+        node,
+        access,
+        &items_event(node, inner),
+        &subscribers,
+    );
+}
+
+/// The available resources an explicit subscription of `jid` covers: all of a bare JID's,
+/// or the one full JID.
+fn covered<'a>(
+    router: &'a crate::router::Router,
+    jid: &'a Jid,
+) -> impl Iterator<Item = &'a Rc<Session>> + 'a {
+    let local = jid.local().unwrap_or_default();
+    router
+        .resources(local)
+        .iter()
+        .filter(move |s| s.available.get() && (jid.is_bare() || s.jid == *jid))
+}
+
+/// Sends the event `payload` of `owner`'s `node` once to each available resource that
+/// asks for `node+notify` or that one of `subscribers` covers, if the access model lets
+/// its user read the node now and its privacy rules let the event in.
+fn broadcast(
+    server: &Server,
+    owner: &str,
+    node: &str,
+    access: Access,
+    payload: &str,
+    subscribers: &[String],
+) {
     let Some(from) = owner_jid(server, owner) else {
         return;
     };
@@ -224,14 +275,27 @@ pub fn notify(server: &Server, owner: &str, node: &str, access: Access, inner: &
         users.extend(crate::presence::contacts(server, owner, |item| item.from));
     }
     let router = server.router.borrow();
+    let mut reached: Vec<u64> = Vec::new();
+    let mut send = |to: &Rc<Session>| {
+        if !reached.contains(&to.id)
+            && blocking::allows(server, &from, &to.jid, StanzaKind::Message) == Verdict::Allow
+        {
+            reached.push(to.id);
+            server.deliver(to, event(&from, &to.jid, payload).into(), false);
+        }
+    };
     for user in &users {
         let local = user.local().unwrap_or_default();
         for to in router.resources(local).iter().filter(|s| s.available.get()) {
-            if caps::wants(to, &interest)
-                && blocking::allows(server, &from, &to.jid, StanzaKind::Message) == Verdict::Allow
-            {
-                server.deliver(to, event(&from, &to.jid, node, inner).into(), false);
+            if caps::wants(to, &interest) {
+                send(to);
             }
+        }
+    }
+    for jid in subscribers.iter().filter_map(|jid| Jid::parse(jid).ok()) {
+        let user = jid.local().unwrap_or_default();
+        if may_read(server, owner, user, access).is_ok() {
+            covered(&router, &jid).for_each(&mut send);
         }
     }
 }
@@ -248,23 +312,46 @@ pub fn deliver_last(server: &Server, session: &Session, out: &mut String) {
             .filter_map(|jid| jid.local().map(str::to_owned)),
     );
     for owner in &owners {
-        let (Some(from), Ok(nodes)) = (owner_jid(server, owner), server.store.pep_nodes(owner))
-        else {
+        last_items(server, owner, session, out);
+    }
+}
+
+/// The last item of each of `owner`'s nodes that `session` is interested in and may read.
+fn last_items(server: &Server, owner: &str, session: &Session, out: &mut String) {
+    let user = session.jid.local().unwrap_or_default();
+    let (Some(from), Ok(nodes)) = (owner_jid(server, owner), server.store.pep_nodes(owner)) else {
+        return;
+    };
+    for (node, config) in nodes {
+        let config = NodeConfig::decode(&config);
+        if !caps::wants(session, &caps::notify_feature(&node))
+            || may_read(server, owner, user, config.access).is_err()
+        {
             continue;
-        };
-        for (node, config) in nodes {
-            let config = NodeConfig::decode(&config);
-            if !caps::wants(session, &caps::notify_feature(&node))
-                || may_read(server, owner, user, config.access).is_err()
-            {
-                continue;
+        }
+        if let Ok(items) = server.store.pep_items(owner, &node) {
+            if let Some(last) = items.first() {
+                let inner = item_xml(&last.id, &last.payload);
+                out.push_str(&event(&from, &session.jid, &items_event(&node, &inner)));
             }
-            if let Ok(items) = server.store.pep_items(owner, &node) {
-                if let Some(last) = items.first() {
-                    let inner = item_xml(&last.id, &last.payload);
-                    out.push_str(&event(&from, &session.jid, &node, &inner));
-                }
-            }
+        }
+    }
+}
+
+/// `owner` approved `contact`'s presence subscription (or `contact` now gets the presence it
+/// was already approved for): `contact`'s available resources get the last items they are
+/// now entitled to at once, as they would at their next login (XEP-0163 §6).
+pub fn presence_granted(server: &Server, owner: &str, contact: &str) {
+    let router = server.router.borrow();
+    for session in router
+        .resources(contact)
+        .iter()
+        .filter(|s| s.available.get())
+    {
+        let mut out = String::new();
+        last_items(server, owner, session, &mut out);
+        if !out.is_empty() {
+            server.deliver(session, out.into(), false);
         }
     }
 }
@@ -319,7 +406,9 @@ pub fn handle(
         }
         (NS, "publish", IqType::Set) if own => request.publish(pubsub, action, out),
         (NS, "retract", IqType::Set) if own => request.retract(action, out),
-        (NS_OWNER, "delete", IqType::Set) if own => request.delete(),
+        (NS, "subscribe", IqType::Set) => request.subscribe(session, action, out),
+        (NS, "unsubscribe", IqType::Set) => request.unsubscribe(session, action, out),
+        (NS_OWNER, "delete", IqType::Set) if own => request.delete(out),
         (NS_OWNER, "configure", IqType::Get) if own => {
             request.configuration(out);
             Deferred::None
@@ -577,15 +666,46 @@ impl Request<'_> {
         }))
     }
 
-    /// XEP-0060 §8.4: the node and its items go.
-    fn delete(self) -> Deferred {
+    /// XEP-0060 §8.4: the node, its items and its subscriptions go; those who could hear
+    /// of it get a `<delete/>` event (§8.4.2).
+    fn delete(self, out: &mut String) -> Deferred {
+        let Some(config) = self.existing(out) else {
+            return Deferred::None;
+        };
+        let subscribers = match self.server.store.pep_subscribers(self.owner, self.node) {
+            Ok(subscribers) => subscribers,
+            Err(e) => {
+                warn!("{}: cannot read PEP subscribers: {e}", self.owner);
+                self.reply.fail(out, StanzaCondition::ResourceConstraint);
+                return Deferred::None;
+            }
+        };
         let write = self.server.store.pep_delete(self.owner, self.node);
+        let (server, owner, node) = (
+            self.server.clone(),
+            self.owner.to_owned(),
+            self.node.to_owned(),
+        );
         let reply = self.reply;
         Deferred::Reply(Box::pin(async move {
             match write.await {
                 Err(StoreError::NotFound) => {
                     let mut out = String::new();
                     reply.fail(&mut out, StanzaCondition::ItemNotFound);
+                    out
+                }
+                Ok(()) => {
+                    let payload = format!("<delete node='{}'/>", Esc(&node));
+                    broadcast(
+                        &server,
+                        &owner,
+                        &node,
+                        config.access,
+                        &payload,
+                        &subscribers,
+                    );
+                    let mut out = String::new();
+                    reply.result(&mut out);
                     out
                 }
                 result => reply.after_write(result, "PEP node deletion"),

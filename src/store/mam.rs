@@ -81,8 +81,80 @@ pub struct ArchiveQuery {
     pub with: Option<String>,
     pub start: Option<u64>,
     pub end: Option<u64>,
+    /// Only messages after this id, exclusive (`#extended`); unlike RSM `<after/>` it
+    /// narrows the matches, and so the count.
+    pub after_id: Option<u64>,
+    /// Only messages before this id, exclusive (`#extended`).
+    pub before_id: Option<u64>,
+    /// Only these messages (`#extended`), sorted and without duplicates.
+    pub ids: Option<Vec<u64>>,
     pub page: PageAt,
     pub max: usize,
+}
+
+/// Picks the page out of the matches as they are visited oldest first, counting them all
+/// but holding at most `max` ids: what a query costs in memory does not grow with the
+/// archive.
+struct Pager {
+    at: PageAt,
+    max: usize,
+    /// The page so far; for the pages counted from the end, a window sliding over the
+    /// matches before the `before` id (or all of them).
+    page: std::collections::VecDeque<u64>,
+    count: usize,
+    /// Matches before the page's first one.
+    skipped: usize,
+}
+
+impl Pager {
+    fn new(at: PageAt, max: usize) -> Pager {
+        Pager {
+            at,
+            max,
+            page: std::collections::VecDeque::new(),
+            count: 0,
+            skipped: 0,
+        }
+    }
+
+    /// One more match, its id above every earlier one.
+    fn push(&mut self, id: u64) {
+        self.count += 1;
+        let (take, slide) = match self.at {
+            PageAt::First => (true, false),
+            PageAt::After(after) => (id > after, false),
+            PageAt::Before(before) => (id < before, true),
+            PageAt::Last => (true, true),
+        };
+        if !take {
+            // Only `<after/>` passes over matches before its page; `<before/>` ignores
+            // those after its page.
+            if matches!(self.at, PageAt::After(_)) {
+                self.skipped += 1;
+            }
+            return;
+        }
+        if !slide {
+            if self.page.len() < self.max {
+                self.page.push_back(id);
+            }
+            return;
+        }
+        self.page.push_back(id);
+        if self.page.len() > self.max {
+            self.page.pop_front();
+            self.skipped += 1;
+        }
+    }
+
+    /// (page ids, count, index of the first, complete).
+    fn finish(self) -> (std::collections::VecDeque<u64>, usize, usize, bool) {
+        let complete = match self.at {
+            PageAt::First | PageAt::After(_) => self.skipped + self.page.len() == self.count,
+            PageAt::Before(_) | PageAt::Last => self.skipped == 0,
+        };
+        (self.page, self.count, self.skipped, complete)
+    }
 }
 
 /// One page of results.
@@ -162,8 +234,10 @@ impl Store {
         Ok(last)
     }
 
-    /// One page of `archive` as `query` asks. A `before`/`after` id that is not in the
-    /// archive is [`StoreError::NotFound`].
+    /// One page of `archive` as `query` asks, in one pass over the matching keys that
+    /// counts every match but keeps only the page's ids (at most `max`), then reads just
+    /// those messages. A `before`/`after`/`before_id`/`after_id`/`ids` id that is not in
+    /// the archive is [`StoreError::NotFound`].
     pub fn mam_query(
         &self,
         archive: &str,
@@ -171,45 +245,57 @@ impl Store {
     ) -> Result<ArchivePage, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(ARCHIVE)?;
-        if let PageAt::After(id) | PageAt::Before(id) = query.page {
+        let named = match query.page {
+            PageAt::After(id) | PageAt::Before(id) => Some(id),
+            PageAt::First | PageAt::Last => None,
+        };
+        let ids = query.ids.as_deref().unwrap_or_default();
+        for id in [named, query.after_id, query.before_id]
+            .into_iter()
+            .flatten()
+            .chain(ids.iter().copied())
+        {
             if table.get((archive, id))?.is_none() {
                 return Err(StoreError::NotFound);
             }
         }
         // Ids are never smaller than the archiving time in microseconds (`crate::mam`), so
         // nothing at or after `start` sits below this key.
-        let low = query.start.map_or(0, |s| s.saturating_mul(1_000_000));
-        let mut ids = Vec::new();
-        for entry in table.range((archive, low)..=(archive, u64::MAX))? {
-            let (key, value) = entry?;
-            let (stamp, with, _) = value.value();
+        let low = query
+            .start
+            .map_or(0, |s| s.saturating_mul(1_000_000))
+            .max(query.after_id.map_or(0, |a| a.saturating_add(1)));
+        let high = query.before_id.map_or(Some(u64::MAX), |b| b.checked_sub(1));
+        let mut pager = Pager::new(query.page, query.max);
+        let mut visit = |id: u64, stamp: u64, with: &str| {
             let in_time =
                 query.start.is_none_or(|s| stamp >= s) && query.end.is_none_or(|e| stamp <= e);
             if in_time && query.with.as_deref().is_none_or(|w| with_matches(with, w)) {
-                ids.push(key.value().1);
-            }
-        }
-        let count = ids.len();
-        let max = query.max;
-        let (from, to, complete) = match query.page {
-            PageAt::First => (0, max.min(count), max >= count),
-            PageAt::After(after) => {
-                let from = ids.partition_point(|&id| id <= after);
-                let to = (from + max).min(count);
-                (from, to, to == count)
-            }
-            PageAt::Before(before) => {
-                let to = ids.partition_point(|&id| id < before);
-                let from = to.saturating_sub(max);
-                (from, to, from == 0)
-            }
-            PageAt::Last => {
-                let from = count.saturating_sub(max);
-                (from, count, from == 0)
+                pager.push(id);
             }
         };
-        let mut items = Vec::with_capacity(to - from);
-        for &id in ids.get(from..to).unwrap_or_default() {
+        match (high, &query.ids) {
+            (None, _) => {}
+            (Some(high), Some(_)) => {
+                for &id in ids.iter().filter(|&&id| (low..=high).contains(&id)) {
+                    if let Some(value) = table.get((archive, id))? {
+                        let (stamp, with, _) = value.value();
+                        visit(id, stamp, with);
+                    }
+                }
+            }
+            (Some(high), None) if low <= high => {
+                for entry in table.range((archive, low)..=(archive, high))? {
+                    let (key, value) = entry?;
+                    let (stamp, with, _) = value.value();
+                    visit(key.value().1, stamp, with);
+                }
+            }
+            (Some(_), None) => {}
+        }
+        let (page, count, first_index, complete) = pager.finish();
+        let mut items = Vec::with_capacity(page.len());
+        for id in page {
             if let Some(value) = table.get((archive, id))? {
                 let (stamp, _, xml) = value.value();
                 items.push((id, stamp, xml.to_vec()));
@@ -218,8 +304,25 @@ impl Store {
         Ok(ArchivePage {
             items,
             count,
-            first_index: from,
+            first_index,
             complete,
+        })
+    }
+
+    /// The first and last message of `archive` as (id, stamp), or `None` when it is empty
+    /// (XEP-0313 archive metadata): two key lookups, whatever the archive's size.
+    pub fn mam_bounds(&self, archive: &str) -> Result<Option<[(u64, u64); 2]>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(ARCHIVE)?;
+        let mut range = table.range((archive, 0)..=(archive, u64::MAX))?;
+        let first = range.next().transpose()?;
+        let first = first.map(|(key, value)| (key.value().1, value.value().0));
+        let last = range.next_back().transpose()?;
+        let last = last.map(|(key, value)| (key.value().1, value.value().0));
+        Ok(match (first, last) {
+            (Some(first), Some(last)) => Some([first, last]),
+            (Some(only), None) => Some([only, only]),
+            _ => None,
         })
     }
 
@@ -329,6 +432,9 @@ mod tests {
             with: None,
             start: None,
             end: None,
+            after_id: None,
+            before_id: None,
+            ids: None,
             page,
             max,
         }
@@ -402,6 +508,90 @@ mod tests {
                 .count,
             1
         );
+    }
+
+    /// The one-pass pager gives what sorting all matches and slicing them gives.
+    #[test]
+    fn pager_matches_slicing_all_matches() {
+        let ids: Vec<u64> = (1..=9).map(|n| n * 10).collect();
+        for max in 0..=10 {
+            let mut ats = vec![PageAt::First, PageAt::Last];
+            for probe in [5, 10, 45, 50, 90, 95] {
+                ats.extend([PageAt::After(probe), PageAt::Before(probe)]);
+            }
+            for at in ats {
+                let (from, to, complete) = match at {
+                    PageAt::First => (0, max.min(ids.len()), max >= ids.len()),
+                    PageAt::After(a) => {
+                        let from = ids.partition_point(|&id| id <= a);
+                        let to = (from + max).min(ids.len());
+                        (from, to, to == ids.len())
+                    }
+                    PageAt::Before(b) => {
+                        let to = ids.partition_point(|&id| id < b);
+                        let from = to.saturating_sub(max);
+                        (from, to, from == 0)
+                    }
+                    PageAt::Last => {
+                        let from = ids.len().saturating_sub(max);
+                        (from, ids.len(), from == 0)
+                    }
+                };
+                let mut pager = Pager::new(at, max);
+                ids.iter().for_each(|&id| pager.push(id));
+                let (page, count, first, done) = pager.finish();
+                let page: Vec<u64> = page.into_iter().collect();
+                assert_eq!(
+                    (page.as_slice(), count, first, done),
+                    (&ids[from..to], ids.len(), from, complete),
+                    "{at:?} max {max}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn extended_filters_and_bounds() {
+        let dir = TempDir::new("mam-extended");
+        let store = open(&dir);
+        assert_eq!(store.mam_bounds("alice"), Ok(None));
+        let entries = (1..=6)
+            .map(|n| entry("alice", n, n * 100, if n % 2 == 0 { "b@h" } else { "c@h" }))
+            .chain([entry("bob", 9, 900, "a@h")])
+            .collect();
+        smol::block_on(store.mam_append(entries)).unwrap();
+        assert_eq!(store.mam_bounds("alice"), Ok(Some([(1, 100), (6, 600)])));
+        assert_eq!(store.mam_bounds("bob"), Ok(Some([(9, 900), (9, 900)])));
+
+        let mut q = query(PageAt::First, 100);
+        q.after_id = Some(2);
+        q.before_id = Some(6);
+        let page = store.mam_query("alice", &q).unwrap();
+        assert_eq!(
+            (ids(&page), page.count, page.complete),
+            (vec![3, 4, 5], 3, true)
+        );
+        q.page = PageAt::Last;
+        q.max = 2;
+        let page = store.mam_query("alice", &q).unwrap();
+        assert_eq!((ids(&page), page.first_index), (vec![4, 5], 1));
+        q.with = Some("b@h".into());
+        assert_eq!(ids(&store.mam_query("alice", &q).unwrap()), vec![4]);
+
+        let mut q = query(PageAt::First, 100);
+        q.ids = Some(vec![2, 5]);
+        let page = store.mam_query("alice", &q).unwrap();
+        assert_eq!((ids(&page), page.count), (vec![2, 5], 2));
+        q.after_id = Some(2);
+        assert_eq!(ids(&store.mam_query("alice", &q).unwrap()), vec![5]);
+        // Another archive's id, or one never given, is not in this archive.
+        for missing in [Some(vec![9]), Some(vec![2, 7])] {
+            q.ids = missing;
+            assert_eq!(store.mam_query("alice", &q), Err(StoreError::NotFound));
+        }
+        let mut q = query(PageAt::First, 100);
+        q.before_id = Some(9);
+        assert_eq!(store.mam_query("alice", &q), Err(StoreError::NotFound));
     }
 
     #[test]

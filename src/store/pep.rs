@@ -1,5 +1,6 @@
-//! Personal eventing (XEP-0163): per user, each node's configuration and its items with their
-//! publication order. It stores bytes it is given; it never parses a payload or a config.
+//! Personal eventing (XEP-0163): per user, each node's configuration, its items with their
+//! publication order, and its explicit subscribers (XEP-0060 §6.1). It stores bytes it is
+//! given; it never parses a payload or a config.
 
 use std::future::Future;
 
@@ -11,6 +12,9 @@ use super::{Store, StoreError};
 const NODES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pep_node");
 /// (user, node, item id) → (publication sequence, serialised payload).
 const ITEMS: TableDefinition<(&str, &str, &str), (u64, &[u8])> = TableDefinition::new("pep_item");
+
+/// (user, node, subscriber JID) → nothing: explicit subscriptions, dropped with the node.
+const SUBS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("pep_sub");
 
 const MAX: &str = "\u{10FFFF}";
 
@@ -36,6 +40,7 @@ pub struct Publish {
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(NODES)?;
     txn.open_table(ITEMS)?;
+    txn.open_table(SUBS)?;
     Ok(())
 }
 
@@ -46,6 +51,15 @@ pub(super) fn clear_user(txn: &WriteTransaction, user: &str) -> Result<(), Store
     }
     let mut items = txn.open_table(ITEMS)?;
     for entry in items.extract_from_if((user, "", "")..(user, MAX, MAX), |_, _| true)? {
+        entry?;
+    }
+    // The user's nodes' subscribers, and the user's subscriptions to others' nodes (a
+    // small table: explicit subscriptions are rare next to presence-based interest).
+    let subscriber = format!("{user}@");
+    let mut subs = txn.open_table(SUBS)?;
+    for entry in subs.extract_from_if::<(&str, &str, &str), _>(.., |key, _| {
+        key.0 == user || key.2.starts_with(&subscriber)
+    })? {
         entry?;
     }
     Ok(())
@@ -157,7 +171,66 @@ impl Store {
         })
     }
 
-    /// Removes a node and its items; [`StoreError::NotFound`] when it is not there.
+    /// The JIDs explicitly subscribed to a node.
+    pub fn pep_subscribers(&self, user: &str, node: &str) -> Result<Vec<String>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(SUBS)?;
+        let mut jids = Vec::new();
+        for entry in table.range((user, node, "")..=(user, node, MAX))? {
+            jids.push(entry?.0.value().2.to_owned());
+        }
+        Ok(jids)
+    }
+
+    /// Subscribes `jid` to an existing node ([`StoreError::NotFound`] otherwise), unless the
+    /// node has `max` subscribers already ([`StoreError::QuotaExceeded`]). Subscribing
+    /// again changes nothing.
+    pub fn pep_subscribe(
+        &self,
+        user: &str,
+        node: &str,
+        jid: &str,
+        max: usize,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (user, node, jid) = (user.to_owned(), node.to_owned(), jid.to_owned());
+        self.write(move |txn| {
+            let key = (user.as_str(), node.as_str(), jid.as_str());
+            if txn.open_table(NODES)?.get((key.0, key.1))?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let mut subs = txn.open_table(SUBS)?;
+            if subs.get(key)?.is_none() {
+                let count = subs
+                    .range((key.0, key.1, "")..=(key.0, key.1, MAX))?
+                    .count();
+                if count >= max {
+                    return Err(StoreError::QuotaExceeded);
+                }
+                subs.insert(key, ())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends `jid`'s subscription; [`StoreError::NotFound`] when it had none.
+    pub fn pep_unsubscribe(
+        &self,
+        user: &str,
+        node: &str,
+        jid: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (user, node, jid) = (user.to_owned(), node.to_owned(), jid.to_owned());
+        self.write(move |txn| {
+            let key = (user.as_str(), node.as_str(), jid.as_str());
+            match txn.open_table(SUBS)?.remove(key)? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::NotFound),
+            }
+        })
+    }
+
+    /// Removes a node, its items and its subscriptions; [`StoreError::NotFound`] when it is
+    /// not there.
     pub fn pep_delete(
         &self,
         user: &str,
@@ -171,6 +244,10 @@ impl Store {
             }
             let mut items = txn.open_table(ITEMS)?;
             for entry in items.extract_from_if((user, node, "")..=(user, node, MAX), |_, _| true)? {
+                entry?;
+            }
+            let mut subs = txn.open_table(SUBS)?;
+            for entry in subs.extract_from_if((user, node, "")..=(user, node, MAX), |_, _| true)? {
                 entry?;
             }
             Ok(())
@@ -255,11 +332,45 @@ mod tests {
             smol::block_on(store.pep_retract("u", "n", "z")),
             Err(StoreError::NotFound)
         );
+        smol::block_on(store.pep_subscribe("u", "m", "v@h/r", 2)).unwrap();
+        smol::block_on(store.pep_subscribe("u", "m", "v@h/r", 2)).unwrap();
+        smol::block_on(store.pep_subscribe("u", "m", "w@h", 2)).unwrap();
+        assert_eq!(
+            smol::block_on(store.pep_subscribe("u", "m", "x@h", 2)),
+            Err(StoreError::QuotaExceeded)
+        );
+        assert_eq!(
+            smol::block_on(store.pep_subscribe("u", "gone", "w@h", 2)),
+            Err(StoreError::NotFound)
+        );
+        assert_eq!(store.pep_subscribers("u", "m").unwrap(), ["v@h/r", "w@h"]);
+        smol::block_on(store.pep_unsubscribe("u", "m", "w@h")).unwrap();
+        assert_eq!(
+            smol::block_on(store.pep_unsubscribe("u", "m", "w@h")),
+            Err(StoreError::NotFound)
+        );
         smol::block_on(store.pep_delete("u", "m")).unwrap();
+        assert!(store.pep_subscribers("u", "m").unwrap().is_empty());
         assert_eq!(store.pep_node("u", "m"), Ok(None));
         assert!(ids(&store, "m").is_empty());
         store.create_user("u", b"c").unwrap();
         store.delete_user("u").unwrap();
         assert_eq!(store.pep_nodes("u"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn deleting_a_user_ends_its_subscriptions_and_its_nodes_subscribers() {
+        let dir = TempDir::new("pep-subs");
+        let store = open(&dir);
+        for user in ["u", "v"] {
+            smol::block_on(store.pep_publish(user, publish("n", &[("a", "<a/>")], 1, 1))).unwrap();
+        }
+        smol::block_on(store.pep_subscribe("u", "n", "v@h/r", 9)).unwrap();
+        smol::block_on(store.pep_subscribe("u", "n", "w@h", 9)).unwrap();
+        smol::block_on(store.pep_subscribe("v", "n", "w@h", 9)).unwrap();
+        store.create_user("v", b"c").unwrap();
+        store.delete_user("v").unwrap();
+        assert_eq!(store.pep_subscribers("u", "n").unwrap(), ["w@h"]);
+        assert!(store.pep_subscribers("v", "n").unwrap().is_empty());
     }
 }
