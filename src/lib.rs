@@ -21,6 +21,7 @@ pub mod last;
 pub mod limits;
 pub mod listener;
 pub mod mam;
+pub mod memory;
 pub mod muc;
 pub mod offline;
 pub mod pep;

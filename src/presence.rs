@@ -407,6 +407,7 @@ fn unavailable(
             .is_some_and(|(_, xml)| Rc::ptr_eq(xml, &last))
         {
             pending.remove(&user);
+            crate::memory::shrink_sparse(&mut pending);
         }
         result
     })

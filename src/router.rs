@@ -220,9 +220,7 @@ impl Router {
             if resources.is_empty() {
                 self.users.remove(local);
                 // A table sized for a past peak of users would stay at that size.
-                if self.users.capacity() > 64 && self.users.len() < self.users.capacity() / 4 {
-                    self.users.shrink_to_fit();
-                }
+                crate::memory::shrink_sparse(&mut self.users);
             }
         }
     }

@@ -22,8 +22,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Below this many connections a trim is not worth its walk over the heap.
+/// Below this many connections a trim at every halving is not worth its walk over the heap;
+/// the last connection's leaving still triggers one.
 const RELEASE_MIN_PEAK: usize = 32;
+
+/// How long after start-up its memory is handed back (see [`crate::memory`]).
+const STARTUP_SETTLE: Duration = Duration::from_secs(1);
 
 /// How long a graceful stop waits for streams to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -141,19 +145,19 @@ impl Server {
         id
     }
 
-    /// Once half of a large peak of connections has gone, the memory they
-    /// used is handed back to the system, so RSS falls back towards the
-    /// idle figure instead of staying at the peak (glibc keeps freed heap
-    /// pages otherwise). Halving makes it rare: at most log2(peak) times on
-    /// the way down.
+    /// Once half of a large peak of connections has gone, and whenever the
+    /// last one has, the memory they used is handed back to the system, so
+    /// RSS falls back towards the idle figure instead of staying at the peak
+    /// (glibc keeps freed heap pages otherwise). Halving makes it rare: at
+    /// most log2(peak) + 1 times on the way down.
     pub fn unregister_connection(&self, id: u64) {
         let mut connections = self.connections.borrow_mut();
         connections.remove(&id);
         let (count, peak) = (connections.len(), self.peak_connections.get());
-        if count <= peak / 2 && peak >= RELEASE_MIN_PEAK {
+        if (count <= peak / 2 && peak >= RELEASE_MIN_PEAK) || (count == 0 && peak > 0) {
             connections.shrink_to_fit();
             self.peak_connections.set(count);
-            release_memory();
+            crate::memory::release();
         }
     }
 
@@ -286,6 +290,13 @@ pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String>
         ex.spawn(control::serve(control, server.store.clone(), on_deleted))
             .detach();
         ex.spawn(crate::mam::background(server.clone())).detach();
+        // What only start-up needed (configuration, integrity check, certificate) goes back
+        // once the tasks above have taken their first steps.
+        ex.spawn(async {
+            Timer::after(STARTUP_SETTLE).await;
+            crate::memory::release();
+        })
+        .detach();
         systemd::ready();
         info!(
             "hearth {} ready for {} in {} ms",
@@ -394,17 +405,3 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
         .create(dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))
 }
-
-/// Returns free heap pages to the kernel (glibc's `malloc_trim`; a no-op
-/// elsewhere). Costs a walk over the heap, so callers keep it rare.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // FFI call without arguments to check
-fn release_memory() {
-    // SAFETY: malloc_trim only inspects and madvises the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_memory() {}

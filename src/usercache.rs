@@ -39,6 +39,8 @@ impl<T: Clone> UserCache<T> {
 
     /// Drops the user's value: their data changed, or their last session ended.
     pub fn forget(&self, user: &str) {
-        self.map.borrow_mut().remove(user);
+        let mut map = self.map.borrow_mut();
+        map.remove(user);
+        crate::memory::shrink_sparse(&mut map);
     }
 }

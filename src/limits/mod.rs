@@ -207,6 +207,7 @@ impl Protection {
             }
             if count.open == 0 {
                 addrs.remove(&ip);
+                crate::memory::shrink_sparse(&mut addrs);
             }
         }
     }
@@ -235,6 +236,7 @@ impl Protection {
             account.sessions = account.sessions.saturating_sub(1);
             if account.sessions == 0 {
                 accounts.remove(user);
+                crate::memory::shrink_sparse(&mut accounts);
             }
         }
     }
