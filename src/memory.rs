@@ -186,7 +186,11 @@ Anonymous:             0 kB
         release();
         // This very function's code was among the pages dropped: it faulted back in.
         let after = rss_file();
-        assert!(after < before, "RssFile {before} → {after} KiB");
+        // Under qemu-user (CI sets HEARTH_TEST_RUNNER for the ARM runs) madvise on file
+        // mappings is a no-op and RssFile is the emulator's: only running on is checked.
+        if std::env::var_os("HEARTH_TEST_RUNNER").is_none() {
+            assert!(after < before, "RssFile {before} → {after} KiB");
+        }
     }
 
     #[test]
