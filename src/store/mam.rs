@@ -48,17 +48,68 @@ fn clear_archive(txn: &WriteTransaction, archive: &str) -> Result<(), StoreError
     Ok(())
 }
 
-/// One message to archive.
+/// Messages to archive, built up on the event loop and written in one writer op. Each
+/// message's bytes are held once however many archives it goes into, and rows point into one
+/// buffer, so adding a message allocates nothing once the buffers have grown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveBatch {
+    /// Message bytes, archive names and peers, back to back.
+    bytes: Vec<u8>,
+    rows: Vec<Row>,
+}
+
+/// One archive's copy of a message: byte ranges into [`ArchiveBatch::bytes`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArchiveEntry {
-    /// The archive: a localpart or a room's bare JID.
-    pub archive: String,
-    pub id: u64,
-    /// Unix seconds.
-    pub stamp: u64,
-    /// The other party: the peer of a 1:1 message, `room/nick` in a room.
-    pub with: String,
-    pub xml: Vec<u8>,
+struct Row {
+    archive: (usize, usize),
+    with: (usize, usize),
+    xml: (usize, usize),
+    id: u64,
+    stamp: u64,
+}
+
+/// A message's bytes inside an [`ArchiveBatch`], to add to one or more archives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held(usize, usize);
+
+impl ArchiveBatch {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Keeps `xml` in the batch, for [`ArchiveBatch::add`].
+    pub fn hold(&mut self, xml: &[u8]) -> Held {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(xml);
+        Held(at, self.bytes.len())
+    }
+
+    /// Archives a held message in `archive` (a localpart or a room's bare JID) under `id`,
+    /// archived at `stamp` (unix seconds), exchanged with `with` (the peer of a 1:1 message,
+    /// `room/nick` in a room).
+    pub fn add(&mut self, archive: &str, id: u64, stamp: u64, with: &str, message: Held) {
+        let archive = self.hold(archive.as_bytes());
+        let with = self.hold(with.as_bytes());
+        self.rows.push(Row {
+            archive: (archive.0, archive.1),
+            with: (with.0, with.1),
+            xml: (message.0, message.1),
+            id,
+            stamp,
+        });
+    }
+
+    fn text(&self, (from, to): (usize, usize)) -> &str {
+        // Every range was cut from a `&str` or a message; a bad one reads as empty.
+        self.bytes
+            .get(from..to)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn slice(&self, (from, to): (usize, usize)) -> &[u8] {
+        self.bytes.get(from..to).unwrap_or_default()
+    }
 }
 
 /// Which part of the matching messages a query wants (XEP-0059 paging).
@@ -108,20 +159,20 @@ fn with_matches(stored: &str, with: &str) -> bool {
 }
 
 impl Store {
-    /// Appends messages (to one or several archives) in one write.
+    /// Writes a batch of messages (to one or several archives) in one writer op.
     pub fn mam_append(
         &self,
-        entries: Vec<ArchiveEntry>,
+        batch: ArchiveBatch,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         self.write(move |txn| {
             let mut archive = txn.open_table(ARCHIVE)?;
             let mut highest = 0;
-            for entry in &entries {
+            for row in &batch.rows {
                 archive.insert(
-                    (entry.archive.as_str(), entry.id),
-                    (entry.stamp, entry.with.as_str(), entry.xml.as_slice()),
+                    (batch.text(row.archive), row.id),
+                    (row.stamp, batch.text(row.with), batch.slice(row.xml)),
                 )?;
-                highest = highest.max(entry.id);
+                highest = highest.max(row.id);
             }
             let mut state = txn.open_table(STATE)?;
             let last = state.get(LAST_ID)?.map_or(0, |v| v.value());
@@ -314,14 +365,16 @@ mod tests {
     use super::super::tests::{open, TempDir};
     use super::*;
 
-    fn entry(archive: &str, id: u64, stamp: u64, with: &str) -> ArchiveEntry {
-        ArchiveEntry {
-            archive: archive.into(),
-            id,
-            stamp,
-            with: with.into(),
-            xml: format!("<message><body>{id}</body></message>").into_bytes(),
+    /// A batch of (archive, id, stamp, with) rows, each with its own small message.
+    fn batch(
+        rows: impl IntoIterator<Item = (&'static str, u64, u64, &'static str)>,
+    ) -> ArchiveBatch {
+        let mut batch = ArchiveBatch::default();
+        for (archive, id, stamp, with) in rows {
+            let held = batch.hold(format!("<message><body>{id}</body></message>").as_bytes());
+            batch.add(archive, id, stamp, with, held);
         }
+        batch
     }
 
     fn query(page: PageAt, max: usize) -> ArchiveQuery {
@@ -344,17 +397,18 @@ mod tests {
         let dir = TempDir::new("mam-page");
         let store = open(&dir);
         // Message n is archived at second n with id n·10⁶, as `crate::mam` assigns them.
-        let entries = (1..=10)
-            .map(|n| {
-                entry(
-                    "alice",
-                    n * M,
-                    n,
-                    if n % 2 == 0 { "b@h/x" } else { "c@h/y" },
-                )
-            })
-            .chain([entry("bob", 5 * M, 5, "a@h/z")])
-            .collect();
+        let entries = batch(
+            (1..=10)
+                .map(|n| {
+                    (
+                        "alice",
+                        n * M,
+                        n,
+                        if n % 2 == 0 { "b@h/x" } else { "c@h/y" },
+                    )
+                })
+                .chain([("bob", 5 * M, 5, "a@h/z")]),
+        );
         smol::block_on(store.mam_append(entries)).unwrap();
         assert_eq!(store.mam_last_id(), Ok(10 * M));
         let seconds =
@@ -405,14 +459,41 @@ mod tests {
     }
 
     #[test]
+    fn a_message_held_once_lands_in_each_archive() {
+        let dir = TempDir::new("mam-held");
+        let store = open(&dir);
+        let mut batch = ArchiveBatch::default();
+        let chat = batch.hold(b"<message><body>hi</body></message>");
+        batch.add("alice", 7, 1, "bob@h/r", chat);
+        batch.add("bob", 8, 1, "alice@h/r", chat);
+        let other = batch.hold(b"<message><body>yo</body></message>");
+        batch.add("room@muc.h", 9, 2, "room@muc.h/nick", other);
+        smol::block_on(store.mam_append(batch)).unwrap();
+        let page = |archive: &str, with: &str| {
+            let mut filter = query(PageAt::First, 9);
+            filter.with = Some(with.into());
+            store.mam_query(archive, &filter).unwrap().items
+        };
+        let hi = b"<message><body>hi</body></message>".to_vec();
+        assert_eq!(page("alice", "bob@h"), vec![(7, 1, hi.clone())]);
+        assert_eq!(page("bob", "alice@h/r"), vec![(8, 1, hi)]);
+        assert_eq!(
+            page("room@muc.h", "room@muc.h/nick"),
+            vec![(9, 2, b"<message><body>yo</body></message>".to_vec())]
+        );
+        assert_eq!(store.mam_last_id(), Ok(9));
+    }
+
+    #[test]
     fn expiry_deletes_only_old_messages_in_bounded_batches() {
         let dir = TempDir::new("mam-expire");
         let store = open(&dir);
         // Stamps are injected: "now" is whatever cutoff the test passes.
-        let entries = ["a", "b", "c"]
-            .iter()
-            .flat_map(|archive| (1..=10).map(move |n| entry(archive, n, n * 100, "x@h")))
-            .collect();
+        let entries = batch(
+            ["a", "b", "c"]
+                .into_iter()
+                .flat_map(|archive| (1..=10).map(move |n| (archive, n, n * 100, "x@h"))),
+        );
         smol::block_on(store.mam_append(entries)).unwrap();
         let mut passes = 0;
         while smol::block_on(store.mam_expire(501, 4)).unwrap() {
@@ -433,10 +514,8 @@ mod tests {
     fn clear_user_drops_archive_and_prefs() {
         let dir = TempDir::new("mam-clear");
         let store = open(&dir);
-        smol::block_on(
-            store.mam_append(vec![entry("alice", 1, 1, "b@h"), entry("bob", 2, 1, "a@h")]),
-        )
-        .unwrap();
+        smol::block_on(store.mam_append(batch([("alice", 1, 1, "b@h"), ("bob", 2, 1, "a@h")])))
+            .unwrap();
         smol::block_on(store.mam_set_prefs("alice", b"never".to_vec())).unwrap();
         smol::block_on(store.mam_remove("bob", 7)).unwrap();
         store.create_user("alice", b"c").unwrap();

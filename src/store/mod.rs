@@ -18,7 +18,7 @@ mod roster;
 mod vcard;
 mod writer;
 
-pub use mam::{ArchiveEntry, ArchivePage, ArchiveQuery, PageAt};
+pub use mam::{ArchiveBatch, ArchivePage, ArchiveQuery, Held, PageAt};
 pub use pep::{PepItem, Publish};
 pub use privacy::PrivacyLists;
 pub use roster::{Roster, RosterItem, RosterTxn, Stored};
