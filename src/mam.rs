@@ -196,23 +196,20 @@ pub fn delivered(
         return xml;
     }
     let stamp = crate::time::unix_now();
-    let sender_id = for_sender.then(|| server.mam.next_id());
-    let recipient_id = for_recipient.then(|| server.mam.next_id());
+    // One id in both archives: the store then keeps the message once for both.
+    let id = server.mam.next_id();
     append(server, |batch| {
         let held = batch.hold(xml.as_bytes());
-        if let Some(id) = sender_id {
+        if for_sender {
             batch.add(sender_user, id, stamp, to.as_str(), held);
         }
-        if let Some(id) = recipient_id {
+        if for_recipient {
             batch.add(recipient, id, stamp, sender.jid.as_str(), held);
         }
     });
-    // A message to oneself is archived once; its id is the recipient's too.
-    let own_id = if recipient == sender_user {
-        sender_id
-    } else {
-        recipient_id
-    };
+    // A message to oneself is archived once, in the sender's archive, which is the
+    // recipient's.
+    let own_id = (for_recipient || (recipient == sender_user && for_sender)).then_some(id);
     if let (Some(id), Some(open)) = (own_id, xml.strip_suffix("</message>").map(str::len)) {
         xml.truncate(open);
         let _ = write!(
