@@ -106,7 +106,8 @@ pub(super) fn migrate_from_v1(txn: &WriteTransaction) -> Result<(), StoreError> 
 
 /// Messages to archive, built up on the event loop and written in one writer op. Each
 /// message's bytes are held once however many archives it goes into, and rows point into one
-/// buffer, so adding a message allocates nothing once the buffers have grown.
+/// buffer, so adding a message makes no allocation of its own (the two buffers grow by
+/// doubling).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArchiveBatch {
     /// Message bytes, archive names and peers, back to back.
