@@ -5,11 +5,14 @@
 //! message's delivery wait for the disk, and never answers a query from an archive the
 //! asker may not read.
 //!
-//! Archive writes are fire-and-forget: they are queued on the store's group-commit writer
-//! when the message is routed (so they apply in routing order), and a detached task only
-//! logs a failure. A lost archive write costs a history entry, never the message itself,
-//! which is delivered or stored offline as before. Queries first wait for every write
-//! queued before them, so a client always finds what it was just sent.
+//! Archive writes are fire-and-forget: a routed message joins the pending [`ArchiveBatch`],
+//! which goes to the store's group-commit writer as ONE op once the event loop has run the
+//! other ready tasks (see [`background`]), and a detached task only logs a failure. Per
+//! message that leaves a copy of its bytes into the batch and no allocation, future, channel
+//! message or cross-thread wake-up. Every other archive write (removal, clearing) and every
+//! query first hands the pending batch to the writer, so writes still apply in routing
+//! order and a client always finds what it was just sent. A lost archive write costs a
+//! history entry, never the message itself, which is delivered or stored offline as before.
 
 use crate::dispatch::{Deferred, IqTarget};
 use crate::jid::Jid;
@@ -17,12 +20,12 @@ use crate::offline::{NS_DELAY, NS_HINTS};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
-use crate::store::{ArchiveEntry, ArchiveQuery, PageAt, Store, StoreError};
+use crate::store::{ArchiveBatch, ArchiveQuery, PageAt, Store, StoreError};
 use crate::xml::Esc;
 use log::{info, warn};
 use roxmltree::Node;
 use smol::channel::{Receiver, Sender};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::rc::Rc;
@@ -46,12 +49,17 @@ const EXPIRY_EVERY: Duration = Duration::from_secs(3600);
 /// An archive write in flight, awaited only to log a failure.
 type Write = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>>>>;
 
-/// Shared archiving state: the last id handed out, and the writes [`background`] watches.
+/// Shared archiving state: the last id handed out, the messages not yet handed to the
+/// writer, and the writes [`background`] watches.
 pub struct Mam {
     last_id: Cell<u64>,
     /// Users with stored preferences; the rest use the default without a
     /// store read on every message (the hot path).
-    with_prefs: std::cell::RefCell<std::collections::HashSet<Box<str>>>,
+    with_prefs: RefCell<std::collections::HashSet<Box<str>>>,
+    /// Archived messages waiting for [`background`] (or the next other archive write).
+    pending: RefCell<ArchiveBatch>,
+    /// Wakes [`background`] when `pending` stops being empty.
+    kick: (Sender<()>, Receiver<()>),
     writes: (Sender<Write>, Receiver<Write>),
 }
 
@@ -72,7 +80,9 @@ impl Mam {
             .collect();
         Mam {
             last_id: Cell::new(last),
-            with_prefs: std::cell::RefCell::new(with_prefs),
+            with_prefs: RefCell::new(with_prefs),
+            pending: RefCell::new(ArchiveBatch::default()),
+            kick: smol::channel::bounded(1),
             writes: smol::channel::unbounded(),
         }
     }
@@ -102,15 +112,50 @@ fn decode_id(text: &str) -> Option<u64> {
     u64::from_str_radix(text, 16).ok()
 }
 
-/// Queues `entries` on the writer now; [`background`] logs if they are lost.
-fn append(server: &Server, entries: Vec<ArchiveEntry>) {
-    let write = server.store.mam_append(entries);
+/// Adds messages to the pending batch (`add` puts them there) and makes sure
+/// [`background`] hands it to the writer soon.
+fn append(server: &Server, add: impl FnOnce(&mut ArchiveBatch)) {
+    let mut pending = server.mam.pending.borrow_mut();
+    if pending.is_empty() {
+        // Full means a kick is already waiting: nothing to add.
+        let _ = server.mam.kick.0.try_send(());
+    }
+    add(&mut pending);
+}
+
+/// Queues the archive write `write` makes on the writer, after the pending batch so that
+/// writes apply in routing order; [`background`] logs if it fails.
+fn submit<W: Future<Output = Result<(), StoreError>> + 'static>(
+    server: &Server,
+    write: impl FnOnce(&Store) -> W,
+) {
+    flush(server);
+    let write = write(&server.store);
     // Unbounded and never closed while the server lives: the send cannot fail.
     let _ = server.mam.writes.0.try_send(Box::pin(write));
 }
 
-/// The archive's event-loop task: logs failed archive writes and runs the expiry.
+/// Hands the pending batch, if any, to the writer. The server calls it at shutdown, before
+/// the store closes.
+pub fn flush(server: &Server) {
+    let batch = std::mem::take(&mut *server.mam.pending.borrow_mut());
+    if !batch.is_empty() {
+        let write = server.store.mam_append(batch);
+        let _ = server.mam.writes.0.try_send(Box::pin(write));
+    }
+}
+
+/// The archive's event-loop task: hands pending batches to the writer, logs failed archive
+/// writes and runs the expiry.
 pub async fn background(server: Rc<Server>) {
+    let hand_over = async {
+        while server.mam.kick.1.recv().await.is_ok() {
+            // Being woken already put this task behind every task that was ready; yielding
+            // once more lets the sessions woken meanwhile add theirs to the same batch.
+            smol::future::yield_now().await;
+            flush(&server);
+        }
+    };
     let log_failures = async {
         while let Ok(write) = server.mam.writes.1.recv().await {
             if let Err(e) = write.await {
@@ -118,7 +163,11 @@ pub async fn background(server: Rc<Server>) {
             }
         }
     };
-    smol::future::zip(log_failures, expire_periodically(&server)).await;
+    smol::future::zip(
+        smol::future::zip(hand_over, log_failures),
+        expire_periodically(&server),
+    )
+    .await;
 }
 
 /// XEP-0313 §5.1.1 / XEP-0334: chat and normal messages with a body, unless hinted away.
@@ -146,43 +195,29 @@ pub fn delivered(
         return (xml, None);
     }
     let sender_user = sender.jid.local().unwrap_or_default();
-    let stamp = crate::time::unix_now();
-    let mut entries = Vec::with_capacity(2);
-    if wants(server, sender_user, to) {
-        entries.push(ArchiveEntry {
-            archive: sender_user.to_owned(),
-            id: server.mam.next_id(),
-            stamp,
-            with: to.as_str().to_owned(),
-            xml: xml.clone().into_bytes(),
-        });
-    }
-    let mut own_id = None;
-    if recipient != sender_user && wants(server, recipient, &sender.jid) {
-        let id = server.mam.next_id();
-        own_id = Some(id);
-        entries.push(ArchiveEntry {
-            archive: recipient.to_owned(),
-            id,
-            stamp,
-            with: sender.jid.as_str().to_owned(),
-            xml: xml.clone().into_bytes(),
-        });
-    } else if recipient == sender_user {
-        own_id = entries.first().map(|e| e.id);
-    }
-    if entries.is_empty() {
+    let for_sender = wants(server, sender_user, to);
+    let for_recipient = recipient != sender_user && wants(server, recipient, &sender.jid);
+    if !for_sender && !for_recipient {
         return (xml, None);
     }
-    let sent_id = entries
-        .first()
-        .filter(|e| e.archive == sender_user)
-        .map(|e| e.id);
-    append(server, entries);
-    if let Some(id) = own_id {
+    let stamp = crate::time::unix_now();
+    // One id in both archives: the store then keeps the message once for both.
+    let id = server.mam.next_id();
+    append(server, |batch| {
+        let held = batch.hold(xml.as_bytes());
+        if for_sender {
+            batch.add(sender_user, id, stamp, to.as_str(), held);
+        }
+        if for_recipient {
+            batch.add(recipient, id, stamp, sender.jid.as_str(), held);
+        }
+    });
+    // A message to oneself is archived once, in the sender's archive, which is the
+    // recipient's.
+    if for_recipient || (recipient == sender_user && for_sender) {
         add_stanza_id(&mut xml, by.as_str(), id);
     }
-    (xml, sent_id)
+    (xml, for_sender.then_some(id))
 }
 
 /// Ends `message` (a whole `<message>` element with content) with the XEP-0359
@@ -215,32 +250,26 @@ pub fn archived_id(server: &Server, recipient: &str, xml: &str) -> Option<u64> {
 /// full): it leaves the recipient's archive, which must not show what never arrived. The
 /// sender's archive keeps it, as the sender did send it.
 pub fn refused(server: &Server, recipient: &str, id: u64) {
-    let write = server.store.mam_remove(recipient, id);
-    let _ = server.mam.writes.0.try_send(Box::pin(write));
+    submit(server, |store| store.mam_remove(recipient, id));
 }
 
 /// Archives a room's groupchat message (`xml` as occupants get it, without stanza-id) and
 /// returns the id its stanza-id must carry.
 pub fn archive_groupchat(server: &Server, room: &Jid, nick: &str, xml: String) -> String {
     let id = server.mam.next_id();
-    append(
-        server,
-        vec![ArchiveEntry {
-            archive: room.as_str().to_owned(),
-            id,
-            stamp: crate::time::unix_now(),
-            with: format!("{}/{nick}", room.as_str()),
-            xml: xml.into_bytes(),
-        }],
-    );
+    let stamp = crate::time::unix_now();
+    let with = format!("{}/{nick}", room.as_str());
+    append(server, |batch| {
+        let held = batch.hold(xml.as_bytes());
+        batch.add(room.as_str(), id, stamp, &with, held);
+    });
     encode_id(id)
 }
 
 /// A room is gone (destroyed, or a temporary room emptied): its archive goes with it, so a
 /// new room of the same name never shows the old one's history.
 pub fn room_gone(server: &Server, room: &Jid) {
-    let write = server.store.mam_clear(room.as_str());
-    let _ = server.mam.writes.0.try_send(Box::pin(write));
+    submit(server, |store| store.mam_clear(room.as_str()));
 }
 
 // ----- preferences ---------------------------------------------------------------------------
@@ -547,6 +576,7 @@ pub fn query(
             return Deferred::None;
         }
     };
+    flush(server);
     let store = server.store.clone();
     let flushed = store.flush();
     let reply = Reply {

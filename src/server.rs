@@ -385,6 +385,8 @@ async fn shutdown(server: &Server) {
         Timer::after(Duration::from_millis(10)).await;
     }
     info!("limit counters: {}", server.protection.counters);
+    // Archived messages still pending go to the writer before the store closes.
+    crate::mam::flush(server);
 }
 
 /// Names besides the domain a generated certificate covers: the chat-room and upload services.

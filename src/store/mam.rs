@@ -1,7 +1,10 @@
 //! Message archives (XEP-0313): per archive (a user's localpart, or a room's bare JID, which
 //! cannot collide because localparts never hold `@`), messages keyed by a monotonic id, with
-//! the time they were archived and the other party. It also keeps each user's archiving
-//! preferences as opaque bytes. It stores bytes only and never parses stanzas.
+//! the time they were archived and the other party. A chat message is stored ONCE, whatever
+//! the number of archives it is in (the sender's and the recipient's share its id); each
+//! archive holds a small index row per message, and the message goes when its last index row
+//! does. It also keeps each user's archiving preferences as opaque bytes. It stores bytes
+//! only and never parses stanzas.
 //!
 //! Appends and expiry are hot writes through the group-commit writer; queries are snapshot
 //! reads. Ids are assigned by the caller (`crate::mam`) before the write, so a delivered
@@ -15,9 +18,16 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{Store, StoreError};
 
-/// (archive, id) → (unix seconds archived, other party's JID, message bytes). One archive is
-/// one contiguous key range, oldest first.
-const ARCHIVE: TableDefinition<(&str, u64), (u64, &str, &[u8])> = TableDefinition::new("mam");
+/// (archive, id) → (unix seconds archived, other party's JID). One archive is one contiguous
+/// key range, oldest first; queries filter here without touching the message bytes.
+const ARCHIVE: TableDefinition<(&str, u64), (u64, &str)> = TableDefinition::new("mam_index");
+
+/// id → (archives holding it, message bytes). Ids only grow, so appends land at the end.
+const MESSAGES: TableDefinition<u64, (u32, &[u8])> = TableDefinition::new("mam_messages");
+
+/// Schema 1: (archive, id) → (stamp, with, bytes), a full copy per archive. Read only by
+/// [`migrate_from_v1`].
+const V1_ARCHIVE: TableDefinition<(&str, u64), (u64, &str, &[u8])> = TableDefinition::new("mam");
 
 /// user → encoded preferences (`crate::mam` owns the format).
 const PREFS: TableDefinition<&str, &[u8]> = TableDefinition::new("mam_prefs");
@@ -28,6 +38,7 @@ const LAST_ID: &str = "last_id";
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ARCHIVE)?;
+    txn.open_table(MESSAGES)?;
     txn.open_table(PREFS)?;
     txn.open_table(STATE)?;
     Ok(())
@@ -42,23 +53,121 @@ pub(super) fn clear_user(txn: &WriteTransaction, user: &str) -> Result<(), Store
 
 fn clear_archive(txn: &WriteTransaction, archive: &str) -> Result<(), StoreError> {
     let mut table = txn.open_table(ARCHIVE)?;
+    let mut ids = Vec::new();
     for entry in table.extract_from_if((archive, 0)..=(archive, u64::MAX), |_, _| true)? {
-        entry?;
+        ids.push(entry?.0.value().1);
+    }
+    release(txn, &ids)
+}
+
+/// One archive dropped its index row of each of `ids`: a message no archive holds any more
+/// is deleted.
+fn release(txn: &WriteTransaction, ids: &[u64]) -> Result<(), StoreError> {
+    let mut messages = txn.open_table(MESSAGES)?;
+    for &id in ids {
+        // Still held elsewhere: the count goes down, the bytes stay.
+        let kept = match messages.get(id)? {
+            Some(message) => match message.value() {
+                (held, xml) if held > 1 => Some((held - 1, xml.to_vec())),
+                _ => None,
+            },
+            None => continue,
+        };
+        match kept {
+            Some((held, xml)) => messages.insert(id, (held, xml.as_slice()))?,
+            None => messages.remove(id)?,
+        };
     }
     Ok(())
 }
 
-/// One message to archive.
+/// Schema 1 → 2: each per-archive copy becomes a message row held by one archive plus its
+/// index row (schema 1 gave every copy its own id), and the old table goes. Runs inside the
+/// transaction that stamps the new version, so an interrupted upgrade leaves schema 1 intact.
+pub(super) fn migrate_from_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
+    {
+        let old = txn.open_table(V1_ARCHIVE)?;
+        let mut index = txn.open_table(ARCHIVE)?;
+        let mut messages = txn.open_table(MESSAGES)?;
+        let mut moved = 0u64;
+        for entry in old.iter()? {
+            let (key, value) = entry?;
+            let (archive, id) = key.value();
+            let (stamp, with, xml) = value.value();
+            index.insert((archive, id), (stamp, with))?;
+            messages.insert(id, (1, xml))?;
+            moved += 1;
+        }
+        log::info!("message archive upgraded to schema 2: {moved} messages moved");
+    }
+    txn.delete_table(V1_ARCHIVE)?;
+    Ok(())
+}
+
+/// Messages to archive, built up on the event loop and written in one writer op. Each
+/// message's bytes are held once however many archives it goes into, and rows point into one
+/// buffer, so adding a message makes no allocation of its own (the two buffers grow by
+/// doubling).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveBatch {
+    /// Message bytes, archive names and peers, back to back.
+    bytes: Vec<u8>,
+    rows: Vec<Row>,
+}
+
+/// One archive's copy of a message: byte ranges into [`ArchiveBatch::bytes`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArchiveEntry {
-    /// The archive: a localpart or a room's bare JID.
-    pub archive: String,
-    pub id: u64,
-    /// Unix seconds.
-    pub stamp: u64,
-    /// The other party: the peer of a 1:1 message, `room/nick` in a room.
-    pub with: String,
-    pub xml: Vec<u8>,
+struct Row {
+    archive: (usize, usize),
+    with: (usize, usize),
+    xml: (usize, usize),
+    id: u64,
+    stamp: u64,
+}
+
+/// A message's bytes inside an [`ArchiveBatch`], to add to one or more archives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held(usize, usize);
+
+impl ArchiveBatch {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Keeps `xml` in the batch, for [`ArchiveBatch::add`].
+    pub fn hold(&mut self, xml: &[u8]) -> Held {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(xml);
+        Held(at, self.bytes.len())
+    }
+
+    /// Archives a held message in `archive` (a localpart or a room's bare JID) under `id`,
+    /// archived at `stamp` (unix seconds), exchanged with `with` (the peer of a 1:1 message,
+    /// `room/nick` in a room). Adding the same message to a second archive under the same
+    /// id, right after the first, stores it once for both.
+    pub fn add(&mut self, archive: &str, id: u64, stamp: u64, with: &str, message: Held) {
+        let archive = self.hold(archive.as_bytes());
+        let with = self.hold(with.as_bytes());
+        self.rows.push(Row {
+            archive: (archive.0, archive.1),
+            with: (with.0, with.1),
+            xml: (message.0, message.1),
+            id,
+            stamp,
+        });
+    }
+
+    fn text(&self, (from, to): (usize, usize)) -> &str {
+        // Every range was cut from a `&str` or a message; a bad one reads as empty.
+        self.bytes
+            .get(from..to)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn slice(&self, (from, to): (usize, usize)) -> &[u8] {
+        self.bytes.get(from..to).unwrap_or_default()
+    }
 }
 
 /// Which part of the matching messages a query wants (XEP-0059 paging).
@@ -180,20 +289,33 @@ fn with_matches(stored: &str, with: &str) -> bool {
 }
 
 impl Store {
-    /// Appends messages (to one or several archives) in one write.
+    /// Writes a batch of messages (to one or several archives) in one writer op.
     pub fn mam_append(
         &self,
-        entries: Vec<ArchiveEntry>,
+        batch: ArchiveBatch,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         self.write(move |txn| {
             let mut archive = txn.open_table(ARCHIVE)?;
+            let mut messages = txn.open_table(MESSAGES)?;
             let mut highest = 0;
-            for entry in &entries {
+            for (at, row) in batch.rows.iter().enumerate() {
                 archive.insert(
-                    (entry.archive.as_str(), entry.id),
-                    (entry.stamp, entry.with.as_str(), entry.xml.as_slice()),
+                    (batch.text(row.archive), row.id),
+                    (row.stamp, batch.text(row.with)),
                 )?;
-                highest = highest.max(entry.id);
+                let previous = at.checked_sub(1).and_then(|p| batch.rows.get(p));
+                if previous.is_none_or(|p| p.id != row.id) {
+                    let held = batch
+                        .rows
+                        .get(at..)
+                        .unwrap_or_default()
+                        .iter()
+                        .take_while(|r| r.id == row.id)
+                        .count();
+                    let held = u32::try_from(held).unwrap_or(u32::MAX);
+                    messages.insert(row.id, (held, batch.slice(row.xml)))?;
+                }
+                highest = highest.max(row.id);
             }
             let mut state = txn.open_table(STATE)?;
             let last = state.get(LAST_ID)?.map_or(0, |v| v.value());
@@ -212,7 +334,13 @@ impl Store {
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let archive = archive.to_owned();
         self.write(move |txn| {
-            txn.open_table(ARCHIVE)?.remove((archive.as_str(), id))?;
+            if txn
+                .open_table(ARCHIVE)?
+                .remove((archive.as_str(), id))?
+                .is_some()
+            {
+                release(txn, &[id])?;
+            }
             Ok(())
         })
     }
@@ -245,6 +373,7 @@ impl Store {
     ) -> Result<ArchivePage, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(ARCHIVE)?;
+        let messages = txn.open_table(MESSAGES)?;
         let named = match query.page {
             PageAt::After(id) | PageAt::Before(id) => Some(id),
             PageAt::First | PageAt::Last => None,
@@ -279,7 +408,7 @@ impl Store {
             (Some(high), Some(_)) => {
                 for &id in ids.iter().filter(|&&id| (low..=high).contains(&id)) {
                     if let Some(value) = table.get((archive, id))? {
-                        let (stamp, with, _) = value.value();
+                        let (stamp, with) = value.value();
                         visit(id, stamp, with);
                     }
                 }
@@ -287,7 +416,7 @@ impl Store {
             (Some(high), None) if low <= high => {
                 for entry in table.range((archive, low)..=(archive, high))? {
                     let (key, value) = entry?;
-                    let (stamp, with, _) = value.value();
+                    let (stamp, with) = value.value();
                     visit(key.value().1, stamp, with);
                 }
             }
@@ -296,9 +425,9 @@ impl Store {
         let (page, count, first_index, complete) = pager.finish();
         let mut items = Vec::with_capacity(page.len());
         for id in page {
-            if let Some(value) = table.get((archive, id))? {
-                let (stamp, _, xml) = value.value();
-                items.push((id, stamp, xml.to_vec()));
+            let stamp = table.get((archive, id))?.map(|v| v.value().0);
+            if let (Some(stamp), Some(message)) = (stamp, messages.get(id)?) {
+                items.push((id, stamp, message.value().1.to_vec()));
             }
         }
         Ok(ArchivePage {
@@ -401,6 +530,9 @@ impl Store {
             for (archive, id) in &doomed {
                 table.remove((archive.as_str(), *id))?;
             }
+            drop(table);
+            let ids: Vec<u64> = doomed.iter().map(|(_, id)| *id).collect();
+            release(txn, &ids)?;
             *more.lock().unwrap_or_else(|p| p.into_inner()) = full;
             Ok(())
         });
@@ -417,14 +549,16 @@ mod tests {
     use super::super::tests::{open, TempDir};
     use super::*;
 
-    fn entry(archive: &str, id: u64, stamp: u64, with: &str) -> ArchiveEntry {
-        ArchiveEntry {
-            archive: archive.into(),
-            id,
-            stamp,
-            with: with.into(),
-            xml: format!("<message><body>{id}</body></message>").into_bytes(),
+    /// A batch of (archive, id, stamp, with) rows, each with its own small message.
+    fn batch(
+        rows: impl IntoIterator<Item = (&'static str, u64, u64, &'static str)>,
+    ) -> ArchiveBatch {
+        let mut batch = ArchiveBatch::default();
+        for (archive, id, stamp, with) in rows {
+            let held = batch.hold(format!("<message><body>{id}</body></message>").as_bytes());
+            batch.add(archive, id, stamp, with, held);
         }
+        batch
     }
 
     fn query(page: PageAt, max: usize) -> ArchiveQuery {
@@ -450,17 +584,18 @@ mod tests {
         let dir = TempDir::new("mam-page");
         let store = open(&dir);
         // Message n is archived at second n with id n·10⁶, as `crate::mam` assigns them.
-        let entries = (1..=10)
-            .map(|n| {
-                entry(
-                    "alice",
-                    n * M,
-                    n,
-                    if n % 2 == 0 { "b@h/x" } else { "c@h/y" },
-                )
-            })
-            .chain([entry("bob", 5 * M, 5, "a@h/z")])
-            .collect();
+        let entries = batch(
+            (1..=10)
+                .map(|n| {
+                    (
+                        "alice",
+                        n * M,
+                        n,
+                        if n % 2 == 0 { "b@h/x" } else { "c@h/y" },
+                    )
+                })
+                .chain([("bob", 5 * M, 5, "a@h/z")]),
+        );
         smol::block_on(store.mam_append(entries)).unwrap();
         assert_eq!(store.mam_last_id(), Ok(10 * M));
         let seconds =
@@ -555,11 +690,10 @@ mod tests {
         let dir = TempDir::new("mam-extended");
         let store = open(&dir);
         assert_eq!(store.mam_bounds("alice"), Ok(None));
-        let entries = (1..=6)
-            .map(|n| entry("alice", n, n * 100, if n % 2 == 0 { "b@h" } else { "c@h" }))
-            .chain([entry("bob", 9, 900, "a@h")])
-            .collect();
-        smol::block_on(store.mam_append(entries)).unwrap();
+        let rows = (1..=6)
+            .map(|n| ("alice", n, n * 100, if n % 2 == 0 { "b@h" } else { "c@h" }))
+            .chain([("bob", 9, 900, "a@h")]);
+        smol::block_on(store.mam_append(batch(rows))).unwrap();
         assert_eq!(store.mam_bounds("alice"), Ok(Some([(1, 100), (6, 600)])));
         assert_eq!(store.mam_bounds("bob"), Ok(Some([(9, 900), (9, 900)])));
 
@@ -595,14 +729,137 @@ mod tests {
     }
 
     #[test]
+    fn a_message_held_once_lands_in_each_archive() {
+        let dir = TempDir::new("mam-held");
+        let store = open(&dir);
+        let mut batch = ArchiveBatch::default();
+        let chat = batch.hold(b"<message><body>hi</body></message>");
+        batch.add("alice", 7, 1, "bob@h/r", chat);
+        batch.add("bob", 8, 1, "alice@h/r", chat);
+        let other = batch.hold(b"<message><body>yo</body></message>");
+        batch.add("room@muc.h", 9, 2, "room@muc.h/nick", other);
+        smol::block_on(store.mam_append(batch)).unwrap();
+        let page = |archive: &str, with: &str| {
+            let mut filter = query(PageAt::First, 9);
+            filter.with = Some(with.into());
+            store.mam_query(archive, &filter).unwrap().items
+        };
+        let hi = b"<message><body>hi</body></message>".to_vec();
+        assert_eq!(page("alice", "bob@h"), vec![(7, 1, hi.clone())]);
+        assert_eq!(page("bob", "alice@h/r"), vec![(8, 1, hi)]);
+        assert_eq!(
+            page("room@muc.h", "room@muc.h/nick"),
+            vec![(9, 2, b"<message><body>yo</body></message>".to_vec())]
+        );
+        assert_eq!(store.mam_last_id(), Ok(9));
+    }
+
+    fn stored_messages(store: &Store) -> Vec<(u64, u32)> {
+        let txn = store.read().unwrap();
+        let table = txn.open_table(MESSAGES).unwrap();
+        let rows = table
+            .iter()
+            .unwrap()
+            .map(|entry| {
+                let (key, value) = entry.unwrap();
+                (key.value(), value.value().0)
+            })
+            .collect();
+        rows
+    }
+
+    #[test]
+    fn a_shared_message_goes_with_its_last_archive() {
+        let dir = TempDir::new("mam-shared");
+        let store = open(&dir);
+        let mut batch = ArchiveBatch::default();
+        for id in [1, 2] {
+            let held = batch.hold(b"<message/>");
+            batch.add("alice", id, 1, "bob@h", held);
+            batch.add("bob", id, 1, "alice@h", held);
+        }
+        smol::block_on(store.mam_append(batch)).unwrap();
+        assert_eq!(stored_messages(&store), vec![(1, 2), (2, 2)]);
+        // Refused for bob: alice keeps it.
+        smol::block_on(store.mam_remove("bob", 1)).unwrap();
+        smol::block_on(store.mam_remove("bob", 1)).unwrap();
+        assert_eq!(stored_messages(&store), vec![(1, 1), (2, 2)]);
+        let alice = store.mam_query("alice", &query(PageAt::First, 9)).unwrap();
+        assert_eq!(ids(&alice), vec![1, 2]);
+        assert_eq!(alice.items[0].2, b"<message/>".to_vec());
+        store.create_user("alice", b"c").unwrap();
+        store.delete_user("alice").unwrap();
+        assert_eq!(stored_messages(&store), vec![(2, 1)]);
+        let bob = store.mam_query("bob", &query(PageAt::First, 9)).unwrap();
+        assert_eq!(ids(&bob), vec![2]);
+        assert!(!smol::block_on(store.mam_expire(2, 9)).unwrap());
+        assert_eq!(stored_messages(&store), vec![]);
+    }
+
+    #[test]
+    fn schema_1_archives_are_migrated_on_open() {
+        let dir = TempDir::new("mam-v1");
+        {
+            let db = redb::Database::create(dir.0.join(super::super::DB_FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(super::super::META)
+                .unwrap()
+                .insert(super::super::SCHEMA_KEY, 1)
+                .unwrap();
+            {
+                let mut old = txn.open_table(V1_ARCHIVE).unwrap();
+                old.insert(
+                    ("alice", 10),
+                    (5, "bob@h/r", b"<message>a</message>".as_slice()),
+                )
+                .unwrap();
+                old.insert(
+                    ("bob", 11),
+                    (5, "alice@h/r", b"<message>a</message>".as_slice()),
+                )
+                .unwrap();
+                old.insert(
+                    ("alice", 12),
+                    (6, "carol@h", b"<message>c</message>".as_slice()),
+                )
+                .unwrap();
+            }
+            txn.open_table(STATE).unwrap().insert(LAST_ID, 12).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = open(&dir);
+        let mut with_carol = query(PageAt::First, 9);
+        with_carol.with = Some("carol@h".into());
+        let page = store.mam_query("alice", &with_carol).unwrap();
+        assert_eq!(page.items, vec![(12, 6, b"<message>c</message>".to_vec())]);
+        let bob = store.mam_query("bob", &query(PageAt::Last, 9)).unwrap();
+        assert_eq!(bob.items, vec![(11, 5, b"<message>a</message>".to_vec())]);
+        assert_eq!(store.mam_last_id(), Ok(12));
+        assert_eq!(stored_messages(&store), vec![(10, 1), (11, 1), (12, 1)]);
+        let txn = store.read().unwrap();
+        assert!(txn
+            .list_tables()
+            .unwrap()
+            .all(|t| redb::TableHandle::name(&t) != "mam"));
+        let version = txn
+            .open_table(super::super::META)
+            .unwrap()
+            .get(super::super::SCHEMA_KEY)
+            .unwrap()
+            .map(|v| v.value());
+        assert_eq!(version, Some(super::super::SCHEMA_VERSION));
+    }
+
+    #[test]
     fn expiry_deletes_only_old_messages_in_bounded_batches() {
         let dir = TempDir::new("mam-expire");
         let store = open(&dir);
         // Stamps are injected: "now" is whatever cutoff the test passes.
-        let entries = ["a", "b", "c"]
-            .iter()
-            .flat_map(|archive| (1..=10).map(move |n| entry(archive, n, n * 100, "x@h")))
-            .collect();
+        let entries = batch(
+            ["a", "b", "c"]
+                .into_iter()
+                .flat_map(|archive| (1..=10).map(move |n| (archive, n, n * 100, "x@h"))),
+        );
         smol::block_on(store.mam_append(entries)).unwrap();
         let mut passes = 0;
         while smol::block_on(store.mam_expire(501, 4)).unwrap() {
@@ -623,10 +880,8 @@ mod tests {
     fn clear_user_drops_archive_and_prefs() {
         let dir = TempDir::new("mam-clear");
         let store = open(&dir);
-        smol::block_on(
-            store.mam_append(vec![entry("alice", 1, 1, "b@h"), entry("bob", 2, 1, "a@h")]),
-        )
-        .unwrap();
+        smol::block_on(store.mam_append(batch([("alice", 1, 1, "b@h"), ("bob", 2, 1, "a@h")])))
+            .unwrap();
         smol::block_on(store.mam_set_prefs("alice", b"never".to_vec())).unwrap();
         smol::block_on(store.mam_remove("bob", 7)).unwrap();
         store.create_user("alice", b"c").unwrap();

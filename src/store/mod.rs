@@ -19,7 +19,7 @@ mod roster;
 mod vcard;
 mod writer;
 
-pub use mam::{ArchiveEntry, ArchivePage, ArchiveQuery, PageAt};
+pub use mam::{ArchiveBatch, ArchivePage, ArchiveQuery, Held, PageAt};
 pub use pep::{PepItem, Publish};
 pub use privacy::PrivacyLists;
 pub use push::PushRegistration;
@@ -38,8 +38,9 @@ use redb::{
 use writer::Writer;
 
 /// The schema this build reads and writes. Bump it (and add a migration in
-/// [`check_schema`]) whenever a table's key/value layout changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// [`check_schema`]) whenever a table's key/value layout changes. 2: archived messages are
+/// stored once for both archives (`mam.rs`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// File name of the database inside the data dir.
 pub const DB_FILE_NAME: &str = "hearth.redb";
@@ -320,6 +321,10 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
     };
     match found {
         Some(SCHEMA_VERSION) => {}
+        Some(1) => {
+            mam::migrate_from_v1(&txn)?;
+            txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+        }
         Some(version) if version > SCHEMA_VERSION => return Err(StoreError::SchemaTooNew(version)),
         Some(version) => return Err(unreadable(format!("unknown schema version {version}"))),
         None => {
@@ -385,7 +390,10 @@ pub(crate) mod tests {
         let db = Database::open(dir.0.join(DB_FILE_NAME)).unwrap();
         let txn = db.begin_read().unwrap();
         let meta = txn.open_table(META).unwrap();
-        assert_eq!(meta.get(SCHEMA_KEY).unwrap().unwrap().value(), 1);
+        assert_eq!(
+            meta.get(SCHEMA_KEY).unwrap().unwrap().value(),
+            SCHEMA_VERSION
+        );
     }
 
     #[test]
@@ -405,7 +413,7 @@ pub(crate) mod tests {
         assert_eq!(error, StoreError::SchemaTooNew(7));
         assert_eq!(
             error.to_string(),
-            "database schema 7 is newer than this hearth (1)"
+            "database schema 7 is newer than this hearth (2)"
         );
     }
 
