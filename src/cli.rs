@@ -340,7 +340,7 @@ fn run_account(config_path: Option<&Path>, action: Action) -> Result<(), Failure
         Action::Delete { .. } => Request::Delete { user: user()? },
         Action::List => Request::List,
     };
-    match perform(&config.data_dir, &request).map_err(|error| Failure::runtime(command, error))? {
+    match perform(&config, &request).map_err(|error| Failure::runtime(command, error))? {
         Reply::Error(error) => return Err(Failure::runtime(command, error)),
         Reply::Users(users) => {
             for user in users {
@@ -359,7 +359,8 @@ fn run_account(config_path: Option<&Path>, action: Action) -> Result<(), Failure
 
 /// Carries out `request` on the database directly, or through the running server's control
 /// socket when that server holds the database.
-fn perform(data_dir: &Path, request: &Request) -> Result<Reply, String> {
+fn perform(config: &Config, request: &Request) -> Result<Reply, String> {
+    let data_dir = config.data_dir.as_path();
     if !data_dir.is_dir() {
         if !matches!(request, Request::Add { .. }) {
             return Err(format!(
@@ -374,7 +375,13 @@ fn perform(data_dir: &Path, request: &Request) -> Result<Reply, String> {
             .map_err(|error| format!("cannot create {}: {error}", data_dir.display()))?;
     }
     match open_store(data_dir) {
-        Ok(store) => Ok(control::apply(&store, request)),
+        Ok(store) => {
+            let reply = control::apply(&store, request);
+            if let (Reply::Ok, Request::Delete { user }) = (&reply, request) {
+                crate::muc::account_deleted_offline(config, &store, user)?;
+            }
+            Ok(reply)
+        }
         Err(StoreError::Locked(_)) => control::request(data_dir, request),
         Err(error) => Err(error.to_string()),
     }
@@ -774,14 +781,18 @@ mod tests {
     fn account_commands_without_data_dir_fail_cleanly() {
         let dir = std::env::temp_dir().join(format!("hearth-cli-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let error = perform(&dir, &Request::List).unwrap_err();
+        let config = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let error = perform(&config, &Request::List).unwrap_err();
         assert!(error.contains("does not exist"), "{error}");
         assert!(!dir.exists());
         let add = Request::Add {
             user: "alice".into(),
             credentials: vec![1],
         };
-        assert_eq!(perform(&dir, &add), Ok(Reply::Ok));
+        assert_eq!(perform(&config, &add), Ok(Reply::Ok));
         let mode = std::fs::metadata(&dir).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,

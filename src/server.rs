@@ -199,10 +199,11 @@ impl Server {
         }
     }
 
-    /// An account was deleted (by the administrator or its owner): its sessions end and
-    /// its uploaded files go.
+    /// An account was deleted (by the administrator or its owner): its sessions end, its
+    /// uploaded files and its room affiliations go.
     pub fn close_user(&self, local: &str) {
         self.upload.forget_user(local);
+        crate::muc::account_deleted(self, local);
         for session in self.router.borrow().resources(local) {
             session.mailbox.close(StreamCondition::NotAuthorized);
         }

@@ -798,3 +798,47 @@ fn going_offline_leaves_every_room() {
     bob.sync();
     assert!(!bob.transcript.contains("anyone?"), "{}", bob.transcript);
 }
+
+#[test]
+fn a_deleted_account_leaves_no_affiliation_behind() {
+    let mut server = server_with(&["alice", "bob", "dave"], "");
+    let mut alice = Client::online(&server, "alice", "a");
+    create_instant(&mut alice, "club", "al");
+    configure(&mut alice, "club", &field("persistentroom", "1"));
+    for item in [
+        "<item jid='bob@localhost' affiliation='admin'/>",
+        "<item jid='dave@localhost' affiliation='member'/>",
+    ] {
+        assert!(admin_set(&mut alice, "club", item).contains("type='result'"));
+    }
+    let members = |alice: &mut Client| {
+        alice.send(&format!(
+            "<iq type='get' id='list' to='club@{MUC}'><query xmlns='http://jabber.org/protocol/muc#admin'>\
+             <item affiliation='member'/></query></iq>"
+        ));
+        alice.expect("id='list'")
+    };
+    assert!(members(&mut alice).contains("jid='dave@localhost'"));
+    // Deleted while the server runs: a new account of that name is a stranger to the room.
+    let out = server.hearth(&["deluser", "bob@localhost"], "");
+    assert!(out.status.success(), "{out:?}");
+    server.add_user("bob");
+    let mut bob = Client::online(&server, "bob", "b");
+    let own = join(&mut bob, "club", "bo", "");
+    assert!(own.contains("affiliation='none'"), "{own}");
+    // Deleted while it is stopped: the rooms forget it at the next start.
+    drop((alice, bob));
+    server.stop();
+    let out = server.hearth(&["deluser", "dave@localhost"], "");
+    assert!(out.status.success(), "{out:?}");
+    server.add_user("dave");
+    server.spawn();
+    let mut alice = Client::online(&server, "alice", "a");
+    let list = members(&mut alice);
+    assert!(
+        list.contains("type='result'") && !list.contains("dave@localhost"),
+        "{list}"
+    );
+    let own = join(&mut alice, "club", "al", "");
+    assert!(own.contains("affiliation='owner'"), "{own}");
+}

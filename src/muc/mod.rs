@@ -222,14 +222,7 @@ pub fn handle(
             }
         }
     };
-    // Writes are queued at call time and committed with the writer's next batch. Nothing
-    // waits for them: a failed write costs the room its state at the next restart only,
-    // while the room itself keeps working from memory.
-    match record {
-        Some(Persist::Save(record)) => drop(server.store.muc_save(name, record)),
-        Some(Persist::Delete) => drop(server.store.muc_delete(name)),
-        None => {}
-    }
+    persist(&server.store, name, record);
     if rooms.get(name).is_some_and(Room::is_gone) {
         if let Some(room) = rooms.remove(name).filter(|r| r.config.archive) {
             crate::mam::room_gone(server, &room.jid);
@@ -365,6 +358,54 @@ fn disco_reply(ctx: &mut Ctx, from: &str, query: roxmltree::Node, body: impl FnO
     let _ = write!(ctx.out, "><query xmlns='{ns}'>");
     body(ctx.out);
     ctx.out.push_str("</query></iq>");
+}
+
+/// Writes are queued at call time and committed with the writer's next batch. Nothing
+/// waits for them: a failed write costs the room its state at the next restart only, while
+/// the room itself keeps working from memory.
+fn persist(store: &Store, name: &str, record: Option<Persist>) {
+    match record {
+        Some(Persist::Save(record)) => drop(store.muc_save(name, record)),
+        Some(Persist::Delete) => drop(store.muc_delete(name)),
+        None => {}
+    }
+}
+
+/// An account was deleted: no room keeps an affiliation for it.
+pub fn account_deleted(server: &Server, user: &str) {
+    let config = server.config();
+    for (name, room) in server.muc.rooms.borrow_mut().iter_mut() {
+        persist(
+            &server.store,
+            name,
+            room.drop_affiliations(account(&config, user)),
+        );
+    }
+}
+
+/// `hearth deluser` with no server running: the stored rooms forget the account. Blocks
+/// until the records are written.
+pub fn account_deleted_offline(config: &Config, store: &Store, user: &str) -> Result<(), String> {
+    let Some(domain) = config.muc_domain() else {
+        return Ok(());
+    };
+    for (name, record) in store.muc_all().map_err(|e| e.to_string())? {
+        let room = Jid::from_parts(Some(&name), &domain, None)
+            .ok()
+            .and_then(|jid| Room::from_record(jid, &record, defaults(config)));
+        if let Some(Persist::Save(record)) =
+            room.and_then(|mut room| room.drop_affiliations(account(config, user)))
+        {
+            smol::block_on(store.muc_save(&name, record))
+                .map_err(|e| format!("chat room {name}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a room JID list entry is `user`'s account.
+fn account<'a>(config: &'a Config, user: &'a str) -> impl Fn(&Jid) -> bool + 'a {
+    move |jid| jid.domain() == config.domain && jid.local() == Some(user)
 }
 
 /// A session ended: it leaves every room it was in, and emptied temporary rooms vanish.

@@ -209,6 +209,17 @@ impl Room {
         }
     }
 
+    /// Drops the affiliations of the JIDs `gone` names (deleted accounts: a later account of
+    /// the same name is someone else and inherits nothing). The record to save, if any went.
+    pub fn drop_affiliations(&mut self, gone: impl Fn(&Jid) -> bool) -> Option<Persist> {
+        let before = self.affiliations.len();
+        self.affiliations.retain(|(jid, _)| !gone(jid));
+        if self.affiliations.len() == before {
+            return None;
+        }
+        self.saved()
+    }
+
     fn by_session(&self, id: u64) -> Option<usize> {
         self.occupants
             .iter()
