@@ -125,26 +125,27 @@ fn trim_heap() {}
 mod tests {
     use super::*;
 
+    // 32-bit addresses, so the test builds for armv7 too.
     const SMAPS: &str = "\
-55c787edb000-55c787f90000 r--p 00000000 fe:00 123 /usr/bin/hearth
+55edb000-55f90000 r--p 00000000 fe:00 123 /usr/bin/hearth
 Size:                728 kB
 Rss:                 512 kB
 Anonymous:             0 kB
-55c787f90000-55c788243000 r-xp 000b5000 fe:00 123 /usr/bin/hearth
+55f90000-56243000 r-xp 000b5000 fe:00 123 /usr/bin/hearth
 Rss:                2684 kB
 Anonymous:             0 kB
-55c788243000-55c788257000 r--p 00368000 fe:00 123 /usr/bin/hearth
+56243000-56257000 r--p 00368000 fe:00 123 /usr/bin/hearth
 Rss:                  80 kB
 Anonymous:            76 kB
-55c788257000-55c788259000 rw-p 0037c000 fe:00 123 /usr/bin/hearth
+56257000-56259000 rw-p 0037c000 fe:00 123 /usr/bin/hearth
 Anonymous:             8 kB
-55c7bf65d000-55c7bf6c1000 rw-p 00000000 00:00 0 [heap]
+5765d000-576c1000 rw-p 00000000 00:00 0 [heap]
 Anonymous:           260 kB
-7f97a6e8c000-7f97a6e8e000 r-xp 00000000 00:00 0 [vdso]
+77e8c000-77e8e000 r-xp 00000000 00:00 0 [vdso]
 Anonymous:             0 kB
-7f97a6e8f000-7f97a6eb5000 r-xp 00001000 fe:00 456 /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+77e8f000-77eb5000 r-xp 00001000 fe:00 456 /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
 Anonymous:             0 kB
-7f97a6f00000-7f97a6f01000 r--p 00000000 fe:00 789 /tmp/no-anonymous-line
+77f00000-77f01000 r--p 00000000 fe:00 789 /tmp/no-anonymous-line
 ";
 
     #[test]
@@ -153,15 +154,15 @@ Anonymous:             0 kB
             droppable(SMAPS),
             [
                 Droppable {
-                    start: 0x55c7_87ed_b000,
+                    start: 0x55ed_b000,
                     len: 0xb5000
                 },
                 Droppable {
-                    start: 0x55c7_87f9_0000,
+                    start: 0x55f9_0000,
                     len: 0x2b3000
                 },
                 Droppable {
-                    start: 0x7f97_a6e8_f000,
+                    start: 0x77e8_f000,
                     len: 0x26000
                 },
             ]
@@ -180,17 +181,17 @@ Anonymous:             0 kB
 
     #[test]
     fn release_unmaps_this_process_code_and_it_runs_on() {
+        // Under qemu-user (CI sets HEARTH_TEST_RUNNER for the ARM runs) smaps is the
+        // emulator's rendering, madvise on file mappings a no-op and RssFile the
+        // emulator's own: there only running on after a release is checked.
+        let native = std::env::var_os("HEARTH_TEST_RUNNER").is_none();
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
-        assert!(!droppable(&smaps).is_empty());
+        assert!(!native || !droppable(&smaps).is_empty(), "{smaps}");
         let before = rss_file();
         release();
         // This very function's code was among the pages dropped: it faulted back in.
         let after = rss_file();
-        // Under qemu-user (CI sets HEARTH_TEST_RUNNER for the ARM runs) madvise on file
-        // mappings is a no-op and RssFile is the emulator's: only running on is checked.
-        if std::env::var_os("HEARTH_TEST_RUNNER").is_none() {
-            assert!(after < before, "RssFile {before} → {after} KiB");
-        }
+        assert!(!native || after < before, "RssFile {before} → {after} KiB");
     }
 
     #[test]
