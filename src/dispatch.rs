@@ -366,10 +366,7 @@ pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
             ..
         } = item
         {
-            let quota = server.config().limits.offline_quota as usize;
-            if server
-                .store
-                .offline_push(user, xml.as_bytes().to_vec(), quota)
+            if offline::keep(server, user, xml.as_bytes().to_vec())
                 .await
                 .is_ok()
             {

@@ -70,12 +70,8 @@ impl Pending {
     /// Commits the message; if it cannot be kept the sender is told, so
     /// nothing accepted is silently lost.
     pub async fn store(self, server: &Server, out: &mut String) {
-        let quota = server.config().limits.offline_quota as usize;
         let archived = crate::mam::archived_id(server, &self.user, &self.xml);
-        let result = server
-            .store
-            .offline_push(&self.user, self.xml.into_bytes(), quota)
-            .await;
+        let result = keep(server, &self.user, self.xml.into_bytes()).await;
         if let (Err(_), Some(id)) = (&result, archived) {
             crate::mam::refused(server, &self.user, id);
         }
@@ -101,6 +97,31 @@ impl Pending {
     }
 }
 
+/// Stores `xml` for `user` within the offline quota. A resource of the
+/// user whose initial presence looked before this write committed is told
+/// to fetch it now, so the message does not wait for the next login.
+pub async fn keep(server: &Server, user: &str, xml: Vec<u8>) -> Result<(), StoreError> {
+    let quota = server.config().limits.offline_quota as usize;
+    server.store.offline_push(user, xml, quota).await?;
+    announce(server, user);
+    Ok(())
+}
+
+/// Tells the user's resources that would take a chat message (available,
+/// priority ≥ 0) that stored messages wait; while a delivery is under way
+/// it is repeated once that one is done, as it may have read too early.
+fn announce(server: &Server, user: &str) {
+    if let Some(again) = server.offline_in_flight.borrow_mut().get_mut(user) {
+        *again = true;
+        return;
+    }
+    for session in server.router.borrow().resources(user) {
+        if session.available.get() && session.priority.get() >= 0 {
+            session.mailbox.offline_waiting();
+        }
+    }
+}
+
 /// Stored messages handed to a session; acknowledge once written.
 pub struct Batch {
     user: Box<str>,
@@ -111,13 +132,17 @@ pub struct Batch {
 /// The user's stored messages, oldest first, or None when there are none
 /// or another resource of the user is already taking them.
 pub fn take(server: &Server, user: &str) -> Option<Batch> {
-    if !server.offline_in_flight.borrow_mut().insert(user.into()) {
-        return None;
+    {
+        let mut in_flight = server.offline_in_flight.borrow_mut();
+        if in_flight.contains_key(user) {
+            return None;
+        }
+        in_flight.insert(user.into(), false);
     }
     let messages = match server.store.offline_peek(user) {
         Ok(messages) if !messages.is_empty() => messages,
         Ok(_) => {
-            server.offline_in_flight.borrow_mut().remove(user);
+            release(server, user);
             return None;
         }
         Err(e) => {
@@ -154,7 +179,11 @@ pub async fn acknowledge(server: &Server, batch: Batch) {
     release(server, &batch.user);
 }
 
-/// The batch could not be written: keep it for next time.
+/// The batch was delivered or could not be written (then it stays for
+/// next time); messages stored meanwhile are announced now.
 pub fn release(server: &Server, user: &str) {
-    server.offline_in_flight.borrow_mut().remove(user);
+    let again = server.offline_in_flight.borrow_mut().remove(user);
+    if again == Some(true) {
+        announce(server, user);
+    }
 }

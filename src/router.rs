@@ -25,6 +25,9 @@ pub enum Outbound {
     },
     /// End the stream with this error (conflict, shutdown, …).
     Close(StreamCondition),
+    /// Messages were stored for this available resource's user after its
+    /// initial presence looked: fetch them now, not at the next login.
+    OfflineWaiting,
 }
 
 /// A bounded per-connection queue of stanzas to write. Empty mailboxes hold
@@ -75,6 +78,11 @@ impl Mailbox {
     pub fn close(&self, condition: StreamCondition) {
         self.closing.set(true);
         self.push(Outbound::Close(condition));
+    }
+
+    /// Queues a reminder that offline storage holds messages for the user.
+    pub fn offline_waiting(&self) {
+        self.push(Outbound::OfflineWaiting);
     }
 
     fn push(&self, item: Outbound) {

@@ -17,7 +17,7 @@ use smol::net::TcpListener;
 use smol::stream::StreamExt;
 use smol::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,8 +38,9 @@ pub struct Server {
     config: RefCell<Rc<Config>>,
     pub store: Store,
     pub router: RefCell<Router>,
-    /// Users whose offline messages are being delivered right now.
-    pub offline_in_flight: RefCell<HashSet<Box<str>>>,
+    /// Users whose offline messages are being delivered right now, and
+    /// whether more were stored meanwhile (see [`crate::offline::keep`]).
+    pub offline_in_flight: RefCell<HashMap<Box<str>, bool>>,
     pub blocking: crate::blocking::Blocklists,
     pub privacy: crate::privacy::Privacy,
     pub photo_hashes: crate::vcard::PhotoHashes,

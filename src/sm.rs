@@ -112,13 +112,10 @@ impl State {
     /// there, the rest is dropped.
     pub async fn keep_unacked(&mut self, server: &Server, session: &Session) {
         let user = session.jid.local().unwrap_or_default();
-        let quota = server.config().limits.offline_quota as usize;
         let mut kept = 0;
         for xml in std::mem::take(&mut self.unacked) {
             if storable(&xml)
-                && server
-                    .store
-                    .offline_push(user, xml.as_bytes().to_vec(), quota)
+                && crate::offline::keep(server, user, xml.as_bytes().to_vec())
                     .await
                     .is_ok()
             {

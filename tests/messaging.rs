@@ -113,6 +113,37 @@ fn offline_message_is_delivered_with_delay_at_next_presence() {
     again.expect_silence(Duration::from_millis(300));
 }
 
+/// A message the router sends to storage just before the recipient's
+/// initial presence reaches the user at once, not at the next login, even
+/// when the presence looked in the store before the message was committed.
+#[test]
+fn messages_stored_while_the_recipient_comes_online_arrive_at_once() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = Client::online(&server, "alice", "a");
+    for round in 0..10 {
+        let mut bob = Client::login(&server, "bob", &format!("b{round}"));
+        for i in 0..20 {
+            alice.send(&format!(
+                "<message to='bob@localhost' type='chat' id='r{round}m{i}'><body>r{round}m{i}</body></message>"
+            ));
+            if i == 10 {
+                bob.send("<presence/>");
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < 20 {
+            let got = bob.expect("<body>");
+            let body = text_of(&got);
+            assert!(body.starts_with(&format!("r{round}m")), "{got}");
+            assert!(seen.insert(body), "delivered twice: {got}");
+        }
+        bob.send("<presence type='unavailable'/>");
+        bob.sync();
+    }
+}
+
 #[test]
 fn offline_messages_survive_restart_and_sigkill() {
     let mut server = TestServer::start("");

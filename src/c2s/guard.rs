@@ -255,13 +255,8 @@ impl Connection {
             return;
         };
         let user = session.jid.local().unwrap_or_default();
-        let quota = self.server.config().limits.offline_quota as usize;
         for xml in unwritten {
-            let _ = self
-                .server
-                .store
-                .offline_push(user, xml.as_bytes().to_vec(), quota)
-                .await;
+            let _ = crate::offline::keep(&self.server, user, xml.as_bytes().to_vec()).await;
         }
     }
 }

@@ -283,6 +283,12 @@ impl Connection {
                     Ok(())
                 }
                 Wake::Mail(Outbound::Close(condition)) => Err(End::Error(condition, None)),
+                Wake::Mail(Outbound::OfflineWaiting) => match self.session.clone() {
+                    Some(session) if session.available.get() => {
+                        self.complete(&session, Deferred::FlushOffline).await
+                    }
+                    _ => Ok(()),
+                },
                 Wake::Deadline => {
                     if let Some(sm) = &mut self.sm {
                         sm.request_if_due(&mut self.out, Instant::now());
