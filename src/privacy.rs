@@ -787,7 +787,7 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             to,
             from,
-            ask: false,
+            ..RosterItem::default()
         }
     }
 

@@ -43,6 +43,9 @@ fn write_item(out: &mut String, stored: &Stored) {
     if item.ask {
         out.push_str(" ask='subscribe'");
     }
+    if item.approved {
+        out.push_str(" approved='true'");
+    }
     if item.groups.is_empty() {
         out.push_str("/>");
         return;
@@ -397,8 +400,7 @@ mod tests {
                 name: Some("B'".into()),
                 groups: vec!["G".into()],
                 to: true,
-                from: false,
-                ask: false,
+                ..RosterItem::default()
             },
             ver: 3,
             removed: false,

@@ -1,8 +1,9 @@
 //! Presence subscriptions (RFC 6121 §3 and Appendix A) between local users: the state
 //! machine of both ends, applied to both rosters in one store op, then the roster pushes and
 //! presence it calls for. It never routes to another server (there is no federation yet):
-//! a subscription stanza for another domain is refused here. Pre-approval (§3.4) is not
-//! implemented and not advertised: a `subscribed` with no request pending is ignored.
+//! a subscription stanza for another domain is refused here. A `subscribed` with no
+//! request pending is a pre-approval (§3.4): kept on the item, it answers the contact's
+//! later request at once.
 
 use crate::dispatch::{reply_error, Deferred};
 use crate::jid::Jid;
@@ -15,6 +16,9 @@ use crate::store::{RosterItem, RosterTxn, StoreError, Stored};
 use crate::xml::{write_element, Esc, NS_CLIENT};
 use log::warn;
 use std::rc::Rc;
+
+/// The stream feature that advertises pre-approval (RFC 6121 §3.4).
+pub const NS_PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
 
 /// What the event loop does once a subscription change is committed.
 #[derive(Debug, Default)]
@@ -109,26 +113,36 @@ impl Change {
             }
             return Ok(());
         }
-        let approved = txn.item(target, &sender_jid)?.is_some_and(|item| item.from);
-        if approved {
-            // Already approved: the target's server answers on its behalf.
-            if grant_to(txn, sender, &target_jid, out)? {
-                out.deliveries.push(Delivery::Stanza {
-                    to: sender.into(),
-                    xml: stanza("subscribed", &target_jid, &sender_jid),
-                });
-                out.deliveries.push(Delivery::Presence {
-                    from: target.into(),
-                    to: sender.into(),
-                    available: true,
-                });
+        match txn.item(target, &sender_jid)? {
+            Some(item) if item.from => {}
+            Some(mut item) if item.approved => {
+                // §3.4.2: pre-approved, so approved now without asking the target.
+                item.approved = false;
+                item.from = true;
+                out.pushes.push((target.into(), txn.put(target, &item)?));
             }
-        } else if !txn.pending(target, &sender_jid)? {
-            // Kept until answered and shown again at each login.
-            txn.set_pending(target, &sender_jid, self.xml.as_bytes())?;
+            _ => {
+                if !txn.pending(target, &sender_jid)? {
+                    // Kept until answered and shown again at each login.
+                    txn.set_pending(target, &sender_jid, self.xml.as_bytes())?;
+                    out.deliveries.push(Delivery::Stanza {
+                        to: target.into(),
+                        xml: self.xml.clone(),
+                    });
+                }
+                return Ok(());
+            }
+        }
+        // Approved: the target's server answers on its behalf.
+        if grant_to(txn, sender, &target_jid, out)? {
             out.deliveries.push(Delivery::Stanza {
-                to: target.into(),
-                xml: self.xml.clone(),
+                to: sender.into(),
+                xml: stanza("subscribed", &target_jid, &sender_jid),
+            });
+            out.deliveries.push(Delivery::Presence {
+                from: target.into(),
+                to: sender.into(),
+                available: true,
             });
         }
         Ok(())
@@ -138,10 +152,10 @@ impl Change {
     fn subscribed(&self, txn: &RosterTxn, out: &mut Outcome) -> Result<(), StoreError> {
         let (sender, target) = (self.sender.as_str(), self.target.as_str());
         let (sender_jid, target_jid) = (self.bare(sender), self.bare(target));
-        if !txn.pending(sender, &target_jid)? {
-            return Ok(());
-        }
+        let pending = txn.pending(sender, &target_jid)?;
         let mut item = match txn.item(sender, &target_jid)? {
+            // §3.4.2: already subscribed or already pre-approved: nothing to do.
+            Some(item) if !pending && (item.from || item.approved) => return Ok(()),
             Some(item) => item,
             None if txn.count(sender)? >= self.max_items => {
                 out.error = Some(StanzaCondition::ResourceConstraint);
@@ -152,8 +166,15 @@ impl Change {
                 ..RosterItem::default()
             },
         };
+        if !pending {
+            // §3.4.2: noted on the item, not delivered to the target.
+            item.approved = true;
+            out.pushes.push((sender.into(), txn.put(sender, &item)?));
+            return Ok(());
+        }
         txn.clear_pending(sender, &target_jid)?;
         item.from = true;
+        item.approved = false;
         out.pushes.push((sender.into(), txn.put(sender, &item)?));
         if self.target_exists && grant_to(txn, target, &sender_jid, out)? {
             out.deliveries.push(Delivery::Stanza {
@@ -232,8 +253,8 @@ fn clear_to(
     Ok(true)
 }
 
-/// `other` stops receiving `owner`'s presence and its pending request is dropped.
-/// Returns (anything changed, `other` was subscribed).
+/// `other` stops receiving `owner`'s presence, its pending request is dropped and a
+/// pre-approval withdrawn. Returns (`other` lost a subscription or request, it was subscribed).
 fn clear_from(
     txn: &RosterTxn,
     owner: &str,
@@ -245,14 +266,18 @@ fn clear_from(
         txn.clear_pending(owner, other)?;
     }
     let mut had_from = false;
+    let mut changed = pending;
     if let Some(mut item) = txn.item(owner, other)? {
-        if item.from {
-            had_from = true;
+        if item.from || item.approved {
+            // §3.4: `unsubscribed` also cancels a pre-approval.
+            had_from = item.from;
+            changed |= item.from;
             item.from = false;
+            item.approved = false;
             out.pushes.push((owner.into(), txn.put(owner, &item)?));
         }
     }
-    Ok((pending || had_from, had_from))
+    Ok((changed, had_from))
 }
 
 /// `owner` asked for `other`'s presence and got it approved. True if it changed.
@@ -394,17 +419,19 @@ mod tests {
     use crate::store::tests::{open, TempDir};
     use crate::store::Store;
 
-    /// "N", "T", "F" or "B", then "+PO" (ask) and/or "+PI" (pending in), as Appendix A.
+    /// "N", "T", "F" or "B", then "+PO" (ask), "+PI" (pending in) and/or "+PA"
+    /// (pre-approved), as Appendix A.
     fn set(store: &Store, user: &'static str, contact: &'static str, state: &'static str) {
         smol::block_on(store.roster_update(move |txn| {
             let contact_jid = format!("{contact}@h");
             let base = &state[..1];
-            if base != "N" || state.contains("+PO") {
+            if base != "N" || state.contains("+PO") || state.contains("+PA") {
                 let item = RosterItem {
                     jid: contact_jid.clone(),
                     to: base == "T" || base == "B",
                     from: base == "F" || base == "B",
                     ask: state.contains("+PO"),
+                    approved: state.contains("+PA"),
                     ..RosterItem::default()
                 };
                 txn.put(user, &item)?;
@@ -430,6 +457,9 @@ mod tests {
         if item.ask {
             state.push_str("+PO");
         }
+        if item.approved {
+            state.push_str("+PA");
+        }
         let pending = store.pending_in(user).unwrap().len();
         if pending > 0 {
             state.push_str("+PI");
@@ -450,7 +480,14 @@ mod tests {
             (Subscribed, "N+PI", "N+PO", "F", "T"),
             (Subscribed, "N+PO+PI", "N+PO+PI", "F+PO", "T+PI"),
             (Subscribed, "T+PI", "F+PO", "B", "B"),
-            (Subscribed, "N", "N", "N", "N"),
+            // §3.4 pre-approval: noted, used by the next request, withdrawn by `unsubscribed`.
+            (Subscribed, "N", "N", "N+PA", "N"),
+            (Subscribed, "T", "F", "T+PA", "F"),
+            (Subscribed, "F", "T", "F", "T"),
+            (Subscribed, "N+PA", "N", "N+PA", "N"),
+            (Subscribe, "N", "N+PA", "T", "F"),
+            (Subscribe, "F", "T+PA", "B", "B"),
+            (Unsubscribed, "N+PA", "N", "N", "N"),
             (Unsubscribe, "N+PO", "N+PI", "N", "N"),
             (Unsubscribe, "T", "F", "N", "N"),
             (Unsubscribe, "B", "B", "F", "T"),

@@ -170,11 +170,13 @@ fn denial_cancelled_requests_and_unknown_contacts() {
         "<item jid='alice@localhost' subscription='none'/>"
     );
     alice.expect("type='unsubscribe' to='alice@localhost' from='dave@localhost'");
-    // Approving a withdrawn request does nothing (no pre-approval).
+    // Approving a withdrawn request only pre-approves the next one (§3.4).
     alice.send("<presence type='subscribed' to='dave@localhost'/>");
-    alice.sync();
+    assert_eq!(
+        expect_push(&mut alice),
+        "<item jid='dave@localhost' subscription='none' approved='true'/>"
+    );
     dave.expect_silence(QUIET);
-    assert!(!roster_get(&mut alice).contains("<item"));
 
     // No such user: the request is answered with unsubscribed.
     alice.send("<presence type='subscribe' to='nobody@localhost'/>");
@@ -191,6 +193,65 @@ fn denial_cancelled_requests_and_unknown_contacts() {
     alice.send("<presence type='subscribe' to='x@elsewhere.example' id='r1'/>");
     let error = alice.expect("id='r1'");
     assert!(error.contains("<remote-server-not-found "), "{error}");
+}
+
+/// RFC 6121 §3.4: a `subscribed` sent before any request is kept on the roster item and
+/// answers the contact's request at once; `unsubscribed` withdraws it.
+#[test]
+fn pre_approval_answers_the_next_request_at_once() {
+    let server = TestServer::start("");
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(user);
+    }
+    let features = features_after_auth(&server, "alice");
+    assert!(
+        features.contains("<sub xmlns='urn:xmpp:features:pre-approval'/>"),
+        "{features}"
+    );
+    let mut alice = ready(&server, "alice", "a");
+    let mut bob = ready(&server, "bob", "b");
+    let mut carol = ready(&server, "carol", "c");
+
+    alice.send("<presence type='subscribed' to='bob@localhost'/>");
+    let approved = "<item jid='bob@localhost' subscription='none' approved='true'/>";
+    assert_eq!(expect_push(&mut alice), approved);
+    assert!(roster_get(&mut alice).contains(approved));
+    // Not delivered to the contact, and a second one changes nothing.
+    alice.send("<presence type='subscribed' to='bob@localhost'/>");
+    alice.expect_silence(QUIET);
+    bob.expect_silence(QUIET);
+
+    // Bob asks: approved in alice's name, alice is not asked.
+    bob.send("<presence type='subscribe' to='alice@localhost'/>");
+    assert_eq!(
+        expect_push(&mut alice),
+        "<item jid='bob@localhost' subscription='from'/>"
+    );
+    assert_eq!(
+        expect_push(&mut bob),
+        "<item jid='alice@localhost' subscription='none' ask='subscribe'/>"
+    );
+    assert_eq!(
+        expect_push(&mut bob),
+        "<item jid='alice@localhost' subscription='to'/>"
+    );
+    bob.expect("type='subscribed' to='bob@localhost' from='alice@localhost'");
+    bob.expect("from='alice@localhost/a'");
+    alice.expect_silence(QUIET);
+
+    // A withdrawn pre-approval: carol's request goes to alice as usual.
+    alice.send("<presence type='subscribed' to='carol@localhost'/>");
+    expect_push(&mut alice);
+    alice.send("<presence type='unsubscribed' to='carol@localhost'/>");
+    assert_eq!(
+        expect_push(&mut alice),
+        "<item jid='carol@localhost' subscription='none'/>"
+    );
+    carol.expect_silence(QUIET);
+    carol.send("<presence type='subscribe' to='alice@localhost'/>");
+    alice.expect("type='subscribe' to='alice@localhost' from='carol@localhost'");
+    let roster = roster_get(&mut alice);
+    assert!(!roster.contains("approved"), "{roster}");
 }
 
 #[test]

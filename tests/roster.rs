@@ -5,7 +5,6 @@ mod common;
 
 use common::roster::*;
 use common::*;
-use hearth::sasl::Mechanism;
 use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -79,16 +78,6 @@ fn get_set_remove_with_pushes_to_interested_resources() {
     assert!(reply.contains("<item-not-found "), "{reply}");
     a2.expect_silence(QUIET);
     a3.expect_silence(QUIET);
-}
-
-/// Logs in and returns the stream features offered after authentication.
-fn features_after_auth(server: &TestServer, user: &str) -> String {
-    let mut client = Client::connect(server);
-    client.starttls();
-    assert!(client.scram(Mechanism::ScramSha256, user, PASSWORD));
-    client.open_stream();
-    client.header();
-    client.stanza()
 }
 
 fn ver_of(result: &str) -> String {

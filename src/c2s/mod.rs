@@ -393,6 +393,11 @@ impl Connection {
                     "<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session>"
                 );
                 let _ = write!(self.out, "<ver xmlns='{}'/>", crate::roster::NS_VERSIONING);
+                let _ = write!(
+                    self.out,
+                    "<sub xmlns='{}'/>",
+                    crate::subscription::NS_PRE_APPROVAL
+                );
                 let _ = write!(self.out, "<csi xmlns='{}'/>", csi::NS);
                 crate::pep::caps::write_stream_feature(&mut self.out, &self.server.config());
                 if self.server.config().sm.enabled {

@@ -36,6 +36,8 @@ const FROM: u8 = 2;
 const ASK: u8 = 4;
 const REMOVED: u8 = 8;
 const HAS_NAME: u8 = 16;
+/// Added after schema 2 shipped; files written before simply lack the bit.
+const APPROVED: u8 = 32;
 
 /// One roster item as RFC 6121 §2.1.2 describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub struct RosterItem {
     pub from: bool,
     /// The user asked for the contact's presence (`ask='subscribe'`).
     pub ask: bool,
+    /// The user pre-approved a request from the contact (§3.4, `approved='true'`).
+    pub approved: bool,
 }
 
 /// An item with its version; `removed` marks a tombstone.
@@ -89,6 +93,7 @@ fn encode(item: &RosterItem, ver: u64, removed: bool) -> Vec<u8> {
         (item.to, TO),
         (item.from, FROM),
         (item.ask, ASK),
+        (item.approved, APPROVED),
         (removed, REMOVED),
         (item.name.is_some(), HAS_NAME),
     ] {
@@ -135,6 +140,7 @@ fn decode(jid: &str, bytes: &[u8]) -> Result<Stored, StoreError> {
             to: flags & TO != 0,
             from: flags & FROM != 0,
             ask: flags & ASK != 0,
+            approved: flags & APPROVED != 0,
         },
         ver: u64::from_le_bytes(*ver),
         removed: flags & REMOVED != 0,
@@ -378,6 +384,7 @@ mod tests {
             groups: vec!["Friends".into(), "Wörk".into()],
             to: true,
             ask: true,
+            approved: true,
             ..RosterItem::default()
         }
     }

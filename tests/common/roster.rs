@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// Logs in and returns the stream features offered after authentication.
+pub fn features_after_auth(server: &TestServer, user: &str) -> String {
+    let mut client = Client::connect(server);
+    client.starttls();
+    assert!(client.scram(Mechanism::ScramSha256, user, PASSWORD));
+    client.open_stream();
+    client.header();
+    client.stanza()
+}
+
 /// Requests the roster (making the resource interested) and returns the result.
 pub fn roster_get(client: &mut Client) -> String {
     client.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>");
