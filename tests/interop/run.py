@@ -232,6 +232,42 @@ async def scenario_mutual_subscription_presence(server):
     await close(dave)
 
 
+async def scenario_pre_approval(server):
+    """RFC 6121 §3.4 as slixmpp sees it: the feature is offered, a pre-approval is kept on
+    hana's roster item, and ivan's later request is approved without asking hana."""
+    hana = await online(server, "hana", "h")
+    ivan = await online(server, "ivan", "i")
+    assert "preapproval" in hana.features, hana.features
+    hana_jid, ivan_jid = f"hana@{DOMAIN}", f"ivan@{DOMAIN}"
+    hana.asked = []
+    hana.add_event_handler("presence_subscribe", lambda p: hana.asked.append(p))
+    for client in (hana, ivan):
+        await client.get_roster(timeout=TIMEOUT)
+    hana.send_presence(pto=ivan_jid, ptype="subscribed")
+    deadline = time.time() + TIMEOUT
+    while True:
+        query = hana.Iq(stype="get")
+        query.enable("roster")  # no `ver`: the whole roster, not changes
+        items = (await query.send(timeout=TIMEOUT))["roster"]["items"]
+        if ivan_jid in items and items[ivan_jid]["approved"] == "true":
+            break
+        assert time.time() < deadline, items
+        await asyncio.sleep(0.05)
+    ivan.send_presence_subscription(pto=hana_jid)
+    while not (
+        ivan.client_roster[hana_jid]["subscription"] == "to"
+        and hana.client_roster[ivan_jid]["subscription"] == "from"
+    ):
+        assert time.time() < deadline, (
+            ivan.client_roster[hana_jid]["subscription"],
+            hana.client_roster[ivan_jid]["subscription"],
+        )
+        await asyncio.sleep(0.05)
+    await hana.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    assert not hana.asked, hana.asked
+    await close(hana, ivan)
+
+
 async def scenario_muc_groupchat(server):
     room = f"interop@rooms.{DOMAIN}"
     carol, alice, bob = [await online(server, u, "muc") for u in ("carol", "alice", "bob")]
@@ -528,6 +564,7 @@ SCENARIOS = [
     scenario_offline_delivery,
     scenario_blocking,
     scenario_mutual_subscription_presence,
+    scenario_pre_approval,
     scenario_muc_groupchat,
     scenario_carbons,
     scenario_pep_open_device_list,
@@ -547,7 +584,7 @@ def main():
     passed = failed = 0
     try:
         server.start()
-        for user in ("alice", "bob", "carol", "dave", "erin", "frank", "gina"):
+        for user in ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hana", "ivan"):
             server.adduser(user)
         only = os.environ.get("HEARTH_INTEROP_ONLY")
         for scenario in SCENARIOS:
