@@ -115,6 +115,20 @@ impl TestServer {
 
     /// Starts the process and waits until it says it is ready.
     pub fn spawn(&mut self) {
+        // Under qemu-user the test binary is emulated too, and its fork of the server from
+        // a many-threaded process can hang before the exec (a qemu-user limitation, not
+        // hearth's). There, a server that has said nothing at all for a minute is started
+        // once more; natively a silent server fails the test at once.
+        let emulated = std::env::var("HEARTH_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty());
+        if !self.try_spawn(emulated) {
+            eprintln!("the emulated server said nothing for a minute; starting it again");
+            assert!(self.try_spawn(false));
+        }
+    }
+
+    /// One start; false if `give_up_silent` and the process printed nothing in a minute
+    /// (it is killed then).
+    fn try_spawn(&mut self, give_up_silent: bool) -> bool {
         let mut child = hearth_command()
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -135,11 +149,19 @@ impl TestServer {
             }
         });
         let deadline = Instant::now() + patience(Duration::from_secs(30));
+        let mut silent_until = give_up_silent.then(|| Instant::now() + Duration::from_secs(60));
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("server did not start:\n{}", self.log.lock().unwrap()));
+            let until = silent_until.map_or(deadline, |silent| silent.min(deadline));
+            let line = match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(line) => line,
+                Err(_) if silent_until.is_some() => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return false;
+                }
+                Err(_) => panic!("server did not start:\n{}", self.log.lock().unwrap()),
+            };
+            silent_until = None;
             if let Some(addr) = line.split("listening for starttls on ").nth(1) {
                 self.starttls = addr.trim().parse().unwrap();
             }
@@ -153,6 +175,7 @@ impl TestServer {
         // Keep draining so the pipe never fills.
         std::thread::spawn(move || while rx.recv().is_ok() {});
         self.child = Some(child);
+        true
     }
 
     /// SIGTERM, then waits for the exit status.
