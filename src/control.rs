@@ -16,6 +16,7 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -230,13 +231,23 @@ pub fn unbind(data_dir: &Path) {
     let _ = std::fs::remove_file(socket_path(data_dir));
 }
 
+/// A store operation running on the server's loop.
+pub type StoreOp = Pin<Box<dyn Future<Output = Result<(), StoreError>>>>;
+
+/// What the running server does for account requests beyond the accounts table.
+pub struct Hooks {
+    /// Deletes an account the way the running server must (sessions, queued writes).
+    pub delete: Box<dyn Fn(String) -> StoreOp>,
+    /// An account was added: a name deleted earlier is in use again.
+    pub added: Box<dyn Fn(&str)>,
+}
+
 /// Answers control requests until the returned future is dropped (at server shutdown).
 ///
 /// Runs on the server's single-threaded loop: each connection is a task on a private
 /// [`LocalExecutor`] driven by this future, so the caller just spawns `serve` once. Store
-/// writes run on smol's blocking pool. `on_deleted(user)` runs after a successful `DEL` so the
-/// server can end that user's sessions.
-pub async fn serve(listener: UnixListener, store: Store, on_deleted: Rc<dyn Fn(&str)>) {
+/// writes run on smol's blocking pool, except `DEL`, which `hooks` carries out.
+pub async fn serve(listener: UnixListener, store: Store, hooks: Rc<Hooks>) {
     let connections = LocalExecutor::new();
     let active = Rc::new(Cell::new(0usize));
     connections
@@ -246,7 +257,7 @@ pub async fn serve(listener: UnixListener, store: Store, on_deleted: Rc<dyn Fn(&
                     Ok((stream, _)) => {
                         let busy = active.get() >= MAX_CONNECTIONS;
                         let slot = ConnectionSlot::take(&active);
-                        let task = handle(stream, store.clone(), Rc::clone(&on_deleted), busy);
+                        let task = handle(stream, store.clone(), Rc::clone(&hooks), busy);
                         connections
                             .spawn(async move {
                                 task.await;
@@ -282,7 +293,7 @@ impl Drop for ConnectionSlot {
 }
 
 /// Reads one request, carries it out and replies. Silent peers are dropped after a timeout.
-async fn handle(mut stream: UnixStream, store: Store, on_deleted: Rc<dyn Fn(&str)>, busy: bool) {
+async fn handle(mut stream: UnixStream, store: Store, hooks: Rc<Hooks>, busy: bool) {
     // Even a busy server reads the request: closing with unread input would reset the
     // connection and lose the reply.
     let reply = match within(SERVER_IO_TIMEOUT, read_request(&stream)).await {
@@ -292,7 +303,7 @@ async fn handle(mut stream: UnixStream, store: Store, on_deleted: Rc<dyn Fn(&str
         }
         Some(_) if busy => Reply::Error("busy, try again".into()),
         Some(Err(message)) => Reply::Error(message),
-        Some(Ok(request)) => execute(request, store, &*on_deleted).await,
+        Some(Ok(request)) => execute(request, store, &hooks).await,
     };
     let sent = within(SERVER_IO_TIMEOUT, async {
         stream.write_all(reply.encode().as_bytes()).await?;
@@ -323,20 +334,23 @@ async fn read_request(stream: &UnixStream) -> Result<Request, String> {
     Request::parse(line)
 }
 
-/// Carries out a request off the loop thread; after a `DEL`, lets the server end sessions.
-async fn execute(request: Request, store: Store, on_deleted: &dyn Fn(&str)) -> Reply {
+/// Carries out a request off the loop thread, or a `DEL` through the server's hooks.
+async fn execute(request: Request, store: Store, hooks: &Hooks) -> Reply {
     let (done, user) = match &request {
         Request::Add { user, .. } => ("added", user.clone()),
         Request::Passwd { user, .. } => ("changed the password of", user.clone()),
         Request::Delete { user } => ("deleted", user.clone()),
         Request::List => ("listed", String::from("accounts")),
     };
-    let is_delete = matches!(request, Request::Delete { .. });
-    let reply = smol::unblock(move || apply(&store, &request)).await;
+    let is_add = matches!(request, Request::Add { .. });
+    let reply = match request {
+        Request::Delete { user } => reply_to(&user, (hooks.delete)(user.clone()).await),
+        request => smol::unblock(move || apply(&store, &request)).await,
+    };
     if reply == Reply::Ok {
         log::info!("control socket: {done} user {user}");
-        if is_delete {
-            on_deleted(&user);
+        if is_add {
+            (hooks.added)(&user);
         }
     }
     reply
@@ -354,8 +368,12 @@ pub fn apply(store: &Store, request: &Request) -> Reply {
         }
         Request::Add { user, credentials } => (user, store.create_user(user, credentials)),
         Request::Passwd { user, credentials } => (user, store.set_credentials(user, credentials)),
-        Request::Delete { user } => (user, store.delete_user(user)),
+        Request::Delete { user } => (user, smol::block_on(store.delete_user(user))),
     };
+    reply_to(user, result)
+}
+
+fn reply_to(user: &str, result: Result<(), StoreError>) -> Reply {
     match result {
         Ok(()) => Reply::Ok,
         Err(error) => Reply::Error(store_error_message(user, &error)),
@@ -575,14 +593,20 @@ mod tests {
         assert!(error.contains("another hearth server answers"), "{error}");
 
         let store = Store::open(&dir, crate::store::DEFAULT_CACHE_BYTES).unwrap();
-        let deleted = Rc::new(RefCell::new(Vec::<String>::new()));
-        let on_deleted: Rc<dyn Fn(&str)> = {
-            let deleted = Rc::clone(&deleted);
-            Rc::new(move |user: &str| deleted.borrow_mut().push(user.into()))
-        };
+        let added = Rc::new(RefCell::new(Vec::<String>::new()));
+        let hooks = Rc::new(Hooks {
+            delete: {
+                let store = store.clone();
+                Box::new(move |user: String| Box::pin(store.delete_user(&user)))
+            },
+            added: {
+                let added = Rc::clone(&added);
+                Box::new(move |user: &str| added.borrow_mut().push(user.into()))
+            },
+        });
         let executor = LocalExecutor::new();
         smol::block_on(executor.run(async {
-            let _server = executor.spawn(serve(listener, store, on_deleted));
+            let _server = executor.spawn(serve(listener, store, hooks));
             let ask = |request: Request| {
                 let dir = dir.clone();
                 smol::unblock(move || super::request(&dir, &request))
@@ -617,7 +641,7 @@ mod tests {
                 ask(delete("alice")).await,
                 Ok(Reply::Error("no user alice".into()))
             );
-            assert_eq!(*deleted.borrow(), ["alice"]);
+            assert_eq!(*added.borrow(), ["alice", "bob"]);
             assert_eq!(
                 ask(Request::List).await,
                 Ok(Reply::Users(vec!["bob".into()]))

@@ -125,8 +125,9 @@ pub fn reply_error(
 
 /// Whether a localpart names an account: online users certainly exist.
 pub fn account_exists(server: &Server, local: &str) -> bool {
-    !server.router.borrow().resources(local).is_empty()
-        || server.store.user_exists(local).unwrap_or(false)
+    !server.is_retired(local)
+        && (!server.router.borrow().resources(local).is_empty()
+            || server.store.user_exists(local).unwrap_or(false))
 }
 
 fn on_message(

@@ -405,6 +405,9 @@ impl Prefs {
 
 /// Whether `user` archives a message exchanged with `peer` (§6).
 fn wants(server: &Server, user: &str, peer: &Jid) -> bool {
+    if server.is_retired(user) {
+        return false;
+    }
     let prefs = Prefs::load(server, user);
     if Prefs::lists(&prefs.never, peer) {
         return false;

@@ -81,6 +81,7 @@ impl Pending {
                 info!("{}: offline quota reached", self.user);
                 StanzaCondition::ServiceUnavailable
             }
+            Err(StoreError::NotFound) => StanzaCondition::ServiceUnavailable,
             Err(e) => {
                 warn!("{}: offline message not stored: {e}", self.user);
                 StanzaCondition::ResourceConstraint
@@ -99,8 +100,12 @@ impl Pending {
 
 /// Stores `xml` for `user` within the offline quota. A resource of the
 /// user whose initial presence looked before this write committed is told
-/// to fetch it now, so the message does not wait for the next login.
+/// to fetch it now, so the message does not wait for the next login. An
+/// account deleted meanwhile gets nothing ([`StoreError::NotFound`]).
 pub async fn keep(server: &Server, user: &str, xml: Vec<u8>) -> Result<(), StoreError> {
+    if server.is_retired(user) {
+        return Err(StoreError::NotFound);
+    }
     let quota = server.config().limits.offline_quota as usize;
     server.store.offline_push(user, xml, quota).await?;
     announce(server, user);

@@ -382,7 +382,8 @@ fn unavailable(
         .resources(user)
         .iter()
         .any(|s| s.id != session.id && s.available.get());
-    if others {
+    if others || server.is_retired(user) {
+        // A deleted account keeps no last presence.
         broadcast(server, session, xml);
         return None;
     }

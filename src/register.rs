@@ -178,6 +178,7 @@ pub async fn before_auth(server: &Server, ip: IpAddr, iq: &Stanza<'_, '_>, out: 
     match created {
         Ok(()) => {
             info!("{ip}: registered account {user}");
+            server.account_added(&user);
             reply.result(out);
         }
         Err(refusal) => {
@@ -227,19 +228,12 @@ pub fn handle(
             return Deferred::None;
         }
         return Deferred::Reply(Box::pin(async move {
-            let store = server.store.clone();
-            let removed = {
-                let user = user.clone();
-                smol::unblock(move || store.delete_user(&user)).await
-            };
-            let ok = removed.is_ok();
-            let out = reply.after_write(removed, "account removal");
-            if ok {
+            // §3.2: the result first, then every session ends with not-authorized.
+            let removed = server.delete_account(&user).await;
+            if removed.is_ok() {
                 info!("{user}: account removed by its owner");
-                // §3.2: the result first, then every session ends with not-authorized.
-                server.close_user(&user);
             }
-            out
+            reply.after_write(removed, "account removal")
         }));
     }
     // §3.3: the username must be there and name this account; an empty password never

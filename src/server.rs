@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::limits::{Counters, Protection};
 use crate::router::{Mailbox, Router, Session};
 use crate::stanza::StreamCondition;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::{c2s, control, systemd, tls};
 use async_signal::{Signal, Signals};
 use log::{error, info, warn};
@@ -17,7 +17,7 @@ use smol::net::TcpListener;
 use smol::stream::StreamExt;
 use smol::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +41,9 @@ pub struct Server {
     /// Users whose offline messages are being delivered right now, and
     /// whether more were stored meanwhile (see [`crate::offline::keep`]).
     pub offline_in_flight: RefCell<HashMap<Box<str>, bool>>,
+    /// Accounts deleted while the server runs, until created again: nothing more is
+    /// routed to them or stored for them (see [`Server::delete_account`]).
+    retired: RefCell<HashSet<Box<str>>>,
     pub blocking: crate::blocking::Blocklists,
     pub privacy: crate::privacy::Privacy,
     pub photo_hashes: crate::vcard::PhotoHashes,
@@ -96,6 +99,7 @@ impl Server {
             store,
             router: RefCell::default(),
             offline_in_flight: RefCell::default(),
+            retired: RefCell::default(),
             started: Instant::now(),
             tls: RefCell::new(tls),
             connections: RefCell::default(),
@@ -200,14 +204,36 @@ impl Server {
         }
     }
 
-    /// An account was deleted (by the administrator or its owner): its sessions end, its
-    /// uploaded files and its room affiliations go.
-    pub fn close_user(&self, local: &str) {
-        self.upload.forget_user(local);
-        crate::muc::account_deleted(self, local);
-        for session in self.router.borrow().resources(local) {
+    /// Deletes an account (by its owner or the administrator). From this moment it no
+    /// longer exists for routing and storage and its sessions are told to end (a requester
+    /// still gets its reply first); the archive rows routed so far are queued, and the
+    /// deletion is queued behind every earlier write, so nothing stored for the user lands
+    /// after it. Its uploaded files and room affiliations go once it is done.
+    pub async fn delete_account(&self, user: &str) -> Result<(), StoreError> {
+        self.retired.borrow_mut().insert(user.into());
+        for session in self.router.borrow().resources(user) {
             session.mailbox.close(StreamCondition::NotAuthorized);
         }
+        crate::mam::flush(self);
+        let result = self.store.delete_user(user).await;
+        match result {
+            Ok(()) => {
+                self.upload.forget_user(user);
+                crate::muc::account_deleted(self, user);
+            }
+            Err(_) => self.account_added(user),
+        }
+        result
+    }
+
+    /// An account was created: a name deleted earlier is in use again.
+    pub fn account_added(&self, user: &str) {
+        self.retired.borrow_mut().remove(user);
+    }
+
+    /// The account was deleted while the server runs (see [`Server::delete_account`]).
+    pub fn is_retired(&self, user: &str) -> bool {
+        self.retired.borrow().contains(user)
     }
 }
 
@@ -285,11 +311,20 @@ pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String>
         crate::upload::http::start(&ex, &server, upload);
         crate::proxy::start(&ex, &server, proxy);
         crate::stun::start(&ex, &server.stun, stun);
-        let on_deleted: Rc<dyn Fn(&str)> = {
-            let server = server.clone();
-            Rc::new(move |user: &str| server.close_user(user))
-        };
-        ex.spawn(control::serve(control, server.store.clone(), on_deleted))
+        let hooks = Rc::new(control::Hooks {
+            delete: {
+                let server = server.clone();
+                Box::new(move |user: String| {
+                    let server = server.clone();
+                    Box::pin(async move { server.delete_account(&user).await })
+                })
+            },
+            added: {
+                let server = server.clone();
+                Box::new(move |user: &str| server.account_added(user))
+            },
+        });
+        ex.spawn(control::serve(control, server.store.clone(), hooks))
             .detach();
         ex.spawn(crate::mam::background(server.clone())).detach();
         // What only start-up needed (configuration, integrity check, certificate) goes back

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 #[test]
 fn graceful_stop_closes_streams_and_exits_zero() {
@@ -49,6 +50,57 @@ fn accounts_are_managed_while_the_server_runs() {
     ivy.expect_stream_error("not-authorized");
     let out = server.hearth(&["users"], "");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+}
+
+/// Messages that are on their way while an account is deleted never outlive it: an
+/// account created again under the name starts with no offline messages, no archive and
+/// no last activity; what arrives after the deletion is refused to the sender.
+#[test]
+fn a_deleted_account_keeps_nothing_that_was_in_flight() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = Client::online(&server, "alice", "a");
+    // Bound but not available: what alice sends goes to offline storage.
+    let mut bob = Client::login(&server, "bob", "b");
+    bob.sync();
+    let flood = std::thread::spawn(move || {
+        // Within the default burst of 100 stanzas, so no rate limit slows alice.
+        for i in 0..90 {
+            alice.send(&format!(
+                "<message to='bob@localhost' type='chat' id='m{i}'><body>m{i}</body></message>"
+            ));
+        }
+        alice.sync();
+        alice
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let out = server.hearth(&["deluser", "bob@localhost"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bob.expect_stream_error("not-authorized");
+    let mut alice = flood.join().unwrap();
+    // After the deletion, messages to bob are refused.
+    alice.send("<message to='bob@localhost' type='chat' id='late'><body>late</body></message>");
+    let late = alice.expect("id='late'");
+    assert!(late.contains("<service-unavailable "), "{late}");
+
+    server.add_user("bob");
+    let mut bob = Client::online(&server, "bob", "again");
+    bob.expect_silence(Duration::from_millis(500));
+    bob.send("<iq type='set' id='q'><query xmlns='urn:xmpp:mam:2' queryid='all'/></iq>");
+    let fin = bob.expect("id='q'");
+    assert!(
+        fin.contains("<fin ") && fin.contains("complete='true'"),
+        "{fin}"
+    );
+    assert!(!fin.contains("<first"), "archive not empty: {fin}");
+    bob.send("<iq type='get' id='last' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>");
+    let last = bob.expect("id='last'");
+    assert!(!last.contains("<presence"), "{last}");
 }
 
 #[test]

@@ -305,8 +305,12 @@ impl Connection {
     /// Handles every complete event the framer holds.
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
-            // A held login failure or a rate-limit pause: the rest waits.
-            if self.guard.hold_until.is_some() || self.guard.paused_until.is_some() {
+            // A held login failure or a rate-limit pause: the rest waits. A close is queued
+            // (conflict, account deleted, shutdown): the rest is not acted on.
+            if self.guard.hold_until.is_some()
+                || self.guard.paused_until.is_some()
+                || self.mailbox.is_closing()
+            {
                 return Ok(());
             }
             let wrapped = match self.framer.next() {

@@ -2,7 +2,10 @@
 //! interprets the credentials and never validates usernames (the JID module does that).
 //!
 //! Account changes are rare admin operations, so they are synchronous, each its own
-//! Immediate-durability transaction; the server runs them on a helper thread.
+//! Immediate-durability transaction; the server runs them on a helper thread. Deletion is
+//! the exception: it goes through the writer queue (see [`Store::delete_user`]).
+
+use std::future::Future;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
@@ -63,12 +66,20 @@ impl Store {
 
     /// Removes `user` and, in the same transaction, everything stored for them
     /// ([`clear_user_data`]); [`StoreError::NotFound`] if there is no such account.
-    pub fn delete_user(&self, user: &str) -> Result<(), StoreError> {
-        self.write_now(|txn| {
-            if txn.open_table(ACCOUNTS)?.remove(user)?.is_none() {
+    ///
+    /// Queued on the writer like the event loop's own writes, so every write queued for the
+    /// user before it (offline messages, archive rows, roster changes) is removed with the
+    /// account instead of landing after it.
+    pub fn delete_user(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let user = user.to_owned();
+        self.write(move |txn| {
+            if txn.open_table(ACCOUNTS)?.remove(user.as_str())?.is_none() {
                 return Err(StoreError::NotFound);
             }
-            clear_user_data(txn, user)
+            clear_user_data(txn, &user)
         })
     }
 
@@ -134,8 +145,11 @@ mod tests {
         );
         assert_eq!(store.user_exists("bob"), Ok(false));
 
-        store.delete_user("alice").unwrap();
-        assert_eq!(store.delete_user("alice"), Err(StoreError::NotFound));
+        smol::block_on(store.delete_user("alice")).unwrap();
+        assert_eq!(
+            smol::block_on(store.delete_user("alice")),
+            Err(StoreError::NotFound)
+        );
         assert_eq!(store.credentials("alice"), Ok(None));
         assert_eq!(store.user_count(), Ok(0));
     }
@@ -158,7 +172,7 @@ mod tests {
             let store = open(&dir);
             store.create_user("alice", &[0, 255, 1]).unwrap();
             store.create_user("bob", b"b").unwrap();
-            store.delete_user("bob").unwrap();
+            smol::block_on(store.delete_user("bob")).unwrap();
         }
         let store = open(&dir);
         assert_eq!(store.credentials("alice"), Ok(Some(vec![0, 255, 1])));
@@ -172,7 +186,7 @@ mod tests {
         store.create_user("alice", b"c").unwrap();
         smol::block_on(store.offline_push("alice", b"<message/>".to_vec(), 10)).unwrap();
         assert_eq!(store.offline_count("alice"), Ok(1));
-        store.delete_user("alice").unwrap();
+        smol::block_on(store.delete_user("alice")).unwrap();
         assert_eq!(store.offline_count("alice"), Ok(0));
         assert_eq!(store.offline_peek("alice"), Ok(vec![]));
     }

@@ -98,7 +98,7 @@ mod tests {
         smol::block_on(store.unblock("alice", None)).unwrap();
         assert!(store.blocklist("alice").unwrap().is_empty());
         store.create_user("bob", b"c").unwrap();
-        store.delete_user("bob").unwrap();
+        smol::block_on(store.delete_user("bob")).unwrap();
         assert!(store.blocking_users().unwrap().is_empty());
     }
 }

@@ -788,7 +788,7 @@ mod tests {
         assert_eq!(ids(&alice), vec![1, 2]);
         assert_eq!(alice.items[0].2, b"<message/>".to_vec());
         store.create_user("alice", b"c").unwrap();
-        store.delete_user("alice").unwrap();
+        smol::block_on(store.delete_user("alice")).unwrap();
         assert_eq!(stored_messages(&store), vec![(2, 1)]);
         let bob = store.mam_query("bob", &query(PageAt::First, 9)).unwrap();
         assert_eq!(ids(&bob), vec![2]);
@@ -885,7 +885,7 @@ mod tests {
         smol::block_on(store.mam_set_prefs("alice", b"never".to_vec())).unwrap();
         smol::block_on(store.mam_remove("bob", 7)).unwrap();
         store.create_user("alice", b"c").unwrap();
-        store.delete_user("alice").unwrap();
+        smol::block_on(store.delete_user("alice")).unwrap();
         assert_eq!(
             store
                 .mam_query("alice", &query(PageAt::First, 9))

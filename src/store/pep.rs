@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(store.pep_node("u", "m"), Ok(None));
         assert!(ids(&store, "m").is_empty());
         store.create_user("u", b"c").unwrap();
-        store.delete_user("u").unwrap();
+        smol::block_on(store.delete_user("u")).unwrap();
         assert_eq!(store.pep_nodes("u"), Ok(Vec::new()));
     }
 
@@ -369,7 +369,7 @@ mod tests {
         smol::block_on(store.pep_subscribe("u", "n", "w@h", 9)).unwrap();
         smol::block_on(store.pep_subscribe("v", "n", "w@h", 9)).unwrap();
         store.create_user("v", b"c").unwrap();
-        store.delete_user("v").unwrap();
+        smol::block_on(store.delete_user("v")).unwrap();
         assert_eq!(store.pep_subscribers("u", "n").unwrap(), ["w@h"]);
         assert!(store.pep_subscribers("v", "n").unwrap().is_empty());
     }

@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(bob.default, None);
         smol::block_on(store.set_privacy_default("alice", Some("a".into()))).unwrap();
         store.create_user("alice", b"c").unwrap();
-        store.delete_user("alice").unwrap();
+        smol::block_on(store.delete_user("alice")).unwrap();
         assert_eq!(
             store.privacy_lists("alice").unwrap(),
             PrivacyLists::default()

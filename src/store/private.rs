@@ -62,7 +62,7 @@ mod tests {
         assert_eq!(store.private_get("u", "b:ns"), Ok(None));
         assert_eq!(store.private_get("v", "a:ns"), Ok(None));
         store.create_user("u", b"c").unwrap();
-        store.delete_user("u").unwrap();
+        smol::block_on(store.delete_user("u")).unwrap();
         assert_eq!(store.private_get("u", "a:ns"), Ok(None));
     }
 }

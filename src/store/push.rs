@@ -161,7 +161,7 @@ mod tests {
         );
 
         store.create_user("u", b"c").unwrap();
-        store.delete_user("u").unwrap();
+        smol::block_on(store.delete_user("u")).unwrap();
         assert!(store.push_registrations("u").unwrap().is_empty());
     }
 }

@@ -456,7 +456,7 @@ mod tests {
             Some((5, b"x".to_vec()))
         );
         store.create_user("alice", b"c").unwrap();
-        store.delete_user("alice").unwrap();
+        smol::block_on(store.delete_user("alice")).unwrap();
         assert_eq!(store.roster("alice").unwrap().items.len(), 0);
         assert!(store.pending_in("alice").unwrap().is_empty());
         assert_eq!(store.last_presence("alice").unwrap(), None);

@@ -75,7 +75,7 @@ mod tests {
         assert_eq!(store.vcard("a"), Ok(Some(b"<vCard><FN/></vCard>".to_vec())));
         assert_eq!(store.vcard_photo_hash("a"), Ok(None));
         store.create_user("a", b"c").unwrap();
-        store.delete_user("a").unwrap();
+        smol::block_on(store.delete_user("a")).unwrap();
         assert_eq!(store.vcard("a"), Ok(None));
     }
 }
