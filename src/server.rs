@@ -329,6 +329,7 @@ pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String>
         ex.spawn(control::serve(control, server.store.clone(), hooks))
             .detach();
         ex.spawn(crate::mam::background(server.clone())).detach();
+        ex.spawn(crate::muc::background(server.clone())).detach();
         // What only start-up needed (configuration, integrity check, certificate) goes back
         // once the tasks above have taken their first steps.
         ex.spawn(async {
@@ -424,8 +425,10 @@ async fn shutdown(server: &Server) {
         Timer::after(Duration::from_millis(10)).await;
     }
     info!("limit counters: {}", server.protection.counters);
-    // Archived messages still pending go to the writer before the store closes.
+    // Archived messages and changed room history still pending go to the writer before the
+    // store closes.
     crate::mam::flush(server);
+    drop(crate::muc::flush_history(server));
 }
 
 /// Names besides the domain a generated certificate covers: the chat-room and upload services.

@@ -1,10 +1,12 @@
 //! The XEP-0045 Multi-User Chat service on its own domain (`rooms.<domain>` by default): it
 //! owns every room in memory, routes stanzas addressed to the service, a room or an occupant
 //! to the room's logic ([`room`]), creates rooms on first join and keeps persistent rooms in
-//! the store. It must never route anything that is not addressed to its domain, and rooms
-//! never hold more than their occupants' sessions (no copies of session state).
+//! the store, with their history ([`history`]). It must never route anything that is not
+//! addressed to its domain, and rooms never hold more than their occupants' sessions (no
+//! copies of session state).
 
 mod form;
+mod history;
 mod room;
 mod vcard;
 
@@ -23,7 +25,7 @@ use form::RoomConfig;
 use log::{info, warn};
 use room::{Affiliation, Persist, Room};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::rc::Rc;
 
@@ -32,10 +34,16 @@ pub const NS_USER: &str = "http://jabber.org/protocol/muc#user";
 pub const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 pub const NS_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 
+pub use history::{background, flush as flush_history, FLUSH_EVERY as HISTORY_FLUSH_EVERY};
+
 /// The service: its domain and its rooms by localpart.
 pub struct Muc {
     domain: Option<Box<str>>,
     rooms: RefCell<HashMap<Box<str>, Room>>,
+    /// Persistent rooms whose history changed since it was last written ([`history`]).
+    dirty: RefCell<HashSet<Box<str>>>,
+    /// Wakes [`history::background`] when `dirty` stops being empty.
+    kick: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
 }
 
 /// What a room handler needs to answer the stanza it is handling.
@@ -93,6 +101,7 @@ impl Muc {
                     if !rooms.is_empty() {
                         info!("{} persistent chat rooms on {domain}", rooms.len());
                     }
+                    history::load(store, &mut rooms);
                 }
                 Err(e) => warn!("cannot read chat rooms: {e}"),
             }
@@ -100,6 +109,8 @@ impl Muc {
         Muc {
             domain: domain.map(String::into_boxed_str),
             rooms: RefCell::new(rooms),
+            dirty: RefCell::default(),
+            kick: smol::channel::bounded(1),
         }
     }
 
@@ -222,7 +233,16 @@ pub fn handle(
             }
         }
     };
+    // A groupchat message to the room may add to the history (a refused one only costs a
+    // rewrite of the same history); a saved configuration may have trimmed it or made the
+    // room persistent.
+    let history_changed = (stanza.ty == StanzaType::Message(MessageType::Groupchat)
+        && nick.is_none())
+        || matches!(record, Some(Persist::Save(_)));
     persist(&server.store, name, record);
+    if history_changed && rooms.get(name).is_some_and(|room| room.config.persistent) {
+        history::changed(&server.muc, name);
+    }
     if rooms.get(name).is_some_and(Room::is_gone) {
         if let Some(room) = rooms.remove(name).filter(|r| r.config.archive) {
             crate::mam::room_gone(server, &room.jid);

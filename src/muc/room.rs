@@ -5,6 +5,7 @@
 //! never routes to anyone who is not an occupant, except invitations.
 
 use super::form::{RoomConfig, NS_DATA};
+use super::history::{self, Past};
 use super::{Ctx, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER};
 use crate::dispatch::{account_exists, Deferred};
 use crate::jid::Jid;
@@ -22,8 +23,9 @@ use std::time::Instant;
 
 pub const NS_SID: &str = "urn:xmpp:sid:0";
 
-/// History is kept in memory: a room holds at most this many bytes of it, whatever its
-/// `historylength`, so large messages cannot make a room big on a small board.
+/// History is kept in memory (and, for a persistent room, written whole to the store every
+/// few seconds): a room holds at most this many bytes of it, whatever its `historylength`,
+/// so large messages cannot make a room big on a small board.
 const MAX_HISTORY_BYTES: usize = 128 * 1024;
 
 /// Groupchat flood control per occupant: a burst of this many messages…
@@ -124,15 +126,6 @@ impl Occupant {
         self.allowance -= 1.0;
         true
     }
-}
-
-/// A groupchat message kept for occupants who join later.
-struct Past {
-    nick: Box<str>,
-    at: u64,
-    id: Option<Box<str>>,
-    /// The message's children as broadcast, stanza-id included.
-    inner: Box<str>,
 }
 
 /// What an occupant's presence says besides its item.
@@ -1391,6 +1384,22 @@ impl Room {
         xml.into_bytes()
     }
 
+    /// The stored form of the room's history; `None` when there is none to keep.
+    pub(super) fn history_record(&self) -> Option<Vec<u8>> {
+        (!self.history.is_empty()).then(|| history::encode(&self.history))
+    }
+
+    /// Puts back a stored history, bounded by the room's current settings; false when the
+    /// record is damaged (the room then starts without history).
+    pub(super) fn restore_history(&mut self, record: &[u8]) -> bool {
+        let Some(restored) = history::decode(record) else {
+            return false;
+        };
+        self.history = restored;
+        self.trim_history();
+        true
+    }
+
     /// Reads back [`Room::record`]; `None` for a damaged record.
     pub fn from_record(jid: Jid, record: &[u8], defaults: RoomConfig) -> Option<Room> {
         let text = std::str::from_utf8(record).ok()?;
@@ -1559,6 +1568,28 @@ mod tests {
         room.history.push_back(past(MAX_HISTORY_BYTES));
         room.trim_history();
         assert_eq!(room.history.len(), 1);
+    }
+
+    #[test]
+    fn stored_history_comes_back_bounded_by_the_room() {
+        let jid = Jid::parse("h@rooms.localhost").unwrap();
+        let mut room = Room::new(jid.clone(), RoomConfig::new(10, 5));
+        assert_eq!(room.history_record(), None, "nothing to keep");
+        for at in 0..5 {
+            room.history.push_back(Past {
+                nick: "n".into(),
+                at,
+                id: None,
+                inner: format!("<body>{at}</body>").into(),
+            });
+        }
+        let record = room.history_record().unwrap();
+        let mut smaller = Room::new(jid, RoomConfig::new(10, 3));
+        assert!(smaller.restore_history(&record));
+        let kept: Vec<u64> = smaller.history.iter().map(|p| p.at).collect();
+        assert_eq!(kept, [2, 3, 4], "the newest, oldest first");
+        assert!(!smaller.restore_history(b"\x07damaged"));
+        assert_eq!(smaller.history.len(), 3, "a damaged record changes nothing");
     }
 
     #[test]
