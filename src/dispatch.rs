@@ -4,6 +4,7 @@
 //! appended to its output; work that must wait for the disk is returned as
 //! [`Deferred`] so the connection task can await it in order.
 
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::offline::{self, Pending};
 use crate::privacy::StanzaKind;
@@ -276,22 +277,30 @@ fn on_iq(
         return Deferred::None;
     };
     let ns = payload.tag_name().namespace().unwrap_or_default();
+    let iq = Iq {
+        server,
+        session,
+        stanza,
+        ty,
+        target,
+        payload,
+    };
     let handled = match ns {
-        disco::NS_INFO | disco::NS_ITEMS => disco::handle(server, session, stanza, ty, target, out),
-        ping::NS => ping::handle(server, session, stanza, ty, out),
-        carbons::NS => carbons::handle(server, session, stanza, ty, target, out),
-        blocking::NS => return blocking::handle(server, session, stanza, ty, target, out),
-        privacy::NS => return privacy::handle(server, session, stanza, ty, target, out),
-        register::NS => return register::handle(server, session, stanza, ty, target, out),
-        vcard::NS => return vcard::handle(server, session, stanza, ty, target, out),
-        private::NS => return private::handle(server, session, stanza, ty, target, out),
-        roster::NS => return roster::handle(server, session, stanza, ty, target, out),
-        pep::NS | pep::NS_OWNER => return pep::handle(server, session, stanza, ty, target, out),
-        crate::mam::NS => return crate::mam::handle(server, session, stanza, ty, target, out),
-        crate::push::NS => return crate::push::handle(server, session, stanza, ty, target, out),
-        last::NS => last::handle(server, session, stanza, ty, target, out),
-        crate::extdisco::NS => crate::extdisco::handle(server, session, stanza, ty, target, out),
-        version::NS => version::handle(server, session, stanza, ty, target, out),
+        disco::NS_INFO | disco::NS_ITEMS => disco::handle(&iq, out),
+        ping::NS => ping::handle(&iq, out),
+        carbons::NS => carbons::handle(&iq, out),
+        blocking::NS => return blocking::handle(&iq, out),
+        privacy::NS => return privacy::handle(&iq, out),
+        register::NS => return register::handle(&iq, out),
+        vcard::NS => return vcard::handle(&iq, out),
+        private::NS => return private::handle(&iq, out),
+        roster::NS => return roster::handle(&iq, out),
+        pep::NS | pep::NS_OWNER => return pep::handle(&iq, out),
+        crate::mam::NS => return crate::mam::handle(&iq, out),
+        crate::push::NS => return crate::push::handle(&iq, out),
+        last::NS => last::handle(&iq, out),
+        crate::extdisco::NS => crate::extdisco::handle(&iq, out),
+        version::NS => version::handle(&iq, out),
         crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {
             stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
             true
