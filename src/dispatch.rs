@@ -124,6 +124,28 @@ pub fn reply_error(
     );
 }
 
+/// Whether `to` is on this server's domain. hearth does not federate: a stanza for any other
+/// domain is answered with `remote-server-not-found` (RFC 6120 §8.3.3.16), and this is false.
+pub fn served_here(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    to: &Jid,
+    out: &mut String,
+) -> bool {
+    if to.domain() != server.config().domain {
+        reply_error(
+            server,
+            session,
+            stanza,
+            StanzaCondition::RemoteServerNotFound,
+            out,
+        );
+        return false;
+    }
+    true
+}
+
 /// Whether a localpart names an account: online users certainly exist.
 pub fn account_exists(server: &Server, local: &str) -> bool {
     !server.router.borrow().resources(local).is_empty()
@@ -139,14 +161,7 @@ fn on_message(
 ) -> Deferred {
     // RFC 6121 §8.5: no `to` means the sender's own bare JID.
     let to = stanza.to.clone().unwrap_or_else(|| session.jid.bare());
-    if to.domain() != server.config().domain {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::RemoteServerNotFound,
-            out,
-        );
+    if !served_here(server, session, stanza, &to, out) {
         return Deferred::None;
     }
     let Some(local) = to.local() else {
@@ -222,24 +237,15 @@ fn on_iq(
     ty: IqType,
     out: &mut String,
 ) -> Deferred {
-    let domain: &str = &server.config().domain;
     if let Some(to) = &stanza.to {
-        if to.domain() == domain && !blocking::gate(server, session, stanza, to, out) {
+        if !served_here(server, session, stanza, to, out)
+            || !blocking::gate(server, session, stanza, to, out)
+        {
             return Deferred::None;
         }
     }
     let target = match &stanza.to {
         None => IqTarget::Server,
-        Some(to) if to.domain() != domain => {
-            reply_error(
-                server,
-                session,
-                stanza,
-                StanzaCondition::RemoteServerNotFound,
-                out,
-            );
-            return Deferred::None;
-        }
         Some(to) if to.resource().is_some() => {
             route_iq_to_resource(server, session, stanza, to, out);
             return Deferred::None;
@@ -329,28 +335,19 @@ fn route_iq_to_resource(
     out: &mut String,
 ) {
     let target = server.router.borrow().find(to).cloned();
+    let delivered = target.is_some_and(|target| {
+        let xml: Rc<str> = forwarded(stanza, &session.jid).into();
+        server.deliver(&target, xml, false)
+    });
     let is_request = matches!(stanza.ty, StanzaType::Iq(IqType::Get | IqType::Set));
-    match target {
-        Some(target) => {
-            let xml: Rc<str> = forwarded(stanza, &session.jid).into();
-            if !server.deliver(&target, xml, false) && is_request {
-                reply_error(
-                    server,
-                    session,
-                    stanza,
-                    StanzaCondition::ServiceUnavailable,
-                    out,
-                );
-            }
-        }
-        None if is_request => reply_error(
+    if !delivered && is_request {
+        reply_error(
             server,
             session,
             stanza,
             StanzaCondition::ServiceUnavailable,
             out,
-        ),
-        None => {}
+        );
     }
 }
 
