@@ -6,7 +6,7 @@
 //! keep it in memory while they have a session ([`UserCache`]); for offline users (offline
 //! storage) it is read from the store.
 
-use crate::dispatch::{reply_error, Deferred};
+use crate::dispatch::{reply_unavailable, Deferred};
 use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::privacy::{self, StanzaKind};
@@ -191,13 +191,7 @@ pub fn gate(
                 StanzaType::Presence(_) => false,
             };
             if answered {
-                reply_error(
-                    server,
-                    session,
-                    stanza,
-                    StanzaCondition::ServiceUnavailable,
-                    out,
-                );
+                reply_unavailable(server, session, stanza, out);
             }
             false
         }

@@ -146,6 +146,18 @@ pub fn served_here(
     true
 }
 
+/// `service-unavailable`: RFC 6121 §8.5's answer for no such account, resource or service
+/// alike, which tells the sender nothing about which it was.
+pub fn reply_unavailable(server: &Server, session: &Session, stanza: &Stanza, out: &mut String) {
+    reply_error(
+        server,
+        session,
+        stanza,
+        StanzaCondition::ServiceUnavailable,
+        out,
+    );
+}
+
 /// Whether a localpart names an account: online users certainly exist.
 pub fn account_exists(server: &Server, local: &str) -> bool {
     !server.router.borrow().resources(local).is_empty()
@@ -172,13 +184,7 @@ fn on_message(
         return Deferred::None;
     }
     if !account_exists(server, local) {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::ServiceUnavailable,
-            out,
-        );
+        reply_unavailable(server, session, stanza, out);
         return Deferred::None;
     }
     let target = server.router.borrow().message_targets(&to, ty);
@@ -254,13 +260,7 @@ fn on_iq(
             None => IqTarget::Server,
             Some(local) if account_exists(server, local) => IqTarget::Account(local),
             Some(_) => {
-                reply_error(
-                    server,
-                    session,
-                    stanza,
-                    StanzaCondition::ServiceUnavailable,
-                    out,
-                );
+                reply_unavailable(server, session, stanza, out);
                 return Deferred::None;
             }
         },
@@ -314,13 +314,7 @@ fn on_iq(
         _ => false,
     };
     if !handled {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::ServiceUnavailable,
-            out,
-        );
+        reply_unavailable(server, session, stanza, out);
     }
     Deferred::None
 }
@@ -341,13 +335,7 @@ fn route_iq_to_resource(
     });
     let is_request = matches!(stanza.ty, StanzaType::Iq(IqType::Get | IqType::Set));
     if !delivered && is_request {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::ServiceUnavailable,
-            out,
-        );
+        reply_unavailable(server, session, stanza, out);
     }
 }
 

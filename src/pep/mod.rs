@@ -573,9 +573,7 @@ impl Request<'_> {
                 items: vec![(id.clone(), xml.clone().into_bytes())],
             },
         );
-        let (server, owner, node) = (self.server.clone(), self.owner.to_owned(), self.node);
-        let node = node.to_owned();
-        let reply = self.reply;
+        let (server, owner, node, reply) = self.detach();
         Deferred::Reply(Box::pin(async move {
             let mut out = String::new();
             match write.await {
@@ -607,6 +605,13 @@ impl Request<'_> {
         }))
     }
 
+    /// What the awaited part of a write keeps: the server, owner, node and answer, owned, as
+    /// the parsed request is gone by then.
+    fn detach(self) -> (Rc<Server>, String, String, IqReply) {
+        let (owner, node) = (self.owner.to_owned(), self.node.to_owned());
+        (self.server.clone(), owner, node, self.reply)
+    }
+
     fn precondition_not_met(&self, out: &mut String) {
         self.reply.error(
             out,
@@ -632,13 +637,8 @@ impl Request<'_> {
         };
         let tell = matches!(action.attribute("notify"), Some("true" | "1"));
         let write = self.server.store.pep_retract(self.owner, self.node, id);
-        let (server, owner, node, id) = (
-            self.server.clone(),
-            self.owner.to_owned(),
-            self.node.to_owned(),
-            id.to_owned(),
-        );
-        let reply = self.reply;
+        let id = id.to_owned();
+        let (server, owner, node, reply) = self.detach();
         Deferred::Reply(Box::pin(async move {
             let mut out = String::new();
             match write.await {
@@ -674,12 +674,7 @@ impl Request<'_> {
             }
         };
         let write = self.server.store.pep_delete(self.owner, self.node);
-        let (server, owner, node) = (
-            self.server.clone(),
-            self.owner.to_owned(),
-            self.node.to_owned(),
-        );
-        let reply = self.reply;
+        let (server, owner, node, reply) = self.detach();
         Deferred::Reply(Box::pin(async move {
             match write.await {
                 Err(StoreError::NotFound) => {
