@@ -6,10 +6,10 @@
 //! keep it in memory while they have a session ([`UserCache`]); for offline users (offline
 //! storage) it is read from the store.
 
-use crate::dispatch::{reply_error, Deferred, IqTarget};
+use crate::dispatch::{reply_unavailable, Deferred};
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::privacy::{self, StanzaKind};
-use crate::reply::IqReply;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::error::NS_STANZA_ERRORS;
@@ -191,13 +191,7 @@ pub fn gate(
                 StanzaType::Presence(_) => false,
             };
             if answered {
-                reply_error(
-                    server,
-                    session,
-                    stanza,
-                    StanzaCondition::ServiceUnavailable,
-                    out,
-                );
+                reply_unavailable(server, session, stanza, out);
             }
             false
         }
@@ -212,22 +206,9 @@ enum Change {
 }
 
 /// The `urn:xmpp:blocking` iq requests of a user about their own list.
-pub fn handle(
-    server: &Rc<Server>,
-    session: &Rc<Session>,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> Deferred {
-    let user = session.jid.local().unwrap_or_default();
-    let reply = IqReply::new(server, stanza, session.jid.as_str());
-    if target != IqTarget::Server && target != IqTarget::Account(user) {
-        reply.fail(out, StanzaCondition::ServiceUnavailable);
-        return Deferred::None;
-    }
-    let Some(payload) = stanza.payload() else {
-        reply.fail(out, StanzaCondition::BadRequest);
+pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
+    let (server, user, payload) = (iq.server, iq.user(), iq.payload);
+    let Some(reply) = iq.own_reply(StanzaCondition::ServiceUnavailable, out) else {
         return Deferred::None;
     };
     let items = || -> Result<Vec<Jid>, StanzaCondition> {
@@ -243,7 +224,7 @@ pub fn handle(
             })
             .collect()
     };
-    let change = match (ty, payload.tag_name().name(), items()) {
+    let change = match (iq.ty, payload.tag_name().name(), items()) {
         (IqType::Get, "blocklist", _) => {
             match server.blocking.list(server, user) {
                 Ok(list) if list.is_empty() => {

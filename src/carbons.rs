@@ -6,7 +6,7 @@
 //! it never copies a message to a session that got the message itself, nor
 //! one marked `<private/>` or `<no-copy/>`.
 
-use crate::dispatch::IqTarget;
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::mam::NS_SID;
 use crate::offline::NS_HINTS;
@@ -30,40 +30,21 @@ const IM_PAYLOADS: [&str; 3] = [
 
 /// `<enable/>` / `<disable/>` (§4–5): a set for the session itself;
 /// repeating one is not an error (§9.1).
-pub fn handle(
-    server: &Server,
-    session: &Session,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> bool {
-    let enable = match stanza.payload().map(|p| p.tag_name().name()) {
-        Some("enable") => true,
-        Some("disable") => false,
+pub fn handle(iq: &Iq, out: &mut String) -> bool {
+    let enable = match iq.payload.tag_name().name() {
+        "enable" => true,
+        "disable" => false,
         _ => return false,
     };
-    if ty != IqType::Set {
+    if iq.ty != IqType::Set {
         return false;
     }
-    let domain: &str = &server.config().domain;
-    let from = stanza.to.as_ref().map_or(domain, Jid::as_str);
-    if let IqTarget::Account(local) = target {
-        if session.jid.local() != Some(local) {
-            // §5.1: not this client's carbons to change.
-            stanza::write_error_reply(
-                out,
-                stanza.kind,
-                stanza.id,
-                from,
-                session.jid.as_str(),
-                &stanza::StanzaError::new(stanza::StanzaCondition::NotAllowed),
-            );
-            return true;
-        }
-    }
-    session.carbons.set(enable);
-    stanza::write_iq_result(out, stanza.id, from, session.jid.as_str());
+    // §5.1: another account's carbons are not this client's to change.
+    let Some(reply) = iq.own_reply(stanza::StanzaCondition::NotAllowed, out) else {
+        return true;
+    };
+    iq.session.carbons.set(enable);
+    reply.result(out);
     true
 }
 

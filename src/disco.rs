@@ -3,8 +3,7 @@
 //! only when the code that implements it is in place.
 
 use crate::dispatch::IqTarget;
-use crate::router::Session;
-use crate::server::Server;
+use crate::iq::Iq;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::xml::Esc;
 use crate::{blocking, carbons, last, offline, ping, privacy, register, vcard, version};
@@ -39,45 +38,21 @@ pub fn server_features() -> [&'static str; 12] {
 /// Features answered on behalf of an account's bare JID.
 const ACCOUNT_FEATURES: [&str; 3] = [NS_INFO, NS_ITEMS, last::NS];
 
-pub fn handle(
-    server: &Server,
-    session: &Session,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> bool {
-    let Some(query) = stanza.payload() else {
-        return false;
-    };
-    if ty != IqType::Get || query.tag_name().name() != "query" {
+pub fn handle(iq: &Iq, out: &mut String) -> bool {
+    let (server, target, query) = (iq.server, iq.target, iq.payload);
+    if iq.ty != IqType::Get || query.tag_name().name() != "query" {
         return false;
     }
     let ns = query.tag_name().namespace().unwrap_or_default();
-    let domain: &str = &server.config().domain;
-    let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
     let caps_node = query.attribute("node").is_some_and(|node| {
         target == IqTarget::Server && crate::pep::caps::is_server_node(node, &server.config())
     });
+    let reply = iq.reply();
     if query.attribute("node").is_some() && !caps_node {
-        stanza::write_error_reply(
-            out,
-            Kind::Iq,
-            stanza.id,
-            from,
-            session.jid.as_str(),
-            &StanzaError::new(StanzaCondition::ItemNotFound),
-        );
+        reply.fail(out, StanzaCondition::ItemNotFound);
         return true;
     }
-    stanza::open_reply(
-        out,
-        Kind::Iq,
-        "result",
-        stanza.id,
-        from,
-        session.jid.as_str(),
-    );
+    reply.open_result(out);
     let _ = write!(out, "><query xmlns='{ns}'");
     if let Some(node) = query.attribute("node") {
         let _ = write!(out, " node='{}'", Esc(node));

@@ -4,6 +4,7 @@
 //! appended to its output; work that must wait for the disk is returned as
 //! [`Deferred`] so the connection task can await it in order.
 
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::offline::{self, Pending};
 use crate::privacy::StanzaKind;
@@ -123,6 +124,40 @@ pub fn reply_error(
     );
 }
 
+/// Whether `to` is on this server's domain. hearth does not federate: a stanza for any other
+/// domain is answered with `remote-server-not-found` (RFC 6120 §8.3.3.16), and this is false.
+pub fn served_here(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    to: &Jid,
+    out: &mut String,
+) -> bool {
+    if to.domain() != server.config().domain {
+        reply_error(
+            server,
+            session,
+            stanza,
+            StanzaCondition::RemoteServerNotFound,
+            out,
+        );
+        return false;
+    }
+    true
+}
+
+/// `service-unavailable`: RFC 6121 §8.5's answer for no such account, resource or service
+/// alike, which tells the sender nothing about which it was.
+pub fn reply_unavailable(server: &Server, session: &Session, stanza: &Stanza, out: &mut String) {
+    reply_error(
+        server,
+        session,
+        stanza,
+        StanzaCondition::ServiceUnavailable,
+        out,
+    );
+}
+
 /// Whether a localpart names an account: online users certainly exist.
 pub fn account_exists(server: &Server, local: &str) -> bool {
     !server.is_retired(local)
@@ -139,14 +174,7 @@ fn on_message(
 ) -> Deferred {
     // RFC 6121 §8.5: no `to` means the sender's own bare JID.
     let to = stanza.to.clone().unwrap_or_else(|| session.jid.bare());
-    if to.domain() != server.config().domain {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::RemoteServerNotFound,
-            out,
-        );
+    if !served_here(server, session, stanza, &to, out) {
         return Deferred::None;
     }
     let Some(local) = to.local() else {
@@ -157,13 +185,7 @@ fn on_message(
         return Deferred::None;
     }
     if !account_exists(server, local) {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::ServiceUnavailable,
-            out,
-        );
+        reply_unavailable(server, session, stanza, out);
         return Deferred::None;
     }
     let target = server.router.borrow().message_targets(&to, ty);
@@ -222,24 +244,15 @@ fn on_iq(
     ty: IqType,
     out: &mut String,
 ) -> Deferred {
-    let domain: &str = &server.config().domain;
     if let Some(to) = &stanza.to {
-        if to.domain() == domain && !blocking::gate(server, session, stanza, to, out) {
+        if !served_here(server, session, stanza, to, out)
+            || !blocking::gate(server, session, stanza, to, out)
+        {
             return Deferred::None;
         }
     }
     let target = match &stanza.to {
         None => IqTarget::Server,
-        Some(to) if to.domain() != domain => {
-            reply_error(
-                server,
-                session,
-                stanza,
-                StanzaCondition::RemoteServerNotFound,
-                out,
-            );
-            return Deferred::None;
-        }
         Some(to) if to.resource().is_some() => {
             route_iq_to_resource(server, session, stanza, to, out);
             return Deferred::None;
@@ -248,13 +261,7 @@ fn on_iq(
             None => IqTarget::Server,
             Some(local) if account_exists(server, local) => IqTarget::Account(local),
             Some(_) => {
-                reply_error(
-                    server,
-                    session,
-                    stanza,
-                    StanzaCondition::ServiceUnavailable,
-                    out,
-                );
+                reply_unavailable(server, session, stanza, out);
                 return Deferred::None;
             }
         },
@@ -277,22 +284,30 @@ fn on_iq(
         return Deferred::None;
     };
     let ns = payload.tag_name().namespace().unwrap_or_default();
+    let iq = Iq {
+        server,
+        session,
+        stanza,
+        ty,
+        target,
+        payload,
+    };
     let handled = match ns {
-        disco::NS_INFO | disco::NS_ITEMS => disco::handle(server, session, stanza, ty, target, out),
-        ping::NS => ping::handle(server, session, stanza, ty, out),
-        carbons::NS => carbons::handle(server, session, stanza, ty, target, out),
-        blocking::NS => return blocking::handle(server, session, stanza, ty, target, out),
-        privacy::NS => return privacy::handle(server, session, stanza, ty, target, out),
-        register::NS => return register::handle(server, session, stanza, ty, target, out),
-        vcard::NS => return vcard::handle(server, session, stanza, ty, target, out),
-        private::NS => return private::handle(server, session, stanza, ty, target, out),
-        roster::NS => return roster::handle(server, session, stanza, ty, target, out),
-        pep::NS | pep::NS_OWNER => return pep::handle(server, session, stanza, ty, target, out),
-        crate::mam::NS => return crate::mam::handle(server, session, stanza, ty, target, out),
-        crate::push::NS => return crate::push::handle(server, session, stanza, ty, target, out),
-        last::NS => last::handle(server, session, stanza, ty, target, out),
-        crate::extdisco::NS => crate::extdisco::handle(server, session, stanza, ty, target, out),
-        version::NS => version::handle(server, session, stanza, ty, target, out),
+        disco::NS_INFO | disco::NS_ITEMS => disco::handle(&iq, out),
+        ping::NS => ping::handle(&iq, out),
+        carbons::NS => carbons::handle(&iq, out),
+        blocking::NS => return blocking::handle(&iq, out),
+        privacy::NS => return privacy::handle(&iq, out),
+        register::NS => return register::handle(&iq, out),
+        vcard::NS => return vcard::handle(&iq, out),
+        private::NS => return private::handle(&iq, out),
+        roster::NS => return roster::handle(&iq, out),
+        pep::NS | pep::NS_OWNER => return pep::handle(&iq, out),
+        crate::mam::NS => return crate::mam::handle(&iq, out),
+        crate::push::NS => return crate::push::handle(&iq, out),
+        last::NS => last::handle(&iq, out),
+        crate::extdisco::NS => crate::extdisco::handle(&iq, out),
+        version::NS => version::handle(&iq, out),
         crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {
             stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
             true
@@ -300,13 +315,7 @@ fn on_iq(
         _ => false,
     };
     if !handled {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::ServiceUnavailable,
-            out,
-        );
+        reply_unavailable(server, session, stanza, out);
     }
     Deferred::None
 }
@@ -321,28 +330,13 @@ fn route_iq_to_resource(
     out: &mut String,
 ) {
     let target = server.router.borrow().find(to).cloned();
+    let delivered = target.is_some_and(|target| {
+        let xml: Rc<str> = forwarded(stanza, &session.jid).into();
+        server.deliver(&target, xml, false)
+    });
     let is_request = matches!(stanza.ty, StanzaType::Iq(IqType::Get | IqType::Set));
-    match target {
-        Some(target) => {
-            let xml: Rc<str> = forwarded(stanza, &session.jid).into();
-            if !server.deliver(&target, xml, false) && is_request {
-                reply_error(
-                    server,
-                    session,
-                    stanza,
-                    StanzaCondition::ServiceUnavailable,
-                    out,
-                );
-            }
-        }
-        None if is_request => reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::ServiceUnavailable,
-            out,
-        ),
-        None => {}
+    if !delivered && is_request {
+        reply_unavailable(server, session, stanza, out);
     }
 }
 

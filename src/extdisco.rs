@@ -5,11 +5,9 @@
 
 use crate::config::{Config, ExternalService, ServiceKind, Transport};
 use crate::dispatch::IqTarget;
-use crate::reply::IqReply;
-use crate::router::Session;
+use crate::iq::Iq;
 use crate::sasl::base64;
-use crate::server::Server;
-use crate::stanza::{IqType, Stanza, StanzaCondition};
+use crate::stanza::{IqType, StanzaCondition};
 use crate::xml::Esc;
 use std::fmt::Write;
 
@@ -88,22 +86,13 @@ fn write_service(out: &mut String, service: &Service, user: &str, now: u64) {
 }
 
 /// `<services/>` (all, or those of one `type`) and `<credentials/>` gets to the server.
-pub fn handle(
-    server: &Server,
-    session: &Session,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> bool {
-    let Some(payload) = stanza.payload() else {
-        return false;
-    };
-    if target != IqTarget::Server || ty != IqType::Get {
+pub fn handle(iq: &Iq, out: &mut String) -> bool {
+    let (server, payload) = (iq.server, iq.payload);
+    if iq.target != IqTarget::Server || iq.ty != IqType::Get {
         return false;
     }
-    let reply = IqReply::new(server, stanza, session.jid.as_str());
-    let user = session.jid.local().unwrap_or_default();
+    let reply = iq.reply();
+    let user = iq.user();
     let now = crate::time::unix_now();
     let config = server.config();
     let mut body = String::new();

@@ -2,47 +2,33 @@
 //! since its last logout (0 while online) with the status it left, shown only to the account itself and to users
 //! subscribed to its presence. Queries to a full JID are routed to the client, not here.
 
-use crate::dispatch::{reply_error, IqTarget};
+use crate::dispatch::IqTarget;
+use crate::iq::Iq;
 use crate::router::Session;
 use crate::server::Server;
-use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition};
+use crate::stanza::{self, IqType, StanzaCondition};
 use crate::time;
 use crate::xml::{Esc, NS_CLIENT};
 use std::fmt::Write;
 
 pub const NS: &str = "jabber:iq:last";
 
-pub fn handle(
-    server: &Server,
-    session: &Session,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> bool {
-    if ty != IqType::Get {
+pub fn handle(iq: &Iq, out: &mut String) -> bool {
+    if iq.ty != IqType::Get {
         return false;
     }
-    let (seconds, status) = match target {
-        IqTarget::Server => (server.started.elapsed().as_secs(), None),
-        IqTarget::Account(contact) => match account_idle(server, session, contact) {
+    let reply = iq.reply();
+    let (seconds, status) = match iq.target {
+        IqTarget::Server => (iq.server.started.elapsed().as_secs(), None),
+        IqTarget::Account(contact) => match account_idle(iq.server, iq.session, contact) {
             Ok(idle) => idle,
             Err(condition) => {
-                reply_error(server, session, stanza, condition, out);
+                reply.fail(out, condition);
                 return true;
             }
         },
     };
-    let domain: &str = &server.config().domain;
-    let from = stanza.to.as_ref().map_or(domain, |j| j.as_str());
-    stanza::open_reply(
-        out,
-        Kind::Iq,
-        "result",
-        stanza.id,
-        from,
-        session.jid.as_str(),
-    );
+    reply.open_result(out);
     let _ = write!(out, "><query xmlns='{NS}' seconds='{seconds}'");
     match status {
         Some(status) => {

@@ -16,6 +16,7 @@ pub mod csi;
 pub mod disco;
 pub mod dispatch;
 pub mod extdisco;
+pub mod iq;
 pub mod jid;
 pub mod last;
 pub mod limits;

@@ -13,8 +13,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Binds every address, or says which one failed.
-pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
+/// Binds every address of a service that is configured (none when it is off), or says
+/// which one failed.
+pub fn bind(configured: bool, addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
+    if !configured {
+        return Ok(Vec::new());
+    }
     addrs
         .iter()
         .map(|addr| {
@@ -25,9 +29,33 @@ pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
         .collect()
 }
 
-/// Accepts on `listener` for the `what` service; a connection beyond `max` open ones
-/// (counted in `open`, shared by the service's listeners) is closed at once.
+/// The port a service advertises: its first listener's (0 if the system will not say), or
+/// `None` when it has no listener and is off.
+pub fn first_port(listeners: &[TcpListener]) -> Option<u16> {
+    let first = listeners.first()?;
+    Some(first.local_addr().map_or(0, |a| a.port()))
+}
+
+/// Accepts on every listener of the `what` service; a connection beyond `max` open ones
+/// (counted across all of them) is closed at once.
 pub fn spawn_accept<F, Fut>(
+    ex: &Rc<LocalExecutor<'static>>,
+    listeners: Vec<TcpListener>,
+    what: &'static str,
+    max: u32,
+    serve: F,
+) where
+    F: Fn(TcpStream) -> Fut + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let open = Rc::new(Cell::new(0u32));
+    for listener in listeners {
+        accept_loop(ex, listener, what, max, open.clone(), serve.clone());
+    }
+}
+
+/// One listener's accept loop; `open` counts the connections of all the service's listeners.
+fn accept_loop<F, Fut>(
     ex: &Rc<LocalExecutor<'static>>,
     listener: TcpListener,
     what: &'static str,

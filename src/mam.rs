@@ -14,7 +14,8 @@
 //! order and a client always finds what it was just sent. A lost archive write costs a
 //! history entry, never the message itself, which is delivered or stored offline as before.
 
-use crate::dispatch::{Deferred, IqTarget};
+use crate::dispatch::Deferred;
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::offline::{NS_DELAY, NS_HINTS};
 use crate::router::Session;
@@ -428,15 +429,8 @@ fn wants(server: &Server, user: &str, peer: &Jid) -> bool {
 // ----- iq ------------------------------------------------------------------------------------
 
 /// `urn:xmpp:mam:2` iqs to the server or the user's own bare JID.
-pub fn handle(
-    server: &Server,
-    session: &Session,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> Deferred {
-    let user = session.jid.local().unwrap_or_default();
+pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
+    let (server, session, stanza, ty, user) = (iq.server, iq.session, iq.stanza, iq.ty, iq.user());
     let from = stanza.to.as_ref().map_or("", Jid::as_str);
     let fail = |out: &mut String, condition| {
         stanza::write_error_reply(
@@ -452,13 +446,11 @@ pub fn handle(
     if !server.config().mam.enabled {
         return fail(out, StanzaCondition::ServiceUnavailable);
     }
-    if matches!(target, IqTarget::Account(local) if local != user) {
+    if !iq.is_own() {
         // §3.4: only the owner reads or configures a user's archive.
         return fail(out, StanzaCondition::Forbidden);
     }
-    let Some(payload) = stanza.payload() else {
-        return fail(out, StanzaCondition::BadRequest);
-    };
+    let payload = iq.payload;
     match (payload.tag_name().name(), ty) {
         ("query" | "metadata", _) => {
             let archive_jid = session.jid.bare();

@@ -6,7 +6,7 @@
 
 use crate::blocking::{self, Verdict};
 use crate::csi::Hold;
-use crate::dispatch::{forwarded, reply_error, Deferred};
+use crate::dispatch::{forwarded, reply_error, served_here, Deferred};
 use crate::jid::Jid;
 use crate::offline::NS_DELAY;
 use crate::privacy::StanzaKind;
@@ -324,14 +324,7 @@ fn directed(
     to: &Jid,
     out: &mut String,
 ) {
-    if to.domain() != server.config().domain {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::RemoteServerNotFound,
-            out,
-        );
+    if !served_here(server, session, stanza, to, out) {
         return;
     }
     let mut list = session.presence.directed.borrow_mut();

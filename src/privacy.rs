@@ -11,10 +11,10 @@
 //! roster item at most once per check, so roster changes apply at once (§2 rule 9).
 
 use crate::blocking::{self, Verdict};
-use crate::dispatch::{Deferred, IqTarget};
+use crate::dispatch::Deferred;
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::presence;
-use crate::reply::IqReply;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{IqType, PresenceType, Stanza, StanzaCondition, StanzaType};
@@ -481,27 +481,13 @@ enum Change {
 }
 
 /// The `jabber:iq:privacy` requests of a user about their own lists.
-pub fn handle(
-    server: &Rc<Server>,
-    session: &Rc<Session>,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> Deferred {
-    let user = session.jid.local().unwrap_or_default();
-    let reply = IqReply::new(server, stanza, session.jid.as_str());
-    if target != IqTarget::Server && target != IqTarget::Account(user) {
-        reply.fail(out, StanzaCondition::ServiceUnavailable);
-        return Deferred::None;
-    }
-    let query = stanza.payload().filter(|q| q.tag_name().name() == "query");
-    let children: Option<Vec<Node>> =
-        query.map(|q| q.children().filter(Node::is_element).collect());
-    let Some(children) = children else {
-        reply.fail(out, StanzaCondition::BadRequest);
+pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
+    let (server, session, ty, user) = (iq.server, iq.session, iq.ty, iq.user());
+    let Some((reply, query)) = iq.own_payload("query", StanzaCondition::ServiceUnavailable, out)
+    else {
         return Deferred::None;
     };
+    let children: Vec<Node> = query.children().filter(Node::is_element).collect();
     let lists = match server.privacy.user_lists(server, user) {
         Ok(lists) => lists,
         Err(e) => {

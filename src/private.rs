@@ -2,14 +2,11 @@
 //! persisted. Only the user's own sessions may read or write them; this module never
 //! interprets what it stores.
 
-use crate::dispatch::{Deferred, IqTarget};
-use crate::reply::IqReply;
-use crate::router::Session;
-use crate::server::Server;
-use crate::stanza::{IqType, Stanza, StanzaCondition, StanzaError};
+use crate::dispatch::Deferred;
+use crate::iq::Iq;
+use crate::stanza::{IqType, StanzaCondition, StanzaError};
 use crate::xml::{write_element, NS_CLIENT};
 use log::warn;
-use std::rc::Rc;
 
 pub const NS: &str = "jabber:iq:private";
 
@@ -17,23 +14,10 @@ pub const NS: &str = "jabber:iq:private";
 const RESERVED: [&str; 3] = [NS_CLIENT, "jabber:server", NS];
 
 /// `jabber:iq:private` get and set, for the user's own storage only.
-pub fn handle(
-    server: &Rc<Server>,
-    session: &Rc<Session>,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> Deferred {
-    let user = session.jid.local().unwrap_or_default();
-    let reply = IqReply::new(server, stanza, session.jid.as_str());
-    if target != IqTarget::Server && target != IqTarget::Account(user) {
-        // §2.3: "forbidden" is preferable to the also-allowed "service-unavailable".
-        reply.fail(out, StanzaCondition::Forbidden);
-        return Deferred::None;
-    }
-    let Some(query) = stanza.payload().filter(|p| p.tag_name().name() == "query") else {
-        reply.fail(out, StanzaCondition::BadRequest);
+pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
+    let (server, user) = (iq.server, iq.user());
+    // §2.3: "forbidden" is preferable to the also-allowed "service-unavailable".
+    let Some((reply, query)) = iq.own_payload("query", StanzaCondition::Forbidden, out) else {
         return Deferred::None;
     };
     let children: Vec<_> = query.children().filter(|c| c.is_element()).collect();
@@ -48,7 +32,7 @@ pub fn handle(
         reply.fail(out, StanzaCondition::NotAcceptable);
         return Deferred::None;
     }
-    match ty {
+    match iq.ty {
         IqType::Get => {
             // A client asks for one namespace at a time (§2.3).
             let [child] = children.as_slice() else {

@@ -156,30 +156,23 @@ fn activate(
 
 /// Binds the configured ports, so errors come out before the loop starts.
 pub fn bind(config: &crate::config::Config) -> Result<Vec<TcpListener>, String> {
-    match config.proxy_domain() {
-        Some(_) => listener::bind(&config.proxy.listen),
-        None => Ok(Vec::new()),
-    }
+    listener::bind(config.proxy_domain().is_some(), &config.proxy.listen)
 }
 
 /// Sets the advertised streamhost from the first port, then serves every listener.
 pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Vec<TcpListener>) {
-    let Some(first) = listeners.first() else {
+    let Some(port) = listener::first_port(&listeners) else {
         return;
     };
-    let port = first.local_addr().map_or(0, |a| a.port());
     let config = &server.config();
     let host = config.proxy.host.as_deref().unwrap_or(&config.domain);
     let _ = server.proxy.streamhost.set((host.into(), port));
     // A task per relay or waiting pair, twice over for handshakes and second ends.
     let max = config.proxy.max_relays.saturating_mul(2).saturating_add(16);
-    let open = Rc::new(Cell::new(0u32));
-    for tcp_listener in listeners {
-        let server = server.clone();
-        listener::spawn_accept(ex, tcp_listener, "proxy", max, open.clone(), move |tcp| {
-            serve(server.clone(), tcp)
-        });
-    }
+    let server = server.clone();
+    listener::spawn_accept(ex, listeners, "proxy", max, move |tcp| {
+        serve(server.clone(), tcp)
+    });
 }
 
 /// One SOCKS5 connection: handshake, then park it in its pair. The first end's task

@@ -8,7 +8,8 @@
 //! secrets) and never waits for an app server: a notification is sent and forgotten
 //! unless its answer is an error.
 
-use crate::dispatch::{Deferred, IqTarget};
+use crate::dispatch::Deferred;
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::offline;
 use crate::reply::IqReply;
@@ -80,26 +81,17 @@ struct Summary<'a> {
 }
 
 /// `<enable/>` or `<disable/>` from one of the user's sessions (§5, §6).
-pub fn handle(
-    server: &Rc<Server>,
-    session: &Rc<Session>,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> Deferred {
-    let user = session.jid.local().unwrap_or_default();
-    let reply = IqReply::new(server, stanza, session.jid.as_str());
+pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
+    let (server, session, user) = (iq.server, iq.session, iq.user());
     if !server.config().push.enabled {
-        reply.fail(out, StanzaCondition::ServiceUnavailable);
+        iq.reply().fail(out, StanzaCondition::ServiceUnavailable);
         return Deferred::None;
     }
-    if target != IqTarget::Server && target != IqTarget::Account(user) {
-        reply.fail(out, StanzaCondition::Forbidden);
+    let Some(reply) = iq.own_reply(StanzaCondition::Forbidden, out) else {
         return Deferred::None;
-    }
-    let request = match stanza.payload() {
-        Some(payload) if ty == IqType::Set => parse(payload),
+    };
+    let request = match iq.ty {
+        IqType::Set => parse(iq.payload),
         _ => Err(StanzaCondition::BadRequest),
     };
     match request {

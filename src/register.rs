@@ -7,10 +7,10 @@
 //! logged or kept.
 
 use crate::config::RegistrationMode;
-use crate::dispatch::{Deferred, IqTarget};
+use crate::dispatch::Deferred;
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::reply::IqReply;
-use crate::router::Session;
 use crate::sasl::{Credentials, DEFAULT_ITERATIONS};
 use crate::server::Server;
 use crate::stanza::{self, IqType, Stanza, StanzaCondition, StanzaError, StanzaType};
@@ -20,7 +20,6 @@ use log::info;
 use roxmltree::Node;
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub const NS: &str = "jabber:iq:register";
@@ -189,25 +188,17 @@ pub async fn before_auth(server: &Server, ip: IpAddr, iq: &Stanza<'_, '_>, out: 
 }
 
 /// §3.1–3.3 after login: registration details, password change, account removal.
-pub fn handle(
-    server: &Rc<Server>,
-    session: &Rc<Session>,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> Deferred {
-    let user = session.jid.local().unwrap_or_default().to_owned();
-    let reply = IqReply::new(server, stanza, session.jid.as_str());
-    let own = target == IqTarget::Server || target == IqTarget::Account(&user);
-    let Some(query) = stanza
-        .payload()
-        .filter(|p| own && p.tag_name().name() == "query")
-    else {
-        reply.fail(out, StanzaCondition::ServiceUnavailable);
+pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
+    let user = iq.user().to_owned();
+    let Some(reply) = iq.own_reply(StanzaCondition::ServiceUnavailable, out) else {
         return Deferred::None;
     };
-    if ty == IqType::Get {
+    let query = iq.payload;
+    if query.tag_name().name() != "query" {
+        reply.fail(out, StanzaCondition::ServiceUnavailable);
+        return Deferred::None;
+    }
+    if iq.ty == IqType::Get {
         reply.result_with(
             out,
             &format!(
@@ -217,10 +208,10 @@ pub fn handle(
         );
         return Deferred::None;
     }
-    if ty != IqType::Set {
+    if iq.ty != IqType::Set {
         return Deferred::None;
     }
-    let server = server.clone();
+    let server = iq.server.clone();
     if stanza::child(query, "remove", NS).is_some() {
         // §3.2: <remove/> must be the only child.
         if query.children().filter(|c| c.is_element()).count() != 1 {

@@ -35,6 +35,13 @@ impl IqReply {
 
     /// A result carrying `payload` (already serialised).
     pub fn result_with(&self, out: &mut String, payload: &str) {
+        self.open_result(out);
+        let _ = write!(out, ">{payload}</iq>");
+    }
+
+    /// The start tag of a result, still open (no `>`), for a caller that writes its payload
+    /// straight after it and closes the iq itself.
+    pub fn open_result(&self, out: &mut String) {
         stanza::open_reply(
             out,
             Kind::Iq,
@@ -43,7 +50,6 @@ impl IqReply {
             &self.from,
             &self.to,
         );
-        let _ = write!(out, ">{payload}</iq>");
     }
 
     pub fn error(&self, out: &mut String, error: &StanzaError) {

@@ -4,6 +4,7 @@
 //! through [`crate::subscription`], never through a roster set.
 
 use crate::dispatch::{reply_error, Deferred, IqTarget};
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::router::Session;
 use crate::server::Server;
@@ -79,30 +80,23 @@ pub fn push(server: &Server, user: &str, stored: &Stored) {
     }
 }
 
-pub fn handle(
-    server: &Rc<Server>,
-    session: &Rc<Session>,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> Deferred {
-    let user = session.jid.local().unwrap_or_default();
+pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
+    let (server, session, stanza) = (iq.server, iq.session, iq.stanza);
     // RFC 6121 §2.1.5: only the user's own server-side roster, addressed to no one or to
     // the user's bare JID.
-    let own = match target {
+    let own = match iq.target {
         IqTarget::Server => stanza.to.is_none(),
-        IqTarget::Account(local) => local == user,
+        IqTarget::Account(local) => local == iq.user(),
     };
-    let Some(query) = stanza.payload().filter(|q| q.tag_name().name() == "query") else {
-        reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
+    let reply = iq.reply();
+    let Some(query) = iq.payload_named("query", &reply, out) else {
         return Deferred::None;
     };
     if !own {
-        reply_error(server, session, stanza, StanzaCondition::Forbidden, out);
+        reply.fail(out, StanzaCondition::Forbidden);
         return Deferred::None;
     }
-    match ty {
+    match iq.ty {
         IqType::Get => {
             get(server, session, stanza, query, out);
             Deferred::None
@@ -110,7 +104,7 @@ pub fn handle(
         IqType::Set => match parse_set(query) {
             Ok(request) => set(server, session, stanza, request),
             Err(condition) => {
-                reply_error(server, session, stanza, condition, out);
+                reply.fail(out, condition);
                 Deferred::None
             }
         },

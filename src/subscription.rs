@@ -5,7 +5,7 @@
 //! request pending is a pre-approval (§3.4): kept on the item, it answers the contact's
 //! later request at once.
 
-use crate::dispatch::{reply_error, Deferred};
+use crate::dispatch::{reply_error, served_here, Deferred};
 use crate::jid::Jid;
 use crate::presence;
 use crate::roster;
@@ -28,6 +28,23 @@ pub struct Outcome {
     pub deliveries: Vec<Delivery>,
     /// Refused before anything changed; answered to the sender.
     pub error: Option<StanzaCondition>,
+}
+
+impl Outcome {
+    /// `xml` goes to every available resource of the local user `to`.
+    fn send(&mut self, to: &str, xml: String) {
+        self.deliveries
+            .push(Delivery::Stanza { to: to.into(), xml });
+    }
+
+    /// `from`'s presence (its unavailable when not `available`) goes to `to`.
+    fn presence(&mut self, from: &str, to: &str, available: bool) {
+        self.deliveries.push(Delivery::Presence {
+            from: from.into(),
+            to: to.into(),
+            available,
+        });
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -106,10 +123,7 @@ impl Change {
         if !self.target_exists {
             // §3.1.3: no such user — the request is answered with `unsubscribed`.
             if clear_to(txn, sender, &target_jid, out)? {
-                out.deliveries.push(Delivery::Stanza {
-                    to: sender.into(),
-                    xml: stanza("unsubscribed", &target_jid, &sender_jid),
-                });
+                out.send(sender, stanza("unsubscribed", &target_jid, &sender_jid));
             }
             return Ok(());
         }
@@ -125,25 +139,15 @@ impl Change {
                 if !txn.pending(target, &sender_jid)? {
                     // Kept until answered and shown again at each login.
                     txn.set_pending(target, &sender_jid, self.xml.as_bytes())?;
-                    out.deliveries.push(Delivery::Stanza {
-                        to: target.into(),
-                        xml: self.xml.clone(),
-                    });
+                    out.send(target, self.xml.clone());
                 }
                 return Ok(());
             }
         }
         // Approved: the target's server answers on its behalf.
         if grant_to(txn, sender, &target_jid, out)? {
-            out.deliveries.push(Delivery::Stanza {
-                to: sender.into(),
-                xml: stanza("subscribed", &target_jid, &sender_jid),
-            });
-            out.deliveries.push(Delivery::Presence {
-                from: target.into(),
-                to: sender.into(),
-                available: true,
-            });
+            out.send(sender, stanza("subscribed", &target_jid, &sender_jid));
+            out.presence(target, sender, true);
         }
         Ok(())
     }
@@ -177,16 +181,9 @@ impl Change {
         item.approved = false;
         out.pushes.push((sender.into(), txn.put(sender, &item)?));
         if self.target_exists && grant_to(txn, target, &sender_jid, out)? {
-            out.deliveries.push(Delivery::Stanza {
-                to: target.into(),
-                xml: self.xml.clone(),
-            });
+            out.send(target, self.xml.clone());
         }
-        out.deliveries.push(Delivery::Presence {
-            from: sender.into(),
-            to: target.into(),
-            available: true,
-        });
+        out.presence(sender, target, true);
         Ok(())
     }
 
@@ -197,17 +194,10 @@ impl Change {
         if self.target_exists {
             let (changed, had_from) = clear_from(txn, target, &self.bare(sender), out)?;
             if changed {
-                out.deliveries.push(Delivery::Stanza {
-                    to: target.into(),
-                    xml: self.xml.clone(),
-                });
+                out.send(target, self.xml.clone());
             }
             if had_from {
-                out.deliveries.push(Delivery::Presence {
-                    from: target.into(),
-                    to: sender.into(),
-                    available: false,
-                });
+                out.presence(target, sender, false);
             }
         }
         Ok(())
@@ -218,17 +208,10 @@ impl Change {
         let (sender, target) = (self.sender.as_str(), self.target.as_str());
         let (_, had_from) = clear_from(txn, sender, &self.bare(target), out)?;
         if self.target_exists && clear_to(txn, target, &self.bare(sender), out)? {
-            out.deliveries.push(Delivery::Stanza {
-                to: target.into(),
-                xml: self.xml.clone(),
-            });
+            out.send(target, self.xml.clone());
         }
         if had_from {
-            out.deliveries.push(Delivery::Presence {
-                from: sender.into(),
-                to: target.into(),
-                available: false,
-            });
+            out.presence(sender, target, false);
         }
         Ok(())
     }
@@ -308,17 +291,10 @@ pub fn handle(
     to: &Jid,
     out: &mut String,
 ) -> Deferred {
-    let domain: &str = &server.config().domain;
-    if to.domain() != domain {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::RemoteServerNotFound,
-            out,
-        );
+    if !served_here(server, session, stanza, to, out) {
         return Deferred::None;
     }
+    let domain: &str = &server.config().domain;
     let user = session.jid.local().unwrap_or_default();
     let Some(target) = to.local() else {
         return Deferred::None;

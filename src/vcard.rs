@@ -3,7 +3,7 @@
 //! module owns vCard semantics; it never routes a stanza.
 
 use crate::dispatch::{Deferred, IqTarget};
-use crate::reply::IqReply;
+use crate::iq::Iq;
 use crate::router::Session;
 use crate::sasl::base64;
 use crate::server::Server;
@@ -109,25 +109,17 @@ pub(crate) fn base64_photo_hash(binval: &str) -> Option<String> {
 }
 
 /// `vcard-temp` get (own or another account's) and set (own only).
-pub fn handle(
-    server: &Rc<Server>,
-    session: &Rc<Session>,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> Deferred {
-    let own = session.jid.local().unwrap_or_default();
-    let reply = IqReply::new(server, stanza, session.jid.as_str());
-    let Some(vcard) = stanza.payload().filter(|p| p.tag_name().name() == "vCard") else {
-        reply.fail(out, StanzaCondition::BadRequest);
+pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
+    let (server, own) = (iq.server, iq.user());
+    let reply = iq.reply();
+    let Some(vcard) = iq.payload_named("vCard", &reply, out) else {
         return Deferred::None;
     };
-    let user = match target {
+    let user = match iq.target {
         IqTarget::Server => own,
         IqTarget::Account(user) => user,
     };
-    match ty {
+    match iq.ty {
         IqType::Get => {
             match server.store.vcard(user) {
                 Ok(Some(bytes)) => reply.result_with(out, &String::from_utf8_lossy(&bytes)),

@@ -813,9 +813,7 @@ async fn throughput(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<()> {
     for s in senders {
         writers.push(s.await);
     }
-    drain(&stats).await;
-    let (server_us, gen_us, secs) = cpu.stop();
-    finish(writers, readers).await;
+    let (server_us, gen_us, secs) = finish(writers, readers, &stats, &cpu).await;
     let received = stats.received.get() as f64;
     let mut rows = vec![
         ("pairs", pairs as f64),
@@ -834,7 +832,16 @@ async fn throughput(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<()> {
     Ok(())
 }
 
-async fn finish(writers: Vec<WriteHalf<Tls>>, readers: Vec<smol::Task<()>>) {
+/// The end of a run: lets the last messages arrive, reads the CPU meter, then closes every
+/// stream. Returns the meter's reading.
+async fn finish(
+    writers: Vec<WriteHalf<Tls>>,
+    readers: Vec<smol::Task<()>>,
+    stats: &Stats,
+    cpu: &CpuMeter,
+) -> (f64, f64, f64) {
+    drain(stats).await;
+    let reading = cpu.stop();
     for mut wr in writers {
         let _ = wr.write_all(b"</stream:stream>").await;
         let _ = wr.close().await;
@@ -845,6 +852,7 @@ async fn finish(writers: Vec<WriteHalf<Tls>>, readers: Vec<smol::Task<()>>) {
         })
         .await;
     }
+    reading
 }
 
 async fn latency(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<()> {
@@ -875,9 +883,7 @@ async fn latency(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<()> {
     for s in senders {
         writers.push(s.await);
     }
-    drain(&stats).await;
-    let (server_us, gen_us, secs) = cpu.stop();
-    finish(writers, readers).await;
+    let (server_us, gen_us, secs) = finish(writers, readers, &stats, &cpu).await;
     let received = stats.received.get() as f64;
     let mut rows = vec![
         ("target_rate", rate),
@@ -1008,9 +1014,7 @@ async fn offline(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<()> {
     for w in online_writers {
         writers.extend(w.await);
     }
-    drain(&online).await;
-    let (server_us, gen_us, _) = cpu.stop();
-    finish(writers, online_readers).await;
+    let (server_us, gen_us, _) = finish(writers, online_readers, &online, &cpu).await;
     let stored_n = (per_sender * senders_n) as f64;
     let mut rows = vec![
         ("offline_messages", stored_n),

@@ -12,12 +12,13 @@ mod subscriptions;
 
 use crate::blocking::{self, Verdict};
 use crate::dispatch::{Deferred, IqTarget};
+use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::privacy::StanzaKind;
 use crate::reply::IqReply;
 use crate::router::Session;
 use crate::server::Server;
-use crate::stanza::{self, IqType, Stanza, StanzaCondition, StanzaError};
+use crate::stanza::{self, IqType, StanzaCondition, StanzaError};
 use crate::store::{PepItem, Publish, StoreError};
 use crate::xml::{write_element, Esc};
 use log::warn;
@@ -357,27 +358,19 @@ pub fn presence_granted(server: &Server, owner: &str, contact: &str) {
 }
 
 /// `pubsub` and `pubsub#owner` requests to an account (the sender's own with no `to`).
-pub fn handle(
-    server: &Rc<Server>,
-    session: &Rc<Session>,
-    stanza: &Stanza,
-    ty: IqType,
-    target: IqTarget,
-    out: &mut String,
-) -> Deferred {
-    let user = session.jid.local().unwrap_or_default();
-    let reply = IqReply::new(server, stanza, session.jid.as_str());
-    let owner = match target {
+pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
+    let (server, session, user) = (iq.server, iq.session, iq.user());
+    let reply = iq.reply();
+    let owner = match iq.target {
         IqTarget::Account(owner) => owner,
         // The domain itself is no pubsub service.
-        IqTarget::Server if stanza.to.is_some() => {
+        IqTarget::Server if iq.stanza.to.is_some() => {
             reply.fail(out, StanzaCondition::ServiceUnavailable);
             return Deferred::None;
         }
         IqTarget::Server => user,
     };
-    let Some(pubsub) = stanza.payload().filter(|p| p.tag_name().name() == "pubsub") else {
-        reply.fail(out, StanzaCondition::BadRequest);
+    let Some(pubsub) = iq.payload_named("pubsub", &reply, out) else {
         return Deferred::None;
     };
     let Some(action) = pubsub.first_element_child() else {
@@ -399,7 +392,7 @@ pub fn handle(
         reply,
     };
     let own = owner == user;
-    match (ns, action.tag_name().name(), ty) {
+    match (ns, action.tag_name().name(), iq.ty) {
         (NS, "items", IqType::Get) => {
             request.items(user, action, out);
             Deferred::None
@@ -580,9 +573,7 @@ impl Request<'_> {
                 items: vec![(id.clone(), xml.clone().into_bytes())],
             },
         );
-        let (server, owner, node) = (self.server.clone(), self.owner.to_owned(), self.node);
-        let node = node.to_owned();
-        let reply = self.reply;
+        let (server, owner, node, reply) = self.detach();
         Deferred::Reply(Box::pin(async move {
             let mut out = String::new();
             match write.await {
@@ -614,6 +605,13 @@ impl Request<'_> {
         }))
     }
 
+    /// What the awaited part of a write keeps: the server, owner, node and answer, owned, as
+    /// the parsed request is gone by then.
+    fn detach(self) -> (Rc<Server>, String, String, IqReply) {
+        let (owner, node) = (self.owner.to_owned(), self.node.to_owned());
+        (self.server.clone(), owner, node, self.reply)
+    }
+
     fn precondition_not_met(&self, out: &mut String) {
         self.reply.error(
             out,
@@ -639,13 +637,8 @@ impl Request<'_> {
         };
         let tell = matches!(action.attribute("notify"), Some("true" | "1"));
         let write = self.server.store.pep_retract(self.owner, self.node, id);
-        let (server, owner, node, id) = (
-            self.server.clone(),
-            self.owner.to_owned(),
-            self.node.to_owned(),
-            id.to_owned(),
-        );
-        let reply = self.reply;
+        let id = id.to_owned();
+        let (server, owner, node, reply) = self.detach();
         Deferred::Reply(Box::pin(async move {
             let mut out = String::new();
             match write.await {
@@ -681,12 +674,7 @@ impl Request<'_> {
             }
         };
         let write = self.server.store.pep_delete(self.owner, self.node);
-        let (server, owner, node) = (
-            self.server.clone(),
-            self.owner.to_owned(),
-            self.node.to_owned(),
-        );
-        let reply = self.reply;
+        let (server, owner, node, reply) = self.detach();
         Deferred::Reply(Box::pin(async move {
             match write.await {
                 Err(StoreError::NotFound) => {

@@ -68,13 +68,8 @@ impl Request<'_> {
             self.server
                 .store
                 .pep_subscribe(self.owner, self.node, jid.as_str(), MAX_SUBSCRIBERS);
-        let (server, owner, node, session) = (
-            self.server.clone(),
-            self.owner.to_owned(),
-            self.node.to_owned(),
-            session.clone(),
-        );
-        let reply = self.reply;
+        let session = session.clone();
+        let (server, owner, node, reply) = self.detach();
         Deferred::Reply(Box::pin(async move {
             let mut out = String::new();
             match write.await {

@@ -214,6 +214,29 @@ fn authzid_allowed(authzid: &str, username: &str, domain: &str) -> bool {
     }
 }
 
+/// Who authenticates, as PLAIN and SCRAM both establish it: the normalised authcid (checked
+/// against the authzid, if one was given) with its stored credentials and whether the account
+/// exists. An unknown user gets decoy credentials, so the exchange costs the same PBKDF2 run
+/// and its timing does not tell whether the account exists.
+fn identify(
+    authcid: &str,
+    authzid: Option<&str>,
+    domain: &str,
+    lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
+) -> Result<(String, Credentials, bool), Failure> {
+    let username = normalize_username(authcid).ok_or(Failure::NotAuthorized)?;
+    if authzid.is_some_and(|authzid| !authzid_allowed(authzid, &username, domain)) {
+        return Err(Failure::InvalidAuthzid);
+    }
+    match lookup(&username) {
+        Some(credentials) => Ok((username, credentials, true)),
+        None => {
+            let decoy = Credentials::decoy(&username).ok_or(Failure::TemporaryAuthFailure)?;
+            Ok((username, decoy, false))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 //! PLAIN on an encrypted stream (RFC 6120 §13.8): that is the caller's job.
 
 use super::credentials::Credentials;
-use super::{authzid_allowed, normalize_username, Failure, Step};
+use super::{identify, Failure, Step};
 
 pub(super) fn authenticate(
     message: &[u8],
@@ -36,19 +36,8 @@ fn verify(
     if authcid.is_empty() || password.is_empty() {
         return Err(Failure::MalformedRequest);
     }
-    let username = normalize_username(authcid).ok_or(Failure::NotAuthorized)?;
-    if !authzid.is_empty() && !authzid_allowed(authzid, &username, domain) {
-        return Err(Failure::InvalidAuthzid);
-    }
-    // An unknown user costs the same PBKDF2 run as a known one, so response time
-    // does not tell whether the account exists.
-    let (credentials, account_exists) = match lookup(&username) {
-        Some(credentials) => (credentials, true),
-        None => (
-            Credentials::decoy(&username).ok_or(Failure::TemporaryAuthFailure)?,
-            false,
-        ),
-    };
+    let authzid = Some(authzid).filter(|authzid| !authzid.is_empty());
+    let (username, credentials, account_exists) = identify(authcid, authzid, domain, lookup)?;
     if credentials.verify_plain(password) & account_exists {
         Ok(username)
     } else {

@@ -7,7 +7,7 @@
 use super::base64;
 use super::credentials::Credentials;
 use super::hash::{constant_time_eq, xor, ScramHash};
-use super::{authzid_allowed, normalize_username, Failure, Step};
+use super::{identify, Failure, Step};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Random bytes appended (base64-encoded) to the client nonce.
@@ -55,19 +55,9 @@ fn server_first_with_nonce(
 ) -> Result<(Vec<u8>, AwaitingFinal), Failure> {
     let text = std::str::from_utf8(client_first).map_err(|_| Failure::MalformedRequest)?;
     let message = ClientFirst::parse(text)?;
-    let username = normalize_username(&message.username).ok_or(Failure::NotAuthorized)?;
-    if let Some(authzid) = &message.authzid {
-        if !authzid_allowed(authzid, &username, domain) {
-            return Err(Failure::InvalidAuthzid);
-        }
-    }
-    let (credentials, account_exists) = match lookup(&username) {
-        Some(credentials) => (credentials, true),
-        None => (
-            Credentials::decoy(&username).ok_or(Failure::TemporaryAuthFailure)?,
-            false,
-        ),
-    };
+    let authzid = message.authzid.as_deref();
+    let (username, credentials, account_exists) =
+        identify(&message.username, authzid, domain, lookup)?;
     let nonce = format!("{}{server_nonce}", message.client_nonce);
     let server_first = format!(
         "r={nonce},s={},i={}",
@@ -246,17 +236,31 @@ mod tests {
             .map(|(message, awaiting)| (String::from_utf8(message).unwrap(), awaiting))
     }
 
-    #[test]
-    fn rfc5802_sha1_example() {
-        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
-        let (server_first, awaiting) = server_first_with_nonce(
+    /// An RFC example exchange up to the server-first message: "user" with password
+    /// "pencil" salted with `salt_b64`, and the RFC's nonces.
+    fn rfc_first(
+        hash: ScramHash,
+        salt_b64: &str,
+        client_first: &[u8],
+        server_nonce: &str,
+    ) -> (Vec<u8>, AwaitingFinal) {
+        let mut lookup = rfc_accounts(salt_b64);
+        server_first_with_nonce(hash, client_first, DOMAIN, &mut lookup, server_nonce).unwrap()
+    }
+
+    /// The RFC 5802 (SHA-1) example up to the server-first message.
+    fn rfc5802_first() -> (Vec<u8>, AwaitingFinal) {
+        rfc_first(
             ScramHash::Sha1,
+            "QSXCR+Q6sek8bf92",
             b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
-            DOMAIN,
-            &mut lookup,
             "3rfcNHYJY1ZVvWVs7j",
         )
-        .unwrap();
+    }
+
+    #[test]
+    fn rfc5802_sha1_example() {
+        let (server_first, awaiting) = rfc5802_first();
         assert_eq!(
             server_first,
             b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
@@ -275,15 +279,12 @@ mod tests {
 
     #[test]
     fn rfc7677_sha256_example() {
-        let mut lookup = rfc_accounts("W22ZaJ0SNY7soEsUEjb6gQ==");
-        let (server_first, awaiting) = server_first_with_nonce(
+        let (server_first, awaiting) = rfc_first(
             ScramHash::Sha256,
+            "W22ZaJ0SNY7soEsUEjb6gQ==",
             b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
-            DOMAIN,
-            &mut lookup,
             "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
-        )
-        .unwrap();
+        );
         assert_eq!(
             server_first,
             b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
@@ -303,15 +304,7 @@ mod tests {
 
     /// The RFC 5802 exchange, with the client-final message replaced.
     fn rfc5802_final(client_final: &str) -> Step {
-        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
-        let (_, awaiting) = server_first_with_nonce(
-            ScramHash::Sha1,
-            b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
-            DOMAIN,
-            &mut lookup,
-            "3rfcNHYJY1ZVvWVs7j",
-        )
-        .unwrap();
+        let (_, awaiting) = rfc5802_first();
         awaiting.finish(client_final.as_bytes())
     }
 
@@ -522,15 +515,7 @@ mod tests {
 
     #[test]
     fn a_decoy_never_authenticates_even_with_a_matching_proof() {
-        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
-        let (_, mut awaiting) = server_first_with_nonce(
-            ScramHash::Sha1,
-            b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
-            DOMAIN,
-            &mut lookup,
-            "3rfcNHYJY1ZVvWVs7j",
-        )
-        .unwrap();
+        let (_, mut awaiting) = rfc5802_first();
         awaiting.account_exists = false;
         assert_eq!(
             awaiting.finish(

@@ -15,7 +15,6 @@ use log::{info, warn};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
-use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,37 +42,23 @@ type Stream = TlsStream<TcpStream>;
 
 /// Binds the configured ports, so errors come out before the loop starts.
 pub fn bind(config: &crate::config::Config) -> Result<Vec<TcpListener>, String> {
-    match config.upload_domain() {
-        Some(_) => listener::bind(&config.upload.listen),
-        None => Ok(Vec::new()),
-    }
+    listener::bind(config.upload_domain().is_some(), &config.upload.listen)
 }
 
 /// Derives the base URL, then serves every listener and cleans up periodically.
 pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Vec<TcpListener>) {
-    let Some(first) = listeners.first() else {
+    let Some(port) = listener::first_port(&listeners) else {
         return;
     };
-    let port = first.local_addr().map_or(0, |a| a.port());
     let config = &server.config();
     let url =
         (config.upload.url.clone()).unwrap_or_else(|| format!("https://{}:{port}", config.domain));
     server.upload.set_base_url(&url);
-    let open = Rc::new(Cell::new(0u32));
-    for tcp_listener in listeners {
-        let server = server.clone();
-        listener::spawn_accept(
-            ex,
-            tcp_listener,
-            "upload",
-            MAX_CONNECTIONS,
-            open.clone(),
-            move |tcp| {
-                let server = server.clone();
-                async move { serve(&server, tcp).await }
-            },
-        );
-    }
+    let accepting = server.clone();
+    listener::spawn_accept(ex, listeners, "upload", MAX_CONNECTIONS, move |tcp| {
+        let server = accepting.clone();
+        async move { serve(&server, tcp).await }
+    });
     ex.spawn(cleanup_loop(server.clone())).detach();
 }
 
