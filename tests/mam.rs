@@ -8,8 +8,6 @@ use common::*;
 
 const NS: &str = "urn:xmpp:mam:2";
 const MUC: &str = "rooms.localhost";
-/// Lifts the per-session rate limits so a test can send thousands of messages at once.
-const FAST: &str = "[rate]\nstanzas_per_sec = 100000\nstanza_burst = 100000\nbytes_per_sec = 100000000\nbyte_burst = 100000000\n";
 
 fn server_with(users: &[&str], extra: &str) -> TestServer {
     let server = TestServer::start(extra);
@@ -155,7 +153,7 @@ fn chat(to: &str, body: &str) -> String {
 #[test]
 fn thousands_of_messages_page_both_ways_without_gaps() {
     const TOTAL: usize = 2000;
-    let server = server_with(&["alice", "bob"], FAST);
+    let server = server_with(&["alice", "bob"], NO_RATE_LIMIT);
     let mut alice = Client::online(&server, "alice", "a");
     let mut bob = Client::online(&server, "bob", "b");
     bob.sync();

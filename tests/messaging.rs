@@ -118,7 +118,8 @@ fn offline_message_is_delivered_with_delay_at_next_presence() {
 /// when the presence looked in the store before the message was committed.
 #[test]
 fn messages_stored_while_the_recipient_comes_online_arrive_at_once() {
-    let server = TestServer::start("");
+    // Alice sends 200 stanzas at full speed: no rate limit may slow or cut her off.
+    let server = TestServer::start(NO_RATE_LIMIT);
     server.add_user("alice");
     server.add_user("bob");
     let mut alice = Client::online(&server, "alice", "a");

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 pub const DOMAIN: &str = "localhost";
 pub const PASSWORD: &str = "correct horse";
 
+/// Config for tests that send at full speed: no rate limit slows or cuts them off.
+pub const NO_RATE_LIMIT: &str = "[rate]\nstanzas_per_sec = 100000\nstanza_burst = 100000\nbytes_per_sec = 100000000\nbyte_burst = 100000000\n";
+
 /// How much slower than native the server runs: `HEARTH_TEST_SLOW` (e.g. 10
 /// under qemu-user in CI) stretches every wait of the harness. Assertions on
 /// lower bounds (a delay happened) are unaffected; upper bounds use it.
