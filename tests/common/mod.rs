@@ -269,6 +269,12 @@ impl Drop for TestServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A failing test shows what the server logged, which a CI log cannot show otherwise.
+        if std::thread::panicking() {
+            if let Ok(log) = self.log.lock() {
+                eprintln!("---- server log ----\n{log}---- end of server log ----");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
