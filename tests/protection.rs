@@ -38,6 +38,34 @@ fn ids(transcript: &str) -> Vec<usize> {
         .collect()
 }
 
+/// A pause that is already paid back when the read is charged (here: handling a message
+/// for an offline user waits for a commit) must not leave the rest of that read unhandled
+/// until the client happens to send more.
+#[test]
+fn stanzas_read_before_a_short_pause_are_handled_after_it() {
+    let server = TestServer::start(&format!(
+        "[rate]\nstanzas_per_sec = 1000\nstanza_burst = 1\n{FAST_BYTES}"
+    ));
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = Client::online(&server, "alice", "a");
+    alice.sync();
+    for round in 0..20 {
+        std::thread::sleep(Duration::from_millis(20));
+        let burst: String = (1..=6)
+            .map(|n| message("bob@localhost", n, "for later"))
+            .collect();
+        alice.send(&format!(
+            "{burst}<iq type='get' id='after{round}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        alice.expect(&format!("id='after{round}'"));
+    }
+    let mut bob = Client::online(&server, "bob", "b");
+    for _ in 0..120 {
+        bob.expect("for later");
+    }
+}
+
 #[test]
 fn a_burst_over_the_rate_is_slowed_down_without_loss() {
     let server = TestServer::start(&format!(

@@ -30,6 +30,9 @@ pub(super) struct Guard {
     ping_sent: Option<Instant>,
     /// Output (a login `<failure/>`) is held back until then.
     pub hold_until: Option<Instant>,
+    /// Input already read stopped being handled (a pause, a held reply, a queued close):
+    /// it is handled before anything more is read, since the client may send nothing else.
+    pub input_waiting: bool,
     /// Storable stanzas taken from the mailbox and not yet fully written:
     /// they go offline if the write never completes.
     pub unwritten: Vec<Rc<str>>,
@@ -46,6 +49,7 @@ impl Guard {
             last_input: now,
             ping_sent: None,
             hold_until: None,
+            input_waiting: false,
             unwritten: Vec::new(),
         }
     }

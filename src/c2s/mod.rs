@@ -227,7 +227,8 @@ impl Connection {
                 return end;
             }
             let wake = {
-                let paused_until = self.guard.paused_until;
+                let (paused_until, input_waiting) =
+                    (self.guard.paused_until, self.guard.input_waiting);
                 let mut next_deadline = self.next_deadline(auth_deadline);
                 if let Some(ask) = self.sm.as_ref().and_then(|sm| sm.request_deadline()) {
                     next_deadline = next_deadline.min(ask);
@@ -241,6 +242,8 @@ impl Connection {
                             Timer::at(until).await;
                             Wake::Resume
                         }
+                        // The pause was paid back by the time the read was charged.
+                        None if input_waiting => Wake::Resume,
                         None => {
                             future::poll_fn(|cx| transport.poll_fill(cx, framer).map(Wake::Read))
                                 .await
@@ -311,11 +314,15 @@ impl Connection {
                 || self.guard.paused_until.is_some()
                 || self.mailbox.is_closing()
             {
+                self.guard.input_waiting = true;
                 return Ok(());
             }
             let wrapped = match self.framer.next() {
                 Err(e) => return Err(framer_end(e)),
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    self.guard.input_waiting = false;
+                    return Ok(());
+                }
                 Ok(Some(Event::Whitespace)) => continue,
                 Ok(Some(Event::StreamClose)) => return Err(End::ClientClosed),
                 Ok(Some(Event::StreamOpen(header))) => {
