@@ -4,10 +4,10 @@
 
 mod common;
 
+use common::muc::*;
 use common::*;
 
 const NS: &str = "urn:xmpp:mam:2";
-const MUC: &str = "rooms.localhost";
 
 fn server_with(users: &[&str], extra: &str) -> TestServer {
     let server = TestServer::start(extra);
@@ -443,11 +443,7 @@ fn room_archive_answers_occupants() {
     assert!(alice
         .expect("id='c0'")
         .contains("muc#roomconfig_enablearchiving"));
-    alice.send(&format!(
-        "<iq type='set' id='c1' to='hall@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>\
-         <field var='muc#roomconfig_enablearchiving'><value>1</value></field></x></query></iq>"
-    ));
-    assert!(alice.expect("id='c1'").contains("type='result'"));
+    configure(&mut alice, "hall", &field("enablearchiving", "1"));
     alice.send(&format!("<iq type='get' id='c2' to='hall@{MUC}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
     let info = alice.expect("id='c2'");
     for feature in ["urn:xmpp:mam:2", "urn:xmpp:mam:2#extended"] {

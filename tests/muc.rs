@@ -4,10 +4,10 @@
 
 mod common;
 
+use common::muc::*;
 use common::*;
 use std::time::Duration;
 
-const MUC: &str = "rooms.localhost";
 const NS_USER: &str = "http://jabber.org/protocol/muc#user";
 
 fn server_with(users: &[&str], extra: &str) -> TestServer {
@@ -35,20 +35,6 @@ fn create_instant(client: &mut Client, room: &str, nick: &str) {
     );
     client.expect("<subject/>");
     configure(client, room, "");
-}
-
-/// Submits the room configuration form with `fields`; expects success.
-fn configure(client: &mut Client, room: &str, fields: &str) {
-    client.send(&format!(
-        "<iq type='set' id='cfg' to='{room}@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
-         <x xmlns='jabber:x:data' type='submit'>{fields}</x></query></iq>"
-    ));
-    let reply = client.expect("id='cfg'");
-    assert!(reply.contains("type='result'"), "{reply}");
-}
-
-fn field(var: &str, value: &str) -> String {
-    format!("<field var='muc#roomconfig_{var}'><value>{value}</value></field>")
 }
 
 fn admin_set(client: &mut Client, room: &str, item: &str) -> String {

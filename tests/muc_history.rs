@@ -6,11 +6,10 @@
 
 mod common;
 
+use common::muc::*;
 use common::*;
 use hearth::store::{Store, DEFAULT_CACHE_BYTES};
 use std::time::Duration;
-
-const MUC: &str = "rooms.localhost";
 
 /// Joins `room` as `nick` with `history` in the join element; returns the own presence and
 /// what followed it up to the subject: the history, then the subject.
@@ -42,16 +41,7 @@ fn create(client: &mut Client, room: &str, fields: &str) {
     let (own, got) = join(client, room, "al", "");
     assert!(own.contains("code='201'"), "{own}");
     assert_eq!(got.len(), 1, "a new room has no history: {got:?}");
-    client.send(&format!(
-        "<iq type='set' id='cfg' to='{room}@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
-         <x xmlns='jabber:x:data' type='submit'>{fields}</x></query></iq>"
-    ));
-    let reply = client.expect("id='cfg'");
-    assert!(reply.contains("type='result'"), "{reply}");
-}
-
-fn field(var: &str, value: &str) -> String {
-    format!("<field var='muc#roomconfig_{var}'><value>{value}</value></field>")
+    configure(client, room, fields);
 }
 
 fn persistent() -> String {

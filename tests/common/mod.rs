@@ -4,6 +4,7 @@
 //! framer; assertions look at what a client would see.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod muc;
 pub mod roster;
 
 use hearth::sasl::base64;
