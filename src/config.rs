@@ -16,6 +16,15 @@ use serde::{Deserialize, Deserializer};
 pub const STANZA_BYTES_RANGE: (u32, u32) = (4096, 16 * 1024 * 1024);
 /// Inclusive bounds for `limits.max_depth`.
 pub const DEPTH_RANGE: (u16, u16) = (4, 1024);
+/// Inclusive bounds for `limits.max_stanza_bytes_preauth`: a SCRAM message or a registration
+/// form fits in 2 KiB.
+pub const PREAUTH_STANZA_BYTES_RANGE: (u32, u32) = (2048, 16 * 1024 * 1024);
+/// Inclusive bounds for `limits.max_attributes`.
+pub const ATTRIBUTES_RANGE: (u16, u16) = (4, 256);
+/// Inclusive bounds for `limits.max_namespaces` (the stream header alone declares two) and
+/// `limits.max_namespaces_in_scope`: parsing costs up to their product per element.
+pub const NAMESPACES_RANGE: (u16, u16) = (2, 32);
+pub const NAMESPACES_IN_SCOPE_RANGE: (u16, u16) = (4, 64);
 
 /// The effective settings. Field and table names are the user-facing file format.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -272,6 +281,19 @@ pub struct Limits {
     /// Deepest element nesting accepted.
     #[serde(deserialize_with = "depth")]
     pub max_depth: u16,
+    /// Largest stanza accepted before authentication (RFC 6120 §13.12); never more than
+    /// `max_stanza_bytes`.
+    #[serde(deserialize_with = "preauth_stanza_bytes")]
+    pub max_stanza_bytes_preauth: u32,
+    /// Most attributes on one element; past it `policy-violation`.
+    #[serde(deserialize_with = "attributes")]
+    pub max_attributes: u16,
+    /// Most namespace declarations on one element; past it `policy-violation`.
+    #[serde(deserialize_with = "namespaces")]
+    pub max_namespaces: u16,
+    /// Most namespace declarations in scope (stream header and open elements together).
+    #[serde(deserialize_with = "namespaces_in_scope")]
+    pub max_namespaces_in_scope: u16,
     /// Streams not authenticated after this long are closed with `connection-timeout`.
     #[serde(deserialize_with = "timeout_secs")]
     pub auth_timeout_secs: u32,
@@ -609,6 +631,10 @@ impl Default for Limits {
         Limits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 32,
+            max_stanza_bytes_preauth: 8 * 1024,
+            max_attributes: crate::xml::framer::DEFAULT_MAX_ATTRIBUTES,
+            max_namespaces: crate::xml::framer::DEFAULT_MAX_NAMESPACES,
+            max_namespaces_in_scope: crate::xml::framer::DEFAULT_MAX_NAMESPACES_IN_SCOPE,
             auth_timeout_secs: 30,
             offline_quota: 1000,
             outbound_queue_bytes: 1024 * 1024,
@@ -904,6 +930,30 @@ fn depth<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
     u16::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn preauth_stanza_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let (min, max) = PREAUTH_STANZA_BYTES_RANGE;
+    let value = integer_in(deserializer, (min.into(), max.into()))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn attributes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let (min, max) = ATTRIBUTES_RANGE;
+    let value = integer_in(deserializer, (min.into(), max.into()))?;
+    u16::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn namespaces<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let (min, max) = NAMESPACES_RANGE;
+    let value = integer_in(deserializer, (min.into(), max.into()))?;
+    u16::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn namespaces_in_scope<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let (min, max) = NAMESPACES_IN_SCOPE_RANGE;
+    let value = integer_in(deserializer, (min.into(), max.into()))?;
+    u16::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn offline_quota<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let value = integer_in(deserializer, (0, 1_000_000))?;
     u32::try_from(value).map_err(serde::de::Error::custom)
@@ -1037,6 +1087,18 @@ impl Config {
         let _ = writeln!(out, "\n[limits]");
         let _ = writeln!(out, "max_stanza_bytes = {}", limits.max_stanza_bytes);
         let _ = writeln!(out, "max_depth = {}", limits.max_depth);
+        let _ = writeln!(
+            out,
+            "max_stanza_bytes_preauth = {}",
+            limits.max_stanza_bytes_preauth
+        );
+        let _ = writeln!(out, "max_attributes = {}", limits.max_attributes);
+        let _ = writeln!(out, "max_namespaces = {}", limits.max_namespaces);
+        let _ = writeln!(
+            out,
+            "max_namespaces_in_scope = {}",
+            limits.max_namespaces_in_scope
+        );
         let _ = writeln!(out, "auth_timeout_secs = {}", limits.auth_timeout_secs);
         let _ = writeln!(out, "offline_quota = {}", limits.offline_quota);
         let _ = writeln!(
@@ -1255,6 +1317,10 @@ mod tests {
         assert_eq!(config.limits.max_depth, 32);
         assert_eq!(config.limits.auth_timeout_secs, 30);
         assert_eq!(config.limits.max_vcard_bytes, 65536);
+        assert_eq!(config.limits.max_stanza_bytes_preauth, 8192);
+        assert_eq!(config.limits.max_attributes, 32);
+        assert_eq!(config.limits.max_namespaces, 8);
+        assert_eq!(config.limits.max_namespaces_in_scope, 16);
         assert_eq!(config.registration.mode, RegistrationMode::Closed);
         assert_eq!(config.registration.per_ip_per_hour, 5);
     }
@@ -1391,6 +1457,16 @@ auth_timeout_secs = 1
             ("[limits]\nmax_depth = 3\n", "limits.max_depth"),
             ("[limits]\nmax_depth = 1025\n", "limits.max_depth"),
             (
+                "[limits]\nmax_stanza_bytes_preauth = 2047\n",
+                "limits.max_stanza_bytes_preauth",
+            ),
+            ("[limits]\nmax_attributes = 3\n", "limits.max_attributes"),
+            ("[limits]\nmax_namespaces = 33\n", "limits.max_namespaces"),
+            (
+                "[limits]\nmax_namespaces_in_scope = 65\n",
+                "limits.max_namespaces_in_scope",
+            ),
+            (
                 "[limits]\nauth_timeout_secs = 0\n",
                 "limits.auth_timeout_secs",
             ),
@@ -1499,6 +1575,10 @@ auth_timeout_secs = 1
             limits: Limits {
                 max_stanza_bytes: 65536,
                 max_depth: 100,
+                max_stanza_bytes_preauth: 4096,
+                max_attributes: 40,
+                max_namespaces: 4,
+                max_namespaces_in_scope: 20,
                 auth_timeout_secs: 600,
                 offline_quota: 5,
                 outbound_queue_bytes: 65536,

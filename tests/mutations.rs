@@ -8,10 +8,7 @@ use hearth::jid::Jid;
 use hearth::stanza::Stanza;
 use hearth::xml::{self, Event, Framer, Limits, StreamHeader};
 
-const LIMITS: Limits = Limits {
-    max_stanza: 4096,
-    max_depth: 16,
-};
+const LIMITS: Limits = Limits::new(4096, 16);
 const MAX_CHUNK: usize = 64;
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' \

@@ -6,10 +6,7 @@
 use hearth::xml::{Event, Framer, Limits};
 use libfuzzer_sys::fuzz_target;
 
-const LIMITS: Limits = Limits {
-    max_stanza: 4096,
-    max_depth: 16,
-};
+const LIMITS: Limits = Limits::new(4096, 16);
 
 fuzz_target!(|data: &[u8]| {
     let Some((&chunk, stream)) = data.split_first() else {

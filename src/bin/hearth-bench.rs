@@ -419,10 +419,7 @@ async fn login(ctx: &Ctx, account: &str) -> Res<Tls> {
     let mut scram =
         ScramClient::new(Mechanism::ScramSha256, account, PASSWORD).ok_or("SCRAM client")?;
     let header = stream_header(&ctx.opts.domain);
-    let mut framer = Framer::new(Limits {
-        max_stanza: 1 << 20,
-        max_depth: 64,
-    });
+    let mut framer = Framer::new(Limits::new(1 << 20, 64));
     let mut buf = vec![0u8; 4096];
     let out = format!(
         "{header}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",

@@ -131,9 +131,11 @@ impl Connection {
                 Ok(())
             }
             Step::Failure(failure) => {
-                if failure == Failure::NotAuthorized {
-                    self.delay_login_failure(named.as_deref());
-                }
+                // Every failure slows the address down (a cheap malformed
+                // or aborted exchange must not be repeatable at full
+                // speed); only a wrong proof is held against the account.
+                let account = named.filter(|_| failure == Failure::NotAuthorized);
+                self.delay_login_failure(account.as_deref());
                 let _ = write!(
                     self.out,
                     "<failure xmlns='{NS_SASL}'><{}/></failure>",
@@ -144,7 +146,8 @@ impl Connection {
         }
     }
 
-    fn count_failure(&mut self) -> Result<(), End> {
+    /// One failed negotiation step on this stream; too many end it.
+    pub(super) fn count_failure(&mut self) -> Result<(), End> {
         self.auth_failures = self.auth_failures.saturating_add(1);
         info!(
             "{}: authentication failure {}",
@@ -189,11 +192,13 @@ impl Connection {
             (field("username"), field("password"), field("resource"))
         else {
             reply_error(&mut self.out, StanzaCondition::NotAcceptable);
-            return Ok(());
+            self.delay_login_failure(None);
+            return self.count_failure();
         };
         if username.is_empty() || resource.is_empty() {
             reply_error(&mut self.out, StanzaCondition::NotAcceptable);
-            return Ok(());
+            self.delay_login_failure(None);
+            return self.count_failure();
         }
         let user = Jid::from_parts(Some(username), &domain, None)
             .ok()

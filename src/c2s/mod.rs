@@ -110,8 +110,11 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
     let conn_id = server.register_connection(mailbox.clone());
     let limits = &server.config().limits;
     let framer = Framer::new(xml::Limits {
-        max_stanza: limits.max_stanza_bytes as usize,
+        max_stanza: preauth_stanza_bytes(limits),
         max_depth: limits.max_depth.into(),
+        max_attributes: limits.max_attributes,
+        max_namespaces: limits.max_namespaces,
+        max_namespaces_in_scope: limits.max_namespaces_in_scope,
     });
     let mut conn = Connection {
         server: server.clone(),
@@ -447,6 +450,17 @@ impl Connection {
         self.framer.reset();
         self.header = None;
         self.header_sent = false;
+        self.set_stanza_limit();
+    }
+
+    /// RFC 6120 §13.12: an unauthenticated peer gets the small stanza
+    /// limit, so what it can make the parser chew on stays small.
+    fn set_stanza_limit(&mut self) {
+        let limits = &self.server.config().limits;
+        self.framer.set_max_stanza(match self.stage {
+            Stage::Plain | Stage::Secured => preauth_stanza_bytes(limits),
+            Stage::Authenticated | Stage::Bound => limits.max_stanza_bytes as usize,
+        });
     }
 
     async fn on_element(&mut self, wrapped: &str) -> Result<(), End> {
@@ -471,11 +485,13 @@ impl Connection {
             Stage::Plain | Stage::Secured if ns == Some(NS_SASL) => {
                 if self.stage == Stage::Plain && self.server.config().auth.require_encryption {
                     // RFC 6120 §6.5.6: refuse, the client may still STARTTLS.
+                    // Counted like any failure, so repeating it is slowed.
                     let _ = write!(
                         self.out,
                         "<failure xmlns='{NS_SASL}'><encryption-required/></failure>"
                     );
-                    return Ok(());
+                    self.delay_login_failure(None);
+                    return self.count_failure();
                 }
                 self.on_sasl(node)
             }
@@ -646,6 +662,8 @@ impl Connection {
         info!("{}: session bound from {}", session.jid, self.peer);
         self.session = Some(session.clone());
         self.stage = Stage::Bound;
+        // XEP-0078 binds without a stream restart.
+        self.set_stanza_limit();
         Ok(session)
     }
 
@@ -768,6 +786,11 @@ fn check_header(header: &StreamHeader, domain: &str) -> Result<(), End> {
         }
     }
     Ok(())
+}
+
+/// `limits.max_stanza_bytes_preauth`, never above the limit after login.
+fn preauth_stanza_bytes(limits: &crate::config::Limits) -> usize {
+    limits.max_stanza_bytes_preauth.min(limits.max_stanza_bytes) as usize
 }
 
 fn framer_end(e: FramerError) -> End {

@@ -10,9 +10,13 @@
 //!
 //! The scanner is a byte-at-a-time state machine, so the events do not
 //! depend on how the input was split into chunks. It validates UTF-8 and
-//! XML 1.0 characters, tag/attribute quoting, references and nesting depth;
-//! full well-formedness of a stanza (matching end-tag names, attribute
-//! syntax, namespace prefixes) is checked when the stanza is parsed.
+//! XML 1.0 characters, tag and attribute syntax, references, nesting depth
+//! and that every end tag names the innermost open element (RFC 6120
+//! §11.1: a mismatch is `not-well-formed` at once). It bounds attributes
+//! and namespace declarations per element and in scope, so that parsing a
+//! stanza afterwards costs time linear in its size whatever its shape.
+//! What remains for the parser: names beyond ASCII, duplicate attributes
+//! and namespace prefixes.
 //!
 //! CDATA sections are allowed inside stanzas: RFC 6120 §11.1 does not list
 //! them as restricted. At stream level they are character data → BadFormat.
@@ -29,13 +33,46 @@ use std::ops::Range;
 use super::writer::EscAttr;
 use super::{NS_STREAMS, NS_XML};
 
-/// Per-connection size limits, both enforced while bytes arrive.
+/// Per-connection limits, all enforced while bytes arrive, before any
+/// parser sees the stanza.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest stanza (or stream header incl. XML declaration) in bytes.
     pub max_stanza: usize,
     /// Deepest element nesting; the stanza element itself is depth 1.
     pub max_depth: usize,
+    /// Most attributes on one start tag (namespace declarations included).
+    pub max_attributes: u16,
+    /// Most namespace declarations (`xmlns`, `xmlns:p`) on one start tag.
+    pub max_namespaces: u16,
+    /// Most namespace declarations in scope at once: the stream header's
+    /// plus those of every open element of the stanza.
+    pub max_namespaces_in_scope: u16,
+}
+
+/// Default for [`Limits::max_attributes`]: the widest XMPP elements
+/// (`<item>` in MUC/roster/pubsub, data form fields) carry fewer than ten.
+pub const DEFAULT_MAX_ATTRIBUTES: u16 = 32;
+/// Default for [`Limits::max_namespaces`]: a stanza element declares at
+/// most its own namespace and a prefix or two (`xmlns:stream`, XEP-0131).
+pub const DEFAULT_MAX_NAMESPACES: u16 = 8;
+/// Default for [`Limits::max_namespaces_in_scope`]: the header's two plus
+/// one per nesting level of a deep payload (pubsub item → atom entry…).
+/// roxmltree copies every in-scope declaration into each element that
+/// declares one, so this bound is what keeps parsing linear in the size.
+pub const DEFAULT_MAX_NAMESPACES_IN_SCOPE: u16 = 16;
+
+impl Limits {
+    /// The given size and depth with the default markup limits.
+    pub const fn new(max_stanza: usize, max_depth: usize) -> Limits {
+        Limits {
+            max_stanza,
+            max_depth,
+            max_attributes: DEFAULT_MAX_ATTRIBUTES,
+            max_namespaces: DEFAULT_MAX_NAMESPACES,
+            max_namespaces_in_scope: DEFAULT_MAX_NAMESPACES_IN_SCOPE,
+        }
+    }
 }
 
 /// Why the stream cannot continue; each maps to one RFC 6120 stream error.
@@ -240,19 +277,24 @@ impl Framer {
         self.buf.capacity()
     }
 
+    /// Change the stanza size limit from the next byte on: RFC 6120 §13.12
+    /// lets a server accept far less before authentication than after.
+    pub fn set_max_stanza(&mut self, max_stanza: usize) {
+        self.limits.max_stanza = max_stanza;
+    }
+
     /// Scan until an item completes or the input runs out.
     fn advance(&mut self) -> Result<Option<Item>, FramerError> {
-        let Limits {
-            max_stanza,
-            max_depth,
-        } = self.limits;
         while let Some(&byte) = self.buf.get(self.scan) {
             let offset = self.scan.saturating_sub(self.start);
             self.scan += 1;
-            if offset >= max_stanza {
+            if offset >= self.limits.max_stanza {
                 return Err(FramerError::PolicyViolation);
             }
-            match self.lexer.step(byte, offset, max_depth)? {
+            // The item so far, this byte included: end tags are compared
+            // with their start tags' names in place.
+            let item = self.buf.get(self.start..self.scan).unwrap_or_default();
+            match self.lexer.step(byte, offset, item, &self.limits)? {
                 Step::More => {}
                 Step::Skip => self.start = self.scan,
                 Step::Done(kind) => return Ok(Some(kind)),
@@ -269,9 +311,11 @@ impl Framer {
             .get(item)
             .and_then(|bytes| std::str::from_utf8(bytes).ok())
             .ok_or(FramerError::NotWellFormed)?;
-        let qname = text
-            .get(self.lexer.tag_offset + 1..)
-            .and_then(|tag| tag.split(['\t', '\n', '\r', ' ', '/', '>']).next())
+        let Open { name, name_len, .. } = self.lexer.tag;
+        let qname = usize::try_from(name)
+            .ok()
+            .zip(usize::try_from(name.saturating_add(name_len)).ok())
+            .and_then(|(start, end)| text.get(start..end))
             .ok_or(FramerError::NotWellFormed)?;
         let document = format!("{text}</{qname}>");
         let options = roxmltree::ParsingOptions {
@@ -341,6 +385,7 @@ impl Framer {
     /// per read burst is cheap next to parsing the stanzas in it.
     fn release(&mut self) {
         self.buf = Vec::new();
+        self.lexer.open = Vec::new();
         self.start = 0;
         self.scan = 0;
     }
@@ -383,10 +428,17 @@ enum Lex {
     /// After `<`.
     Lt,
     StartName,
-    /// Inside a start tag, outside attribute values.
+    /// Inside a start tag, where an attribute name, `/` or `>` may follow.
     InTag,
+    AttrName,
+    /// After an attribute name, before `=`.
+    AttrEq,
+    /// After `=`, before the opening quote.
+    AttrQuote,
     /// Inside an attribute value delimited by this quote byte.
     AttrValue(u8),
+    /// After an attribute value: whitespace, `/` or `>` must follow.
+    AfterValue,
     /// After `/` in a start tag.
     EmptySlash,
     /// In an end tag; true once whitespace followed the name.
@@ -410,18 +462,46 @@ const XML_TARGET: &[u8] = b"xml";
 /// character references padded with that many zeros are refused.
 const REF_NAME_MAX: usize = 12;
 
+/// One open element of the stanza in progress: where its name lies in the
+/// item (offsets stay valid because compaction only drops bytes before
+/// the item) and how many namespaces it declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Open {
+    name: u32,
+    name_len: u32,
+    namespaces: u16,
+}
+
 struct Lexer {
     phase: Phase,
     lex: Lex,
     utf8: Utf8,
-    /// Open elements inside the stream (stanza = 1).
-    depth: usize,
+    /// Open elements inside the stream (the stanza first). Its length is
+    /// the depth, so it never holds more than `max_depth` entries; it is
+    /// freed with the buffer.
+    open: Vec<Open>,
     /// Inside a stream-level whitespace run already reported.
     in_whitespace_run: bool,
-    /// Offset of the last `<` in the prolog item: the header's start tag.
-    tag_offset: usize,
+    /// The start tag being read: its name, attribute and namespace counts.
+    tag: Open,
+    attributes: u16,
+    /// Start of the attribute or end-tag name being read.
+    mark: u32,
+    /// Namespaces declared by the stream header and the open elements.
+    in_scope: u16,
     ref_name: [u8; REF_NAME_MAX],
     ref_len: u8,
+}
+
+/// Item offsets fit in u32: `max_stanza` is at most 16 MiB (config bounds).
+fn offset32(offset: usize) -> u32 {
+    u32::try_from(offset).unwrap_or(u32::MAX)
+}
+
+/// The bytes of `item` in `start..end` (empty if out of range).
+fn span(item: &[u8], start: u32, end: usize) -> &[u8] {
+    let start = usize::try_from(start).unwrap_or(usize::MAX);
+    item.get(start..end).unwrap_or_default()
 }
 
 impl Lexer {
@@ -430,36 +510,71 @@ impl Lexer {
             phase: Phase::Prolog,
             lex: Lex::Text,
             utf8: Utf8::default(),
-            depth: 0,
+            open: Vec::new(),
             in_whitespace_run: false,
-            tag_offset: 0,
+            tag: Open {
+                name: 0,
+                name_len: 0,
+                namespaces: 0,
+            },
+            attributes: 0,
+            mark: 0,
+            in_scope: 0,
             ref_name: [0; REF_NAME_MAX],
             ref_len: 0,
         }
     }
 
-    /// Feed one byte at `offset` within the current item.
-    fn step(&mut self, byte: u8, offset: usize, max_depth: usize) -> Result<Step, FramerError> {
+    fn depth(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Feed one byte at `offset` within the current item; `item` is the
+    /// item's text up to and including this byte.
+    fn step(
+        &mut self,
+        byte: u8,
+        offset: usize,
+        item: &[u8],
+        limits: &Limits,
+    ) -> Result<Step, FramerError> {
         self.utf8.check(byte)?;
         match self.lex {
-            Lex::Text => self.text(byte, offset),
-            Lex::Lt => self.after_lt(byte, max_depth),
+            Lex::Text => self.text(byte),
+            Lex::Lt => self.after_lt(byte, offset, limits.max_depth),
             Lex::StartName => match byte {
-                b'>' => Ok(self.start_tag_end()),
-                b'/' => self.to(Lex::EmptySlash),
-                _ if is_space(byte) => self.to(Lex::InTag),
                 _ if is_name_byte(byte) => Ok(Step::More),
+                _ => {
+                    self.tag.name_len = offset32(offset).saturating_sub(self.tag.name);
+                    self.in_tag(byte, offset, limits)
+                }
+            },
+            Lex::InTag | Lex::AfterValue => self.in_tag(byte, offset, limits),
+            Lex::AttrName => match byte {
+                _ if is_name_byte(byte) => Ok(Step::More),
+                b'=' | b' ' | b'\t' | b'\n' | b'\r' => {
+                    let name = span(item, self.mark, offset);
+                    self.attribute_named(name, limits)?;
+                    self.to(if byte == b'=' {
+                        Lex::AttrQuote
+                    } else {
+                        Lex::AttrEq
+                    })
+                }
                 _ => Err(FramerError::NotWellFormed),
             },
-            Lex::InTag => match byte {
-                b'>' => Ok(self.start_tag_end()),
-                b'/' => self.to(Lex::EmptySlash),
+            Lex::AttrEq => match byte {
+                b'=' => self.to(Lex::AttrQuote),
+                _ if is_space(byte) => Ok(Step::More),
+                _ => Err(FramerError::NotWellFormed),
+            },
+            Lex::AttrQuote => match byte {
                 b'"' | b'\'' => self.to(Lex::AttrValue(byte)),
-                b'<' | b'&' => Err(FramerError::NotWellFormed),
-                _ => Ok(Step::More),
+                _ if is_space(byte) => Ok(Step::More),
+                _ => Err(FramerError::NotWellFormed),
             },
             Lex::AttrValue(quote) => match byte {
-                _ if byte == quote => self.to(Lex::InTag),
+                _ if byte == quote => self.to(Lex::AfterValue),
                 b'<' => Err(FramerError::NotWellFormed),
                 b'&' => self.begin_ref(Some(quote)),
                 _ => Ok(Step::More),
@@ -469,7 +584,7 @@ impl Lexer {
                 _ => Err(FramerError::NotWellFormed),
             },
             Lex::EndName(after_space) => match byte {
-                b'>' => Ok(self.end_tag_end()),
+                b'>' => self.end_tag_end(offset, item),
                 _ if is_space(byte) => self.to(Lex::EndName(true)),
                 _ if !after_space && is_name_byte(byte) => Ok(Step::More),
                 _ => Err(FramerError::NotWellFormed),
@@ -498,9 +613,43 @@ impl Lexer {
         Ok(Step::More)
     }
 
-    fn text(&mut self, byte: u8, offset: usize) -> Result<Step, FramerError> {
+    /// Between attributes (XML 1.0 requires whitespace before each one).
+    fn in_tag(&mut self, byte: u8, offset: usize, limits: &Limits) -> Result<Step, FramerError> {
+        match byte {
+            b'>' => Ok(self.start_tag_end()),
+            b'/' => self.to(Lex::EmptySlash),
+            _ if is_space(byte) => self.to(Lex::InTag),
+            _ if self.lex == Lex::InTag && is_name_start(byte) => {
+                self.attributes = self.attributes.saturating_add(1);
+                if self.attributes > limits.max_attributes {
+                    return Err(FramerError::PolicyViolation);
+                }
+                self.mark = offset32(offset);
+                self.to(Lex::AttrName)
+            }
+            _ => Err(FramerError::NotWellFormed),
+        }
+    }
+
+    /// Count a namespace declaration against the per-element and in-scope
+    /// bounds before any parser resolves it.
+    fn attribute_named(&mut self, name: &[u8], limits: &Limits) -> Result<(), FramerError> {
+        let declares = name == b"xmlns" || name.starts_with(b"xmlns:");
+        if declares {
+            self.tag.namespaces = self.tag.namespaces.saturating_add(1);
+            let in_scope = self.in_scope.saturating_add(self.tag.namespaces);
+            if self.tag.namespaces > limits.max_namespaces
+                || in_scope > limits.max_namespaces_in_scope
+            {
+                return Err(FramerError::PolicyViolation);
+            }
+        }
+        Ok(())
+    }
+
+    fn text(&mut self, byte: u8) -> Result<Step, FramerError> {
         match self.phase {
-            Phase::Stream if self.depth == 0 => {
+            Phase::Stream if self.depth() == 0 => {
                 if byte == b'<' {
                     self.in_whitespace_run = false;
                     self.to(Lex::Lt)
@@ -521,28 +670,34 @@ impl Lexer {
             // Text before the root element (including a U+FEFF, which RFC
             // 6120 §11.6 says is not a byte order mark) is not well-formed.
             _ => match byte {
-                b'<' => {
-                    self.tag_offset = offset;
-                    self.to(Lex::Lt)
-                }
+                b'<' => self.to(Lex::Lt),
                 _ if is_space(byte) => Ok(Step::More),
                 _ => Err(FramerError::NotWellFormed),
             },
         }
     }
 
-    fn after_lt(&mut self, byte: u8, max_depth: usize) -> Result<Step, FramerError> {
+    fn after_lt(&mut self, byte: u8, offset: usize, max_depth: usize) -> Result<Step, FramerError> {
         let in_prolog = self.phase == Phase::Prolog;
         match byte {
             b'/' if in_prolog => Err(FramerError::NotWellFormed),
-            b'/' => self.to(Lex::EndName(false)),
+            b'/' => {
+                self.mark = offset32(offset + 1);
+                self.to(Lex::EndName(false))
+            }
             b'?' if in_prolog => self.to(Lex::PiTarget(0)),
             b'?' => Err(FramerError::RestrictedXml),
             b'!' => self.to(Lex::Bang(0)),
             _ if is_name_start(byte) => {
-                if !in_prolog && self.depth >= max_depth {
+                if !in_prolog && self.depth() >= max_depth {
                     return Err(FramerError::PolicyViolation);
                 }
+                self.tag = Open {
+                    name: offset32(offset),
+                    name_len: 0,
+                    namespaces: 0,
+                };
+                self.attributes = 0;
                 self.to(Lex::StartName)
             }
             _ => Err(FramerError::NotWellFormed),
@@ -556,7 +711,7 @@ impl Lexer {
             Some(&expected) if expected == byte => {
                 if usize::from(matched) + 1 < CDATA_OPEN.len() {
                     self.to(Lex::Bang(matched + 1))
-                } else if self.depth > 0 {
+                } else if self.depth() > 0 {
                     self.to(Lex::Cdata(0))
                 } else if self.phase == Phase::Prolog {
                     Err(FramerError::NotWellFormed)
@@ -570,11 +725,14 @@ impl Lexer {
 
     fn start_tag_end(&mut self) -> Step {
         self.lex = Lex::Text;
+        // Scope only grows by what passed `attribute_named`'s bound.
+        self.in_scope = self.in_scope.saturating_add(self.tag.namespaces);
         if self.phase == Phase::Prolog {
             self.phase = Phase::Stream;
             Step::Done(Item::Header)
         } else {
-            self.depth += 1;
+            // Bounded by `max_depth` (checked at `<`).
+            self.open.push(self.tag);
             Step::More
         }
     }
@@ -584,24 +742,34 @@ impl Lexer {
         match self.phase {
             // `<stream:stream/>` opens no stream to exchange stanzas in.
             Phase::Prolog => Err(FramerError::BadFormat),
-            _ if self.depth == 0 => Ok(Step::Done(Item::Stanza)),
+            _ if self.depth() == 0 => Ok(Step::Done(Item::Stanza)),
             _ => Ok(Step::More),
         }
     }
 
-    fn end_tag_end(&mut self) -> Step {
+    /// RFC 6120 §11.1 / XML 1.0 "Element Type Match": an end tag must name
+    /// the innermost open element exactly (qualified name, byte for byte).
+    /// At stream level the framer checks it against the stream's name.
+    fn end_tag_end(&mut self, offset: usize, item: &[u8]) -> Result<Step, FramerError> {
         self.lex = Lex::Text;
-        match self.depth {
-            0 => Step::Done(Item::Close),
-            1 => {
-                self.depth = 0;
-                Step::Done(Item::Stanza)
-            }
-            _ => {
-                self.depth -= 1;
-                Step::More
-            }
+        let Some(open) = self.open.pop() else {
+            return Ok(Step::Done(Item::Close));
+        };
+        let name = span(item, self.mark, offset).trim_ascii_end();
+        let expected = span(
+            item,
+            open.name,
+            usize::try_from(open.name.saturating_add(open.name_len)).unwrap_or(usize::MAX),
+        );
+        if name != expected {
+            return Err(FramerError::NotWellFormed);
         }
+        self.in_scope = self.in_scope.saturating_sub(open.namespaces);
+        Ok(if self.open.is_empty() {
+            Step::Done(Item::Stanza)
+        } else {
+            Step::More
+        })
     }
 
     fn begin_ref(&mut self, in_attr: Option<u8>) -> Result<Step, FramerError> {
@@ -741,10 +909,7 @@ mod tests {
         xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
         version='1.0' xml:lang='en'>";
 
-    const LIMITS: Limits = Limits {
-        max_stanza: 1024,
-        max_depth: 8,
-    };
+    const LIMITS: Limits = Limits::new(1024, 8);
 
     /// Owned copy of an event (or the error that ended the run).
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1123,19 +1288,144 @@ mod tests {
                 "{body}"
             );
         }
-        // Mismatched names only balance depth here; parsing catches them.
-        assert_eq!(
-            stanzas(&feed(&with_header("<a><b></a></b>"))),
-            vec!["<a><b></a></b>"]
+    }
+
+    /// Stanza bodies whose end tags do not match their start tags (RFC
+    /// 6120 §11.1, XML 1.0 "Element Type Match").
+    const BAD_END_TAGS: &[&str] = &[
+        "<message to='x@y'><body>oops</message>",
+        "<a></b>",
+        "<a><b></a></b>",
+        "<a><b></b></b>",
+        "<a><b/></b>",
+        "<a></a></a>",
+        "<ab></a>",
+        "<a></ab>",
+        "<a><aa></a></aa>",
+        "<a></A>",
+        "<a></>",
+        "<a></ >",
+        "<a:b xmlns:a='u'></a:c>",
+        "<a:b xmlns:a='u'></b>",
+        "<b></a:b>",
+        "<a:b xmlns:a='u' xmlns:x='u'></x:b>",
+        "<a:b xmlns:a='u'></a:b:>",
+        "<\u{e9}></e>",
+        "</foo>",
+        "</message>",
+        "<a/></a>",
+        "<a></a></stream:stream2>",
+    ];
+
+    #[test]
+    fn end_tags_must_match_their_start_tags() {
+        for body in BAD_END_TAGS {
+            let input = with_header(body);
+            assert_eq!(
+                last_error(&input),
+                Some(FramerError::NotWellFormed),
+                "{body}"
+            );
+            let bytewise = feed_chunked(LIMITS, &input, &mut || 1);
+            assert_eq!(
+                bytewise.last().and_then(error_of),
+                Some(FramerError::NotWellFormed),
+                "{body} byte by byte"
+            );
+        }
+        // The error comes at the bad end tag, not at a later timeout.
+        let seen = feed(&with_header("<message><body>oops</message>"));
+        assert_eq!(seen.last(), Some(&Seen::Error(FramerError::NotWellFormed)));
+        for good in [
+            "<a:b xmlns:a='u'><a:c/></a:b >",
+            "<a><a><a>x</a></a></a>",
+            "<a><b></b><b/><bb></bb></a>",
+            "<\u{e9}t\u{e9}></\u{e9}t\u{e9}>",
+        ] {
+            assert_eq!(stanzas(&feed(&with_header(good))), vec![good]);
+            assert_chunking_invariant(LIMITS, &with_header(good), 7);
+        }
+    }
+
+    #[test]
+    fn attribute_syntax() {
+        for bad in [
+            "<a b='1'c='2'/>",
+            "<a b/>",
+            "<a b=/>",
+            "<a b='1' / >",
+            "<a ='1'/>",
+            "<a b=1/>",
+            "<a b='1'=/>",
+        ] {
+            assert_eq!(
+                last_error(&with_header(bad)),
+                Some(FramerError::NotWellFormed),
+                "{bad}"
+            );
+        }
+        let good = "<a b = '1'\tc=\"2\"\n/>";
+        assert_eq!(stanzas(&feed(&with_header(good))), vec![good]);
+    }
+
+    fn with_attributes(count: usize, value: &dyn Fn(usize) -> String) -> String {
+        (0..count).map(value).collect()
+    }
+
+    #[test]
+    fn attribute_and_namespace_limits() {
+        let attrs = |n| with_attributes(n, &|i| format!(" a{i}='v'"));
+        let decls = |n| with_attributes(n, &|i| format!(" xmlns:p{i}='u'"));
+        let limits = Limits::new(256 * 1024, 32);
+        let run = |body: &str| feed_chunked(limits, &with_header(body), &mut || usize::MAX);
+        let accepted = |body: &str| stanzas(&run(body)).len() == 1;
+        let refused =
+            |body: &str| run(body).last() == Some(&Seen::Error(FramerError::PolicyViolation));
+        assert!(accepted(&format!("<m{}/>", attrs(32))));
+        assert!(refused(&format!("<m{}/>", attrs(33))));
+        assert!(accepted(&format!("<m{}/>", decls(8))));
+        assert!(refused(&format!("<m{}/>", decls(9))));
+        assert!(refused(&format!("<m xmlns='a'{}/>", decls(8))));
+        // The header declares two; 14 more levels fit in 16, 15 do not.
+        let nested = |levels: usize| {
+            let open: String = (0..levels).map(|i| format!("<e xmlns='u{i}'>")).collect();
+            format!("{open}{}", "</e>".repeat(levels))
+        };
+        assert!(accepted(&nested(14)));
+        assert!(refused(&nested(15)));
+        // Siblings' declarations go out of scope with them.
+        let siblings = format!("<m xmlns='a'>{}</m>", "<b xmlns='v'/>".repeat(100));
+        assert!(accepted(&siblings));
+        let closed = format!("<m>{}{}</m>", nested(14), nested(14));
+        assert!(accepted(&closed));
+        // The header itself is bounded the same way.
+        let header = format!(
+            "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'{}>",
+            decls(8)
         );
+        assert_eq!(
+            last_error(header.as_bytes()),
+            Some(FramerError::PolicyViolation)
+        );
+        // The namespace bomb of the issue: refused at the ninth declaration.
+        let bomb = format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X'{}>{}</auth>",
+            decls(2000),
+            "<b xmlns='v'/>".repeat(2000)
+        );
+        let input = with_header(&bomb);
+        for sizes in [usize::MAX, 1, 13] {
+            let seen = feed_chunked(limits, &input, &mut || sizes);
+            assert_eq!(
+                seen.last(),
+                Some(&Seen::Error(FramerError::PolicyViolation))
+            );
+        }
     }
 
     #[test]
     fn depth_limit() {
-        let limits = Limits {
-            max_stanza: 1024,
-            max_depth: 3,
-        };
+        let limits = Limits::new(1024, 3);
         let ok = with_header("<a><b><c/><c></c></b></a>");
         assert_eq!(
             stanzas(&feed_chunked(limits, &ok, &mut || usize::MAX)).len(),
@@ -1150,10 +1440,7 @@ mod tests {
 
     #[test]
     fn size_limit_applies_before_the_stanza_is_complete() {
-        let limits = Limits {
-            max_stanza: 200,
-            max_depth: 8,
-        };
+        let limits = Limits::new(200, 8);
         let exact = format!("<m>{}</m>", "x".repeat(200 - 7));
         let seen = feed_chunked(limits, &with_header(&exact), &mut || usize::MAX);
         assert_eq!(stanzas(&seen), vec![exact.as_str()]);
@@ -1190,10 +1477,7 @@ mod tests {
 
     #[test]
     fn undrained_pushes_are_bounded() {
-        let limits = Limits {
-            max_stanza: 64,
-            max_depth: 8,
-        };
+        let limits = Limits::new(64, 8);
         let mut framer = Framer::new(limits);
         assert!(framer.push(&[b' '; 40]).is_ok());
         assert!(framer.push(&[b' '; 40]).is_ok());
@@ -1252,11 +1536,14 @@ mod tests {
 
     #[test]
     fn buffer_memory_behaviour() {
-        assert!(std::mem::size_of::<Framer>() <= 128);
-        let mut framer = Framer::new(Limits {
-            max_stanza: 64 * 1024,
-            max_depth: 8,
-        });
+        // Part of the per-session budget; the open-element stack replaced
+        // the depth counter.
+        assert!(
+            std::mem::size_of::<Framer>() <= 160,
+            "{}",
+            std::mem::size_of::<Framer>()
+        );
+        let mut framer = Framer::new(Limits::new(64 * 1024, 8));
         assert_eq!(framer.capacity(), 0);
         assert!(framer.push(HEADER.as_bytes()).is_ok());
         assert!(matches!(framer.next(), Ok(Some(Event::StreamOpen(_)))));
@@ -1382,10 +1669,7 @@ mod tests {
             b"stream",
         ];
         let header = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>";
-        let limits = Limits {
-            max_stanza: 96,
-            max_depth: 4,
-        };
+        let limits = Limits::new(96, 4);
         let mut lcg = Lcg(0x5eed);
         let mut outcomes = [0usize; 4]; // stanzas, errors, closes, policy violations
         for case in 0..600u64 {

@@ -27,8 +27,8 @@ const STANZA_NODES_LIMIT: u32 = 8192;
 /// Parse a stanza previously wrapped with [`StreamHeader::wrap`].
 ///
 /// DTDs are refused and the node count is capped; any parse failure
-/// (including mismatched end tags, which the framer only balances) is
-/// reported as [`FramerError::NotWellFormed`].
+/// (undeclared prefixes, duplicate attributes) is reported as
+/// [`FramerError::NotWellFormed`]. The framer's limits keep it linear.
 pub fn parse_stanza(wrapped: &str) -> Result<roxmltree::Document<'_>, FramerError> {
     let options = roxmltree::ParsingOptions {
         allow_dtd: false,
@@ -54,10 +54,7 @@ mod tests {
     use super::*;
 
     fn client_header() -> StreamHeader {
-        let mut framer = Framer::new(Limits {
-            max_stanza: 4096,
-            max_depth: 8,
-        });
+        let mut framer = Framer::new(Limits::new(4096, 8));
         assert!(framer
             .push(
                 b"<stream:stream to='example.com' version='1.0' xmlns='jabber:client' \

@@ -667,10 +667,7 @@ impl Client {
 }
 
 fn new_framer() -> Framer {
-    Framer::new(Limits {
-        max_stanza: 1 << 24,
-        max_depth: 256,
-    })
+    Framer::new(Limits::new(1 << 24, 256))
 }
 
 /// The concatenated text of an XML fragment (e.g. base64 payloads, jids).
