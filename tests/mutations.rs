@@ -182,3 +182,71 @@ fn the_seeds_are_valid_streams() {
         assert!(stanzas >= 1, "{seed}");
     }
 }
+
+/// Every end tag of the seeds with one byte of its name changed: the framer
+/// itself answers `not-well-formed` (RFC 6120 §11.1), at once and however
+/// the bytes are split; no stanza carrying the bad tag gets through.
+#[test]
+fn every_end_tag_renamed_is_not_well_formed() {
+    let mut rng = Lcg(0x454e_4454_4147);
+    let mut cases = 0;
+    for seed in seeds() {
+        let bytes = seed.as_bytes();
+        let ends = bytes.windows(2).enumerate().filter(|(_, w)| w == b"</");
+        for (at, _) in ends {
+            let name = at + 2..at + 2 + bytes[at + 2..].iter().position(|&b| b == b'>').unwrap();
+            for index in name {
+                let mut input = bytes.to_vec();
+                input[index] = if input[index] == b'Q' { b'R' } else { b'Q' };
+                let mut framer = Framer::new(LIMITS);
+                let mut rest = &input[..];
+                let outcome = loop {
+                    let (chunk, tail) = rest.split_at((1 + rng.below(MAX_CHUNK)).min(rest.len()));
+                    rest = tail;
+                    framer.push(chunk).unwrap();
+                    let error = loop {
+                        match framer.next() {
+                            Ok(Some(Event::Stanza(text))) => {
+                                assert!(!text.contains("Q>"), "{text}");
+                            }
+                            Ok(Some(_)) => {}
+                            Ok(None) => break None,
+                            Err(error) => break Some(error),
+                        }
+                    };
+                    if error.is_some() || rest.is_empty() {
+                        break error;
+                    }
+                };
+                assert_eq!(
+                    outcome,
+                    Some(xml::FramerError::NotWellFormed),
+                    "{}",
+                    String::from_utf8_lossy(&input)
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 50, "{cases}");
+}
+
+/// The adversarial catalogue (`hearth::xml::adversarial`) at the default
+/// 256 KiB stanza limit: each shape is accepted or refused as expected, in
+/// time linear in its size. A quadratic shape (the namespace bomb took
+/// minutes at this size) would blow the bound by orders of magnitude even
+/// in a debug build on a loaded machine.
+#[test]
+fn adversarial_shapes_are_answered_quickly() {
+    use hearth::xml::adversarial::{frame_and_parse, shapes};
+    use std::time::{Duration, Instant};
+    let size = 256 * 1024;
+    let limits = Limits::new(size, 32);
+    for shape in shapes(size) {
+        let started = Instant::now();
+        let outcome = frame_and_parse(limits, &shape.stanza);
+        let took = started.elapsed();
+        assert_eq!(outcome, shape.expect, "{}", shape.name);
+        assert!(took < Duration::from_secs(2), "{}: {took:?}", shape.name);
+    }
+}

@@ -27,10 +27,7 @@ const BAD_END_TAGS: &[&str] = &[
 /// A complete stanza followed by an extra end tag. Before login the
 /// stanza itself already ends the stream (`not-authorized`), so these are
 /// only sent after it.
-const EXTRA_END_TAGS: &[&str] = &[
-    "<presence/></presence>",
-    "<message></message></message>",
-];
+const EXTRA_END_TAGS: &[&str] = &["<presence/></presence>", "<message></message></message>"];
 
 /// Reads to the stream error; asserts it is `<stream:error>` carrying
 /// `condition` in the streams-error namespace, then the close and EOF.

@@ -57,6 +57,9 @@ modes:
   login [--count N] [--concurrency C]
   offline [--messages N] [--senders S] [--rate R]
   startup --hearth BIN --config FILE --accounts N [--runs K]
+  parse [--bytes B] [--runs K] [--seeds DIR]
+                                        framer+parse time per adversarial shape (no server);
+                                        --seeds writes each shape as a framer fuzz seed
 defaults: --addr 127.0.0.1:5223 --domain localhost";
 
 struct Opts {
@@ -76,6 +79,8 @@ struct Opts {
     hearth: Option<PathBuf>,
     config: Option<PathBuf>,
     runs: usize,
+    bytes: usize,
+    seeds: Option<PathBuf>,
 }
 
 fn parse_args() -> Res<Opts> {
@@ -97,6 +102,8 @@ fn parse_args() -> Res<Opts> {
         hearth: None,
         config: None,
         runs: 3,
+        bytes: 256 * 1024,
+        seeds: None,
     };
     let mut p = lexopt::Parser::from_env();
     let err = |e: lexopt::Error| e.to_string();
@@ -120,6 +127,8 @@ fn parse_args() -> Res<Opts> {
             Long("concurrency") => o.concurrency = num(&mut p)?,
             Long("senders") => o.senders = num(&mut p)?,
             Long("runs") => o.runs = num(&mut p)?,
+            Long("bytes") => o.bytes = num(&mut p)?,
+            Long("seeds") => o.seeds = Some(p.value().map_err(err)?.into()),
             Long("data-dir") => o.data_dir = Some(p.value().map_err(err)?.into()),
             Long("hearth") => o.hearth = Some(p.value().map_err(err)?.into()),
             Long("config") => o.config = Some(p.value().map_err(err)?.into()),
@@ -143,6 +152,7 @@ fn main() {
         match o.mode.as_str() {
             "setup" => setup(&o),
             "startup" => startup(&o),
+            "parse" => parse_mode(&o),
             "" => Err(USAGE.into()),
             _ => {
                 let ex = Rc::new(LocalExecutor::new());
@@ -154,6 +164,43 @@ fn main() {
         eprintln!("hearth-bench: {e}");
         std::process::exit(1);
     }
+}
+
+/// How long the event loop is held by one stanza of each adversarial shape
+/// at `--bytes` (the default stanza limit): framer, namespace wrapping and
+/// parse, as a connection runs them. Median and worst of `--runs`.
+fn parse_mode(o: &Opts) -> Res<()> {
+    use hearth::xml::adversarial::{frame_and_parse, shapes, HEADER};
+    let limits = Limits::new(o.bytes, 32);
+    let mut rows = Vec::new();
+    let mut worst = 0.0f64;
+    for shape in shapes(o.bytes) {
+        if let Some(dir) = &o.seeds {
+            // The framer target's format: chunk size byte, then the stream.
+            let seed = [&[7u8][..], HEADER.as_bytes(), shape.stanza.as_bytes()].concat();
+            let path = dir.join(format!("adversarial-{}", shape.name));
+            std::fs::write(&path, seed).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let mut times: Vec<u64> = (0..o.runs.max(1))
+            .map(|_| {
+                let started = Instant::now();
+                let outcome = frame_and_parse(limits, &shape.stanza);
+                let took = started.elapsed();
+                if outcome != shape.expect {
+                    eprintln!("{}: {outcome:?}, expected {:?}", shape.name, shape.expect);
+                }
+                u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)
+            })
+            .collect();
+        times.sort_unstable();
+        let median = percentile(&times, 0.5) / 1000.0;
+        worst = worst.max(percentile(&times, 1.0) / 1000.0);
+        rows.push((format!("{}_us", shape.name), median));
+    }
+    rows.push(("worst_us".into(), worst));
+    let rows: Vec<(&str, f64)> = rows.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    report("parse", &rows);
+    Ok(())
 }
 
 /// 10,000 connections need as many descriptors: lift the soft limit to

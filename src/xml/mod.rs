@@ -6,6 +6,7 @@
 //! [`crate::stanza`]'s job. Everything here treats peer input as hostile and
 //! reports problems as [`FramerError`] values that map 1:1 to stream errors.
 
+pub mod adversarial;
 pub mod framer;
 pub mod writer;
 
