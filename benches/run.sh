@@ -60,6 +60,9 @@ stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=; }
 trap '[ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null; rm -rf "$OUT/idle" "$OUT/data"' EXIT
 bench() { "$BENCH" --addr "127.0.0.1:$PORT" --domain "$DOMAIN" --pid "$SERVER" "$@" | tee -a "$OUT/report.txt"; }
 
+# Parse cost per adversarial stanza shape at the stanza limit (no server).
+"$BENCH" parse --runs 9 | tee -a "$OUT/report.txt"
+
 # Idle: a few hundred accounts, no sessions.
 config "$OUT/idle.toml" "$OUT/idle"
 "$BENCH" setup --data-dir "$OUT/idle" --accounts 300
