@@ -5,13 +5,16 @@
 //! reads or writes a socket, never touches the store and never logs a
 //! stanza body or a credential.
 
+mod attempts;
 pub mod bucket;
 mod failures;
 
 use crate::config::{Config, Limits as LimitsConfig};
 use crate::stanza::StreamCondition;
+use attempts::{Attempts, Recorded};
 use bucket::Pair;
 use failures::Failures;
+use log::warn;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
@@ -99,9 +102,12 @@ pub struct Protection {
     /// `[rate]` as refill settings; a reload replaces them (see [`Self::set_rate`]).
     rate: Cell<bucket::Limits>,
     open: Cell<u32>,
+    /// Open connections not yet authenticated, from all addresses.
+    unauthenticated: Cell<u32>,
     addrs: RefCell<HashMap<IpAddr, AddrCount>>,
     accounts: RefCell<HashMap<Box<str>, AccountRate>>,
     failures: RefCell<Failures>,
+    attempts: RefCell<Attempts>,
     refusal_logged: Cell<Option<Instant>>,
     refusals_unlogged: Cell<u64>,
 }
@@ -112,9 +118,11 @@ impl Protection {
             counters: Counters::default(),
             rate: Cell::new(bucket::Limits::from_config(&config.rate)),
             open: Cell::new(0),
+            unauthenticated: Cell::new(0),
             addrs: RefCell::default(),
             accounts: RefCell::default(),
             failures: RefCell::new(Failures::new(FAILURE_ENTRIES, FAILURE_MEMORY)),
+            attempts: RefCell::new(Attempts::new(FAILURE_ENTRIES)),
             refusal_logged: Cell::new(None),
             refusals_unlogged: Cell::new(0),
         }
@@ -143,6 +151,14 @@ impl Protection {
                 condition: StreamCondition::ResourceConstraint,
                 text: "the server has too many connections",
             })
+        } else if self.unauthenticated.get() >= unauthenticated_cap(limits) {
+            // The rest of the capacity is kept for connections that log in, so a flood
+            // of half-open streams from many addresses cannot lock every user out.
+            Counters::bump(&self.counters.refused_total);
+            Some(Refusal {
+                condition: StreamCondition::ResourceConstraint,
+                text: "the server has too many connections not yet logged in",
+            })
         } else if count.open >= limits.max_connections_per_ip {
             Counters::bump(&self.counters.refused_per_ip);
             Some(Refusal {
@@ -162,6 +178,7 @@ impl Protection {
             return Err(refusal);
         }
         self.open.set(self.open.get() + 1);
+        self.unauthenticated.set(self.unauthenticated.get() + 1);
         addrs.insert(
             ip,
             AddrCount {
@@ -193,7 +210,18 @@ impl Protection {
     pub fn authenticated(&self, ip: IpAddr) {
         if let Some(count) = self.addrs.borrow_mut().get_mut(&ip) {
             count.unauthenticated = count.unauthenticated.saturating_sub(1);
+            self.unauthenticated
+                .set(self.unauthenticated.get().saturating_sub(1));
         }
+    }
+
+    /// Whether a connection from `ip` has authenticated and is still open: services
+    /// that need no login give such an address more room than a stranger.
+    pub fn has_authenticated(&self, ip: IpAddr) -> bool {
+        self.addrs
+            .borrow()
+            .get(&ip)
+            .is_some_and(|count| count.open > count.unauthenticated)
     }
 
     /// An admitted connection ended.
@@ -204,6 +232,8 @@ impl Protection {
             count.open = count.open.saturating_sub(1);
             if !was_authenticated {
                 count.unauthenticated = count.unauthenticated.saturating_sub(1);
+                self.unauthenticated
+                    .set(self.unauthenticated.get().saturating_sub(1));
             }
             if count.open == 0 {
                 addrs.remove(&ip);
@@ -264,6 +294,14 @@ impl Protection {
         let mut count = failures.record(failures::Key::Addr(ip), now);
         if let Some(user) = user {
             count = count.max(failures.record(failures::Key::Account(user.into()), now));
+            let budget = limits.auth_attempts_per_account_per_min;
+            if self.attempts.borrow_mut().record(user, budget, now) == Recorded::Exhausted {
+                warn!(
+                    "{user}: {budget} failed logins within a minute from all addresses \
+                     (limits.auth_attempts_per_account_per_min); further attempts fail at once \
+                     for the rest of the minute, open sessions stay"
+                );
+            }
         }
         Counters::bump(&self.counters.auth_delays);
         failure_delay(limits, count)
@@ -274,7 +312,21 @@ impl Protection {
         let mut failures = self.failures.borrow_mut();
         failures.forget(&failures::Key::Addr(ip));
         failures.forget(&failures::Key::Account(user.into()));
+        self.attempts.borrow_mut().forget(user);
     }
+
+    /// Whether `user` has used up its failed-login budget for now: a login attempt for
+    /// it fails at once, without a password check (so guessing gains nothing).
+    pub fn account_locked(&self, limits: &LimitsConfig, user: &str, now: Instant) -> bool {
+        let budget = limits.auth_attempts_per_account_per_min;
+        self.attempts.borrow().exhausted(user, budget, now)
+    }
+}
+
+/// How many connections may be open before authenticating, from all addresses.
+fn unauthenticated_cap(limits: &LimitsConfig) -> u32 {
+    let share = u64::from(limits.max_connections) * u64::from(limits.max_unauthenticated_percent);
+    u32::try_from(share / 100).unwrap_or(u32::MAX).max(1)
 }
 
 /// `base × 2^(failures-1)`, capped.
