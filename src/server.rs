@@ -271,7 +271,10 @@ fn bind_all(config: &Config) -> Result<Listeners, String> {
 /// config file `config` came from, read again on SIGHUP.
 pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String> {
     let started = Instant::now();
+    crate::store::files::restrict_new_files();
     create_private_dir(&config.data_dir)?;
+    crate::store::files::warn_if_readable(&config.data_dir);
+    crate::sasl::set_decoy_secret(&crate::store::files::server_secret(&config.data_dir)?);
     let store = Store::open(&config.data_dir, crate::store::DEFAULT_CACHE_BYTES)
         .map_err(|e| e.to_string())?;
     let material = tls::load(
