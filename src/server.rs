@@ -173,6 +173,20 @@ impl Server {
         }
     }
 
+    /// Closes a connection that has not logged in, to make room under
+    /// `limits.max_unauthenticated_percent` (see [`crate::limits::Protection::admit`]).
+    pub fn evict_unauthenticated(&self, id: u64) {
+        if let Some(mailbox) = self.connections.borrow().get(&id) {
+            mailbox.close(StreamCondition::ResourceConstraint);
+        }
+        if let Some(unlogged) = self.protection.refusal_to_log(Instant::now()) {
+            info!(
+                "too many connections not logged in (limits.max_unauthenticated_percent): \
+                 the oldest closed ({unlogged} more refusals since the last report)"
+            );
+        }
+    }
+
     pub fn connection_count(&self) -> usize {
         self.connections.borrow().len()
     }

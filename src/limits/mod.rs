@@ -16,7 +16,7 @@ use bucket::Pair;
 use failures::Failures;
 use log::warn;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -102,8 +102,9 @@ pub struct Protection {
     /// `[rate]` as refill settings; a reload replaces them (see [`Self::set_rate`]).
     rate: Cell<bucket::Limits>,
     open: Cell<u32>,
-    /// Open connections not yet authenticated, from all addresses.
-    unauthenticated: Cell<u32>,
+    /// Connections not yet authenticated, by id, oldest first: past the unauthenticated share of the
+    /// capacity, the oldest one makes room for a new one.
+    pre_auth: RefCell<VecDeque<u64>>,
     addrs: RefCell<HashMap<IpAddr, AddrCount>>,
     accounts: RefCell<HashMap<Box<str>, AccountRate>>,
     failures: RefCell<Failures>,
@@ -118,7 +119,7 @@ impl Protection {
             counters: Counters::default(),
             rate: Cell::new(bucket::Limits::from_config(&config.rate)),
             open: Cell::new(0),
-            unauthenticated: Cell::new(0),
+            pre_auth: RefCell::default(),
             addrs: RefCell::default(),
             accounts: RefCell::default(),
             failures: RefCell::new(Failures::new(FAILURE_ENTRIES, FAILURE_MEMORY)),
@@ -140,9 +141,18 @@ impl Protection {
         self.rate.set(bucket::Limits::from_config(rate));
     }
 
-    /// Counts a new, unauthenticated connection from `ip`, or says which
-    /// limit it would break. Every `Ok` is matched by one [`Self::release`].
-    pub fn admit(&self, limits: &LimitsConfig, ip: IpAddr) -> Result<(), Refusal> {
+    /// Counts a new, unauthenticated connection `id` from `ip`, or says which limit it
+    /// would break. Every `Ok` is matched by one [`Self::release`]. `Ok(Some(old))` names
+    /// the oldest unauthenticated connection, which must be closed to make room: the
+    /// unauthenticated share of the capacity is full, and a flood of half-open streams
+    /// from many addresses must neither lock logins out nor reach the capacity kept
+    /// for logged-in sessions.
+    pub fn admit(
+        &self,
+        limits: &LimitsConfig,
+        ip: IpAddr,
+        id: u64,
+    ) -> Result<Option<u64>, Refusal> {
         let mut addrs = self.addrs.borrow_mut();
         let count = addrs.get(&ip).copied().unwrap_or_default();
         let refusal = if self.open.get() >= limits.max_connections {
@@ -150,14 +160,6 @@ impl Protection {
             Some(Refusal {
                 condition: StreamCondition::ResourceConstraint,
                 text: "the server has too many connections",
-            })
-        } else if self.unauthenticated.get() >= unauthenticated_cap(limits) {
-            // The rest of the capacity is kept for connections that log in, so a flood
-            // of half-open streams from many addresses cannot lock every user out.
-            Counters::bump(&self.counters.refused_total);
-            Some(Refusal {
-                condition: StreamCondition::ResourceConstraint,
-                text: "the server has too many connections not yet logged in",
             })
         } else if count.open >= limits.max_connections_per_ip {
             Counters::bump(&self.counters.refused_per_ip);
@@ -177,8 +179,16 @@ impl Protection {
         if let Some(refusal) = refusal {
             return Err(refusal);
         }
+        let mut pre_auth = self.pre_auth.borrow_mut();
+        // Evictions already asked for but not yet released do not count again.
+        let evict = (pre_auth.len() as u32 >= unauthenticated_cap(limits))
+            .then(|| pre_auth.pop_front())
+            .flatten();
+        if evict.is_some() {
+            Counters::bump(&self.counters.refused_unauthenticated);
+        }
+        pre_auth.push_back(id);
         self.open.set(self.open.get() + 1);
-        self.unauthenticated.set(self.unauthenticated.get() + 1);
         addrs.insert(
             ip,
             AddrCount {
@@ -186,7 +196,15 @@ impl Protection {
                 unauthenticated: count.unauthenticated + 1,
             },
         );
-        Ok(())
+        Ok(evict)
+    }
+
+    /// Connection `id` no longer waits to authenticate (it did, or it is gone).
+    fn leave_pre_auth(&self, id: u64) {
+        let mut pre_auth = self.pre_auth.borrow_mut();
+        if let Some(at) = pre_auth.iter().position(|&queued| queued == id) {
+            pre_auth.remove(at);
+        }
     }
 
     /// Whether to log this refusal: `Some(n)` with the `n` refusals left
@@ -207,11 +225,10 @@ impl Protection {
 
     /// The connection from `ip` authenticated: it no longer counts against
     /// `max_unauthenticated_per_ip`.
-    pub fn authenticated(&self, ip: IpAddr) {
+    pub fn authenticated(&self, ip: IpAddr, id: u64) {
+        self.leave_pre_auth(id);
         if let Some(count) = self.addrs.borrow_mut().get_mut(&ip) {
             count.unauthenticated = count.unauthenticated.saturating_sub(1);
-            self.unauthenticated
-                .set(self.unauthenticated.get().saturating_sub(1));
         }
     }
 
@@ -225,15 +242,14 @@ impl Protection {
     }
 
     /// An admitted connection ended.
-    pub fn release(&self, ip: IpAddr, was_authenticated: bool) {
+    pub fn release(&self, ip: IpAddr, id: u64, was_authenticated: bool) {
+        self.leave_pre_auth(id);
         self.open.set(self.open.get().saturating_sub(1));
         let mut addrs = self.addrs.borrow_mut();
         if let Some(count) = addrs.get_mut(&ip) {
             count.open = count.open.saturating_sub(1);
             if !was_authenticated {
                 count.unauthenticated = count.unauthenticated.saturating_sub(1);
-                self.unauthenticated
-                    .set(self.unauthenticated.get().saturating_sub(1));
             }
             if count.open == 0 {
                 addrs.remove(&ip);
@@ -358,28 +374,48 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let c: IpAddr = "10.0.0.3".parse().unwrap();
-        guard.admit(&config.limits, a).unwrap();
-        let refused = guard.admit(&config.limits, a).unwrap_err();
+        guard.admit(&config.limits, a, 11).unwrap();
+        let refused = guard.admit(&config.limits, a, 12).unwrap_err();
         assert_eq!(refused.condition, StreamCondition::PolicyViolation);
         assert!(refused.text.contains("unauthenticated"));
-        guard.authenticated(a);
-        guard.admit(&config.limits, a).unwrap();
-        guard.authenticated(a);
-        let refused = guard.admit(&config.limits, a).unwrap_err();
+        guard.authenticated(a, 11);
+        guard.admit(&config.limits, a, 13).unwrap();
+        guard.authenticated(a, 13);
+        let refused = guard.admit(&config.limits, a, 14).unwrap_err();
         assert_eq!(refused.text, "too many connections from your address");
-        guard.admit(&config.limits, b).unwrap();
-        let refused = guard.admit(&config.limits, c).unwrap_err();
+        guard.admit(&config.limits, b, 15).unwrap();
+        let refused = guard.admit(&config.limits, c, 16).unwrap_err();
         assert_eq!(refused.condition, StreamCondition::ResourceConstraint);
-        guard.release(b, false);
-        guard.admit(&config.limits, c).unwrap();
-        guard.release(a, true);
-        guard.release(a, true);
-        guard.release(c, false);
+        guard.release(b, 15, false);
+        guard.admit(&config.limits, c, 17).unwrap();
+        guard.release(a, 11, true);
+        guard.release(a, 13, true);
+        guard.release(c, 17, false);
         assert!(guard.addrs.borrow().is_empty());
         assert_eq!(guard.open.get(), 0);
         assert_eq!(guard.counters.refused_total.get(), 1);
         assert_eq!(guard.counters.refused_per_ip.get(), 1);
         assert_eq!(guard.counters.refused_unauthenticated.get(), 1);
+    }
+
+    #[test]
+    fn past_the_unauthenticated_share_the_oldest_makes_room() {
+        let mut config = config(8, 8, 8);
+        config.limits.max_unauthenticated_percent = 50;
+        let guard = Protection::new(&config);
+        let ip = |n: u8| IpAddr::from([10, 0, 1, n]);
+        for id in 1..=4 {
+            assert_eq!(guard.admit(&config.limits, ip(id as u8), id), Ok(None));
+        }
+        // Connection 2 logs in: it is no longer a candidate.
+        guard.authenticated(ip(2), 2);
+        assert_eq!(guard.admit(&config.limits, ip(5), 5), Ok(None));
+        assert_eq!(guard.admit(&config.limits, ip(6), 6), Ok(Some(1)));
+        assert_eq!(guard.admit(&config.limits, ip(7), 7), Ok(Some(3)));
+        guard.release(ip(1), 1, false);
+        guard.release(ip(3), 3, false);
+        assert_eq!(guard.pre_auth.borrow().len(), 4);
+        assert_eq!(guard.counters.refused_unauthenticated.get(), 2);
     }
 
     #[test]
