@@ -538,3 +538,69 @@ fn empty_files_are_refused_and_files_are_counted() {
     let mut bob = Client::online(&server, "bob", "pc");
     slot(&mut bob, "his.txt", 1);
 }
+
+/// Every path under `dir`, depth first.
+fn walk(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        found.push(path.clone());
+        if path.is_dir() {
+            walk(&path, found);
+        }
+    }
+}
+
+/// Audit finding: in a data dir that already existed with loose permissions, under
+/// umask 022, `hearth.redb` and uploads were created 0644. Everything the server creates
+/// is now owner-only whatever the umask, and a readable data dir is warned about.
+#[test]
+fn files_are_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // The server inherits the umask of this test process.
+    // SAFETY: umask takes a plain integer and cannot fail.
+    unsafe {
+        libc::umask(0o022);
+    }
+    let mut server = server_with("");
+    server.stop();
+    let data = server.data_dir();
+    // A data dir made by hand (or by an older version), empty and world-readable.
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    server.spawn();
+    server.wait_for_log("data directory");
+    server.add_user("carol");
+    let mut carol = Client::online(&server, "carol", "pc");
+    let slot = slot(&mut carol, "secret.txt", 6);
+    assert_eq!(put(&server, &slot, 6, b"secret").status, 201);
+    let mut paths = Vec::new();
+    walk(&data, &mut paths);
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("hearth.redb")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with(".data")), "{names:?}");
+    for path in &paths {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() {
+            assert_eq!(mode, 0o600, "{}", path.display());
+        } else if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+        } else {
+            assert_eq!(mode & 0o077, 0, "{}", path.display());
+        }
+    }
+    let warning = server
+        .log()
+        .lines()
+        .find(|l| l.contains("data directory"))
+        .unwrap()
+        .to_string();
+    assert!(
+        warning.contains("WARN") && warning.contains("755"),
+        "{warning}"
+    );
+}

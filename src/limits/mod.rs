@@ -16,7 +16,7 @@ use bucket::Pair;
 use failures::Failures;
 use log::warn;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -104,7 +104,10 @@ pub struct Protection {
     open: Cell<u32>,
     /// Connections not yet authenticated, by id, oldest first: past the unauthenticated share of the
     /// capacity, the oldest one makes room for a new one.
-    pre_auth: RefCell<VecDeque<u64>>,
+    pre_auth: RefCell<VecDeque<(u64, IpAddr)>>,
+    /// Connections closed to make room whose slot was freed at once (a closing stream may
+    /// linger a while); their own release then counts nothing.
+    evicted: RefCell<HashSet<u64>>,
     addrs: RefCell<HashMap<IpAddr, AddrCount>>,
     accounts: RefCell<HashMap<Box<str>, AccountRate>>,
     failures: RefCell<Failures>,
@@ -120,6 +123,7 @@ impl Protection {
             rate: Cell::new(bucket::Limits::from_config(&config.rate)),
             open: Cell::new(0),
             pre_auth: RefCell::default(),
+            evicted: RefCell::default(),
             addrs: RefCell::default(),
             accounts: RefCell::default(),
             failures: RefCell::new(Failures::new(FAILURE_ENTRIES, FAILURE_MEMORY)),
@@ -179,15 +183,6 @@ impl Protection {
         if let Some(refusal) = refusal {
             return Err(refusal);
         }
-        let mut pre_auth = self.pre_auth.borrow_mut();
-        // Evictions already asked for but not yet released do not count again.
-        let evict = (pre_auth.len() as u32 >= unauthenticated_cap(limits))
-            .then(|| pre_auth.pop_front())
-            .flatten();
-        if evict.is_some() {
-            Counters::bump(&self.counters.refused_unauthenticated);
-        }
-        pre_auth.push_back(id);
         self.open.set(self.open.get() + 1);
         addrs.insert(
             ip,
@@ -196,13 +191,25 @@ impl Protection {
                 unauthenticated: count.unauthenticated + 1,
             },
         );
-        Ok(evict)
+        drop(addrs);
+        let mut pre_auth = self.pre_auth.borrow_mut();
+        let evict = (pre_auth.len() as u32 >= unauthenticated_cap(limits))
+            .then(|| pre_auth.pop_front())
+            .flatten();
+        pre_auth.push_back((id, ip));
+        drop(pre_auth);
+        Ok(evict.map(|(old, old_ip)| {
+            Counters::bump(&self.counters.refused_unauthenticated);
+            self.uncount(old_ip, false);
+            self.evicted.borrow_mut().insert(old);
+            old
+        }))
     }
 
     /// Connection `id` no longer waits to authenticate (it did, or it is gone).
     fn leave_pre_auth(&self, id: u64) {
         let mut pre_auth = self.pre_auth.borrow_mut();
-        if let Some(at) = pre_auth.iter().position(|&queued| queued == id) {
+        if let Some(at) = pre_auth.iter().position(|&(queued, _)| queued == id) {
             pre_auth.remove(at);
         }
     }
@@ -243,7 +250,15 @@ impl Protection {
 
     /// An admitted connection ended.
     pub fn release(&self, ip: IpAddr, id: u64, was_authenticated: bool) {
+        if self.evicted.borrow_mut().remove(&id) {
+            return;
+        }
         self.leave_pre_auth(id);
+        self.uncount(ip, was_authenticated);
+    }
+
+    /// Takes a connection from `ip` out of the counts.
+    fn uncount(&self, ip: IpAddr, was_authenticated: bool) {
         self.open.set(self.open.get().saturating_sub(1));
         let mut addrs = self.addrs.borrow_mut();
         if let Some(count) = addrs.get_mut(&ip) {
@@ -415,6 +430,9 @@ mod tests {
         guard.release(ip(1), 1, false);
         guard.release(ip(3), 3, false);
         assert_eq!(guard.pre_auth.borrow().len(), 4);
+        // The two closed ones stopped counting when they were picked, not at release.
+        assert_eq!(guard.open.get(), 5);
+        assert!(guard.evicted.borrow().is_empty());
         assert_eq!(guard.counters.refused_unauthenticated.get(), 2);
     }
 
