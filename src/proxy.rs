@@ -249,13 +249,12 @@ async fn serve(server: Rc<Server>, mut tcp: TcpStream, peer: SocketAddr) {
     let waiting = match placed {
         Placed::Refused => return,
         Placed::Second(left) => {
-            let pair_left = async { while left.recv().await.is_ok() {} };
-            if smol::future::or(async { hung_up(&tcp).await }, async {
-                pair_left.await;
+            // Nothing is ever sent on `left`: it ends when the pair leaves the table.
+            let pair_left = async {
+                let _ = left.recv().await;
                 false
-            })
-            .await
-            {
+            };
+            if smol::future::or(hung_up(&tcp), pair_left).await {
                 // The pair cannot be used any more: its slot and the first end go now.
                 proxy.take_pair(&hash);
             }
@@ -285,7 +284,7 @@ async fn serve(server: Rc<Server>, mut tcp: TcpStream, peer: SocketAddr) {
     drop((activate, _left, left));
     let mut ends = ends.into_iter().map(|(stream, _)| stream);
     let (Some(a), Some(b), true) = (ends.next(), ends.next(), activated) else {
-        info!("proxy: bytestream {hash} closed before activation");
+        info!("proxy: bytestream {hash} not activated (an end hung up, or proxy.wait_secs passed)");
         return;
     };
     proxy.relays.set(proxy.relays.get() + 1);

@@ -897,5 +897,5 @@ fn affiliations_are_capped_and_changes_stay_fast() {
         last <= first * 4 + patience(Duration::from_millis(200)),
         "{times:?}"
     );
-    assert!(server.log().contains("muc.max_affiliations"));
+    server.wait_for_log("muc.max_affiliations");
 }
