@@ -73,6 +73,15 @@ pub struct Upload {
     pub quota_bytes_per_user: u64,
     #[serde(deserialize_with = "positive")]
     pub expire_days: u32,
+    /// Stored files and granted slots per user, whatever their size (empty files count too).
+    #[serde(deserialize_with = "positive_count")]
+    pub quota_files_per_user: u32,
+    /// Open HTTPS connections from one IP address; more are closed at once.
+    #[serde(deserialize_with = "positive_count")]
+    pub max_connections_per_ip: u32,
+    /// A connection must finish its TLS handshake and request head within this.
+    #[serde(deserialize_with = "first_byte_secs")]
+    pub first_byte_secs: u32,
     /// Where files are kept; absent means `<data_dir>/upload`.
     #[serde(deserialize_with = "optional_path")]
     pub dir: Option<PathBuf>,
@@ -87,6 +96,9 @@ impl Default for Upload {
             max_file_bytes: 10 * 1024 * 1024,
             quota_bytes_per_user: 100 * 1024 * 1024,
             expire_days: 30,
+            quota_files_per_user: 1000,
+            max_connections_per_ip: 8,
+            first_byte_secs: 10,
             dir: None,
         }
     }
@@ -104,6 +116,27 @@ pub struct Proxy {
     /// Relays (activated or waiting pairs) at one time.
     #[serde(deserialize_with = "small_count")]
     pub max_relays: u32,
+    /// Open SOCKS5 connections from one IP address; more are closed at once.
+    #[serde(deserialize_with = "positive_count")]
+    pub max_connections_per_ip: u32,
+    /// A connection must finish its SOCKS5 handshake within this.
+    #[serde(deserialize_with = "first_byte_secs")]
+    pub first_byte_secs: u32,
+    /// A connection waiting for its other end or for activation is closed after this.
+    #[serde(deserialize_with = "first_byte_secs")]
+    pub wait_secs: u32,
+    /// Connections waiting at one time from an address with a logged-in session.
+    #[serde(deserialize_with = "small_count")]
+    pub max_waiting_per_ip: u32,
+    /// The same for an address with no logged-in session.
+    #[serde(deserialize_with = "small_count")]
+    pub max_waiting_per_stranger: u32,
+    /// Bytes one relay carries (both directions together) before it is cut.
+    #[serde(deserialize_with = "file_bytes")]
+    pub max_relay_bytes: u64,
+    /// Seconds one relay may last.
+    #[serde(deserialize_with = "timeout_secs")]
+    pub max_relay_secs: u32,
 }
 
 impl Default for Proxy {
@@ -113,6 +146,13 @@ impl Default for Proxy {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 7777))],
             host: None,
             max_relays: 16,
+            max_connections_per_ip: 8,
+            first_byte_secs: 10,
+            wait_secs: 30,
+            max_waiting_per_ip: 8,
+            max_waiting_per_stranger: 1,
+            max_relay_bytes: 1 << 30,
+            max_relay_secs: 3600,
         }
     }
 }
@@ -325,6 +365,14 @@ pub struct Limits {
     /// The cap on that doubling delay.
     #[serde(deserialize_with = "millis")]
     pub auth_failure_delay_max_ms: u32,
+    /// Share of `max_connections` (percent) that connections not yet authenticated may use,
+    /// so logins still get in during a flood from many addresses.
+    #[serde(deserialize_with = "percent")]
+    pub max_unauthenticated_percent: u32,
+    /// Failed logins for one account per minute, from all addresses together; past it
+    /// further attempts fail at once without a password check until the minute is over.
+    #[serde(deserialize_with = "positive_count")]
+    pub auth_attempts_per_account_per_min: u32,
 }
 
 /// What one account (all its resources together) may send. Excess first pauses reading
@@ -438,6 +486,9 @@ pub struct Muc {
     /// Bare JIDs allowed to create rooms when `creators = "admins"` (normalised).
     #[serde(deserialize_with = "bare_jids")]
     pub admins: Vec<String>,
+    /// Affiliations (members, admins, owners, outcasts) one room keeps.
+    #[serde(deserialize_with = "positive_count")]
+    pub max_affiliations: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -457,6 +508,7 @@ impl Default for Muc {
             history_default: 20,
             creators: Creators::Local,
             admins: Vec::new(),
+            max_affiliations: 1000,
         }
     }
 }
@@ -647,6 +699,8 @@ impl Default for Limits {
             max_unauthenticated_per_ip: 16,
             auth_failure_delay_ms: 250,
             auth_failure_delay_max_ms: 8000,
+            max_unauthenticated_percent: 75,
+            auth_attempts_per_account_per_min: 10,
         }
     }
 }
@@ -918,6 +972,21 @@ fn small_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Err
     u32::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn positive_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1, 100_000))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn first_byte_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1, 600))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
+fn percent<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = integer_in(deserializer, (1, 100))?;
+    u32::try_from(value).map_err(serde::de::Error::custom)
+}
+
 fn stanza_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     let (min, max) = STANZA_BYTES_RANGE;
     let value = integer_in(deserializer, (min.into(), max.into()))?;
@@ -1129,6 +1198,16 @@ impl Config {
             "auth_failure_delay_max_ms = {}",
             limits.auth_failure_delay_max_ms
         );
+        let _ = writeln!(
+            out,
+            "max_unauthenticated_percent = {}",
+            limits.max_unauthenticated_percent
+        );
+        let _ = writeln!(
+            out,
+            "auth_attempts_per_account_per_min = {}",
+            limits.auth_attempts_per_account_per_min
+        );
         let rate = &self.rate;
         let _ = writeln!(out, "\n[rate]");
         let _ = writeln!(out, "stanzas_per_sec = {}", rate.stanzas_per_sec);
@@ -1168,6 +1247,7 @@ impl Config {
         let _ = writeln!(out, "creators = {}", quote(creators));
         let admins: Vec<String> = muc.admins.iter().map(|a| quote(a)).collect();
         let _ = writeln!(out, "admins = [{}]", admins.join(", "));
+        let _ = writeln!(out, "max_affiliations = {}", muc.max_affiliations);
         let _ = writeln!(out, "\n[pep]");
         let _ = writeln!(out, "max_nodes = {}", self.pep.max_nodes);
         let _ = writeln!(out, "max_items = {}", self.pep.max_items);
@@ -1203,6 +1283,17 @@ impl Config {
             upload.quota_bytes_per_user
         );
         let _ = writeln!(out, "expire_days = {}", upload.expire_days);
+        let _ = writeln!(
+            out,
+            "quota_files_per_user = {}",
+            upload.quota_files_per_user
+        );
+        let _ = writeln!(
+            out,
+            "max_connections_per_ip = {}",
+            upload.max_connections_per_ip
+        );
+        let _ = writeln!(out, "first_byte_secs = {}", upload.first_byte_secs);
         if let Some(dir) = &upload.dir {
             let _ = writeln!(out, "dir = {}", path(dir));
         }
@@ -1214,6 +1305,21 @@ impl Config {
             let _ = writeln!(out, "host = {}", quote(host));
         }
         let _ = writeln!(out, "max_relays = {}", proxy.max_relays);
+        let _ = writeln!(
+            out,
+            "max_connections_per_ip = {}",
+            proxy.max_connections_per_ip
+        );
+        let _ = writeln!(out, "first_byte_secs = {}", proxy.first_byte_secs);
+        let _ = writeln!(out, "wait_secs = {}", proxy.wait_secs);
+        let _ = writeln!(out, "max_waiting_per_ip = {}", proxy.max_waiting_per_ip);
+        let _ = writeln!(
+            out,
+            "max_waiting_per_stranger = {}",
+            proxy.max_waiting_per_stranger
+        );
+        let _ = writeln!(out, "max_relay_bytes = {}", proxy.max_relay_bytes);
+        let _ = writeln!(out, "max_relay_secs = {}", proxy.max_relay_secs);
         self.stun_to_toml(&mut out);
         out
     }
@@ -1589,6 +1695,8 @@ auth_timeout_secs = 1
                 max_unauthenticated_per_ip: 2,
                 auth_failure_delay_ms: 0,
                 auth_failure_delay_max_ms: 10,
+                max_unauthenticated_percent: 60,
+                auth_attempts_per_account_per_min: 4,
             },
             rate: Rate {
                 stanzas_per_sec: 1,
@@ -1616,6 +1724,7 @@ auth_timeout_secs = 1
                 history_default: 5,
                 creators: Creators::Admins,
                 admins: vec!["boss@chat.example".into()],
+                max_affiliations: 20,
             },
             pep: Pep {
                 max_nodes: 9,
@@ -1643,6 +1752,9 @@ auth_timeout_secs = 1
                 max_file_bytes: 1000,
                 quota_bytes_per_user: 5000,
                 expire_days: 2,
+                quota_files_per_user: 7,
+                max_connections_per_ip: 2,
+                first_byte_secs: 3,
                 dir: Some(PathBuf::from("/srv/files")),
             },
             proxy: Proxy {
@@ -1650,6 +1762,13 @@ auth_timeout_secs = 1
                 listen: vec![SocketAddr::from(([127, 0, 0, 1], 7000))],
                 host: Some("192.168.1.2".into()),
                 max_relays: 3,
+                max_connections_per_ip: 4,
+                first_byte_secs: 5,
+                wait_secs: 6,
+                max_waiting_per_ip: 2,
+                max_waiting_per_stranger: 0,
+                max_relay_bytes: 1 << 20,
+                max_relay_secs: 60,
             },
             stun: Stun {
                 enabled: false,

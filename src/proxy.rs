@@ -2,13 +2,16 @@
 //! tells a user where the streamhost is and activates a pair; the SOCKS5 side accepts
 //! connections, pairs the two ends of a bytestream by their DST.ADDR (SHA-1 of session id,
 //! initiator and target JIDs) and, only once the initiator has activated the pair, copies
-//! bytes both ways through small fixed buffers. It must never relay before activation or
-//! for an activation that does not come from the initiator named in the hash.
+//! bytes both ways through small fixed buffers, up to a byte and time budget. Anyone can
+//! connect to the port, so waiting connections are capped per address (least for an
+//! address with nobody logged in), leave after a short wait, and free their slot at once
+//! when they hang up. It must never relay before activation, for an activation that does
+//! not come from the initiator named in the hash, or to a target that is not a local user.
 
 use crate::disco;
 use crate::dispatch::Deferred;
 use crate::jid::Jid;
-use crate::listener::{self, timed};
+use crate::listener::{self, timed, RefusalLog};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Stanza, StanzaCondition, StanzaError, StanzaType};
@@ -22,23 +25,28 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
 pub const NS: &str = "http://jabber.org/protocol/bytestreams";
 
-/// The SOCKS5 handshake must be over within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A pair not activated within this is closed.
-const UNPAIRED_TIMEOUT: Duration = Duration::from_secs(60);
+/// Writing the CONNECT reply must be over within this.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// DST.ADDR is a hex SHA-1.
 const HASH_LEN: usize = 40;
 
 /// One bytestream waiting for its second end or its activation.
 struct Pair {
-    streams: Vec<TcpStream>,
-    /// Wakes the task of the first end, which then runs the relay.
+    /// The ends connected so far and their addresses.
+    ends: Vec<(TcpStream, IpAddr)>,
+    /// Wakes the task of the first end, which then runs the relay; dropped with the pair,
+    /// which wakes it to give up.
     activate: Sender<()>,
+    /// Never sent on: dropped with the pair, which tells the second end's task to stop
+    /// watching its socket.
+    _left: Sender<()>,
+    left: Receiver<()>,
 }
 
 /// The proxy: its domain, advertised address and the pairs waiting.
@@ -47,8 +55,11 @@ pub struct Proxy {
     /// `host` and port of the `<streamhost/>`, set once the port is bound.
     streamhost: OnceCell<(Box<str>, u16)>,
     pairs: RefCell<HashMap<Box<str>, Pair>>,
+    /// Connections waiting in a pair, by address (entries only while non-zero).
+    waiting: RefCell<HashMap<IpAddr, u32>>,
     /// Relays running now.
     relays: Cell<u32>,
+    refusals: RefusalLog,
 }
 
 impl Proxy {
@@ -57,8 +68,26 @@ impl Proxy {
             domain: config.proxy_domain().map(String::into_boxed_str),
             streamhost: OnceCell::new(),
             pairs: RefCell::default(),
+            waiting: RefCell::default(),
             relays: Cell::new(0),
+            refusals: RefusalLog::default(),
         }
+    }
+
+    /// Takes a pair out of the waiting table; its ends no longer count as waiting.
+    fn take_pair(&self, hash: &str) -> Option<Pair> {
+        let pair = self.pairs.borrow_mut().remove(hash)?;
+        let mut waiting = self.waiting.borrow_mut();
+        for (_, ip) in &pair.ends {
+            if let Some(count) = waiting.get_mut(ip) {
+                *count -= 1;
+                if *count == 0 {
+                    waiting.remove(ip);
+                }
+            }
+        }
+        crate::memory::shrink_sparse(&mut waiting);
+        Some(pair)
     }
 
     pub fn domain(&self) -> Option<&str> {
@@ -116,7 +145,7 @@ pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut Str
             }
             None => Err(StanzaCondition::ServiceUnavailable),
         },
-        (StanzaType::Iq(IqType::Set), Some(query)) => activate(proxy, session, query),
+        (StanzaType::Iq(IqType::Set), Some(query)) => activate(server, session, query),
         (StanzaType::Iq(IqType::Result | IqType::Error), _) => return Deferred::None,
         (StanzaType::Message(_), _) if stanza.node.attribute("type") == Some("error") => {
             return Deferred::None
@@ -136,17 +165,27 @@ pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut Str
 
 /// XEP-0065 §6.3.4: the initiator asks for the relay of a pair with both ends connected.
 fn activate(
-    proxy: &Proxy,
+    server: &Server,
     session: &Session,
     query: roxmltree::Node,
 ) -> Result<(), StanzaCondition> {
+    let proxy = &server.proxy;
     let sid = query.attribute("sid").ok_or(StanzaCondition::BadRequest)?;
     let target = stanza::child_text(query, "activate", NS).ok_or(StanzaCondition::BadRequest)?;
     let target = Jid::parse(target.trim()).map_err(|_| StanzaCondition::JidMalformed)?;
+    // §6.3.3: a proxy that will not act for this request says `not-allowed`. It relays
+    // between local users only, so strangers cannot use it to reach anyone else.
+    let local = target.domain() == server.config().domain
+        && target.local().is_some_and(|user| {
+            !server.is_retired(user) && server.store.user_exists(user).unwrap_or(false)
+        });
+    if !local {
+        return Err(StanzaCondition::NotAllowed);
+    }
     let hash = dst_addr(sid, session.jid.as_str(), target.as_str());
     let pairs = proxy.pairs.borrow();
     match pairs.get(hash.as_str()) {
-        Some(pair) if pair.streams.len() == 2 => pair
+        Some(pair) if pair.ends.len() == 2 => pair
             .activate
             .try_send(())
             .map_err(|_| StanzaCondition::NotAllowed),
@@ -168,84 +207,221 @@ pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Ve
     let host = config.proxy.host.as_deref().unwrap_or(&config.domain);
     let _ = server.proxy.streamhost.set((host.into(), port));
     // A task per relay or waiting pair, twice over for handshakes and second ends.
-    let max = config.proxy.max_relays.saturating_mul(2).saturating_add(16);
+    let caps = listener::Caps {
+        total: config.proxy.max_relays.saturating_mul(2).saturating_add(16),
+        per_ip: config.proxy.max_connections_per_ip,
+    };
     let server = server.clone();
-    listener::spawn_accept(ex, listeners, "proxy", max, move |tcp| {
-        serve(server.clone(), tcp)
+    listener::spawn_accept(ex, listeners, "proxy", caps, move |tcp, peer| {
+        serve(server.clone(), tcp, peer)
     });
 }
 
+/// Where a connection that finished its handshake goes.
+enum Placed {
+    /// The first end of a new pair: waits for activation, then relays.
+    First(Receiver<()>),
+    /// The second end: waits until its pair leaves the table.
+    Second(Receiver<()>),
+    /// Refused (0x02, connection not allowed by ruleset).
+    Refused,
+}
+
 /// One SOCKS5 connection: handshake, then park it in its pair. The first end's task
-/// waits for activation and runs the relay; an unactivated pair is dropped in time.
-async fn serve(server: Rc<Server>, mut tcp: TcpStream) {
-    let Ok(Some(hash)) = timed(HANDSHAKE_TIMEOUT, handshake(&mut tcp)).await else {
+/// waits for activation and runs the relay; every end watches its socket while it waits,
+/// so a hang-up frees the pair at once; an unactivated pair is dropped in time.
+async fn serve(server: Rc<Server>, mut tcp: TcpStream, peer: SocketAddr) {
+    let config = server.config();
+    let handshake_time = Duration::from_secs(config.proxy.first_byte_secs.into());
+    let Ok(Some(hash)) = timed(handshake_time, handshake(&mut tcp)).await else {
         return;
     };
-    let proxy = &server.proxy;
-    // Where this end goes: `Ok(Some)` opens a pair, `Ok(None)` completes one, `Err` refuses.
-    let placed: Result<Option<Receiver<()>>, ()> = {
-        let mut pairs = proxy.pairs.borrow_mut();
-        let busy = pairs.len() as u32 + proxy.relays.get();
-        match pairs.get_mut(hash.as_str()) {
-            Some(pair) if pair.streams.len() == 1 => {
-                pair.streams.push(tcp.clone());
-                Ok(None)
-            }
-            Some(_) => Err(()),
-            None if busy >= server.config().proxy.max_relays => {
-                warn!("proxy: relay limit reached, a bytestream refused");
-                Err(())
-            }
-            None => {
-                let (activate, waiting) = smol::channel::bounded(1);
-                let streams = vec![tcp.clone()];
-                pairs.insert(hash.as_str().into(), Pair { streams, activate });
-                Ok(Some(waiting))
-            }
-        }
+    let placed = place(&server, &hash, &tcp, peer.ip());
+    let code = if matches!(placed, Placed::Refused) {
+        0x02
+    } else {
+        0x00
     };
-    // 0x02: connection not allowed by ruleset.
-    let code = if placed.is_ok() { 0x00 } else { 0x02 };
-    // A failed reply leaves a dead end that relays nothing and times out.
+    // A failed reply leaves a dead end: it hangs up, and its watch frees the pair.
     let _ = reply(&mut tcp, code, &hash).await;
-    let Ok(Some(waiting)) = placed else {
-        return;
+    let proxy = &server.proxy;
+    let wait = Duration::from_secs(config.proxy.wait_secs.into());
+    let waiting = match placed {
+        Placed::Refused => return,
+        Placed::Second(left) => {
+            // Nothing is ever sent on `left`: it ends when the pair leaves the table.
+            let pair_left = async {
+                let _ = left.recv().await;
+                false
+            };
+            if smol::future::or(hung_up(&tcp), pair_left).await {
+                // The pair cannot be used any more: its slot and the first end go now.
+                proxy.take_pair(&hash);
+            }
+            return;
+        }
+        Placed::First(waiting) => waiting,
     };
-    drop(tcp);
-    let activated = smol::future::or(async { waiting.recv().await.is_ok() }, async {
-        Timer::after(UNPAIRED_TIMEOUT).await;
-        false
-    })
+    let activated = smol::future::or(
+        async { waiting.recv().await.is_ok() },
+        smol::future::or(async { !hung_up(&tcp).await }, async {
+            Timer::after(wait).await;
+            false
+        }),
+    )
     .await;
-    let Some(pair) = proxy.pairs.borrow_mut().remove(hash.as_str()) else {
+    drop(tcp);
+    let Some(Pair {
+        ends,
+        activate,
+        _left,
+        left,
+    }) = proxy.take_pair(&hash)
+    else {
         return;
     };
-    let mut streams = pair.streams.into_iter();
-    let (Some(a), Some(b), true) = (streams.next(), streams.next(), activated) else {
-        info!("proxy: bytestream {hash} not activated in time");
+    // The second end's task stops watching its socket before the relay reads it.
+    drop((activate, _left, left));
+    let mut ends = ends.into_iter().map(|(stream, _)| stream);
+    let (Some(a), Some(b), true) = (ends.next(), ends.next(), activated) else {
+        info!("proxy: bytestream {hash} not activated (an end hung up, or proxy.wait_secs passed)");
         return;
     };
     proxy.relays.set(proxy.relays.get() + 1);
     info!("proxy: bytestream {hash} activated");
-    smol::future::zip(pump(a.clone(), b.clone()), pump(b, a)).await;
+    let budget = Cell::new(config.proxy.max_relay_bytes);
+    let lifetime = Duration::from_secs(config.proxy.max_relay_secs.into());
+    let relay = smol::future::zip(pump(a.clone(), b.clone(), &budget), pump(b, a, &budget));
+    let finished = smol::future::or(
+        async {
+            match relay.await {
+                (Ended::OverBudget, _) | (_, Ended::OverBudget) => Ended::OverBudget,
+                _ => Ended::Done,
+            }
+        },
+        async {
+            Timer::after(lifetime).await;
+            Ended::TimeUp
+        },
+    )
+    .await;
     proxy.relays.set(proxy.relays.get() - 1);
-    info!("proxy: bytestream {hash} ended");
+    match finished {
+        Ended::Done => info!("proxy: bytestream {hash} ended"),
+        Ended::OverBudget => warn!(
+            "proxy: bytestream {hash} cut after {} bytes (proxy.max_relay_bytes)",
+            config.proxy.max_relay_bytes
+        ),
+        Ended::TimeUp => warn!(
+            "proxy: bytestream {hash} cut after {} s (proxy.max_relay_secs)",
+            config.proxy.max_relay_secs
+        ),
+    }
 }
 
-/// Copies one direction until end of stream, then passes the end on.
-async fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// Puts a connection into the pair its hash names, under the relay cap and the waiting
+/// cap of its address.
+fn place(server: &Server, hash: &str, tcp: &TcpStream, ip: IpAddr) -> Placed {
+    let proxy = &server.proxy;
+    let config = &server.config().proxy;
+    let waiting_here = proxy.waiting.borrow().get(&ip).copied().unwrap_or(0);
+    // Someone logged in from this address is probably a user; anyone else gets less.
+    let allowed = if server.protection.has_authenticated(ip) {
+        config.max_waiting_per_ip
+    } else {
+        config.max_waiting_per_stranger
+    };
+    if waiting_here >= allowed {
+        proxy.refusals.note(|unlogged| {
+            format!(
+                "proxy: {ip} has {waiting_here} connections waiting, one refused \
+                 ({unlogged} more refused since the last warning)"
+            )
+        });
+        return Placed::Refused;
+    }
+    let mut pairs = proxy.pairs.borrow_mut();
+    let busy = pairs.len() as u32 + proxy.relays.get();
+    let placed = match pairs.get_mut(hash) {
+        Some(pair) if pair.ends.len() == 1 => {
+            pair.ends.push((tcp.clone(), ip));
+            Placed::Second(pair.left.clone())
+        }
+        Some(_) => Placed::Refused,
+        None if busy >= config.max_relays => {
+            proxy.refusals.note(|unlogged| {
+                format!(
+                    "proxy: relay limit reached, a bytestream refused \
+                     ({unlogged} more refused since the last warning)"
+                )
+            });
+            Placed::Refused
+        }
+        None => {
+            let (activate, waiting) = smol::channel::bounded(1);
+            let (_left, left) = smol::channel::bounded(1);
+            let ends = vec![(tcp.clone(), ip)];
+            pairs.insert(
+                hash.into(),
+                Pair {
+                    ends,
+                    activate,
+                    _left,
+                    left,
+                },
+            );
+            Placed::First(waiting)
+        }
+    };
+    if !matches!(placed, Placed::Refused) {
+        *proxy.waiting.borrow_mut().entry(ip).or_default() += 1;
+    }
+    placed
+}
+
+/// Resolves to true once the peer hangs up (or the socket fails). A peer that sends
+/// before activation is early, not gone: it is then left to the waiting time.
+async fn hung_up(tcp: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match tcp.peek(&mut byte).await {
+        Ok(0) | Err(_) => true,
+        Ok(_) => smol::future::pending().await,
+    }
+}
+
+/// How a relay ended.
+enum Ended {
+    Done,
+    OverBudget,
+    TimeUp,
+}
+
+/// Copies one direction until end of stream or until the shared byte budget is spent,
+/// then passes the end on.
+async fn pump(mut from: TcpStream, mut to: TcpStream, budget: &Cell<u64>) -> Ended {
     let mut buf = [0u8; 8 * 1024];
-    loop {
+    let ended = loop {
         match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => break Ended::Done,
             Ok(n) => {
+                let Some(left) = budget.get().checked_sub(n as u64) else {
+                    break Ended::OverBudget;
+                };
+                budget.set(left);
                 if to.write_all(&buf[..n]).await.is_err() {
-                    break;
+                    break Ended::Done;
                 }
             }
         }
+    };
+    if matches!(ended, Ended::OverBudget) {
+        // Both directions stop: the other pump sees its reads end.
+        let _ = from.shutdown(Shutdown::Both);
+        let _ = to.shutdown(Shutdown::Both);
+    } else {
+        let _ = to.shutdown(Shutdown::Write);
     }
-    let _ = to.shutdown(Shutdown::Write);
+    ended
 }
 
 /// RFC 1928 greeting (no authentication) and CONNECT to a domain-name address: returns
@@ -288,7 +464,7 @@ async fn reply(tcp: &mut TcpStream, code: u8, hash: &str) -> io::Result<()> {
     let mut out = vec![5, code, 0, 3, HASH_LEN as u8];
     out.extend_from_slice(hash.as_bytes());
     out.extend_from_slice(&[0, 0]);
-    timed(HANDSHAKE_TIMEOUT, tcp.write_all(&out)).await
+    timed(REPLY_TIMEOUT, tcp.write_all(&out)).await
 }
 
 #[cfg(test)]

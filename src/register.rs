@@ -1,5 +1,6 @@
 //! In-band registration and account management (XEP-0077): creating an account before login
-//! (only when `[registration] mode = "open"`, only inside TLS, rate-limited per IP address),
+//! (only when `[registration] mode = "open"`, only inside TLS, rate-limited per IP address,
+//! a taken name answered as slowly as a failed login),
 //! and, after login in every mode, changing the password and removing the account.
 //!
 //! Passwords only pass through here on their way to [`Credentials::derive`], which runs on a
@@ -154,8 +155,13 @@ pub async fn before_auth(server: &Server, ip: IpAddr, iq: &Stanza<'_, '_>, out: 
         );
         return;
     };
-    // A taken name costs one read, not a key derivation (the create still checks).
+    // A taken name costs one read, not a key derivation (the create still checks). The
+    // answer tells that the account exists, so it is held like a failed login's, longer
+    // with each one from the address: names cannot be enumerated at full speed.
     if server.store.user_exists(&user).unwrap_or(false) {
+        let limits = &server.config().limits;
+        let delay = (server.protection).login_failed(limits, ip, None, Instant::now());
+        smol::Timer::after(delay).await;
         reply.fail(out, StanzaCondition::Conflict);
         return;
     }

@@ -173,6 +173,20 @@ impl Server {
         }
     }
 
+    /// Closes a connection that has not logged in, to make room under
+    /// `limits.max_unauthenticated_percent` (see [`crate::limits::Protection::admit`]).
+    pub fn evict_unauthenticated(&self, id: u64) {
+        if let Some(mailbox) = self.connections.borrow().get(&id) {
+            mailbox.close(StreamCondition::ResourceConstraint);
+        }
+        if let Some(unlogged) = self.protection.refusal_to_log(Instant::now()) {
+            info!(
+                "too many connections not logged in (limits.max_unauthenticated_percent): \
+                 the oldest closed ({unlogged} more refusals since the last report)"
+            );
+        }
+    }
+
     pub fn connection_count(&self) -> usize {
         self.connections.borrow().len()
     }
@@ -271,7 +285,10 @@ fn bind_all(config: &Config) -> Result<Listeners, String> {
 /// config file `config` came from, read again on SIGHUP.
 pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String> {
     let started = Instant::now();
+    crate::store::files::restrict_new_files();
     create_private_dir(&config.data_dir)?;
+    crate::store::files::warn_if_readable(&config.data_dir);
+    crate::sasl::set_decoy_secret(&crate::store::files::server_secret(&config.data_dir)?);
     let store = Store::open(&config.data_dir, crate::store::DEFAULT_CACHE_BYTES)
         .map_err(|e| e.to_string())?;
     let material = tls::load(

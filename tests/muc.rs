@@ -828,3 +828,74 @@ fn a_deleted_account_leaves_no_affiliation_behind() {
     let own = join(&mut alice, "club", "al", "");
     assert!(own.contains("affiliation='owner'"), "{own}");
 }
+
+/// The stanza error of an `<iq type='error'/>`, parsed: its type and defined condition.
+fn parsed_error(reply: &str) -> (String, String) {
+    with_doc(reply, |iq| {
+        assert_eq!(iq.attribute("type"), Some("error"), "{reply}");
+        let error = iq.children().find(|n| n.has_tag_name("error")).unwrap();
+        let condition = error
+            .children()
+            .find(|n| n.tag_name().namespace() == Some("urn:ietf:params:xml:ns:xmpp-stanzas"))
+            .unwrap();
+        (
+            error.attribute("type").unwrap().to_string(),
+            condition.tag_name().name().to_string(),
+        )
+    })
+}
+
+/// Audit finding: an owner could add 76,000 member affiliations, each change costing
+/// time linear in the list. A room now keeps at most `muc.max_affiliations` (default
+/// 1,000); a new one beyond is `not-allowed` (RFC 6120 §8.3.3.10: the room's policy,
+/// not a passing shortage, so not the `wait`-type `resource-constraint`), while changes
+/// to existing ones still work and cost the same at any size.
+#[test]
+fn affiliations_are_capped_and_changes_stay_fast() {
+    let server = server_with(&["alice"], "");
+    let mut alice = Client::online(&server, "alice", "a");
+    create_instant(&mut alice, "big", "al");
+    let batch = |from: usize, to: usize| -> String {
+        (from..to)
+            .map(|n| format!("<item affiliation='member' jid='m{n}@localhost'/>"))
+            .collect()
+    };
+    // The owner is one; 999 members fill the default cap, 100 per request.
+    let mut times = Vec::new();
+    for start in (0..999).step_by(100) {
+        let started = std::time::Instant::now();
+        let reply = admin_set(&mut alice, "big", &batch(start, (start + 100).min(999)));
+        times.push(started.elapsed());
+        assert!(
+            with_doc(&reply, |iq| iq.attribute("type") == Some("result")),
+            "{reply}"
+        );
+    }
+    let reply = admin_set(&mut alice, "big", &batch(999, 1000));
+    assert_eq!(
+        parsed_error(&reply),
+        ("cancel".to_string(), "not-allowed".to_string())
+    );
+    // Changing or removing existing affiliations is still possible at the cap.
+    let reply = admin_set(
+        &mut alice,
+        "big",
+        "<item affiliation='admin' jid='m1@localhost'/><item affiliation='none' jid='m2@localhost'/>",
+    );
+    assert!(
+        with_doc(&reply, |iq| iq.attribute("type") == Some("result")),
+        "{reply}"
+    );
+    let reply = admin_set(&mut alice, "big", &batch(2000, 2001));
+    assert!(
+        with_doc(&reply, |iq| iq.attribute("type") == Some("result")),
+        "{reply}"
+    );
+    // The last batch of 100 took about as long as the first (flat, not linear).
+    let (first, last) = (times[0], times[times.len() - 2]);
+    assert!(
+        last <= first * 4 + patience(Duration::from_millis(200)),
+        "{times:?}"
+    );
+    server.wait_for_log("muc.max_affiliations");
+}

@@ -6,8 +6,9 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
+use std::time::Instant;
 
 const PROXY: &str = "proxy.localhost";
 const NS: &str = "http://jabber.org/protocol/bytestreams";
@@ -33,23 +34,33 @@ fn hash(sid: &str, initiator: &str, target: &str) -> String {
 /// Connects and runs the SOCKS5 handshake (no auth, CONNECT to the hash); returns the
 /// stream and the reply code.
 fn socks(server: &TestServer, hash: &str) -> (TcpStream, u8) {
-    let mut tcp = TcpStream::connect(proxy_addr(server)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.write_all(&[5, 1, 0]).unwrap();
+    try_socks_from(server, Ipv4Addr::LOCALHOST, hash).expect("SOCKS5 handshake")
+}
+
+/// The SOCKS5 handshake from a chosen loopback address; `Err` when the proxy closes the
+/// connection instead of answering (over a connection cap).
+fn try_socks_from(
+    server: &TestServer,
+    from: Ipv4Addr,
+    hash: &str,
+) -> std::io::Result<(TcpStream, u8)> {
+    let mut tcp = common::net::connect_from(from, proxy_addr(server))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.write_all(&[5, 1, 0])?;
     let mut choice = [0u8; 2];
-    tcp.read_exact(&mut choice).unwrap();
+    tcp.read_exact(&mut choice)?;
     assert_eq!(choice, [5, 0]);
     let mut request = vec![5, 1, 0, 3, hash.len() as u8];
     request.extend_from_slice(hash.as_bytes());
     request.extend_from_slice(&[0, 0]);
-    tcp.write_all(&request).unwrap();
+    tcp.write_all(&request)?;
     let mut reply = vec![0u8; 5 + hash.len() + 2];
-    tcp.read_exact(&mut reply).unwrap();
+    tcp.read_exact(&mut reply)?;
     assert_eq!(&reply[..1], &[5]);
     if reply[1] == 0 {
         assert_eq!(&reply[5..5 + hash.len()], hash.as_bytes());
     }
-    (tcp, reply[1])
+    Ok((tcp, reply[1]))
 }
 
 fn activate(client: &mut Client, sid: &str, target: &str) -> String {
@@ -184,4 +195,140 @@ fn relay_limit_and_bad_handshakes() {
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     tcp.write_all(&[5, 1, 2]).unwrap();
     assert_eq!(read_exactly(&mut tcp, 2), [5, 0xff]);
+}
+
+/// The stanza error of an `<iq type='error'/>`: its defined condition.
+fn error_condition(reply: &str) -> String {
+    with_doc(reply, |iq| {
+        assert_eq!(iq.attribute("type"), Some("error"), "{reply}");
+        let error = iq.children().find(|n| n.has_tag_name("error")).unwrap();
+        let condition = error
+            .children()
+            .find(|n| n.tag_name().namespace() == Some("urn:ietf:params:xml:ns:xmpp-stanzas"))
+            .unwrap();
+        condition.tag_name().name().to_string()
+    })
+}
+
+/// Runs a whole transfer between two online users and checks the bytes arrive.
+fn transfer(server: &TestServer, alice: &mut Client, bob: &Client, sid: &str) {
+    let target = bob.jid.clone();
+    let h = hash(sid, &alice.jid, &target);
+    let (mut t, code) = socks(server, &h);
+    assert_eq!(code, 0, "target end refused");
+    let (mut i, code) = socks(server, &h);
+    assert_eq!(code, 0, "initiator end refused");
+    let result = activate(alice, sid, &target);
+    assert!(
+        with_doc(&result, |iq| iq.attribute("type") == Some("result")),
+        "{result}"
+    );
+    i.write_all(b"the file").unwrap();
+    assert_eq!(read_exactly(&mut t, 8), b"the file");
+}
+
+/// Audit finding: CONNECTs with random hashes from anyone held every `max_relays` slot
+/// (60 s each, even after the socket closed), so real transfers were refused. An address
+/// with nobody logged in now gets `max_waiting_per_stranger` waiting connections.
+#[test]
+fn a_strangers_flood_leaves_real_transfers_working() {
+    let server = TestServer::start("[proxy]\nlisten = [\"127.0.0.1:0\"]\nmax_relays = 4\n");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = Client::online(&server, "alice", "pc");
+    let bob = Client::online(&server, "bob", "phone");
+    let stranger = Ipv4Addr::new(127, 0, 0, 3);
+    let mut held = Vec::new();
+    for n in 0..30 {
+        let h = hash(&format!("junk{n}"), "x@y/z", "w@v/u");
+        // Past the per-address connection cap the proxy hangs up at once.
+        if let Ok((tcp, _)) = try_socks_from(&server, stranger, &h) {
+            if n % 2 == 0 {
+                held.push(tcp);
+            }
+        }
+    }
+    transfer(&server, &mut alice, &bob, "real1");
+    // And again while the stranger keeps at it.
+    for n in 30..40 {
+        let h = hash(&format!("junk{n}"), "x@y/z", "w@v/u");
+        if let Ok((tcp, _)) = try_socks_from(&server, stranger, &h) {
+            held.push(tcp);
+        }
+    }
+    transfer(&server, &mut alice, &bob, "real2");
+    server.wait_for_log("connections waiting, one refused");
+}
+
+/// A waiting end that hangs up frees its slot at once, and one that waits too long is
+/// closed after `proxy.wait_secs`.
+#[test]
+fn a_closed_waiting_socket_frees_its_slot_at_once() {
+    let server =
+        TestServer::start("[proxy]\nlisten = [\"127.0.0.1:0\"]\nmax_relays = 1\nwait_secs = 2\n");
+    let (first, code) = socks(&server, &hash("a", "a@localhost/r", "b@localhost/r"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        socks(&server, &hash("b", "a@localhost/r", "b@localhost/r")).1,
+        2
+    );
+    drop(first);
+    // The proxy notices the hang-up in a moment; before, the slot stayed taken 60 s.
+    let until = Instant::now() + patience(Duration::from_secs(1));
+    let (mut second, code) = loop {
+        let (tcp, code) = socks(&server, &hash("c", "a@localhost/r", "b@localhost/r"));
+        if code == 0 || Instant::now() > until {
+            break (tcp, code);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 0, "the closed end still holds the only slot");
+    // Nobody comes for the second one: it is closed at wait_secs.
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = second.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < patience(Duration::from_secs(6)),
+        "{waited:?}"
+    );
+}
+
+/// XEP-0065 §6.3.3: the proxy relays between local users only; a relay is cut at
+/// `proxy.max_relay_bytes`.
+#[test]
+fn activation_needs_a_local_target_and_relays_are_bounded() {
+    let server = TestServer::start("[proxy]\nlisten = [\"127.0.0.1:0\"]\nmax_relay_bytes = 1000\n");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = Client::online(&server, "alice", "pc");
+    let bob = Client::online(&server, "bob", "phone");
+    for target in [
+        "mallory@elsewhere.example/x",
+        "nobody@localhost/x",
+        "localhost",
+    ] {
+        let reply = activate(&mut alice, "s", target);
+        assert_eq!(error_condition(&reply), "not-allowed", "{target}");
+    }
+    let h = hash("big", &alice.jid, &bob.jid);
+    let (mut t, _) = socks(&server, &h);
+    let (mut i, _) = socks(&server, &h);
+    let result = activate(&mut alice, "big", &bob.jid);
+    assert!(
+        with_doc(&result, |iq| iq.attribute("type") == Some("result")),
+        "{result}"
+    );
+    let writer = std::thread::spawn(move || {
+        for _ in 0..50 {
+            if i.write_all(&[7u8; 1000]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let _ = t.read_to_end(&mut got);
+    assert!(got.len() <= 1000, "{} bytes relayed", got.len());
+    writer.join().unwrap();
+    server.wait_for_log("cut after 1000 bytes");
 }

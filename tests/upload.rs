@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,11 +50,16 @@ impl Response {
 
 /// Sends raw request bytes over TLS (server name = the upload domain) and reads to EOF.
 fn http(server: &TestServer, request: &[u8]) -> Response {
+    http_from(server, Ipv4Addr::LOCALHOST, request)
+}
+
+/// [`http`] from another loopback address.
+fn http_from(server: &TestServer, from: Ipv4Addr, request: &[u8]) -> Response {
     let mut config = (*server.tls_client_config()).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let name = rustls::pki_types::ServerName::try_from(UPLOAD).unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(upload_addr(server)).unwrap();
+    let tcp = common::net::connect_from(from, upload_addr(server)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     // A refusal may come (and the server stop reading) before the body is all sent.
@@ -444,4 +449,158 @@ fn a_deleted_account_takes_its_files_along() {
         assert!(std::time::Instant::now() < deadline, "file still there");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The stanza error of an `<iq type='error'/>`: its type and its defined condition.
+fn stanza_error(reply: &str) -> (String, String) {
+    with_doc(reply, |iq| {
+        assert_eq!(iq.attribute("type"), Some("error"), "{reply}");
+        let error = iq.children().find(|n| n.has_tag_name("error")).unwrap();
+        let condition = error
+            .children()
+            .find(|n| n.tag_name().namespace() == Some("urn:ietf:params:xml:ns:xmpp-stanzas"))
+            .unwrap();
+        (
+            error.attribute("type").unwrap().to_string(),
+            condition.tag_name().name().to_string(),
+        )
+    })
+}
+
+/// Audit finding: 64 idle TCP connections (no TLS, no byte) from one host locked every
+/// upload and download out. One address now gets `upload.max_connections_per_ip`, and
+/// a connection that has not sent its request by `upload.first_byte_secs` is closed.
+#[test]
+fn idle_connections_from_one_address_leave_uploads_to_others_working() {
+    let server = server_with("max_connections_per_ip = 4\nfirst_byte_secs = 3\n");
+    let mut alice = Client::online(&server, "alice", "pc");
+    let addr = upload_addr(&server);
+    // More than the server's whole cap of 64, all from 127.0.0.1, all silent.
+    let idle: Vec<TcpStream> = (0..70).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let opened = std::time::Instant::now();
+    // Another host uploads and downloads meanwhile.
+    let other = Ipv4Addr::new(127, 0, 0, 2);
+    let slot = slot(&mut alice, "note.txt", 5);
+    let request = format!(
+        "PUT {} HTTP/1.1\r\nHost: {UPLOAD}\r\nAuthorization: {}\r\nContent-Length: 5\r\n\r\nhello",
+        slot.path, slot.auth
+    );
+    assert_eq!(http_from(&server, other, request.as_bytes()).status, 201);
+    let request = format!("GET {} HTTP/1.1\r\nHost: {UPLOAD}\r\n\r\n", slot.path);
+    let got = http_from(&server, other, request.as_bytes());
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"hello"[..]));
+    // Every idle connection is closed: those over the cap at once, the rest at the
+    // first-byte time.
+    for mut tcp in idle {
+        tcp.set_read_timeout(Some(patience(Duration::from_secs(10))))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read = tcp.read(&mut byte);
+        assert!(
+            matches!(read, Ok(0))
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{read:?} after {:?}",
+            opened.elapsed()
+        );
+    }
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < patience(Duration::from_secs(10)),
+        "{waited:?}"
+    );
+    server.wait_for_log("connections open from one address");
+}
+
+/// Audit finding: size='0' slots bypassed the byte quota (1,500 uploads, 3,000 files on
+/// disk). XEP-0363 §4: a request the service will not grant as asked is `bad-request`;
+/// the files quota counts files, whatever their size.
+#[test]
+fn empty_files_are_refused_and_files_are_counted() {
+    let server = server_with("quota_files_per_user = 3\n");
+    let mut alice = Client::online(&server, "alice", "pc");
+    let reply = request_slot(&mut alice, "empty.txt", 0, "text/plain");
+    assert_eq!(
+        stanza_error(&reply),
+        ("modify".to_string(), "bad-request".to_string())
+    );
+    let stored = slot(&mut alice, "one.txt", 1);
+    assert_eq!(put(&server, &stored, 1, b"1").status, 201);
+    slot(&mut alice, "two.txt", 1);
+    slot(&mut alice, "three.txt", 1);
+    // A stored file and two unused slots: the fourth is refused, however small.
+    let reply = request_slot(&mut alice, "four.txt", 1, "text/plain");
+    assert_eq!(
+        stanza_error(&reply),
+        ("wait".to_string(), "resource-constraint".to_string())
+    );
+    let mut bob = Client::online(&server, "bob", "pc");
+    slot(&mut bob, "his.txt", 1);
+}
+
+/// Every path under `dir`, depth first.
+fn walk(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        found.push(path.clone());
+        if path.is_dir() {
+            walk(&path, found);
+        }
+    }
+}
+
+/// Audit finding: in a data dir that already existed with loose permissions, under
+/// umask 022, `hearth.redb` and uploads were created 0644. Everything the server creates
+/// is now owner-only whatever the umask, and a readable data dir is warned about.
+#[test]
+fn files_are_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // The server inherits the umask of this test process.
+    // SAFETY: umask takes a plain integer and cannot fail.
+    unsafe {
+        libc::umask(0o022);
+    }
+    let mut server = server_with("");
+    server.stop();
+    let data = server.data_dir();
+    // A data dir made by hand (or by an older version), empty and world-readable.
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    server.spawn();
+    server.wait_for_log("data directory");
+    server.add_user("carol");
+    let mut carol = Client::online(&server, "carol", "pc");
+    let slot = slot(&mut carol, "secret.txt", 6);
+    assert_eq!(put(&server, &slot, 6, b"secret").status, 201);
+    let mut paths = Vec::new();
+    walk(&data, &mut paths);
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("hearth.redb")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with(".data")), "{names:?}");
+    for path in &paths {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() {
+            assert_eq!(mode, 0o600, "{}", path.display());
+        } else if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+        } else {
+            assert_eq!(mode & 0o077, 0, "{}", path.display());
+        }
+    }
+    let warning = server
+        .log()
+        .lines()
+        .find(|l| l.contains("data directory"))
+        .unwrap()
+        .to_string();
+    assert!(
+        warning.contains("WARN") && warning.contains("755"),
+        "{warning}"
+    );
 }

@@ -13,6 +13,7 @@ use crate::xml::Esc;
 use log::info;
 use roxmltree::Node;
 use std::fmt::Write;
+use std::time::Instant;
 
 /// RFC 6120 §6.4.5 allows 2 to 5 retries; then the stream ends.
 const MAX_AUTH_FAILURES: u8 = 5;
@@ -52,9 +53,20 @@ impl Connection {
             }
         };
         let store = self.server.store.clone();
+        let server = self.server.clone();
+        let locked = |user: &str| {
+            let limits = &server.config().limits;
+            server
+                .protection
+                .account_locked(limits, user, Instant::now())
+        };
         let mut named: Option<Box<str>> = None;
         let mut lookup = |user: &str| {
             named = Some(user.into());
+            if locked(user) {
+                // Over the account's attempt budget: decoy credentials, which never pass.
+                return None;
+            }
             store
                 .credentials(user)
                 .ok()
@@ -90,6 +102,11 @@ impl Connection {
             "response" => match (self.sasl.take(), data()) {
                 (None, _) => (Step::Failure(Failure::MalformedRequest), None),
                 (Some(_), Err(failure)) => (Step::Failure(failure), None),
+                (Some(SaslState(_, Some(user))), Ok(_)) if locked(&user) => {
+                    // The budget ran out during the exchange: no proof is checked.
+                    named = Some(user);
+                    (Step::Failure(Failure::NotAuthorized), None)
+                }
                 (Some(SaslState(exchange, user)), Ok(response)) => {
                     let step = exchange.step(&response, &mut lookup);
                     named = named.or(user);
@@ -211,7 +228,13 @@ impl Connection {
                 .flatten()
                 .and_then(|bytes| Credentials::from_bytes(&bytes))
         });
-        let verified = credentials.is_some_and(|c| c.verify_plain(password));
+        let limits = &self.server.config().limits;
+        let locked = (user.as_deref()).is_some_and(|u| {
+            self.server
+                .protection
+                .account_locked(limits, u, Instant::now())
+        });
+        let verified = !locked && credentials.is_some_and(|c| c.verify_plain(password));
         let (true, Some(user)) = (verified, user) else {
             self.delay_login_failure(Some(username));
             reply_error(&mut self.out, StanzaCondition::NotAuthorized);

@@ -122,7 +122,7 @@ impl Connection {
         self.guard.ping_sent = None;
         if !self.guard.authenticated && matches!(self.stage, Stage::Authenticated | Stage::Bound) {
             self.guard.authenticated = true;
-            self.server.protection.authenticated(self.peer.ip());
+            (self.server.protection).authenticated(self.peer.ip(), self.conn_id);
         }
         self.throttle(0, bytes, true)
     }

@@ -137,7 +137,15 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         conn_id,
     };
     let deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs.into());
-    let refusal = server.protection.admit(limits, peer.ip()).err();
+    let refusal = match server.protection.admit(limits, peer.ip(), conn_id) {
+        Ok(evict) => {
+            if let Some(oldest) = evict {
+                server.evict_unauthenticated(oldest);
+            }
+            None
+        }
+        Err(refusal) => Some(refusal),
+    };
     let admitted = refusal.is_none();
     let mut parked = None;
     if !direct_tls || conn.direct_tls(deadline).await {
@@ -158,7 +166,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
     if admitted {
         server
             .protection
-            .release(peer.ip(), conn.guard.authenticated);
+            .release(peer.ip(), conn_id, conn.guard.authenticated);
     }
     server.unregister_connection(conn_id);
     drop(conn);

@@ -5,15 +5,18 @@
 //! reads or writes a socket, never touches the store and never logs a
 //! stanza body or a credential.
 
+mod attempts;
 pub mod bucket;
 mod failures;
 
 use crate::config::{Config, Limits as LimitsConfig};
 use crate::stanza::StreamCondition;
+use attempts::{Attempts, Recorded};
 use bucket::Pair;
 use failures::Failures;
+use log::warn;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -99,9 +102,16 @@ pub struct Protection {
     /// `[rate]` as refill settings; a reload replaces them (see [`Self::set_rate`]).
     rate: Cell<bucket::Limits>,
     open: Cell<u32>,
+    /// Connections not yet authenticated, by id, oldest first: past the unauthenticated share of the
+    /// capacity, the oldest one makes room for a new one.
+    pre_auth: RefCell<VecDeque<(u64, IpAddr)>>,
+    /// Connections closed to make room whose slot was freed at once (a closing stream may
+    /// linger a while); their own release then counts nothing.
+    evicted: RefCell<HashSet<u64>>,
     addrs: RefCell<HashMap<IpAddr, AddrCount>>,
     accounts: RefCell<HashMap<Box<str>, AccountRate>>,
     failures: RefCell<Failures>,
+    attempts: RefCell<Attempts>,
     refusal_logged: Cell<Option<Instant>>,
     refusals_unlogged: Cell<u64>,
 }
@@ -112,9 +122,12 @@ impl Protection {
             counters: Counters::default(),
             rate: Cell::new(bucket::Limits::from_config(&config.rate)),
             open: Cell::new(0),
+            pre_auth: RefCell::default(),
+            evicted: RefCell::default(),
             addrs: RefCell::default(),
             accounts: RefCell::default(),
             failures: RefCell::new(Failures::new(FAILURE_ENTRIES, FAILURE_MEMORY)),
+            attempts: RefCell::new(Attempts::new(FAILURE_ENTRIES)),
             refusal_logged: Cell::new(None),
             refusals_unlogged: Cell::new(0),
         }
@@ -132,9 +145,18 @@ impl Protection {
         self.rate.set(bucket::Limits::from_config(rate));
     }
 
-    /// Counts a new, unauthenticated connection from `ip`, or says which
-    /// limit it would break. Every `Ok` is matched by one [`Self::release`].
-    pub fn admit(&self, limits: &LimitsConfig, ip: IpAddr) -> Result<(), Refusal> {
+    /// Counts a new, unauthenticated connection `id` from `ip`, or says which limit it
+    /// would break. Every `Ok` is matched by one [`Self::release`]. `Ok(Some(old))` names
+    /// the oldest unauthenticated connection, which must be closed to make room: the
+    /// unauthenticated share of the capacity is full, and a flood of half-open streams
+    /// from many addresses must neither lock logins out nor reach the capacity kept
+    /// for logged-in sessions.
+    pub fn admit(
+        &self,
+        limits: &LimitsConfig,
+        ip: IpAddr,
+        id: u64,
+    ) -> Result<Option<u64>, Refusal> {
         let mut addrs = self.addrs.borrow_mut();
         let count = addrs.get(&ip).copied().unwrap_or_default();
         let refusal = if self.open.get() >= limits.max_connections {
@@ -169,7 +191,27 @@ impl Protection {
                 unauthenticated: count.unauthenticated + 1,
             },
         );
-        Ok(())
+        drop(addrs);
+        let mut pre_auth = self.pre_auth.borrow_mut();
+        let evict = (pre_auth.len() as u32 >= unauthenticated_cap(limits))
+            .then(|| pre_auth.pop_front())
+            .flatten();
+        pre_auth.push_back((id, ip));
+        drop(pre_auth);
+        Ok(evict.map(|(old, old_ip)| {
+            Counters::bump(&self.counters.refused_unauthenticated);
+            self.uncount(old_ip, false);
+            self.evicted.borrow_mut().insert(old);
+            old
+        }))
+    }
+
+    /// Connection `id` no longer waits to authenticate (it did, or it is gone).
+    fn leave_pre_auth(&self, id: u64) {
+        let mut pre_auth = self.pre_auth.borrow_mut();
+        if let Some(at) = pre_auth.iter().position(|&(queued, _)| queued == id) {
+            pre_auth.remove(at);
+        }
     }
 
     /// Whether to log this refusal: `Some(n)` with the `n` refusals left
@@ -190,14 +232,33 @@ impl Protection {
 
     /// The connection from `ip` authenticated: it no longer counts against
     /// `max_unauthenticated_per_ip`.
-    pub fn authenticated(&self, ip: IpAddr) {
+    pub fn authenticated(&self, ip: IpAddr, id: u64) {
+        self.leave_pre_auth(id);
         if let Some(count) = self.addrs.borrow_mut().get_mut(&ip) {
             count.unauthenticated = count.unauthenticated.saturating_sub(1);
         }
     }
 
+    /// Whether a connection from `ip` has authenticated and is still open: services
+    /// that need no login give such an address more room than a stranger.
+    pub fn has_authenticated(&self, ip: IpAddr) -> bool {
+        self.addrs
+            .borrow()
+            .get(&ip)
+            .is_some_and(|count| count.open > count.unauthenticated)
+    }
+
     /// An admitted connection ended.
-    pub fn release(&self, ip: IpAddr, was_authenticated: bool) {
+    pub fn release(&self, ip: IpAddr, id: u64, was_authenticated: bool) {
+        if self.evicted.borrow_mut().remove(&id) {
+            return;
+        }
+        self.leave_pre_auth(id);
+        self.uncount(ip, was_authenticated);
+    }
+
+    /// Takes a connection from `ip` out of the counts.
+    fn uncount(&self, ip: IpAddr, was_authenticated: bool) {
         self.open.set(self.open.get().saturating_sub(1));
         let mut addrs = self.addrs.borrow_mut();
         if let Some(count) = addrs.get_mut(&ip) {
@@ -264,6 +325,14 @@ impl Protection {
         let mut count = failures.record(failures::Key::Addr(ip), now);
         if let Some(user) = user {
             count = count.max(failures.record(failures::Key::Account(user.into()), now));
+            let budget = limits.auth_attempts_per_account_per_min;
+            if self.attempts.borrow_mut().record(user, budget, now) == Recorded::Exhausted {
+                warn!(
+                    "{user}: {budget} failed logins within a minute from all addresses \
+                     (limits.auth_attempts_per_account_per_min); further attempts fail at once \
+                     for the rest of the minute, open sessions stay"
+                );
+            }
         }
         Counters::bump(&self.counters.auth_delays);
         failure_delay(limits, count)
@@ -274,7 +343,21 @@ impl Protection {
         let mut failures = self.failures.borrow_mut();
         failures.forget(&failures::Key::Addr(ip));
         failures.forget(&failures::Key::Account(user.into()));
+        self.attempts.borrow_mut().forget(user);
     }
+
+    /// Whether `user` has used up its failed-login budget for now: a login attempt for
+    /// it fails at once, without a password check (so guessing gains nothing).
+    pub fn account_locked(&self, limits: &LimitsConfig, user: &str, now: Instant) -> bool {
+        let budget = limits.auth_attempts_per_account_per_min;
+        self.attempts.borrow().exhausted(user, budget, now)
+    }
+}
+
+/// How many connections may be open before authenticating, from all addresses.
+fn unauthenticated_cap(limits: &LimitsConfig) -> u32 {
+    let share = u64::from(limits.max_connections) * u64::from(limits.max_unauthenticated_percent);
+    u32::try_from(share / 100).unwrap_or(u32::MAX).max(1)
 }
 
 /// `base × 2^(failures-1)`, capped.
@@ -306,28 +389,51 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let c: IpAddr = "10.0.0.3".parse().unwrap();
-        guard.admit(&config.limits, a).unwrap();
-        let refused = guard.admit(&config.limits, a).unwrap_err();
+        guard.admit(&config.limits, a, 11).unwrap();
+        let refused = guard.admit(&config.limits, a, 12).unwrap_err();
         assert_eq!(refused.condition, StreamCondition::PolicyViolation);
         assert!(refused.text.contains("unauthenticated"));
-        guard.authenticated(a);
-        guard.admit(&config.limits, a).unwrap();
-        guard.authenticated(a);
-        let refused = guard.admit(&config.limits, a).unwrap_err();
+        guard.authenticated(a, 11);
+        guard.admit(&config.limits, a, 13).unwrap();
+        guard.authenticated(a, 13);
+        let refused = guard.admit(&config.limits, a, 14).unwrap_err();
         assert_eq!(refused.text, "too many connections from your address");
-        guard.admit(&config.limits, b).unwrap();
-        let refused = guard.admit(&config.limits, c).unwrap_err();
+        guard.admit(&config.limits, b, 15).unwrap();
+        let refused = guard.admit(&config.limits, c, 16).unwrap_err();
         assert_eq!(refused.condition, StreamCondition::ResourceConstraint);
-        guard.release(b, false);
-        guard.admit(&config.limits, c).unwrap();
-        guard.release(a, true);
-        guard.release(a, true);
-        guard.release(c, false);
+        guard.release(b, 15, false);
+        guard.admit(&config.limits, c, 17).unwrap();
+        guard.release(a, 11, true);
+        guard.release(a, 13, true);
+        guard.release(c, 17, false);
         assert!(guard.addrs.borrow().is_empty());
         assert_eq!(guard.open.get(), 0);
         assert_eq!(guard.counters.refused_total.get(), 1);
         assert_eq!(guard.counters.refused_per_ip.get(), 1);
         assert_eq!(guard.counters.refused_unauthenticated.get(), 1);
+    }
+
+    #[test]
+    fn past_the_unauthenticated_share_the_oldest_makes_room() {
+        let mut config = config(8, 8, 8);
+        config.limits.max_unauthenticated_percent = 50;
+        let guard = Protection::new(&config);
+        let ip = |n: u8| IpAddr::from([10, 0, 1, n]);
+        for id in 1..=4 {
+            assert_eq!(guard.admit(&config.limits, ip(id as u8), id), Ok(None));
+        }
+        // Connection 2 logs in: it is no longer a candidate.
+        guard.authenticated(ip(2), 2);
+        assert_eq!(guard.admit(&config.limits, ip(5), 5), Ok(None));
+        assert_eq!(guard.admit(&config.limits, ip(6), 6), Ok(Some(1)));
+        assert_eq!(guard.admit(&config.limits, ip(7), 7), Ok(Some(3)));
+        guard.release(ip(1), 1, false);
+        guard.release(ip(3), 3, false);
+        assert_eq!(guard.pre_auth.borrow().len(), 4);
+        // The two closed ones stopped counting when they were picked, not at release.
+        assert_eq!(guard.open.get(), 5);
+        assert!(guard.evicted.borrow().is_empty());
+        assert_eq!(guard.counters.refused_unauthenticated.get(), 2);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::stanza::{self, ErrorType, IqType, Kind, MessageType, StanzaCondition,
 use crate::time;
 use crate::xml::{write_element, Esc, NS_CLIENT};
 use roxmltree::Node;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::rc::Rc;
 use std::time::Instant;
@@ -153,8 +153,9 @@ pub struct Room {
     pub locked: bool,
     /// Destroyed by an owner: the caller drops it.
     pub destroyed: bool,
-    /// Bare JID → affiliation, for every affiliation but `none`.
-    affiliations: Vec<(Jid, Affiliation)>,
+    /// Bare JID → affiliation, for every affiliation but `none`; a map, so that a change
+    /// costs the same in a room with a thousand members as in one with three.
+    affiliations: HashMap<Jid, Affiliation>,
     pub occupants: Vec<Occupant>,
     history: VecDeque<Past>,
     /// (nick of who set it, text).
@@ -170,7 +171,7 @@ impl Room {
             config,
             locked: false,
             destroyed: false,
-            affiliations: Vec::new(),
+            affiliations: HashMap::new(),
             occupants: Vec::new(),
             history: VecDeque::new(),
             subject: None,
@@ -186,9 +187,23 @@ impl Room {
 
     pub fn affiliation(&self, bare: &Jid) -> Affiliation {
         self.affiliations
-            .iter()
-            .find(|(jid, _)| jid == bare)
-            .map_or(Affiliation::None, |(_, a)| *a)
+            .get(bare)
+            .copied()
+            .unwrap_or(Affiliation::None)
+    }
+
+    /// Whether giving `bare` an affiliation would take the room past `muc.max_affiliations`
+    /// (changing an existing one never does).
+    fn affiliations_full(&self, server: &Server, bare: &Jid) -> bool {
+        let max = server.config().muc.max_affiliations as usize;
+        let full = !self.affiliations.contains_key(bare) && self.affiliations.len() >= max;
+        if full {
+            log::info!(
+                "muc: {} has {max} affiliations (muc.max_affiliations), one more refused",
+                self.jid
+            );
+        }
+        full
     }
 
     pub fn is_owner(&self, bare: &Jid) -> bool {
@@ -196,9 +211,10 @@ impl Room {
     }
 
     pub fn set_affiliation(&mut self, bare: Jid, affiliation: Affiliation) {
-        self.affiliations.retain(|(jid, _)| *jid != bare);
-        if affiliation != Affiliation::None {
-            self.affiliations.push((bare, affiliation));
+        if affiliation == Affiliation::None {
+            self.affiliations.remove(&bare);
+        } else {
+            self.affiliations.insert(bare, affiliation);
         }
     }
 
@@ -206,7 +222,7 @@ impl Room {
     /// the same name is someone else and inherits nothing). The record to save, if any went.
     pub fn drop_affiliations(&mut self, gone: impl Fn(&Jid) -> bool) -> Option<Persist> {
         let before = self.affiliations.len();
-        self.affiliations.retain(|(jid, _)| !gone(jid));
+        self.affiliations.retain(|jid, _| !gone(jid));
         if self.affiliations.len() == before {
             return None;
         }
@@ -775,6 +791,11 @@ impl Room {
                 return (Deferred::None, None);
             }
             if self.affiliation(&invitee) < Affiliation::Member {
+                if self.affiliations_full(ctx.server, &invitee) {
+                    // As for an admin's grant: the list is full, so no new member.
+                    ctx.error(StanzaCondition::NotAllowed);
+                    return (Deferred::None, None);
+                }
                 self.set_affiliation(invitee.clone(), Affiliation::Member);
                 record = self.saved();
             }
@@ -1141,7 +1162,7 @@ impl Room {
                 ctx.error(StanzaCondition::Forbidden);
                 return;
             }
-            for (jid, _) in self.affiliations.iter().filter(|(_, a)| *a == affiliation) {
+            for (jid, _) in self.affiliations.iter().filter(|(_, a)| **a == affiliation) {
                 let _ = write!(
                     items,
                     "<item affiliation='{}' jid='{}'/>",
@@ -1262,14 +1283,22 @@ impl Room {
         {
             return Err(StanzaCondition::NotAllowed);
         }
-        let owners = self
-            .affiliations
-            .iter()
-            .filter(|(_, a)| *a == Affiliation::Owner)
-            .count();
-        if current == Affiliation::Owner && affiliation != Affiliation::Owner && owners == 1 {
+        let last_owner = || {
+            let owners = self
+                .affiliations
+                .values()
+                .filter(|a| **a == Affiliation::Owner);
+            owners.count() == 1
+        };
+        if current == Affiliation::Owner && affiliation != Affiliation::Owner && last_owner() {
             // §10.7: a room always keeps an owner.
             return Err(StanzaCondition::Conflict);
+        }
+        // RFC 6120 §8.3.3.10 `not-allowed` (type cancel): the room's policy allows no
+        // further entry, and asking again later will not change that until someone is
+        // removed. `resource-constraint` (§8.3.3.18, type wait) would tell the client to retry.
+        if affiliation != Affiliation::None && self.affiliations_full(server, &target) {
+            return Err(StanzaCondition::NotAllowed);
         }
         if target == *actor && affiliation == Affiliation::Outcast {
             return Err(StanzaCondition::Conflict);

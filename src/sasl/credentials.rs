@@ -120,6 +120,16 @@ pub fn prepare_password(password: &str) -> Result<String, CredentialsError> {
         .collect()
 }
 
+/// The HMAC key decoy salts are derived from: the server secret, or (when none was set,
+/// as in unit tests) a random key for this process.
+static DECOY_KEY: OnceLock<hmac::Key> = OnceLock::new();
+
+/// Derives decoy salts from the persistent server secret from now on; call once at start,
+/// before any login.
+pub fn set_decoy_secret(secret: &[u8]) {
+    let _ = DECOY_KEY.set(hmac::Key::new(hmac::HMAC_SHA256, secret));
+}
+
 impl Credentials {
     /// Derives credentials for a new password with a fresh random salt.
     ///
@@ -151,11 +161,11 @@ impl Credentials {
 
     /// Stand-in credentials for a username with no account, so that a SCRAM exchange
     /// for it is indistinguishable from a real one until the proof fails. The salt is
-    /// stable per username (within this process) because a changing salt for the same
-    /// name would itself reveal that the account does not exist. `None` if the system
-    /// random generator fails.
+    /// stable per username, across restarts once [`set_decoy_secret`] was given the
+    /// server secret, because a changing salt for the same name would itself reveal that
+    /// the account does not exist (real salts never change). `None` if the system random
+    /// generator fails.
     pub(crate) fn decoy(username: &str) -> Option<Credentials> {
-        static DECOY_KEY: OnceLock<hmac::Key> = OnceLock::new();
         let key = match DECOY_KEY.get() {
             Some(key) => key,
             None => {

@@ -17,7 +17,8 @@ mod scram;
 
 pub use client::ScramClient;
 pub use credentials::{
-    prepare_password, Credentials, CredentialsError, ScramKeys, DEFAULT_ITERATIONS, SALT_LEN,
+    prepare_password, set_decoy_secret, Credentials, CredentialsError, ScramKeys,
+    DEFAULT_ITERATIONS, SALT_LEN,
 };
 
 use hash::ScramHash;

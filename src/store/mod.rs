@@ -8,6 +8,7 @@
 
 mod accounts;
 mod blocking;
+pub mod files;
 mod mam;
 mod muc;
 mod offline;
@@ -162,6 +163,11 @@ impl Store {
             .set_check_integrity_on_open(true)
             .create(&path)
             .map_err(|error| open_error(&path, error))?;
+        // Owner-only whatever the umask: it holds every credential and message.
+        files::make_private(&path).map_err(|error| StoreError::Unreadable {
+            path: path.clone(),
+            reason: format!("cannot make it owner-only: {}", one_line(error)),
+        })?;
         check_schema(&db, &path)?;
         let db = Arc::new(db);
         let writer = Writer::start(Arc::clone(&db))?;

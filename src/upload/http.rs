@@ -22,8 +22,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Largest request head (request line and headers).
 const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// The TLS handshake and the whole request head must arrive within this (slowloris).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A body transfer stalls out after this long without progress.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A body slower than this on average is cut off (a trickle would hold a connection).
@@ -55,7 +53,11 @@ pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Ve
         (config.upload.url.clone()).unwrap_or_else(|| format!("https://{}:{port}", config.domain));
     server.upload.set_base_url(&url);
     let accepting = server.clone();
-    listener::spawn_accept(ex, listeners, "upload", MAX_CONNECTIONS, move |tcp| {
+    let caps = listener::Caps {
+        total: MAX_CONNECTIONS,
+        per_ip: config.upload.max_connections_per_ip,
+    };
+    listener::spawn_accept(ex, listeners, "upload", caps, move |tcp, _| {
         let server = accepting.clone();
         async move { serve(&server, tcp).await }
     });
@@ -110,8 +112,11 @@ async fn serve(server: &Server, tcp: TcpStream) {
     let mut config = (*server.tls_config()).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let deadline = Instant::now() + HEAD_TIMEOUT;
-    let Ok(mut stream) = timed(HEAD_TIMEOUT, acceptor.accept(tcp)).await else {
+    // Slowloris: the TLS handshake and the whole request head must be in within the
+    // first-byte time, or the connection goes and its slot with it.
+    let first_byte = Duration::from_secs(server.config().upload.first_byte_secs.into());
+    let deadline = Instant::now() + first_byte;
+    let Ok(mut stream) = timed(first_byte, acceptor.accept(tcp)).await else {
         return;
     };
     let left = deadline.saturating_duration_since(Instant::now());
@@ -322,7 +327,7 @@ async fn put(server: &Server, stream: &mut Stream, request: Request) -> io::Resu
         Ok(()) => {
             let text = format!("{owner}\n{name}\n{content_type}\n");
             smol::unblock(move || {
-                std::fs::write(meta, text)?;
+                super::create_private_file(&meta)?.write_all(text.as_bytes())?;
                 std::fs::rename(part, data)
             })
             .await
@@ -378,8 +383,8 @@ async fn receive(
     let dir = upload.dir.clone();
     let [_, _, part] = upload.paths(token);
     let mut file = smol::unblock(move || {
-        std::fs::create_dir_all(&dir)?;
-        std::fs::File::create(part)
+        super::create_private_dir(&dir)?;
+        super::create_private_file(&part)
     })
     .await
     .map_err(disk_error)?;

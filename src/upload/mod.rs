@@ -94,17 +94,21 @@ impl Upload {
         let _ = self.base_url.set(url.trim_end_matches('/').into());
     }
 
-    /// Bytes a user holds: stored files and granted slots.
-    fn usage(&self, owner: &str) -> u64 {
-        let files: u64 = (self.files.borrow().values())
+    /// What a user holds, stored files and granted slots together: (files, bytes).
+    fn usage(&self, owner: &str) -> (u64, u64) {
+        let files = self.files.borrow();
+        let slots = self.slots.borrow();
+        let sizes = (files
+            .values()
             .filter(|f| &*f.owner == owner)
-            .map(|f| f.size)
-            .sum();
-        let slots: u64 = (self.slots.borrow().values())
-            .filter(|s| &*s.owner == owner)
-            .map(|s| s.size)
-            .sum();
-        files + slots
+            .map(|f| f.size))
+        .chain(
+            slots
+                .values()
+                .filter(|s| &*s.owner == owner)
+                .map(|s| s.size),
+        );
+        sizes.fold((0, 0), |(count, bytes), size| (count + 1, bytes + size))
     }
 
     /// Where a token's file, its description and its upload in progress live.
@@ -289,12 +293,21 @@ fn grant(server: &Server, session: &Session, request: roxmltree::Node) -> Result
     if !valid_content_type(content_type) {
         return Err(bad("Unusable content type"));
     }
+    if size == 0 {
+        // XEP-0363 §4: the size is that of the file to upload; an empty file is nothing to
+        // share, and would take a quota slot of no bytes.
+        return Err(bad("Empty files are not accepted"));
+    }
     if size > config.max_file_bytes {
         return Err(Refusal::TooLarge(config.max_file_bytes));
     }
     let owner = session.jid.local().unwrap_or_default();
     upload.expire_slots(Instant::now());
-    if upload.usage(owner).saturating_add(size) > config.quota_bytes_per_user {
+    let (files, bytes) = upload.usage(owner);
+    let over_files = files >= u64::from(config.quota_files_per_user);
+    if over_files || bytes.saturating_add(size) > config.quota_bytes_per_user {
+        let what = if over_files { "files" } else { "bytes" };
+        info!("upload: {owner} is at the {what} quota, a slot refused");
         return Err(Refusal::Error(
             StanzaError::new(StanzaCondition::ResourceConstraint).with_text("Upload quota used up"),
         ));
@@ -325,6 +338,26 @@ fn grant(server: &Server, session: &Session, request: roxmltree::Node) -> Result
         },
     );
     Ok(xml)
+}
+
+/// Creates (or truncates) a file only the server's user can read, whatever the umask.
+pub fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Creates the file directory (and its parents) owner-only, whatever the umask.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// A media type that fits on one header line.
@@ -404,7 +437,7 @@ mod tests {
             upload.slots.borrow_mut().insert(token.into(), slot);
         }
         upload.expire_slots(now + SLOT_LIFETIME - Duration::from_secs(1));
-        assert_eq!(upload.usage("alice"), 2);
+        assert_eq!(upload.usage("alice"), (2, 2));
         upload.expire_slots(now + SLOT_LIFETIME);
         let slots = upload.slots.borrow();
         assert!(slots.contains_key("busy") && !slots.contains_key("idle"));

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod muc;
+pub mod net;
 pub mod roster;
 
 use hearth::sasl::base64;
