@@ -278,7 +278,9 @@ pub struct Limits {
     /// Messages kept for one offline user; past it senders get `service-unavailable`.
     #[serde(deserialize_with = "offline_quota")]
     pub offline_quota: u32,
-    /// Bytes queued for a client that is not reading; past it the stream ends.
+    /// The session's byte budget: all it holds for its client (stanzas routed to it, replies
+    /// not yet written, stanzas not yet acknowledged, a parked session's queues). Half full of
+    /// unwritten output, its input waits; past it the stream ends.
     #[serde(deserialize_with = "queue_bytes")]
     pub outbound_queue_bytes: u32,
     /// Largest vCard (XEP-0054) a user may store; past it `policy-violation`.

@@ -44,6 +44,11 @@ pub const NS_LIMITS: &str = "urn:xmpp:stream-limits:0";
 /// Queued stanzas written together: one TLS record's worth of plaintext.
 const WRITE_BATCH_BYTES: usize = 16 * 1024;
 
+/// A session that once held this much for its client leaves enough freed heap
+/// behind to hand back to the system as soon as it ends, whoever else stays
+/// connected (glibc keeps freed pages otherwise, see [`crate::memory`]).
+const LARGE_SESSION_BYTES: usize = 256 * 1024;
+
 /// Where a connection is in RFC 6120's negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -102,6 +107,8 @@ struct Connection {
     sm: Option<Box<crate::sm::State>>,
     /// This connection's entry in the server's registry.
     conn_id: u64,
+    /// Input already waited for unwritten replies once (logged once).
+    backlog_logged: bool,
 }
 
 /// Runs one client connection to its end.
@@ -132,6 +139,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         guard: guard::Guard::new(&server.protection.rate(), Instant::now()),
         sm: None,
         conn_id,
+        backlog_logged: false,
     };
     let deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs.into());
     let refusal = server.protection.admit(limits, peer.ip()).err();
@@ -158,9 +166,19 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
             .release(peer.ip(), conn.guard.authenticated);
     }
     server.unregister_connection(conn_id);
+    let mailbox = conn.mailbox.clone();
     drop(conn);
+    return_memory(&mailbox);
     if let Some((session, state, csi)) = parked {
         crate::sm::park(&server, session, state, csi).await;
+    }
+}
+
+/// After a session that held a lot for its client (its connection's buffers,
+/// or a parked session's queues) is gone: the freed heap goes back at once.
+pub(crate) fn return_memory(mailbox: &Mailbox) {
+    if mailbox.peak_bytes() >= LARGE_SESSION_BYTES {
+        crate::memory::trim_heap();
     }
 }
 
@@ -226,6 +244,7 @@ impl Connection {
             if let Err(end) = self.flush_out().await {
                 return end;
             }
+            self.publish_held(0);
             let wake = {
                 let (paused_until, input_waiting) =
                     (self.guard.paused_until, self.guard.input_waiting);
@@ -309,10 +328,12 @@ impl Connection {
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
             // A held login failure or a rate-limit pause: the rest waits. A close is queued
-            // (conflict, account deleted, shutdown): the rest is not acted on.
+            // (conflict, account deleted, shutdown): the rest is not acted on. Replies not
+            // yet written fill the session's budget: the rest waits until they are.
             if self.guard.hold_until.is_some()
                 || self.guard.paused_until.is_some()
                 || self.mailbox.is_closing()
+                || self.output_backlog()
             {
                 self.guard.input_waiting = true;
                 return Ok(());
@@ -342,6 +363,41 @@ impl Connection {
                 return Ok(());
             }
         }
+    }
+
+    /// The session's byte budget: everything queued or held for its client.
+    fn budget(&self) -> usize {
+        self.server.config().limits.outbound_queue_bytes as usize
+    }
+
+    /// Tells the mailbox what this connection holds for the client besides
+    /// its queue: output not yet written (`in_flight` of it taken out for a
+    /// write) and stanzas not yet acknowledged.
+    fn publish_held(&self, in_flight: usize) {
+        let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());
+        self.mailbox.set_held(self.out.len() + in_flight + unacked);
+    }
+
+    /// Back-pressure on a client that asks for more than it reads: no more
+    /// input is handled while unwritten output fills half the budget (the
+    /// other half stays free for stanzas routed to it), or while output and
+    /// unacknowledged stanzas together would overflow it. The output is
+    /// written first; a client that does not read it is cut off by the write
+    /// timeout, one that reads but never acknowledges by [`Self::record_sent`].
+    fn output_backlog(&mut self) -> bool {
+        let budget = self.budget();
+        let unwritten = self.out.len() + self.mailbox.queued_bytes();
+        let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());
+        let over = unwritten >= budget / 2 || unwritten + unacked > budget;
+        if over && !self.backlog_logged {
+            self.backlog_logged = true;
+            info!(
+                "{}: {} bytes of output waiting, input paused until it is written",
+                self.who(),
+                unwritten + unacked
+            );
+        }
+        over
     }
 
     fn on_stream_open(&mut self, header: StreamHeader) -> Result<(), End> {
