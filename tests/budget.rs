@@ -422,3 +422,49 @@ fn items_are_paged_with_max_items_and_rsm() {
             .any(|c| c.tag_name().name() == "item-not-found"));
     });
 }
+
+#[test]
+fn offline_messages_over_the_budget_reach_a_client_that_acknowledges() {
+    // 20 stored messages of 10 KB with a 64 KiB budget: they come in batches, each after
+    // the client's ack made room (XEP-0198), not all at once into the unacknowledged queue.
+    let server = TestServer::start(&format!(
+        "[limits]\noutbound_queue_bytes = 65536\n{NO_RATE_LIMIT}"
+    ));
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut bob = Client::online(&server, "bob", "b");
+    let body = "o".repeat(10_000);
+    for n in 0..20 {
+        bob.send(&format!(
+            "<message to='alice@localhost' type='chat' id='o{n}'><body>{body}</body></message>"
+        ));
+    }
+    bob.sync();
+    let mut alice = Client::login(&server, "alice", "a");
+    alice.send(&format!("<enable xmlns='{SM}'/>"));
+    assert!(alice.stanza().starts_with("<enabled "));
+    alice.send("<presence/>");
+    let (mut received, mut seen) = (0u32, std::collections::BTreeSet::new());
+    while seen.len() < 20 {
+        let Got::Stanza(stanza) = alice.next() else {
+            panic!("stream ended after {} messages", seen.len());
+        };
+        let (name, id) = with_doc(&stanza, |n| {
+            (
+                n.tag_name().name().to_owned(),
+                n.attribute("id").map(str::to_owned),
+            )
+        });
+        match name.as_str() {
+            "r" => alice.send(&format!("<a xmlns='{SM}' h='{received}'/>")),
+            "message" | "presence" | "iq" => {
+                received += 1;
+                if let Some(id) = id.filter(|id| id.starts_with('o')) {
+                    seen.insert(id);
+                }
+            }
+            other => panic!("unexpected {other}: {stanza}"),
+        }
+    }
+    alice.sync();
+}

@@ -33,6 +33,7 @@ impl Connection {
                     (Some(state), Some(h)) => {
                         state.acknowledge(h).map_err(|_| too_high())?;
                         self.publish_held(0);
+                        self.offline_after_ack();
                         Ok(())
                     }
                     (Some(_), None) => Err(End::Error(StreamCondition::BadFormat, None)),

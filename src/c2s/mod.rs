@@ -109,6 +109,8 @@ struct Connection {
     conn_id: u64,
     /// Input already waited for unwritten replies once (logged once).
     backlog_logged: bool,
+    /// Offline messages wait until the client acknowledges enough (XEP-0198).
+    offline_pending: bool,
 }
 
 /// Runs one client connection to its end.
@@ -140,6 +142,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         sm: None,
         conn_id,
         backlog_logged: false,
+        offline_pending: false,
     };
     let deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs.into());
     let refusal = server.protection.admit(limits, peer.ip()).err();
@@ -400,6 +403,15 @@ impl Connection {
         over
     }
 
+    /// An ack made room: offline messages that waited for it follow.
+    fn offline_after_ack(&mut self) {
+        let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());
+        if self.offline_pending && unacked < self.budget() / 2 {
+            self.offline_pending = false;
+            self.mailbox.offline_waiting();
+        }
+    }
+
     fn on_stream_open(&mut self, header: StreamHeader) -> Result<(), End> {
         let ours = &self.server.config().domain;
         let result = check_header(&header, ours);
@@ -654,7 +666,15 @@ impl Connection {
             }
             Deferred::FlushOffline => {
                 let user = session.jid.local().unwrap_or_default();
-                let Some(batch) = offline::take(&self.server, user) else {
+                // Batches leave the budget room: with XEP-0198 at most half of it waits for
+                // acks, and the next batch waits for the client's ack when it would not fit.
+                let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());
+                let room = (self.budget() / 2).saturating_sub(unacked);
+                if room == 0 {
+                    self.offline_pending = true;
+                    return Ok(());
+                }
+                let Some(batch) = offline::take(&self.server, user, room) else {
                     return Ok(());
                 };
                 // Removed from the store only once written to this session.
