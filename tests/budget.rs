@@ -20,6 +20,9 @@ const BUDGET: usize = 1024 * 1024;
 /// Items of 60 KB: a whole-node reply would be about 1 MB.
 const ITEM_BYTES: usize = 60_000;
 const ITEMS: usize = 16;
+/// How close to its baseline the server's RSS must come back once the attacker is gone
+/// (the store's read cache and allocator noise vary by a few hundred KB between runs).
+const RETURN_SLACK: usize = 1024 * 1024;
 
 /// The config of the attack tests: the default budget, a short write timeout, no rate limit
 /// (the node is published at full speed).
@@ -237,7 +240,7 @@ fn pipelined_retrievals_never_read_are_throttled_within_the_budget() {
     assert!(answered < 100, "{answered} answers");
     drop(mallory);
     // Alice and bob stay connected; the memory goes back all the same.
-    returns_near(&server, before, 1024 * 1024);
+    returns_near(&server, before, RETURN_SLACK);
     still_chatting(&mut alice, &mut bob, "later");
 }
 
@@ -289,14 +292,14 @@ fn retrievals_read_but_never_acknowledged_end_in_resource_constraint() {
         peak / 1024
     );
     drop(mallory);
-    returns_near(&server, before, 1024 * 1024);
+    returns_near(&server, before, RETURN_SLACK);
     still_chatting(&mut bob, &mut alice, "after");
 }
 
 #[test]
 fn a_parked_session_shares_its_budget_with_what_it_left_unacknowledged() {
     let server = TestServer::start(&attack_config());
-    let (mut alice, _bob) = setup(&server);
+    let (mut alice, mut bob) = setup(&server);
     let mut mallory = Client::login(&server, "mallory", "m");
     mallory.send(&format!("<enable xmlns='{SM}' resume='true'/>"));
     assert!(mallory.stanza().starts_with("<enabled "));
@@ -318,6 +321,8 @@ fn a_parked_session_shares_its_budget_with_what_it_left_unacknowledged() {
     alice.sync();
     server.wait_for_log("outbound queue full");
     server.wait_for_log("not resumed, ending the session");
+    server.wait_for_log("mallory@localhost/m: session ended");
+    still_chatting(&mut bob, &mut alice, "after");
     // Nothing is lost: every message waits in offline storage.
     let mut again = Client::login(&server, "mallory", "again");
     again.send("<presence/>");
