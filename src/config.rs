@@ -340,7 +340,9 @@ pub struct Limits {
     /// Messages kept for one offline user; past it senders get `service-unavailable`.
     #[serde(deserialize_with = "offline_quota")]
     pub offline_quota: u32,
-    /// Bytes queued for a client that is not reading; past it the stream ends.
+    /// The session's byte budget: all it holds for its client (stanzas routed to it, replies
+    /// not yet written, stanzas not yet acknowledged, a parked session's queues). Half full of
+    /// unwritten output, its input waits; past it the stream ends.
     #[serde(deserialize_with = "queue_bytes")]
     pub outbound_queue_bytes: u32,
     /// Largest vCard (XEP-0054) a user may store; past it `policy-violation`.
@@ -527,6 +529,10 @@ pub struct Pep {
     /// Largest item payload in bytes; bigger ones get `payload-too-big`.
     #[serde(deserialize_with = "positive")]
     pub max_item_bytes: u32,
+    /// Items one retrieval reply carries at most, in bytes (always at least one item); the
+    /// rest is reached with XEP-0059 paging.
+    #[serde(deserialize_with = "stored_bytes")]
+    pub max_reply_bytes: u32,
 }
 
 impl Default for Pep {
@@ -535,6 +541,7 @@ impl Default for Pep {
             max_nodes: 64,
             max_items: 64,
             max_item_bytes: 64 * 1024,
+            max_reply_bytes: 256 * 1024,
         }
     }
 }
@@ -1252,6 +1259,7 @@ impl Config {
         let _ = writeln!(out, "max_nodes = {}", self.pep.max_nodes);
         let _ = writeln!(out, "max_items = {}", self.pep.max_items);
         let _ = writeln!(out, "max_item_bytes = {}", self.pep.max_item_bytes);
+        let _ = writeln!(out, "max_reply_bytes = {}", self.pep.max_reply_bytes);
         let sm = &self.sm;
         let _ = writeln!(out, "\n[sm]");
         let _ = writeln!(out, "enabled = {}", sm.enabled);
@@ -1730,6 +1738,7 @@ auth_timeout_secs = 1
                 max_nodes: 9,
                 max_items: 8,
                 max_item_bytes: 5000,
+                max_reply_bytes: 70000,
             },
             sm: Sm {
                 enabled: false,

@@ -134,9 +134,11 @@ pub struct Batch {
     last_seq: u64,
 }
 
-/// The user's stored messages, oldest first, or None when there are none
-/// or another resource of the user is already taking them.
-pub fn take(server: &Server, user: &str) -> Option<Batch> {
+/// The user's oldest stored messages, up to `max_bytes` (at least one), or
+/// None when there are none or another resource of the user is already
+/// taking them. When more wait, the user is told again once this batch is
+/// done, so a session takes them batch by batch within its byte budget.
+pub fn take(server: &Server, user: &str, max_bytes: usize) -> Option<Batch> {
     {
         let mut in_flight = server.offline_in_flight.borrow_mut();
         if in_flight.contains_key(user) {
@@ -144,8 +146,16 @@ pub fn take(server: &Server, user: &str) -> Option<Batch> {
         }
         in_flight.insert(user.into(), false);
     }
-    let messages = match server.store.offline_peek(user) {
-        Ok(messages) if !messages.is_empty() => messages,
+    let messages = match server.store.offline_peek_bytes(user, max_bytes) {
+        Ok((messages, more)) if !messages.is_empty() => {
+            if more {
+                server
+                    .offline_in_flight
+                    .borrow_mut()
+                    .insert(user.into(), true);
+            }
+            messages
+        }
         Ok(_) => {
             release(server, user);
             return None;

@@ -30,13 +30,22 @@ pub enum Outbound {
     OfflineWaiting,
 }
 
-/// A bounded per-connection queue of stanzas to write. Empty mailboxes hold
-/// no heap memory; the byte cap keeps a client that stops reading from
-/// growing the server without bound.
+/// A bounded per-connection queue of stanzas to write, and the session's
+/// byte budget: what the queue holds plus what its connection holds for the
+/// client elsewhere (replies not yet written, stanzas not yet acknowledged:
+/// [`Mailbox::set_held`]) must stay under one cap
+/// (`limits.outbound_queue_bytes`), so a client that stops reading or
+/// acknowledging cannot grow the server without bound. Empty mailboxes hold
+/// no heap memory.
 #[derive(Default)]
 pub struct Mailbox {
     queue: RefCell<VecDeque<Outbound>>,
     queued_bytes: Cell<usize>,
+    /// Bytes the session's connection (or its parking) holds outside the queue.
+    held_bytes: Cell<usize>,
+    /// The most the session ever held in all: a large peak is worth handing
+    /// back to the system when the session ends.
+    peak_bytes: Cell<usize>,
     waker: Cell<Option<Waker>>,
     /// A close was queued: the session is on its way out.
     closing: Cell<bool>,
@@ -53,7 +62,9 @@ impl std::fmt::Debug for Mailbox {
 pub struct Full;
 
 impl Mailbox {
-    /// Queues a stanza unless that would take the queue past `cap` bytes.
+    /// Queues a stanza unless that would take the session past its budget of
+    /// `cap` bytes. An empty queue takes one stanza whatever its size, so one
+    /// large stanza still gets through.
     pub fn push_stanza(
         &self,
         xml: Rc<str>,
@@ -62,16 +73,47 @@ impl Mailbox {
         cap: usize,
     ) -> Result<(), Full> {
         let bytes = self.queued_bytes.get() + xml.len();
-        if bytes > cap && !self.queue.borrow().is_empty() {
+        if bytes + self.held_bytes.get() > cap && !self.queue.borrow().is_empty() {
             return Err(Full);
         }
         self.queued_bytes.set(bytes);
+        self.note_peak();
         self.push(Outbound::Stanza {
             xml,
             storable,
             hold,
         });
         Ok(())
+    }
+
+    /// What the session's connection holds for the client outside the queue:
+    /// output not yet written and, with XEP-0198, stanzas not yet acknowledged
+    /// (a parked session: only those).
+    pub fn set_held(&self, bytes: usize) {
+        self.held_bytes.set(bytes);
+        self.note_peak();
+    }
+
+    /// Bytes the session holds for its client in all, queued or held.
+    pub fn budget_used(&self) -> usize {
+        self.queued_bytes.get() + self.held_bytes.get()
+    }
+
+    /// Bytes waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
+    }
+
+    /// The most [`Mailbox::budget_used`] ever was.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak_bytes.get()
+    }
+
+    fn note_peak(&self) {
+        let used = self.budget_used();
+        if used > self.peak_bytes.get() {
+            self.peak_bytes.set(used);
+        }
     }
 
     /// Queues a stream close; it is written after what is already queued.
@@ -161,6 +203,7 @@ impl Mailbox {
     /// Everything still queued, for the no-loss rule when a session ends.
     pub fn drain(&self) -> Vec<Outbound> {
         self.queued_bytes.set(0);
+        self.held_bytes.set(0);
         std::mem::take(&mut *self.queue.borrow_mut()).into()
     }
 }
@@ -429,6 +472,28 @@ mod tests {
         assert!(mailbox
             .push_stanza("y".into(), false, Hold::Urgent, 10)
             .is_ok());
+    }
+
+    #[test]
+    fn bytes_held_elsewhere_count_against_the_same_budget() {
+        let mailbox = Mailbox::default();
+        mailbox.set_held(7);
+        assert!(mailbox
+            .push_stanza("a".into(), false, Hold::Urgent, 10)
+            .is_ok());
+        // One queued byte and 7 held leave room for 2 of the 10.
+        assert_eq!(
+            mailbox.push_stanza("abc".into(), false, Hold::Urgent, 10),
+            Err(Full)
+        );
+        assert!(mailbox
+            .push_stanza("ab".into(), false, Hold::Urgent, 10)
+            .is_ok());
+        assert_eq!(mailbox.budget_used(), 10);
+        assert_eq!(mailbox.peak_bytes(), 10);
+        mailbox.drain();
+        assert_eq!(mailbox.budget_used(), 0);
+        assert_eq!(mailbox.peak_bytes(), 10);
     }
 
     #[test]

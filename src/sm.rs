@@ -36,6 +36,8 @@ pub struct State {
     acked: u32,
     /// Stanzas written after enable and not yet acknowledged, oldest first.
     unacked: VecDeque<Rc<str>>,
+    /// Their size: part of the session's byte budget.
+    unacked_bytes: usize,
     /// Stanzas written since the last `<r/>` we sent.
     since_request: u16,
     /// When the first of those went out: an idle stream asks then.
@@ -46,23 +48,43 @@ pub struct State {
 #[derive(Debug, PartialEq, Eq)]
 pub struct TooHigh;
 
-/// Too many stanzas wait for an ack.
+/// Too much waits for an ack.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Overflow;
+pub enum Overflow {
+    /// More stanzas than `sm.max_unacked`.
+    Stanzas,
+    /// More bytes than the session's budget leaves them.
+    Bytes,
+}
 
 impl State {
-    /// Notes every stanza in bytes about to be written to the client.
-    pub fn record(&mut self, bytes: &[u8], max_unacked: usize) -> Result<(), Overflow> {
+    /// Notes every stanza in bytes about to be written to the client: at most
+    /// `max_unacked` stanzas and `max_bytes` bytes may wait for an ack.
+    pub fn record(
+        &mut self,
+        bytes: &[u8],
+        max_unacked: usize,
+        max_bytes: usize,
+    ) -> Result<(), Overflow> {
         for stanza in top_level_stanzas(bytes) {
             let text = String::from_utf8_lossy(stanza);
+            self.unacked_bytes += text.len();
             self.unacked.push_back(text.into());
             self.since_request = self.since_request.saturating_add(1);
             self.first_unrequested.get_or_insert_with(Instant::now);
         }
         if self.unacked.len() > max_unacked {
-            return Err(Overflow);
+            return Err(Overflow::Stanzas);
+        }
+        if self.unacked_bytes > max_bytes {
+            return Err(Overflow::Bytes);
         }
         Ok(())
+    }
+
+    /// Bytes waiting for an ack.
+    pub fn unacked_bytes(&self) -> usize {
+        self.unacked_bytes
     }
 
     /// The client's `h`: drops what it covers.
@@ -71,7 +93,8 @@ impl State {
         if newly > self.unacked.len() {
             return Err(TooHigh);
         }
-        self.unacked.drain(..newly);
+        let freed: usize = self.unacked.drain(..newly).map(|xml| xml.len()).sum();
+        self.unacked_bytes -= freed;
         if self.unacked.is_empty() && self.unacked.capacity() > 16 {
             self.unacked = VecDeque::new();
         }
@@ -113,6 +136,7 @@ impl State {
     pub async fn keep_unacked(&mut self, server: &Server, session: &Session) {
         let user = session.jid.local().unwrap_or_default();
         let mut kept = 0;
+        self.unacked_bytes = 0;
         for xml in std::mem::take(&mut self.unacked) {
             if storable(&xml)
                 && crate::offline::keep(server, user, xml.as_bytes().to_vec())
@@ -336,7 +360,9 @@ impl Parking {
 /// mailbox filling) until a new connection resumes it, its mailbox is
 /// closed (conflict, shutdown, full) or the resumption timeout passes;
 /// the last two end it as a disconnect does, unacknowledged stanzas first
-/// going through the no-loss rule.
+/// going through the no-loss rule. Its unacknowledged stanzas and its
+/// mailbox share the session's byte budget: a mailbox that would overflow it
+/// is closed, which ends the session.
 pub async fn park(
     server: &Rc<Server>,
     mut session: Rc<Session>,
@@ -345,9 +371,10 @@ pub async fn park(
 ) {
     // Without an id nobody can resume it, and nobody will once the server
     // is stopping: it ends at once.
+    let mailbox = session.mailbox.clone();
+    mailbox.set_held(state.unacked_bytes());
     if let Some(id) = state.id.clone().filter(|_| !server.sm.stopping.get()) {
         let (taken, resumed) = smol::channel::bounded::<()>(1);
-        let mailbox = session.mailbox.clone();
         info!(
             "{}: connection lost, session kept for resumption",
             session.jid
@@ -393,6 +420,8 @@ pub async fn park(
         .protection
         .unbind_account(session.jid.local().unwrap_or_default());
     crate::dispatch::session_ended(server, &session).await;
+    drop(state);
+    crate::c2s::return_memory(&mailbox);
     ending.set(ending.get() - 1);
 }
 
@@ -432,9 +461,10 @@ mod tests {
             ..State::default()
         };
         state
-            .record(b"<iq id='1'/><iq id='2'/><iq id='3'/>", 10)
+            .record(b"<iq id='1'/><iq id='2'/><iq id='3'/>", 10, 100)
             .unwrap();
         assert_eq!(state.unacked().count(), 3);
+        assert_eq!(state.unacked_bytes(), 36);
         state.acknowledge(u32::MAX).unwrap();
         assert_eq!(
             state.unacked().collect::<Vec<_>>(),
@@ -443,14 +473,24 @@ mod tests {
         assert_eq!(state.acknowledge(2), Err(TooHigh));
         state.acknowledge(1).unwrap();
         assert!(!state.has_unacked());
-        assert_eq!(state.record(b"<iq/><iq/>", 1), Err(Overflow));
+        assert_eq!(state.unacked_bytes(), 0);
+        assert_eq!(state.record(b"<iq/><iq/>", 1, 100), Err(Overflow::Stanzas));
+    }
+
+    #[test]
+    fn unacknowledged_bytes_are_bounded() {
+        let mut state = State::default();
+        state.record(b"<iq id='1'/>", 10, 20).unwrap();
+        assert_eq!(state.record(b"<iq id='2'/>", 10, 20), Err(Overflow::Bytes));
+        state.acknowledge(1).unwrap();
+        assert_eq!(state.unacked_bytes(), 12);
     }
 
     #[test]
     fn asks_every_few_stanzas_or_when_idle() {
         let mut state = State::default();
         let mut out = String::new();
-        state.record(b"<iq/>", 10).unwrap();
+        state.record(b"<iq/>", 10, 100).unwrap();
         let now = Instant::now();
         state.request_if_due(&mut out, now);
         assert_eq!(out, "");
@@ -458,7 +498,7 @@ mod tests {
         assert_eq!(out, "<r xmlns='urn:xmpp:sm:3'/>");
         assert_eq!(state.request_deadline(), None);
         out.clear();
-        state.record(b"<iq/><iq/><iq/><iq/><iq/>", 10).unwrap();
+        state.record(b"<iq/><iq/><iq/><iq/><iq/>", 10, 100).unwrap();
         state.request_if_due(&mut out, Instant::now());
         assert_eq!(out, "<r xmlns='urn:xmpp:sm:3'/>");
     }

@@ -65,7 +65,7 @@ fn secs(value: u32) -> Duration {
 
 impl Connection {
     /// Who to name in a log line: the account once known, and the address.
-    fn who(&self) -> String {
+    pub(super) fn who(&self) -> String {
         match (&self.session, &self.user) {
             (Some(session), _) => format!("{} from {}", session.jid, self.peer),
             (None, Some(user)) => format!("{user} from {}", self.peer),
@@ -210,12 +210,14 @@ impl Connection {
     /// write blocks longer than `keepalive.write_timeout_secs`.
     pub(super) async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), End> {
         let timeout = secs(self.server.config().keepalive.write_timeout_secs);
+        self.publish_held(bytes.len());
         let transport = &mut self.transport;
         let written = future::or(async { Some(transport.write_all(bytes).await) }, async {
             Timer::after(timeout).await;
             None
         })
         .await;
+        self.publish_held(0);
         match written {
             Some(Ok(())) => {
                 self.guard.unwritten = Vec::new();

@@ -30,7 +30,12 @@ impl Connection {
             "a" => {
                 let h = node.attribute("h").and_then(|h| h.parse::<u32>().ok());
                 match (&mut self.sm, h) {
-                    (Some(state), Some(h)) => state.acknowledge(h).map_err(|_| too_high()),
+                    (Some(state), Some(h)) => {
+                        state.acknowledge(h).map_err(|_| too_high())?;
+                        self.publish_held(0);
+                        self.offline_after_ack();
+                        Ok(())
+                    }
                     (Some(_), None) => Err(End::Error(StreamCondition::BadFormat, None)),
                     (None, _) => Ok(()),
                 }
@@ -133,17 +138,31 @@ impl Connection {
     }
 
     /// Notes the stanzas in `bytes`, about to be written, as unacknowledged.
+    /// They count against the session's byte budget with what its mailbox
+    /// queues; past it, or past `sm.max_unacked` stanzas, the stream ends with
+    /// `<resource-constraint/>` (RFC 6120 §4.9.3.17: the server will not hold
+    /// more for this stream), and the no-loss rule takes what was unacknowledged.
     pub(super) fn record_sent(&mut self, bytes: &[u8]) -> Result<(), End> {
         let max = self.server.config().sm.max_unacked as usize;
-        match &mut self.sm {
-            Some(state) => state.record(bytes, max).map_err(|sm::Overflow| {
-                End::Error(
-                    StreamCondition::ResourceConstraint,
-                    Some("too many unacknowledged stanzas"),
-                )
-            }),
-            None => Ok(()),
-        }
+        let max_bytes = self.budget().saturating_sub(self.mailbox.queued_bytes());
+        let Some(state) = &mut self.sm else {
+            return Ok(());
+        };
+        let recorded = state.record(bytes, max, max_bytes);
+        let unacked = state.unacked_bytes();
+        recorded.map_err(|overflow| {
+            let text = match overflow {
+                sm::Overflow::Stanzas => "too many unacknowledged stanzas",
+                sm::Overflow::Bytes => {
+                    info!(
+                        "{}: {unacked} bytes unacknowledged, over the session's budget",
+                        self.who()
+                    );
+                    "too many unacknowledged bytes"
+                }
+            };
+            End::Error(StreamCondition::ResourceConstraint, Some(text))
+        })
     }
 }
 

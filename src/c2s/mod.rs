@@ -44,6 +44,11 @@ pub const NS_LIMITS: &str = "urn:xmpp:stream-limits:0";
 /// Queued stanzas written together: one TLS record's worth of plaintext.
 const WRITE_BATCH_BYTES: usize = 16 * 1024;
 
+/// A session that once held this much for its client leaves enough freed heap
+/// behind to hand back to the system as soon as it ends, whoever else stays
+/// connected (glibc keeps freed pages otherwise, see [`crate::memory`]).
+const LARGE_SESSION_BYTES: usize = 256 * 1024;
+
 /// Where a connection is in RFC 6120's negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -102,6 +107,10 @@ struct Connection {
     sm: Option<Box<crate::sm::State>>,
     /// This connection's entry in the server's registry.
     conn_id: u64,
+    /// Input already waited for unwritten replies once (logged once).
+    backlog_logged: bool,
+    /// Offline messages wait until the client acknowledges enough (XEP-0198).
+    offline_pending: bool,
 }
 
 /// Runs one client connection to its end.
@@ -135,6 +144,8 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         guard: guard::Guard::new(&server.protection.rate(), Instant::now()),
         sm: None,
         conn_id,
+        backlog_logged: false,
+        offline_pending: false,
     };
     let deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs.into());
     let refusal = match server.protection.admit(limits, peer.ip(), conn_id) {
@@ -169,9 +180,19 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
             .release(peer.ip(), conn_id, conn.guard.authenticated);
     }
     server.unregister_connection(conn_id);
+    let mailbox = conn.mailbox.clone();
     drop(conn);
+    return_memory(&mailbox);
     if let Some((session, state, csi)) = parked {
         crate::sm::park(&server, session, state, csi).await;
+    }
+}
+
+/// After a session that held a lot for its client (its connection's buffers,
+/// or a parked session's queues) is gone: the freed heap goes back at once.
+pub(crate) fn return_memory(mailbox: &Mailbox) {
+    if mailbox.peak_bytes() >= LARGE_SESSION_BYTES {
+        crate::memory::trim_heap();
     }
 }
 
@@ -237,6 +258,7 @@ impl Connection {
             if let Err(end) = self.flush_out().await {
                 return end;
             }
+            self.publish_held(0);
             let wake = {
                 let (paused_until, input_waiting) =
                     (self.guard.paused_until, self.guard.input_waiting);
@@ -320,10 +342,12 @@ impl Connection {
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
             // A held login failure or a rate-limit pause: the rest waits. A close is queued
-            // (conflict, account deleted, shutdown): the rest is not acted on.
+            // (conflict, account deleted, shutdown): the rest is not acted on. Replies not
+            // yet written fill the session's budget: the rest waits until they are.
             if self.guard.hold_until.is_some()
                 || self.guard.paused_until.is_some()
                 || self.mailbox.is_closing()
+                || self.output_backlog()
             {
                 self.guard.input_waiting = true;
                 return Ok(());
@@ -352,6 +376,50 @@ impl Connection {
             if self.header.is_none() {
                 return Ok(());
             }
+        }
+    }
+
+    /// The session's byte budget: everything queued or held for its client.
+    fn budget(&self) -> usize {
+        self.server.config().limits.outbound_queue_bytes as usize
+    }
+
+    /// Tells the mailbox what this connection holds for the client besides
+    /// its queue: output not yet written (`in_flight` of it taken out for a
+    /// write) and stanzas not yet acknowledged.
+    fn publish_held(&self, in_flight: usize) {
+        let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());
+        self.mailbox.set_held(self.out.len() + in_flight + unacked);
+    }
+
+    /// Back-pressure on a client that asks for more than it reads: no more
+    /// input is handled while unwritten output fills half the budget (the
+    /// other half stays free for stanzas routed to it), or while output and
+    /// unacknowledged stanzas together would overflow it. The output is
+    /// written first; a client that does not read it is cut off by the write
+    /// timeout, one that reads but never acknowledges by [`Self::record_sent`].
+    fn output_backlog(&mut self) -> bool {
+        let budget = self.budget();
+        let unwritten = self.out.len() + self.mailbox.queued_bytes();
+        let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());
+        let over = unwritten >= budget / 2 || unwritten + unacked > budget;
+        if over && !self.backlog_logged {
+            self.backlog_logged = true;
+            info!(
+                "{}: {} bytes of output waiting, input paused until it is written",
+                self.who(),
+                unwritten + unacked
+            );
+        }
+        over
+    }
+
+    /// An ack made room: offline messages that waited for it follow.
+    fn offline_after_ack(&mut self) {
+        let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());
+        if self.offline_pending && unacked < self.budget() / 2 {
+            self.offline_pending = false;
+            self.mailbox.offline_waiting();
         }
     }
 
@@ -622,7 +690,15 @@ impl Connection {
             }
             Deferred::FlushOffline => {
                 let user = session.jid.local().unwrap_or_default();
-                let Some(batch) = offline::take(&self.server, user) else {
+                // Batches leave the budget room: with XEP-0198 at most half of it waits for
+                // acks, and the next batch waits for the client's ack when it would not fit.
+                let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());
+                let room = (self.budget() / 2).saturating_sub(unacked);
+                if room == 0 {
+                    self.offline_pending = true;
+                    return Ok(());
+                }
+                let Some(batch) = offline::take(&self.server, user, room) else {
                     return Ok(());
                 };
                 // Removed from the store only once written to this session.

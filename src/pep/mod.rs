@@ -8,6 +8,7 @@
 pub mod avatar;
 pub mod bookmarks;
 pub mod caps;
+mod page;
 mod subscriptions;
 
 use crate::blocking::{self, Verdict};
@@ -373,7 +374,11 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
     let Some(pubsub) = iq.payload_named("pubsub", &reply, out) else {
         return Deferred::None;
     };
-    let Some(action) = pubsub.first_element_child() else {
+    // The action, not an XEP-0059 `<set/>` next to it.
+    let Some(action) = pubsub
+        .children()
+        .find(|c| c.is_element() && c.tag_name().namespace() != Some(page::NS_RSM))
+    else {
         reply.fail(out, StanzaCondition::BadRequest);
         return Deferred::None;
     };
@@ -394,7 +399,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
     let own = owner == user;
     match (ns, action.tag_name().name(), iq.ty) {
         (NS, "items", IqType::Get) => {
-            request.items(user, action, out);
+            request.items(user, pubsub, action, out);
             Deferred::None
         }
         (NS, "publish", IqType::Set) if own => request.publish(pubsub, action, out),
@@ -452,8 +457,14 @@ impl Request<'_> {
         }
     }
 
-    /// XEP-0060 §6.5: all items (oldest first), the newest `max_items`, or those asked by id.
-    fn items(&self, user: &str, action: Node, out: &mut String) {
+    /// XEP-0060 §6.5: all items (oldest first), the newest `max_items`, or those asked by id;
+    /// a page of them with XEP-0059, and never more than `pep.max_reply_bytes` of items (§6.5.4:
+    /// the newest that fit, the truncation told with an RSM `<set/>`).
+    fn items(&self, user: &str, pubsub: Node, action: Node, out: &mut String) {
+        let Ok(paging) = page::Paging::parse(pubsub, action) else {
+            self.reply.fail(out, StanzaCondition::BadRequest);
+            return;
+        };
         let Some(config) = self.existing(out) else {
             return;
         };
@@ -477,14 +488,30 @@ impl Request<'_> {
         if !wanted.is_empty() {
             items.retain(|item| wanted.contains(&item.id.as_str()));
         }
-        if let Some(max) = action.attribute("max_items").and_then(|m| m.parse().ok()) {
-            items.truncate(max);
-        }
+        // The store lists the newest first; replies and pages go oldest first.
+        items.reverse();
+        let ids: Vec<&str> = items.iter().map(|item| item.id.as_str()).collect();
+        let sizes: Vec<usize> = items
+            .iter()
+            .map(|item| item.id.len() + item.payload.len() + page::ITEM_OVERHEAD)
+            .collect();
+        let cap = self.server.config().pep.max_reply_bytes as usize;
+        let page = match paging.select(&ids, &sizes, cap) {
+            Ok(page) => page,
+            Err(page::UnknownItem) => {
+                self.reply.fail(out, StanzaCondition::ItemNotFound);
+                return;
+            }
+        };
         let mut payload = format!("<pubsub xmlns='{NS}'><items node='{}'>", Esc(self.node));
-        for item in items.iter().rev() {
+        for item in items.get(page.items.clone()).unwrap_or_default() {
             payload.push_str(&item_xml(&item.id, &item.payload));
         }
-        payload.push_str("</items></pubsub>");
+        payload.push_str("</items>");
+        if page.with_set {
+            page.write_set(&ids, &mut payload);
+        }
+        payload.push_str("</pubsub>");
         self.reply.result_with(out, &payload);
     }
 

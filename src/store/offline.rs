@@ -21,6 +21,9 @@ const STATE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("offline_s
 
 const FIRST_SEQ: u64 = 1;
 
+/// A queued stanza and its sequence number.
+pub type Queued = (u64, Vec<u8>);
+
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(QUEUE)?;
     txn.open_table(STATE)?;
@@ -72,15 +75,31 @@ impl Store {
     }
 
     /// `user`'s queued stanzas with their sequence numbers, oldest first.
-    pub fn offline_peek(&self, user: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    pub fn offline_peek(&self, user: &str) -> Result<Vec<Queued>, StoreError> {
+        Ok(self.offline_peek_bytes(user, usize::MAX)?.0)
+    }
+
+    /// The oldest of `user`'s queued stanzas up to `max_bytes` in all (at least one), and
+    /// whether more wait behind them.
+    pub fn offline_peek_bytes(
+        &self,
+        user: &str,
+        max_bytes: usize,
+    ) -> Result<(Vec<Queued>, bool), StoreError> {
         let txn = self.read()?;
         let queue = txn.open_table(QUEUE)?;
         let mut stanzas = Vec::new();
+        let mut bytes = 0;
         for entry in queue.range((user, 0)..=(user, u64::MAX))? {
             let (key, stanza) = entry?;
-            stanzas.push((key.value().1, stanza.value().to_vec()));
+            let stanza = stanza.value();
+            if !stanzas.is_empty() && bytes + stanza.len() > max_bytes {
+                return Ok((stanzas, true));
+            }
+            bytes += stanza.len();
+            stanzas.push((key.value().1, stanza.to_vec()));
         }
-        Ok(stanzas)
+        Ok((stanzas, false))
     }
 
     /// Drops `user`'s stanzas with sequence ≤ `up_to_seq` (after they were delivered).
@@ -135,6 +154,17 @@ mod tests {
         });
         let queued = store.offline_peek("alice").unwrap();
         assert_eq!(queued, vec![(1, stanza(0)), (2, stanza(1)), (3, stanza(2))]);
+        // A byte limit takes the oldest that fit, at least one, and says whether more wait.
+        let one = stanza(0).len();
+        assert_eq!(
+            store.offline_peek_bytes("alice", 1).unwrap(),
+            (vec![(1, stanza(0))], true)
+        );
+        assert_eq!(
+            store.offline_peek_bytes("alice", 2 * one).unwrap(),
+            (vec![(1, stanza(0)), (2, stanza(1))], true)
+        );
+        assert!(!store.offline_peek_bytes("alice", 3 * one).unwrap().1);
         assert_eq!(store.offline_count("alice"), Ok(3));
 
         smol::block_on(store.offline_remove("alice", 2)).unwrap();
