@@ -40,3 +40,55 @@ pub fn shows_support(stanza: &Stanza) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shows(xml: &str) -> bool {
+        let wrapped = format!("<w xmlns='jabber:client'>{xml}</w>");
+        let doc = roxmltree::Document::parse(&wrapped).unwrap();
+        let node = doc.root_element().first_element_child().unwrap();
+        shows_support(&Stanza::parse(node).unwrap())
+    }
+
+    #[test]
+    fn a_ping_or_an_answer_to_ours_shows_support_nothing_else_does() {
+        assert!(shows(
+            "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        assert!(shows(
+            "<iq type='get' id='p' to='room@muc.localhost/me'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        assert!(shows("<iq type='result' id='keepalive-7' to='localhost'/>"));
+        // An error answer says the client does not know pings.
+        assert!(!shows("<iq type='error' id='keepalive-7'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"));
+        assert!(!shows("<iq type='result' id='disco-1'/>"));
+        assert!(!shows(
+            "<iq type='get' id='v'><query xmlns='jabber:iq:version'/></iq>"
+        ));
+        assert!(!shows(
+            "<iq type='set' id='s'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        assert!(!shows(
+            "<message id='m'><ping xmlns='urn:xmpp:ping'/></message>"
+        ));
+    }
+
+    #[test]
+    fn the_keepalive_ping_is_a_get_from_the_domain() {
+        let mut out = String::new();
+        write_keepalive(&mut out, 3, "localhost", "a@localhost/r&");
+        let wrapped = format!("<w xmlns='jabber:client'>{out}</w>");
+        let doc = roxmltree::Document::parse(&wrapped).unwrap();
+        let iq = doc.root_element().first_element_child().unwrap();
+        let stanza = Stanza::parse(iq).unwrap();
+        assert_eq!(stanza.ty, StanzaType::Iq(IqType::Get));
+        assert_eq!(iq.attribute("from"), Some("localhost"));
+        assert_eq!(iq.attribute("to"), Some("a@localhost/r&"));
+        assert!(stanza.child("ping", NS).is_some());
+        // Its answer is recognised as one.
+        let answer = format!("<iq type='result' id='{}'/>", stanza.id.unwrap());
+        assert!(shows(&answer));
+    }
+}
