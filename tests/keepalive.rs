@@ -108,13 +108,18 @@ fn clients_that_show_they_speak_ping_get_iq_pings() {
     let mut erin = Client::login(&server, "erin", "e");
     erin.sync();
 
-    // Carol and Erin are pinged, answer, stay, and are pinged again.
-    for client in [&mut carol, &mut erin] {
-        for _ in 0..2 {
-            let id = expect_ping(client);
-            client.send(&format!("<iq type='result' id='{id}' to='{DOMAIN}'/>"));
+    // Carol and Erin are pinged, answer, stay, and are pinged again (each answering at
+    // once, so both read at the same time).
+    std::thread::scope(|scope| {
+        for client in [&mut carol, &mut erin] {
+            scope.spawn(|| {
+                for _ in 0..2 {
+                    let id = expect_ping(client);
+                    client.send(&format!("<iq type='result' id='{id}' to='{DOMAIN}'/>"));
+                }
+            });
         }
-    }
+    });
     // Dave only ever gets whitespace.
     expect_only_whitespace(&mut dave, Duration::from_millis(2500), 1);
     roster_get(&mut dave);
