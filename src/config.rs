@@ -403,10 +403,11 @@ pub struct Rate {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Keepalive {
-    /// A silent session gets an XEP-0199 ping after this long.
+    /// A silent session is probed after this long: `<r/>`, an XEP-0199 ping or whitespace.
     #[serde(deserialize_with = "timeout_secs")]
     pub idle_secs: u32,
-    /// No bytes at all this long after the ping: `connection-timeout`.
+    /// No bytes at all this long after `<r/>` or the ping: `connection-timeout`. Also each
+    /// socket's TCP_USER_TIMEOUT, which ends a session whose host stopped acknowledging.
     #[serde(deserialize_with = "timeout_secs")]
     pub ping_timeout_secs: u32,
     /// A write to a client blocked this long ends the session (its queue goes offline).

@@ -1,10 +1,16 @@
 //! XEP-0199 ping: the server (and any local account, answered by the
-//! server on its behalf) replies to a ping with an empty result.
+//! server on its behalf) replies to a ping with an empty result; the
+//! server's own keepalive ping and how a client shows it understands pings.
 
 use crate::iq::Iq;
-use crate::stanza::IqType;
+use crate::stanza::{IqType, Stanza, StanzaType};
+use crate::xml::Esc;
+use std::fmt::Write;
 
 pub const NS: &str = "urn:xmpp:ping";
+
+/// The ids of the server's keepalive pings start with this.
+const KEEPALIVE_ID: &str = "keepalive-";
 
 pub fn handle(iq: &Iq, out: &mut String) -> bool {
     if iq.ty != IqType::Get || iq.payload.tag_name().name() != "ping" {
@@ -12,4 +18,77 @@ pub fn handle(iq: &Iq, out: &mut String) -> bool {
     }
     iq.reply().result(out);
     true
+}
+
+/// §4.1 server-to-client ping: the keepalive probe of a silent session.
+pub fn write_keepalive(out: &mut String, id: u64, domain: &str, to: &str) {
+    let _ = write!(
+        out,
+        "<iq type='get' id='{KEEPALIVE_ID}{id}' from='{}' to='{}'><ping xmlns='{NS}'/></iq>",
+        Esc(domain),
+        Esc(to)
+    );
+}
+
+/// Whether a client's stanza shows it speaks XEP-0199: a ping of its own, or the result
+/// answering one of the server's keepalive pings. A client that does not may fail on an
+/// unexpected iq (it must answer with an error, RFC 6120 §8.2.3, but some crash instead).
+pub fn shows_support(stanza: &Stanza) -> bool {
+    match stanza.ty {
+        StanzaType::Iq(IqType::Get) => stanza.child("ping", NS).is_some(),
+        StanzaType::Iq(IqType::Result) => stanza.id.is_some_and(|id| id.starts_with(KEEPALIVE_ID)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shows(xml: &str) -> bool {
+        let wrapped = format!("<w xmlns='jabber:client'>{xml}</w>");
+        let doc = roxmltree::Document::parse(&wrapped).unwrap();
+        let node = doc.root_element().first_element_child().unwrap();
+        shows_support(&Stanza::parse(node).unwrap())
+    }
+
+    #[test]
+    fn a_ping_or_an_answer_to_ours_shows_support_nothing_else_does() {
+        assert!(shows(
+            "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        assert!(shows(
+            "<iq type='get' id='p' to='room@muc.localhost/me'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        assert!(shows("<iq type='result' id='keepalive-7' to='localhost'/>"));
+        // An error answer says the client does not know pings.
+        assert!(!shows("<iq type='error' id='keepalive-7'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"));
+        assert!(!shows("<iq type='result' id='disco-1'/>"));
+        assert!(!shows(
+            "<iq type='get' id='v'><query xmlns='jabber:iq:version'/></iq>"
+        ));
+        assert!(!shows(
+            "<iq type='set' id='s'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        assert!(!shows(
+            "<message id='m'><ping xmlns='urn:xmpp:ping'/></message>"
+        ));
+    }
+
+    #[test]
+    fn the_keepalive_ping_is_a_get_from_the_domain() {
+        let mut out = String::new();
+        write_keepalive(&mut out, 3, "localhost", "a@localhost/r&");
+        let wrapped = format!("<w xmlns='jabber:client'>{out}</w>");
+        let doc = roxmltree::Document::parse(&wrapped).unwrap();
+        let iq = doc.root_element().first_element_child().unwrap();
+        let stanza = Stanza::parse(iq).unwrap();
+        assert_eq!(stanza.ty, StanzaType::Iq(IqType::Get));
+        assert_eq!(iq.attribute("from"), Some("localhost"));
+        assert_eq!(iq.attribute("to"), Some("a@localhost/r&"));
+        assert!(stanza.child("ping", NS).is_some());
+        // Its answer is recognised as one.
+        let answer = format!("<iq type='result' id='{}'/>", stanza.id.unwrap());
+        assert!(shows(&answer));
+    }
 }

@@ -7,9 +7,10 @@
 
 mod common;
 
+use common::caps::*;
 use common::roster::*;
 use common::*;
-use hearth::sasl::{base64, Mechanism};
+use hearth::sasl::Mechanism;
 use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -44,37 +45,10 @@ fn items(client: &mut Client, owner: &str, node: &str) -> String {
     client.expect("id='items'")
 }
 
-fn sha1_base64(text: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes());
-    base64::encode(digest.as_ref())
-}
-
-/// A client identity with `features` (sorted here) and its XEP-0115 ver.
-fn caps_ver(features: &[&str]) -> String {
-    let mut sorted = features.to_vec();
-    sorted.sort_unstable();
-    let mut string = "client/pc//hearth-test<".to_string();
-    for feature in sorted {
-        string.push_str(feature);
-        string.push('<');
-    }
-    sha1_base64(&string)
-}
-
-fn disco_answer(features: &[&str]) -> String {
-    let mut query = "<identity category='client' type='pc' name='hearth-test'/>".to_string();
-    for feature in features {
-        query.push_str(&format!("<feature var='{feature}'/>"));
-    }
-    query
-}
-
 /// Initial presence announcing capabilities `ver`; answers the server's disco#info query
 /// with `answer` (the feature list) when one comes. Returns whether a query came.
 fn caps_presence(client: &mut Client, ver: &str, answer: &[&str]) -> bool {
-    client.send(&format!(
-        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://hearth.test' ver='{ver}'/></presence>"
-    ));
+    client.send(&caps_announcement(ver));
     client.send("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>");
     let mut asked = false;
     loop {
@@ -82,19 +56,7 @@ fn caps_presence(client: &mut Client, ver: &str, answer: &[&str]) -> bool {
         if stanza.contains("id='sync'") {
             return asked;
         }
-        if stanza.contains("disco#info") && stanza.contains("type='get'") {
-            assert!(
-                stanza.contains(&format!("node='https://hearth.test#{ver}'")),
-                "{stanza}"
-            );
-            assert!(stanza.contains("from='localhost'"), "{stanza}");
-            let id = with_doc(&stanza, |iq| iq.attribute("id").unwrap().to_string());
-            client.send(&format!(
-                "<iq type='result' id='{id}' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='https://hearth.test#{ver}'>{}</query></iq>",
-                disco_answer(answer)
-            ));
-            asked = true;
-        }
+        asked |= answer_caps_query(client, &stanza, ver, answer);
     }
 }
 

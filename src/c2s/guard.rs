@@ -1,5 +1,5 @@
 //! One connection's share of abuse protection: rate-limit backpressure and
-//! its warnings, keepalive pings and idle timeouts, bounded writes and the
+//! its warnings, keepalive probes and idle timeouts, bounded writes and the
 //! login-failure delay. Shared bookkeeping lives in [`crate::limits`]; this
 //! module only applies it to the connection. It never logs stanza bodies or
 //! credentials.
@@ -7,11 +7,12 @@
 use super::{Connection, End, Stage};
 use crate::limits::bucket::Pair;
 use crate::limits::Counters;
-use crate::stanza::StreamCondition;
+use crate::stanza::{Stanza, StreamCondition};
 use crate::xml::Esc;
 use log::info;
 use smol::{future, Timer};
 use std::fmt::Write;
+use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,13 @@ pub(super) struct Guard {
     warned: bool,
     /// The connection stopped counting as unauthenticated for its address.
     pub authenticated: bool,
-    last_input: Instant,
-    ping_sent: Option<Instant>,
+    /// Last input, or the last whitespace keepalive: the next probe is due
+    /// `keepalive.idle_secs` after it.
+    quiet_since: Instant,
+    /// A probe that must be answered (`<r/>` or an iq ping) went out then.
+    probe_sent: Option<Instant>,
+    /// The client pinged, or answered a ping: it speaks XEP-0199.
+    speaks_ping: bool,
     /// Output (a login `<failure/>`) is held back until then.
     pub hold_until: Option<Instant>,
     /// Input already read stopped being handled (a pause, a held reply, a queued close):
@@ -46,13 +52,26 @@ impl Guard {
             throttled_since: None,
             warned: false,
             authenticated: false,
-            last_input: now,
-            ping_sent: None,
+            quiet_since: now,
+            probe_sent: None,
+            speaks_ping: false,
             hold_until: None,
             input_waiting: false,
             unwritten: Vec::new(),
         }
     }
+}
+
+/// What a silent session's keepalive sends.
+enum Probe {
+    /// Nothing: an authenticated stream that never bound gets `ping_timeout_secs` more.
+    Grace,
+    /// XEP-0198 `<r/>`, for a stream with stream management enabled.
+    Ack,
+    /// XEP-0199 iq ping, to this full JID.
+    Ping(Box<str>),
+    /// A single space between stanzas (RFC 6120 §4.6.1), for every other client.
+    Whitespace,
 }
 
 /// Long pauses are cut into slices so the warning and disconnect
@@ -77,10 +96,10 @@ impl Connection {
     /// auth deadline before login, then the keepalive schedule.
     pub(super) fn next_deadline(&self, auth_deadline: Instant) -> Instant {
         let keepalive = &self.server.config().keepalive;
-        match (self.stage, self.guard.ping_sent) {
+        match (self.stage, self.guard.probe_sent) {
             (Stage::Plain | Stage::Secured, _) => auth_deadline,
             (_, Some(sent)) => sent + secs(keepalive.ping_timeout_secs),
-            (_, None) => self.guard.last_input + secs(keepalive.idle_secs),
+            (_, None) => self.guard.quiet_since + secs(keepalive.idle_secs),
         }
     }
 
@@ -94,32 +113,78 @@ impl Connection {
             return Err(End::Error(StreamCondition::ConnectionTimeout, None));
         }
         let counters = &self.server.protection.counters;
-        if self.guard.ping_sent.is_some() {
+        if self.guard.probe_sent.is_some() {
             info!("{}: no answer to the keepalive ping", self.who());
             Counters::bump(&counters.idle_timeouts);
             return Err(End::Error(StreamCondition::ConnectionTimeout, None));
         }
         Counters::bump(&counters.idle_pings);
-        self.guard.ping_sent = Some(now);
-        // An unbound stream cannot take an iq; it only gets the grace period.
-        if let Some(session) = &self.session {
-            let id = self.server.next_id();
-            let _ = write!(
-                self.out,
-                "<iq type='get' id='keepalive-{id}' from='{}' to='{}'><ping xmlns='{}'/></iq>",
-                Esc(&self.server.config().domain),
-                Esc(session.jid.as_str()),
-                crate::ping::NS
-            );
+        match self.probe() {
+            Probe::Grace => self.guard.probe_sent = Some(now),
+            Probe::Ack => {
+                let _ = write!(self.out, "<r xmlns='{}'/>", crate::sm::NS);
+                self.guard.probe_sent = Some(now);
+            }
+            Probe::Ping(to) => {
+                let id = self.server.next_id();
+                crate::ping::write_keepalive(&mut self.out, id, &self.server.config().domain, &to);
+                self.guard.probe_sent = Some(now);
+            }
+            // Nothing to wait for: it only puts data in flight, and a vanished host leaves
+            // it unacknowledged until the socket's TCP_USER_TIMEOUT aborts the connection.
+            Probe::Whitespace => {
+                self.out.push(' ');
+                self.guard.quiet_since = now;
+            }
         }
         Ok(())
+    }
+
+    /// How to find out whether a silent client is still there, asking only
+    /// what it has shown it understands.
+    fn probe(&self) -> Probe {
+        let Some(session) = &self.session else {
+            // An unbound stream cannot take an iq; it only gets the grace period.
+            return Probe::Grace;
+        };
+        if self.sm.is_some() {
+            // XEP-0198 §4: any client that enabled it must answer `<r/>`.
+            return Probe::Ack;
+        }
+        if self.guard.speaks_ping || crate::pep::caps::wants(session, crate::ping::NS) {
+            return Probe::Ping(session.jid.as_str().into());
+        }
+        Probe::Whitespace
+    }
+
+    /// Notes what a client's stanza shows about its keepalive support.
+    pub(super) fn note_keepalive_support(&mut self, stanza: &Stanza) {
+        if crate::ping::shows_support(stanza) {
+            self.guard.speaks_ping = true;
+        }
+    }
+
+    /// A failed read or write: the connection is lost. The kernel aborting it
+    /// because sent data went unacknowledged (TCP_USER_TIMEOUT; reported as a
+    /// timeout, or as the host being unreachable when address resolution failed
+    /// meanwhile) is the keepalive finding a vanished host, and counted as such.
+    pub(super) fn lost(&self, error: &io::Error) -> End {
+        use io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut};
+        if matches!(
+            error.kind(),
+            TimedOut | HostUnreachable | NetworkUnreachable
+        ) {
+            info!("{}: the peer stopped acknowledging ({error})", self.who());
+            Counters::bump(&self.server.protection.counters.idle_timeouts);
+        }
+        End::Gone
     }
 
     /// Charges what one read brought in, pausing reads while in debt and
     /// warning, then disconnecting, a sender that keeps it up.
     pub(super) fn charge_input(&mut self, bytes: usize) -> Result<(), End> {
-        self.guard.last_input = Instant::now();
-        self.guard.ping_sent = None;
+        self.guard.quiet_since = Instant::now();
+        self.guard.probe_sent = None;
         if !self.guard.authenticated && matches!(self.stage, Stage::Authenticated | Stage::Bound) {
             self.guard.authenticated = true;
             (self.server.protection).authenticated(self.peer.ip(), self.conn_id);
@@ -223,7 +288,7 @@ impl Connection {
                 self.guard.unwritten = Vec::new();
                 Ok(())
             }
-            Some(Err(_)) => Err(End::Gone),
+            Some(Err(error)) => Err(self.lost(&error)),
             None => {
                 info!("{}: write blocked too long, closing", self.who());
                 Counters::bump(&self.server.protection.counters.write_timeouts);

@@ -115,6 +115,11 @@ struct Connection {
 
 /// Runs one client connection to its end.
 pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let keepalive = &server.config().keepalive;
+    let timeout = Duration::from_secs(keepalive.ping_timeout_secs.into());
+    if let Err(e) = transport::abort_unacknowledged_after(&tcp, timeout) {
+        debug!("{peer}: TCP_USER_TIMEOUT not set: {e}");
+    }
     let mailbox = Rc::new(Mailbox::default());
     let conn_id = server.register_connection(mailbox.clone());
     let limits = &server.config().limits;
@@ -291,7 +296,8 @@ impl Connection {
                 future::or(mail, future::or(read, deadline)).await
             };
             let step = match wake {
-                Wake::Read(Ok(0)) | Wake::Read(Err(ReadError::Io(_))) => return End::Gone,
+                Wake::Read(Ok(0)) => return End::Gone,
+                Wake::Read(Err(ReadError::Io(error))) => return self.lost(&error),
                 Wake::Read(Ok(n)) => match self.process_input().await {
                     Ok(()) => self.charge_input(n),
                     Err(end) => Err(end),
@@ -651,6 +657,7 @@ impl Connection {
                 return Ok(());
             }
         };
+        self.note_keepalive_support(&stanza);
         // RFC 6120 §8.1.2.1: a client may only name itself as sender.
         if let Some(from) = &stanza.from {
             if *from != session.jid && *from != session.jid.bare() {

@@ -29,6 +29,39 @@ pub enum Transport {
     Closed,
 }
 
+/// Lets the kernel find a vanished peer: sent data left unacknowledged for
+/// `timeout` (TCP_USER_TIMEOUT, Linux) aborts the connection, and the next
+/// read or write fails with `TimedOut`. Every keepalive probe is such data,
+/// so no TCP keepalive probes are needed on top.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)] // setsockopt on the socket's own descriptor
+pub fn abort_unacknowledged_after(tcp: &TcpStream, timeout: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let millis = libc::c_uint::try_from(timeout.as_millis().min(i32::MAX as u128)).unwrap_or(0);
+    // SAFETY: the descriptor is open for as long as `tcp` is borrowed, and the option value
+    // is a c_uint whose address and size are passed together.
+    let result = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&millis as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the kernel's own retransmission limit finds a vanished peer, later.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn abort_unacknowledged_after(_tcp: &TcpStream, _timeout: Duration) -> io::Result<()> {
+    Ok(())
+}
+
 /// What a read produced.
 pub enum ReadError {
     Io(io::Error),

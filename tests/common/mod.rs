@@ -4,6 +4,7 @@
 //! framer; assertions look at what a client would see.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod caps;
 pub mod muc;
 pub mod net;
 pub mod roster;
@@ -88,6 +89,11 @@ impl TestServer {
     /// Starts a server with `extra` appended to a minimal test config
     /// (top-level keys first, then tables).
     pub fn start(extra: &str) -> TestServer {
+        Self::start_listening("127.0.0.1", extra)
+    }
+
+    /// [`TestServer::start`] with both client ports on `ip` instead of loopback.
+    pub fn start_listening(ip: &str, extra: &str) -> TestServer {
         let dir = temp_dir("srv");
         let data = dir.join("data");
         let config = dir.join("hearth.toml");
@@ -101,7 +107,7 @@ impl TestServer {
         std::fs::write(
             &config,
             format!(
-                "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n{top}\n[listen]\nstarttls = [\"127.0.0.1:0\"]\ndirect_tls = [\"127.0.0.1:0\"]\n{tables}\n",
+                "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n{top}\n[listen]\nstarttls = [\"{ip}:0\"]\ndirect_tls = [\"{ip}:0\"]\n{tables}\n",
                 data.display()
             ),
         )
@@ -420,6 +426,8 @@ impl Client {
 
     /// The next header, stanza, close or EOF (panics after a timeout).
     pub fn next(&mut self) -> Got {
+        // Whitespace keepalives arrive before any read times out: they must not wait forever.
+        let deadline = Instant::now() + read_timeout();
         loop {
             match self.framer.next() {
                 Ok(Some(Event::StreamOpen(h))) => {
@@ -436,6 +444,11 @@ impl Client {
                 Ok(None) => {}
                 Err(e) => panic!("server sent bad XML ({e:?}) after: {}", self.transcript),
             }
+            assert!(
+                Instant::now() < deadline,
+                "only whitespace from the server; received so far: {}",
+                self.transcript
+            );
             let mut buf = [0u8; 16384];
             match self.stream.read(&mut buf) {
                 Ok(0) => return Got::Eof,
@@ -545,6 +558,46 @@ impl Client {
             ),
             Err(e) => panic!("expected silence, got {e}"),
         }
+    }
+
+    /// Everything that arrives within `wait`, as raw text (whitespace keepalives
+    /// included); the framer still gets it, so stanzas can be read afterwards.
+    pub fn receive_for(&mut self, wait: Duration) -> String {
+        let deadline = Instant::now() + wait;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 16384];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match &self.stream {
+                Stream::Plain(s) => s.set_read_timeout(Some(left)).unwrap(),
+                Stream::Tls(s) => s.sock.set_read_timeout(Some(left)).unwrap(),
+                Stream::Gone => break,
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    raw.extend_from_slice(&buf[..n]);
+                    self.framer.push(&buf[..n]).unwrap();
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    continue
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+        let restore = |s: &TcpStream| s.set_read_timeout(Some(read_timeout())).unwrap();
+        match &self.stream {
+            Stream::Plain(s) => restore(s),
+            Stream::Tls(s) => restore(&s.sock),
+            Stream::Gone => {}
+        }
+        String::from_utf8(raw).unwrap()
     }
 
     pub fn tls_handshake(&mut self) {
