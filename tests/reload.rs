@@ -242,18 +242,6 @@ fn a_changed_listen_port_needs_a_restart() {
     alice.sync();
 }
 
-/// A server process of this file's own: killed and its directory removed when the test
-/// ends, also on a failed assertion.
-struct Process(std::process::Child, std::path::PathBuf);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
 /// Reads the next sd_notify datagram.
 fn notification(socket: &std::os::unix::net::UnixDatagram) -> String {
     let mut buf = [0u8; 256];
@@ -261,50 +249,48 @@ fn notification(socket: &std::os::unix::net::UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Where the server's sd_notify messages arrive: a socket of this test's own, so
+/// NOTIFY_SOCKET reaches its server alone. Its directory goes when the test ends.
+struct Notify {
+    socket: std::os::unix::net::UnixDatagram,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn systemd_hears_ready_again_after_a_bad_reload() {
-    // Its own process, so NOTIFY_SOCKET reaches this server alone.
     let dir = temp_dir("notify");
-    let config = dir.join("hearth.toml");
-    let good = format!(
-        "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n[listen]\nstarttls = [\"127.0.0.1:0\"]\n\
-         direct_tls = []\n[upload]\nenabled = false\n[proxy]\nenabled = false\n",
-        dir.join("data").display()
-    );
-    std::fs::write(&config, &good).unwrap();
-    let socket = std::os::unix::net::UnixDatagram::bind(dir.join("notify")).unwrap();
+    let path = dir.join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     socket
         .set_read_timeout(Some(patience(Duration::from_secs(30))))
         .unwrap();
-    let child = hearth_command()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", dir.join("notify"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Process(child, dir);
-    let pid = server.0.id().to_string();
-    let signal = |name: &str| {
+    let notify = Notify { socket, dir };
+    let socket = &notify.socket;
+    let mut server = TestServer::start_with_env("", &[("NOTIFY_SOCKET", &path)]);
+    assert_eq!(notification(socket), "READY=1");
+    let good = std::fs::read_to_string(&server.config).unwrap();
+    let signal = |server: &TestServer, name: &str| {
         let status = std::process::Command::new("kill")
-            .args([name, &pid])
+            .args([name, &server.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
     };
-    assert_eq!(notification(&socket), "READY=1");
-    std::fs::write(&config, format!("{good}[roster]\nmax_items = -1\n")).unwrap();
-    signal("-HUP");
-    assert!(notification(&socket).starts_with("RELOADING=1\nMONOTONIC_USEC="));
-    assert_eq!(notification(&socket), "READY=1");
+    std::fs::write(&server.config, format!("{good}[roster]\nmax_items = -1\n")).unwrap();
+    signal(&server, "-HUP");
+    assert!(notification(socket).starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(notification(socket), "READY=1");
     // Still running: a good file reloads as well.
-    std::fs::write(&config, format!("{good}[roster]\nmax_items = 5\n")).unwrap();
-    signal("-HUP");
-    assert!(notification(&socket).starts_with("RELOADING=1"));
-    assert_eq!(notification(&socket), "READY=1");
-    signal("-TERM");
-    assert_eq!(notification(&socket), "STOPPING=1");
-    assert!(server.0.wait().unwrap().success());
+    std::fs::write(&server.config, format!("{good}[roster]\nmax_items = 5\n")).unwrap();
+    signal(&server, "-HUP");
+    assert!(notification(socket).starts_with("RELOADING=1"));
+    assert_eq!(notification(socket), "READY=1");
+    assert!(server.stop().success());
+    assert_eq!(notification(socket), "STOPPING=1");
 }
