@@ -272,6 +272,9 @@ fn bind_all(config: &Config) -> Result<Listeners, String> {
 pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String> {
     let started = Instant::now();
     create_private_dir(&config.data_dir)?;
+    // Absolute, so an admin sees which directory account commands must be pointed at.
+    let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
+    info!("data directory {}", data_dir.display());
     let store = Store::open(&config.data_dir, crate::store::DEFAULT_CACHE_BYTES)
         .map_err(|e| e.to_string())?;
     let material = tls::load(

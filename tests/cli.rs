@@ -1,0 +1,63 @@
+//! The command line as a new user meets it: account commands run from the wrong place, and
+//! `hearth check` judging the files `serve` would load.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+/// Runs `hearth ARGS` in `cwd` with `stdin` as its input.
+fn hearth_in(cwd: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = hearth_command()
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn account_commands_in_an_empty_directory_create_nothing() {
+    let cwd = temp_dir("cwd");
+    // The path the process sees as its working directory (the temp dir may be a symlink).
+    let database = cwd.canonicalize().unwrap().join("hearth-data/hearth.redb");
+    for args in [
+        &["adduser", "alice@localhost", "--password-stdin"][..],
+        &["passwd", "alice@localhost", "--password-stdin"],
+        &["deluser", "alice@localhost"],
+        &["users"],
+    ] {
+        let out = hearth_in(&cwd, args, "s3cret\n");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        let expected = format!(
+            "hearth: {}: no database at {} ",
+            args[0],
+            database.display()
+        );
+        assert!(stderr.starts_with(&expected), "{stderr}");
+        assert!(stderr.contains("--config FILE"), "{stderr}");
+        assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "{args:?}");
+    }
+    std::fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn the_server_logs_its_absolute_data_directory() {
+    let server = TestServer::start("");
+    let line = server.log();
+    let line = line
+        .lines()
+        .find(|line| line.contains("data directory "))
+        .expect("a data directory line");
+    let logged = line.split("data directory ").nth(1).unwrap();
+    assert!(Path::new(logged).is_absolute(), "{line}");
+    assert_eq!(Path::new(logged), server.data_dir());
+}
