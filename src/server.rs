@@ -287,9 +287,14 @@ pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String>
     if material.generated {
         info!("generated a self-signed certificate for {}", config.domain);
     }
+    // Both: most clients show SHA-256, some (Profanity) only SHA-1.
     info!(
         "TLS certificate SHA-256 fingerprint: {}",
         material.fingerprint_sha256
+    );
+    info!(
+        "TLS certificate SHA-1 fingerprint: {}",
+        material.fingerprint_sha1
     );
     let listeners = bind_all(&config)?;
     let upload = crate::upload::http::bind(&config)?;
