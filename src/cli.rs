@@ -78,7 +78,8 @@ const COMMANDS: [Spec; 6] = [
         name: "check",
         synopsis: "hearth check [--config FILE]",
         about: "Check the config file and print the effective settings as TOML.\n\
-                Exits 2 if the file is invalid.",
+                Exits 2 if the file is invalid, 1 if the TLS certificate and key it\n\
+                names (or the existing self-signed pair) cannot be loaded as serve would.",
         takes_jid: false,
         takes_password: false,
     },
@@ -303,7 +304,11 @@ fn run(command: Command) -> Result<(), Failure> {
                 .map_err(|error| Failure::runtime("serve", error))?;
         }
         Command::Check { config } => {
-            print!("{}", load_config("check", config.as_deref())?.to_toml());
+            let config = load_config("check", config.as_deref())?;
+            // The certificate and key as `serve` loads them: a file that is missing or not
+            // a pair stops the server at start (exit 1), so it fails the check the same way.
+            crate::tls::check(&config).map_err(|error| Failure::runtime("check", error))?;
+            print!("{}", config.to_toml());
         }
         Command::Account { config, action } => run_account(config.as_deref(), action)?,
     }

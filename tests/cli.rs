@@ -61,3 +61,76 @@ fn the_server_logs_its_absolute_data_directory() {
     assert!(Path::new(logged).is_absolute(), "{line}");
     assert_eq!(Path::new(logged), server.data_dir());
 }
+
+/// Runs `hearth check` on a config of `text`.
+fn check(dir: &Path, text: &str) -> Output {
+    let config = dir.join("hearth.toml");
+    std::fs::write(&config, text).unwrap();
+    hearth_in(dir, &["check", "--config", config.to_str().unwrap()], "")
+}
+
+/// A self-signed certificate and key made by hearth in `dir/tls/`.
+fn pair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    hearth::tls::load(None, None, dir, "localhost", &[]).unwrap();
+    (dir.join("tls/cert.pem"), dir.join("tls/key.pem"))
+}
+
+#[test]
+fn check_loads_the_certificate_and_key_as_serve_would() {
+    let dir = temp_dir("check-tls");
+    let (cert, key) = pair(&dir.join("a"));
+    let (_, other_key) = pair(&dir.join("b"));
+    let tls = |cert: &Path, key: &Path| {
+        format!(
+            "data_dir = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            dir.join("data").display(),
+            cert.display(),
+            key.display()
+        )
+    };
+    let out = check(&dir, &tls(&cert, &key));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let missing = dir.join("missing.pem");
+    let out = check(&dir, &tls(&missing, &key));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("hearth: check: "), "{stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let out = check(&dir, &tls(&cert, &other_key));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not match"), "{stderr}");
+    assert!(
+        stderr.contains(&other_key.display().to_string()),
+        "{stderr}"
+    );
+
+    // No files configured and none generated yet: serve would make them; check makes nothing.
+    let out = check(
+        &dir,
+        &format!("data_dir = \"{}\"\n", dir.join("data").display()),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.join("data").exists());
+    // The self-signed pair, once there, is loaded too: a damaged one fails the check.
+    std::fs::create_dir_all(dir.join("data/tls")).unwrap();
+    std::fs::copy(&cert, dir.join("data/tls/cert.pem")).unwrap();
+    std::fs::copy(&other_key, dir.join("data/tls/key.pem")).unwrap();
+    let out = check(
+        &dir,
+        &format!("data_dir = \"{}\"\n", dir.join("data").display()),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

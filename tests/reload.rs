@@ -65,7 +65,17 @@ fn sessions_stay_across_reloads_and_keep_chatting() {
 
     let line = reload(&server, str::to_owned, "config reloaded");
     assert!(line.contains("no setting changed"), "{line}");
-    server.wait_for_log("reloaded TLS certificate");
+    // The certificate is read again too, and its fingerprints logged as at start.
+    let deadline = std::time::Instant::now() + patience(Duration::from_secs(10));
+    while server
+        .log()
+        .matches("TLS certificate SHA-1 fingerprint: ")
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     chat(
         &mut alice,
         &mut bob,
@@ -208,6 +218,53 @@ fn a_bad_config_is_logged_and_the_old_one_stays() {
     alice.expect("xxxxx</body>");
     late.sync();
     assert!(!server.log().contains("now in effect"));
+}
+
+#[test]
+fn a_bad_certificate_refuses_the_whole_reload() {
+    let server = TestServer::start("[registration]\nmode = \"closed\"\n");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = Client::online(&server, "alice", "a");
+    let mut bob = Client::online(&server, "bob", "b");
+    alice.sync();
+    bob.sync();
+    let missing = server.dir.join("missing.pem");
+    let key = server.data_dir().join("tls/key.pem");
+    let before = server.log().len();
+    let line = reload(
+        &server,
+        |text| {
+            format!(
+                "{}[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                replace("mode = \"closed\"", "mode = \"open\"")(text),
+                missing.display(),
+                key.display()
+            )
+        },
+        "config reload failed",
+    );
+    assert!(line.contains(" ERROR "), "{line}");
+    assert!(
+        line.contains("keeping the old settings: cannot read TLS certificate"),
+        "{line}"
+    );
+    assert!(line.contains(&missing.display().to_string()), "{line}");
+
+    // Sessions stay, and so does everything else: registration is still closed for a
+    // newcomer, whose TLS handshake still gets the old certificate.
+    chat(&mut alice, &mut bob, "bob@localhost", "still up");
+    let mut newcomer = Client::connect(&server);
+    let features = newcomer.starttls();
+    assert!(!features.contains("iq-register"), "{features}");
+    chat(&mut bob, &mut alice, "alice@localhost", "and back");
+    // One outcome: that error line and nothing else about the reload.
+    let log = server.log();
+    let reload_lines: Vec<&str> = log[before..]
+        .lines()
+        .filter(|l| l.contains("reload") || l.contains("now in effect") || l.contains("TLS"))
+        .collect();
+    assert_eq!(reload_lines, [line.as_str()], "{log}");
 }
 
 #[test]
