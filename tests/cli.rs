@@ -134,3 +134,77 @@ fn check_loads_the_certificate_and_key_as_serve_would() {
     assert_eq!(out.status.code(), Some(1));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `(section, key, value)` of every `# key = "value"  (derived…)` comment in `toml`.
+fn derived_values(toml: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut found = Vec::new();
+    for line in toml.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+        } else if let Some(comment) = line.strip_prefix("# ") {
+            let Some((assignment, _)) = comment.split_once("  (derived") else {
+                continue;
+            };
+            // The assignment is TOML itself: parse it rather than cut strings.
+            let table: toml::Table = assignment.parse().unwrap();
+            for (key, value) in table {
+                let value = value.as_str().unwrap().to_owned();
+                found.push((section.clone(), key, value));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn check_shows_derived_values_as_comments_and_stays_a_config_file() {
+    let dir = temp_dir("check-derived");
+    let data = dir.join("data");
+    let text = format!(
+        "domain = \"example.lan\"\ndata_dir = \"{}\"\n",
+        data.display()
+    );
+    let out = check(&dir, &text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let derived = derived_values(&printed);
+    let expected = [
+        ("muc", "domain", "rooms.example.lan".to_owned()),
+        ("upload", "url", "https://example.lan:5281".to_owned()),
+        ("upload", "dir", data.join("upload").display().to_string()),
+        ("proxy", "host", "example.lan".to_owned()),
+        ("stun", "host", "example.lan".to_owned()),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .into_iter()
+        .map(|(section, key, value)| (section.into(), key.into(), value))
+        .collect();
+    assert_eq!(derived, expected, "{printed}");
+
+    // The output is a config file, and the same one again when checked.
+    let out = check(&dir, &printed);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), printed);
+
+    // A value that is set is printed as a key, not as a derived comment.
+    let set = format!("{text}[muc]\ndomain = \"chat.example.lan\"\n[stun]\nhost = \"10.0.0.2\"\n");
+    let printed = String::from_utf8(check(&dir, &set).stdout).unwrap();
+    let table: toml::Table = printed.parse().unwrap();
+    assert_eq!(table["muc"]["domain"].as_str(), Some("chat.example.lan"));
+    assert_eq!(table["stun"]["host"].as_str(), Some("10.0.0.2"));
+    let derived = derived_values(&printed);
+    assert!(
+        !derived.iter().any(|(s, _, _)| s == "muc" || s == "stun"),
+        "{derived:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
