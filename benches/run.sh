@@ -9,7 +9,6 @@ SESSIONS=${SESSIONS:-"1000 10000"}
 MESSAGES=${MESSAGES:-200000}
 OFFLINE=${OFFLINE:-50000}
 LOGINS=${LOGINS:-500}
-PORT=${PORT:-15223}
 ulimit -n "$(ulimit -Hn)"   # 10,000 sessions need >10,000 descriptors (server and tool)
 cargo build --release --bins >&2
 BIN=target/release/hearth
@@ -24,8 +23,10 @@ config() { # config FILE DATA_DIR
 domain = "$DOMAIN"
 data_dir = "$2"
 [listen]
+# Port 0 everywhere: the run never collides with a hearth already running here
+# (5222/5223/5281/7777, UDP 3478); start() reads the port from the server's log.
 starttls = []
-direct_tls = ["127.0.0.1:$PORT"]
+direct_tls = ["127.0.0.1:0"]
 # The generator is one address sending far faster than any person: lift the
 # per-address and per-account protections so the figures show capacity.
 [limits]
@@ -42,23 +43,35 @@ byte_burst = 4000000000
 enabled = false
 [proxy]
 enabled = false
+[stun]
+enabled = false
 TOML
 }
 
 SERVER=
-start() { # start CONFIG
-    "$BIN" serve --config "$1" 2>>"$OUT/server.log" &
+ADDR=
+STARTS=0
+start() { # start CONFIG: sets SERVER, and ADDR from the server's log
+    STARTS=$((STARTS + 1))
+    LOG="$OUT/server.$STARTS.log"
+    "$BIN" serve --config "$1" 2>"$LOG" &
     SERVER=$!
     i=0
-    until "$BENCH" --pid "$SERVER" idle >/dev/null 2>&1 && (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do
-        i=$((i + 1)); [ $i -lt 200 ] || { echo "server did not start" >&2; exit 1; }
+    until grep -q ' ready for ' "$LOG"; do
+        i=$((i + 1))
+        if [ $i -ge 200 ] || ! kill -0 "$SERVER" 2>/dev/null; then
+            echo "server did not start; its log ($LOG):" >&2
+            cat "$LOG" >&2
+            exit 1
+        fi
         sleep 0.05
     done
+    ADDR=$(sed -n 's/.*listening for direct-tls on //p' "$LOG" | head -n 1)
     sleep 1
 }
 stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=; }
 trap '[ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null; rm -rf "$OUT/idle" "$OUT/data"' EXIT
-bench() { "$BENCH" --addr "127.0.0.1:$PORT" --domain "$DOMAIN" --pid "$SERVER" "$@" | tee -a "$OUT/report.txt"; }
+bench() { "$BENCH" --addr "$ADDR" --domain "$DOMAIN" --pid "$SERVER" "$@" | tee -a "$OUT/report.txt"; }
 
 # Parse cost per adversarial stanza shape at the stanza limit (no server).
 "$BENCH" parse --runs 9 | tee -a "$OUT/report.txt"
@@ -79,6 +92,6 @@ bench latency --pairs 50 --rate 5000 --seconds 10
 bench login --count "$LOGINS" --concurrency 8
 bench offline --messages "$OFFLINE" --senders 20 --rate 500
 stop
-"$BENCH" --addr "127.0.0.1:$PORT" startup --hearth "$BIN" --config "$OUT/hearth.toml" --accounts 10200 --runs 5 | tee -a "$OUT/report.txt"
+"$BENCH" startup --hearth "$BIN" --config "$OUT/hearth.toml" --accounts 10200 --runs 5 | tee -a "$OUT/report.txt"
 grep '^{' "$OUT/report.txt" > "$OUT/results.jsonl"
 echo "results: $OUT/report.txt, $OUT/results.jsonl" >&2

@@ -1,8 +1,10 @@
 //! Command line: owns argument parsing, help texts, exit codes, password prompting, and the
 //! choice between changing the database directly and asking the running server to.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 misuse (unknown command or option, missing or
-//! extra argument, a JID not on the configured domain) or an invalid config file. Every error
+//! Exit codes: 0 success, 1 runtime failure (including an account command finding no
+//! database: the command line was fine, the state is not), 2 misuse (unknown command or
+//! option, missing or extra argument, a JID not on the configured domain) or an invalid
+//! config file. Every error
 //! is one line on stderr: `hearth: COMMAND: message`.
 //!
 //! It must never let a password leave the process (SCRAM credentials are derived here, and only
@@ -11,7 +13,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::os::fd::{AsRawFd as _, RawFd};
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use lexopt::Arg;
@@ -46,7 +47,8 @@ Options:
   -V, --version  Print the version
 
 Every command takes --config FILE; without it the built-in defaults apply.
-Account commands work whether or not the server is running.
+Account commands work whether or not the server is running, on the database
+`hearth serve` created in the configured data_dir; they never create one.
 ";
 
 const CONFIG_OPTION: &str = "  --config FILE     Config file (default: built-in settings)\n";
@@ -76,7 +78,8 @@ const COMMANDS: [Spec; 6] = [
         name: "check",
         synopsis: "hearth check [--config FILE]",
         about: "Check the config file and print the effective settings as TOML.\n\
-                Exits 2 if the file is invalid.",
+                Exits 2 if the file is invalid, 1 if the TLS certificate and key it\n\
+                names (or the existing self-signed pair) cannot be loaded as serve would.",
         takes_jid: false,
         takes_password: false,
     },
@@ -301,7 +304,11 @@ fn run(command: Command) -> Result<(), Failure> {
                 .map_err(|error| Failure::runtime("serve", error))?;
         }
         Command::Check { config } => {
-            print!("{}", load_config("check", config.as_deref())?.to_toml());
+            let config = load_config("check", config.as_deref())?;
+            // The certificate and key as `serve` loads them: a file that is missing or not
+            // a pair stops the server at start (exit 1), so it fails the check the same way.
+            crate::tls::check(&config).map_err(|error| Failure::runtime("check", error))?;
+            print!("{}", config.to_toml());
         }
         Command::Account { config, action } => run_account(config.as_deref(), action)?,
     }
@@ -321,6 +328,7 @@ fn run_account(config_path: Option<&Path>, action: Action) -> Result<(), Failure
         Action::List => ("users", ""),
     };
     let config = load_config(command, config_path)?;
+    require_database(&config).map_err(|error| Failure::runtime(command, error))?;
     let domain = config.domain.as_str();
     let user = || account_user(jid, domain).map_err(|error| Failure::invalid(command, error));
     let credentials = |password_stdin: bool| {
@@ -357,23 +365,26 @@ fn run_account(config_path: Option<&Path>, action: Action) -> Result<(), Failure
     Ok(())
 }
 
+/// Only `serve` creates a database: run from the wrong directory or with the wrong
+/// `--config`, an account command would otherwise fill a new one the server never reads.
+/// Checked before the password is asked for.
+fn require_database(config: &Config) -> Result<(), String> {
+    let database = config.data_dir.join(crate::store::DB_FILE_NAME);
+    if database.is_file() {
+        return Ok(());
+    }
+    let shown = std::path::absolute(&database).unwrap_or(database);
+    Err(format!(
+        "no database at {} (`hearth serve` creates it); give the server's config with \
+         --config FILE",
+        shown.display()
+    ))
+}
+
 /// Carries out `request` on the database directly, or through the running server's control
 /// socket when that server holds the database.
 fn perform(config: &Config, request: &Request) -> Result<Reply, String> {
     let data_dir = config.data_dir.as_path();
-    if !data_dir.is_dir() {
-        if !matches!(request, Request::Add { .. }) {
-            return Err(format!(
-                "data directory {} does not exist (no accounts yet)",
-                data_dir.display()
-            ));
-        }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .map_err(|error| format!("cannot create {}: {error}", data_dir.display()))?;
-    }
     match open_store(data_dir) {
         Ok(store) => {
             let reply = control::apply(&store, request);
@@ -778,26 +789,27 @@ mod tests {
     }
 
     #[test]
-    fn account_commands_without_data_dir_fail_cleanly() {
+    fn account_commands_never_create_a_database() {
         let dir = std::env::temp_dir().join(format!("hearth-cli-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let config = Config {
             data_dir: dir.clone(),
             ..Config::default()
         };
-        let error = perform(&config, &Request::List).unwrap_err();
-        assert!(error.contains("does not exist"), "{error}");
-        assert!(!dir.exists());
-        let add = Request::Add {
-            user: "alice".into(),
-            credentials: vec![1],
-        };
-        assert_eq!(perform(&config, &add), Ok(Reply::Ok));
-        let mode = std::fs::metadata(&dir).unwrap().permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o700
+        let error = require_database(&config).unwrap_err();
+        let database = dir.join(crate::store::DB_FILE_NAME);
+        assert!(
+            error.starts_with(&format!("no database at {} ", database.display())),
+            "{error}"
         );
+        assert!(error.contains("--config"), "{error}");
+        assert!(!dir.exists());
+        // An empty data dir (say, a mistyped one made by hand) holds no database either.
+        std::fs::create_dir(&dir).unwrap();
+        assert!(require_database(&config).is_err());
+        let store = open_store(&dir).unwrap();
+        store.close();
+        assert_eq!(require_database(&config), Ok(()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

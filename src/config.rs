@@ -1242,8 +1242,12 @@ impl Config {
         let muc = &self.muc;
         let _ = writeln!(out, "\n[muc]");
         let _ = writeln!(out, "enabled = {}", muc.enabled);
-        if let Some(domain) = &muc.domain {
-            let _ = writeln!(out, "domain = {}", quote(domain));
+        match (&muc.domain, self.muc_domain()) {
+            (Some(domain), _) => {
+                let _ = writeln!(out, "domain = {}", quote(domain));
+            }
+            (None, Some(derived)) => write_derived(&mut out, "domain", &derived, ""),
+            (None, None) => {}
         }
         let _ = writeln!(out, "max_rooms_per_user = {}", muc.max_rooms_per_user);
         let _ = writeln!(out, "max_occupants = {}", muc.max_occupants);
@@ -1282,8 +1286,19 @@ impl Config {
         let _ = writeln!(out, "\n[upload]");
         let _ = writeln!(out, "enabled = {}", upload.enabled);
         let _ = writeln!(out, "listen = {}", addrs(&upload.listen));
-        if let Some(url) = &upload.url {
-            let _ = writeln!(out, "url = {}", quote(url));
+        match (&upload.url, upload.listen.first()) {
+            (Some(url), _) => {
+                let _ = writeln!(out, "url = {}", quote(url));
+            }
+            (None, Some(first)) if upload.enabled => {
+                let url = format!("https://{}:{}", self.domain, first.port());
+                let note = match first.port() {
+                    0 => "; port 0 stands for the port bound at start",
+                    _ => "",
+                };
+                write_derived(&mut out, "url", &url, note);
+            }
+            (None, _) => {}
         }
         let _ = writeln!(out, "max_file_bytes = {}", upload.max_file_bytes);
         let _ = writeln!(
@@ -1303,15 +1318,26 @@ impl Config {
             upload.max_connections_per_ip
         );
         let _ = writeln!(out, "first_byte_secs = {}", upload.first_byte_secs);
-        if let Some(dir) = &upload.dir {
-            let _ = writeln!(out, "dir = {}", path(dir));
+        match &upload.dir {
+            Some(dir) => {
+                let _ = writeln!(out, "dir = {}", path(dir));
+            }
+            None if upload.enabled => {
+                let dir = self.data_dir.join("upload");
+                write_derived(&mut out, "dir", &dir.to_string_lossy(), "");
+            }
+            None => {}
         }
         let proxy = &self.proxy;
         let _ = writeln!(out, "\n[proxy]");
         let _ = writeln!(out, "enabled = {}", proxy.enabled);
         let _ = writeln!(out, "listen = {}", addrs(&proxy.listen));
-        if let Some(host) = &proxy.host {
-            let _ = writeln!(out, "host = {}", quote(host));
+        match &proxy.host {
+            Some(host) => {
+                let _ = writeln!(out, "host = {}", quote(host));
+            }
+            None if proxy.enabled => write_derived(&mut out, "host", &self.domain, ""),
+            None => {}
         }
         let _ = writeln!(out, "max_relays = {}", proxy.max_relays);
         let _ = writeln!(
@@ -1340,8 +1366,12 @@ impl Config {
         let _ = writeln!(out, "\n[stun]");
         let _ = writeln!(out, "enabled = {}", stun.enabled);
         let _ = writeln!(out, "listen = [{}]", listen.join(", "));
-        if let Some(host) = &stun.host {
-            let _ = writeln!(out, "host = {}", quote(host));
+        match &stun.host {
+            Some(host) => {
+                let _ = writeln!(out, "host = {}", quote(host));
+            }
+            None if stun.enabled => write_derived(out, "host", &self.domain, ""),
+            None => {}
         }
         for service in &self.extdisco.services {
             let _ = writeln!(out, "\n[[extdisco.services]]");
@@ -1365,6 +1395,13 @@ impl Config {
             let _ = writeln!(out, "{key} = [{}]", quoted.join(", "));
         }
     }
+}
+
+/// A value hearth derives from others when the key is not set, as a comment line
+/// (`# domain = "rooms.localhost"  (derived)`): shown by `hearth check`, and still a valid
+/// config file that leaves the key unset, so the value keeps following what it derives from.
+fn write_derived(out: &mut String, key: &str, value: &str, note: &str) {
+    let _ = writeln!(out, "# {key} = {}  (derived{note})", quote(value));
 }
 
 /// A TOML basic string: quotes, backslashes and every control character escaped.

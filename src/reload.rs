@@ -1,43 +1,51 @@
-//! SIGHUP configuration reload: owns reading the config file again, deciding which of
-//! its changes take effect now and which wait for a restart, and handing the result to
-//! [`Server::replace_config`].
+//! SIGHUP reload: owns reading the config file and the TLS certificate again, deciding
+//! which changes take effect now and which wait for a restart, and handing the result to
+//! [`Server::replace_config`]. A reload has one outcome: all of it or none of it.
 //!
-//! It must never stop the server or end a session: a file that does not load is logged
-//! and the old settings stay in effect. It never binds, opens or creates anything —
-//! settings tied to sockets, directories or service domains keep their start-up values.
+//! It must never stop the server or end a session: a file that does not load, or a
+//! certificate and key that do not (missing, unreadable, not a pair), is one error line
+//! and the old settings and certificate stay in effect. It never binds or opens anything —
+//! settings tied to sockets, directories or service domains keep their start-up values;
+//! the one thing it may create is the self-signed certificate, when its files are gone.
 
 use crate::config::{self, Config};
 use crate::server::Server;
+use crate::tls;
 use log::{error, info, warn};
 use std::path::Path;
 
-/// Reads `path` (or the embedded defaults when the server started without a file),
-/// validates it as start-up does and applies what can change live.
+/// Reads `path` (or the embedded defaults when the server started without a file) and the
+/// certificate it names, validates both as start-up does and applies what can change live.
 pub fn reload(server: &Server, path: Option<&Path>) {
     let source = path.map_or("the built-in defaults".into(), |p| p.display().to_string());
-    let wanted = match config::load(path) {
-        Ok(config) => config,
+    let old = server.config();
+    let loaded = config::load(path).and_then(|wanted| {
+        let mut effective = wanted.clone();
+        keep_restart_only(&old, &mut effective);
+        let material = tls::load_for(&effective)?;
+        Ok((wanted, effective, material))
+    });
+    let (wanted, effective, material) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             error!("config reload failed, keeping the old settings: {e}");
             return;
         }
     };
-    let old = server.config();
-    let mut effective = wanted.clone();
-    keep_restart_only(&old, &mut effective);
     for key in changed_keys(&effective, &wanted) {
         warn!("config reload: {key} changed; restart to apply (the old value stays in effect)");
     }
     let applied = changed_keys(&old, &effective);
     if applied.is_empty() {
         info!("config reloaded from {source}: no setting changed");
-        return;
+    } else {
+        info!(
+            "config reloaded from {source}: {} now in effect",
+            applied.join(", ")
+        );
     }
-    info!(
-        "config reloaded from {source}: {} now in effect",
-        applied.join(", ")
-    );
-    server.replace_config(effective);
+    tls::log_fingerprints(&material);
+    server.replace_config(effective, material.config);
 }
 
 /// Puts back what only a restart can change: the domain and the data directory, the

@@ -115,11 +115,13 @@ impl Server {
         self.config.borrow().clone()
     }
 
-    /// A reload's settings take effect: for every handler from its next
-    /// [`Server::config`] on, and for the rate buckets that already exist.
-    pub fn replace_config(&self, config: Config) {
+    /// A reload's settings and certificate take effect: for every handler from its next
+    /// [`Server::config`] on, for the rate buckets that already exist, and for every TLS
+    /// handshake from now on.
+    pub fn replace_config(&self, config: Config, tls: Arc<rustls::ServerConfig>) {
         self.protection.set_rate(&config.rate);
         *self.config.borrow_mut() = Rc::new(config);
+        *self.tls.borrow_mut() = tls;
     }
 
     pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
@@ -289,22 +291,16 @@ pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String>
     create_private_dir(&config.data_dir)?;
     crate::store::files::warn_if_readable(&config.data_dir);
     crate::sasl::set_decoy_secret(&crate::store::files::server_secret(&config.data_dir)?);
+    // Absolute, so an admin sees which directory account commands must be pointed at.
+    let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
+    info!("data directory {}", data_dir.display());
     let store = Store::open(&config.data_dir, crate::store::DEFAULT_CACHE_BYTES)
         .map_err(|e| e.to_string())?;
-    let material = tls::load(
-        config.tls.cert.as_deref(),
-        config.tls.key.as_deref(),
-        &config.data_dir,
-        &config.domain,
-        &extra_names(&config),
-    )?;
+    let material = tls::load_for(&config)?;
     if material.generated {
         info!("generated a self-signed certificate for {}", config.domain);
     }
-    info!(
-        "TLS certificate SHA-256 fingerprint: {}",
-        material.fingerprint_sha256
-    );
+    tls::log_fingerprints(&material);
     let listeners = bind_all(&config)?;
     let upload = crate::upload::http::bind(&config)?;
     let proxy = crate::proxy::bind(&config)?;
@@ -400,23 +396,6 @@ async fn wait_for_stop(server: &Server, path: Option<&std::path::Path>, mut sign
             Ok(Signal::Hup) => {
                 systemd::reloading();
                 crate::reload::reload(server, path);
-                let config = &server.config();
-                match tls::load(
-                    config.tls.cert.as_deref(),
-                    config.tls.key.as_deref(),
-                    &config.data_dir,
-                    &config.domain,
-                    &extra_names(config),
-                ) {
-                    Ok(material) => {
-                        info!(
-                            "reloaded TLS certificate, SHA-256 {}",
-                            material.fingerprint_sha256
-                        );
-                        *server.tls.borrow_mut() = material.config;
-                    }
-                    Err(e) => error!("TLS reload failed, keeping the old certificate: {e}"),
-                }
                 systemd::ready();
             }
             Ok(_) => return,
@@ -446,15 +425,6 @@ async fn shutdown(server: &Server) {
     // store closes.
     crate::mam::flush(server);
     drop(crate::muc::flush_history(server));
-}
-
-/// Names besides the domain a generated certificate covers: the chat-room and upload services.
-fn extra_names(config: &Config) -> Vec<String> {
-    config
-        .muc_domain()
-        .into_iter()
-        .chain(config.upload_domain())
-        .collect()
 }
 
 /// The data dir holds credentials and the TLS key: owner only.

@@ -15,6 +15,8 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
+use crate::config::Config;
+
 /// ALPN protocol id for client-to-server XMPP over direct TLS (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
 
@@ -37,6 +39,54 @@ pub struct TlsMaterial {
     pub generated: bool,
 }
 
+/// [`load`] for `config`: its `[tls]` files, or the self-signed pair for its domain and the
+/// room and upload domains. Start-up and every reload call this.
+pub fn load_for(config: &Config) -> Result<TlsMaterial, String> {
+    load(
+        config.tls.cert.as_deref(),
+        config.tls.key.as_deref(),
+        &config.data_dir,
+        &config.domain,
+        &certificate_names(config),
+    )
+}
+
+/// What `hearth check` needs to know: whether [`load_for`] would succeed, found by the same
+/// code but creating nothing. `Ok(None)` when the self-signed pair is still to be generated.
+pub fn check(config: &Config) -> Result<Option<TlsMaterial>, String> {
+    let files = Files::of(
+        config.tls.cert.as_deref(),
+        config.tls.key.as_deref(),
+        &config.data_dir,
+    )?;
+    if files.to_generate() {
+        return Ok(None);
+    }
+    files.load(false).map(Some)
+}
+
+/// Logs both fingerprints of the certificate in use: most clients show SHA-256, some
+/// (Profanity) only SHA-1.
+pub fn log_fingerprints(material: &TlsMaterial) {
+    log::info!(
+        "TLS certificate SHA-256 fingerprint: {}",
+        material.fingerprint_sha256
+    );
+    log::info!(
+        "TLS certificate SHA-1 fingerprint: {}",
+        material.fingerprint_sha1
+    );
+}
+
+/// Names besides the domain a generated certificate covers: the chat-room and upload services.
+fn certificate_names(config: &Config) -> Vec<String> {
+    config
+        .muc_domain()
+        .into_iter()
+        .chain(config.upload_domain())
+        .collect()
+}
+
 /// Loads `cert` + `key` when configured (both or neither), otherwise the self-signed pair in
 /// `data_dir/tls/`, creating it for `domain` and `extra_names` (DNS names or IP addresses)
 /// when absent. Errors are one line and name the file concerned.
@@ -47,42 +97,67 @@ pub fn load(
     domain: &str,
     extra_names: &[String],
 ) -> Result<TlsMaterial, String> {
-    let (cert_path, key_path, generated) = match (cert, key) {
-        (Some(cert), Some(key)) => (cert.to_path_buf(), key.to_path_buf(), false),
-        (Some(_), None) => {
-            return Err("a TLS certificate is configured without its key".into());
-        }
-        (None, Some(_)) => {
-            return Err("a TLS key is configured without its certificate".into());
-        }
-        (None, None) => {
-            let dir = data_dir.join("tls");
-            let cert = dir.join("cert.pem");
-            let key = dir.join("key.pem");
-            let generated = !(cert.exists() && key.exists());
-            if generated {
-                generate(&dir, &cert, &key, domain, extra_names)?;
+    let files = Files::of(cert, key, data_dir)?;
+    let generated = files.to_generate();
+    if let Some(dir) = files.self_signed.as_deref().filter(|_| generated) {
+        generate(dir, &files.cert, &files.key, domain, extra_names)?;
+    }
+    files.load(generated)
+}
+
+/// The certificate and key files in use: the configured ones, or the self-signed pair.
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+    /// The directory of the self-signed pair, when nothing is configured.
+    self_signed: Option<PathBuf>,
+}
+
+impl Files {
+    fn of(cert: Option<&Path>, key: Option<&Path>, data_dir: &Path) -> Result<Files, String> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Files {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                self_signed: None,
+            }),
+            (Some(_), None) => Err("a TLS certificate is configured without its key".into()),
+            (None, Some(_)) => Err("a TLS key is configured without its certificate".into()),
+            (None, None) => {
+                let dir = data_dir.join("tls");
+                Ok(Files {
+                    cert: dir.join("cert.pem"),
+                    key: dir.join("key.pem"),
+                    self_signed: Some(dir),
+                })
             }
-            (cert, key, generated)
         }
-    };
-    let chain = read_certificates(&cert_path)?;
-    let private_key = read_key(&key_path)?;
-    let fingerprint_of = |algorithm| {
-        chain
-            .first()
-            .map(|c| fingerprint(algorithm, c))
-            .unwrap_or_default()
-    };
-    let fingerprint_sha256 = fingerprint_of(&ring::digest::SHA256);
-    let fingerprint_sha1 = fingerprint_of(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    let config = server_config(chain, private_key, &cert_path, &key_path)?;
-    Ok(TlsMaterial {
-        config: Arc::new(config),
-        fingerprint_sha256,
-        fingerprint_sha1,
-        generated,
-    })
+    }
+
+    /// A self-signed pair with a file missing is (re)generated; configured files never are.
+    fn to_generate(&self) -> bool {
+        self.self_signed.is_some() && !(self.cert.exists() && self.key.exists())
+    }
+
+    fn load(&self, generated: bool) -> Result<TlsMaterial, String> {
+        let chain = read_certificates(&self.cert)?;
+        let private_key = read_key(&self.key)?;
+        let fingerprint_of = |algorithm| {
+            chain
+                .first()
+                .map(|c| fingerprint(algorithm, c))
+                .unwrap_or_default()
+        };
+        let fingerprint_sha256 = fingerprint_of(&ring::digest::SHA256);
+        let fingerprint_sha1 = fingerprint_of(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+        let config = server_config(chain, private_key, &self.cert, &self.key)?;
+        Ok(TlsMaterial {
+            config: Arc::new(config),
+            fingerprint_sha256,
+            fingerprint_sha1,
+            generated,
+        })
+    }
 }
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::path::Path;
 use std::time::Duration;
 
 #[test]
@@ -146,11 +147,38 @@ fn disco_and_version_describe_the_server_and_account() {
     assert!(c.stanza().contains("<service-unavailable "));
 }
 
+/// The fingerprint the log gives for `algorithm` (`SHA-256`, `SHA-1`).
+fn logged_fingerprint(log: &str, algorithm: &str) -> String {
+    let label = format!("TLS certificate {algorithm} fingerprint: ");
+    let line = log.lines().find(|line| line.contains(&label));
+    let line = line.unwrap_or_else(|| panic!("no {algorithm} fingerprint in\n{log}"));
+    line.split(&label).nth(1).unwrap().trim().to_owned()
+}
+
+/// `AB:CD:…` of the DER certificate in a PEM file.
+fn fingerprint(pem: &Path, algorithm: &'static ring::digest::Algorithm) -> String {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let der = CertificateDer::from_pem_file(pem).unwrap();
+    let digest = ring::digest::digest(algorithm, &der);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
+}
+
 #[test]
-fn certificate_is_generated_once_and_fingerprint_logged() {
+fn certificate_is_generated_once_and_both_fingerprints_logged() {
     let mut server = TestServer::start("");
-    let first = std::fs::read(server.data_dir().join("tls/cert.pem")).unwrap();
-    assert!(server.log().contains("fingerprint"), "{}", server.log());
+    let cert = server.data_dir().join("tls/cert.pem");
+    let first = std::fs::read(&cert).unwrap();
+    // Clients show one or the other (Profanity only SHA-1): both are logged, of this file.
+    let log = server.log();
+    assert_eq!(
+        logged_fingerprint(&log, "SHA-256"),
+        fingerprint(&cert, &ring::digest::SHA256)
+    );
+    assert_eq!(
+        logged_fingerprint(&log, "SHA-1"),
+        fingerprint(&cert, &ring::digest::SHA1_FOR_LEGACY_USE_ONLY)
+    );
     assert!(server.stop().success());
     server.spawn();
     let second = std::fs::read(server.data_dir().join("tls/cert.pem")).unwrap();

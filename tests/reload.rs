@@ -65,7 +65,17 @@ fn sessions_stay_across_reloads_and_keep_chatting() {
 
     let line = reload(&server, str::to_owned, "config reloaded");
     assert!(line.contains("no setting changed"), "{line}");
-    server.wait_for_log("reloaded TLS certificate");
+    // The certificate is read again too, and its fingerprints logged as at start.
+    let deadline = std::time::Instant::now() + patience(Duration::from_secs(10));
+    while server
+        .log()
+        .matches("TLS certificate SHA-1 fingerprint: ")
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     chat(
         &mut alice,
         &mut bob,
@@ -211,6 +221,53 @@ fn a_bad_config_is_logged_and_the_old_one_stays() {
 }
 
 #[test]
+fn a_bad_certificate_refuses_the_whole_reload() {
+    let server = TestServer::start("[registration]\nmode = \"closed\"\n");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = Client::online(&server, "alice", "a");
+    let mut bob = Client::online(&server, "bob", "b");
+    alice.sync();
+    bob.sync();
+    let missing = server.dir.join("missing.pem");
+    let key = server.data_dir().join("tls/key.pem");
+    let before = server.log().len();
+    let line = reload(
+        &server,
+        |text| {
+            format!(
+                "{}[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                replace("mode = \"closed\"", "mode = \"open\"")(text),
+                missing.display(),
+                key.display()
+            )
+        },
+        "config reload failed",
+    );
+    assert!(line.contains(" ERROR "), "{line}");
+    assert!(
+        line.contains("keeping the old settings: cannot read TLS certificate"),
+        "{line}"
+    );
+    assert!(line.contains(&missing.display().to_string()), "{line}");
+
+    // Sessions stay, and so does everything else: registration is still closed for a
+    // newcomer, whose TLS handshake still gets the old certificate.
+    chat(&mut alice, &mut bob, "bob@localhost", "still up");
+    let mut newcomer = Client::connect(&server);
+    let features = newcomer.starttls();
+    assert!(!features.contains("iq-register"), "{features}");
+    chat(&mut bob, &mut alice, "alice@localhost", "and back");
+    // One outcome: that error line and nothing else about the reload.
+    let log = server.log();
+    let reload_lines: Vec<&str> = log[before..]
+        .lines()
+        .filter(|l| l.contains("reload") || l.contains("now in effect") || l.contains("TLS"))
+        .collect();
+    assert_eq!(reload_lines, [line.as_str()], "{log}");
+}
+
+#[test]
 fn a_changed_listen_port_needs_a_restart() {
     let server = TestServer::start("[registration]\nmode = \"closed\"\n");
     server.add_user("alice");
@@ -242,18 +299,6 @@ fn a_changed_listen_port_needs_a_restart() {
     alice.sync();
 }
 
-/// A server process of this file's own: killed and its directory removed when the test
-/// ends, also on a failed assertion.
-struct Process(std::process::Child, std::path::PathBuf);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
 /// Reads the next sd_notify datagram.
 fn notification(socket: &std::os::unix::net::UnixDatagram) -> String {
     let mut buf = [0u8; 256];
@@ -261,50 +306,48 @@ fn notification(socket: &std::os::unix::net::UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Where the server's sd_notify messages arrive: a socket of this test's own, so
+/// NOTIFY_SOCKET reaches its server alone. Its directory goes when the test ends.
+struct Notify {
+    socket: std::os::unix::net::UnixDatagram,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn systemd_hears_ready_again_after_a_bad_reload() {
-    // Its own process, so NOTIFY_SOCKET reaches this server alone.
     let dir = temp_dir("notify");
-    let config = dir.join("hearth.toml");
-    let good = format!(
-        "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n[listen]\nstarttls = [\"127.0.0.1:0\"]\n\
-         direct_tls = []\n[upload]\nenabled = false\n[proxy]\nenabled = false\n",
-        dir.join("data").display()
-    );
-    std::fs::write(&config, &good).unwrap();
-    let socket = std::os::unix::net::UnixDatagram::bind(dir.join("notify")).unwrap();
+    let path = dir.join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     socket
         .set_read_timeout(Some(patience(Duration::from_secs(30))))
         .unwrap();
-    let child = hearth_command()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", dir.join("notify"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Process(child, dir);
-    let pid = server.0.id().to_string();
-    let signal = |name: &str| {
+    let notify = Notify { socket, dir };
+    let socket = &notify.socket;
+    let mut server = TestServer::start_with_env("", &[("NOTIFY_SOCKET", &path)]);
+    assert_eq!(notification(socket), "READY=1");
+    let good = std::fs::read_to_string(&server.config).unwrap();
+    let signal = |server: &TestServer, name: &str| {
         let status = std::process::Command::new("kill")
-            .args([name, &pid])
+            .args([name, &server.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
     };
-    assert_eq!(notification(&socket), "READY=1");
-    std::fs::write(&config, format!("{good}[roster]\nmax_items = -1\n")).unwrap();
-    signal("-HUP");
-    assert!(notification(&socket).starts_with("RELOADING=1\nMONOTONIC_USEC="));
-    assert_eq!(notification(&socket), "READY=1");
+    std::fs::write(&server.config, format!("{good}[roster]\nmax_items = -1\n")).unwrap();
+    signal(&server, "-HUP");
+    assert!(notification(socket).starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(notification(socket), "READY=1");
     // Still running: a good file reloads as well.
-    std::fs::write(&config, format!("{good}[roster]\nmax_items = 5\n")).unwrap();
-    signal("-HUP");
-    assert!(notification(&socket).starts_with("RELOADING=1"));
-    assert_eq!(notification(&socket), "READY=1");
-    signal("-TERM");
-    assert_eq!(notification(&socket), "STOPPING=1");
-    assert!(server.0.wait().unwrap().success());
+    std::fs::write(&server.config, format!("{good}[roster]\nmax_items = 5\n")).unwrap();
+    signal(&server, "-HUP");
+    assert!(notification(socket).starts_with("RELOADING=1"));
+    assert_eq!(notification(socket), "READY=1");
+    assert!(server.stop().success());
+    assert_eq!(notification(socket), "STOPPING=1");
 }

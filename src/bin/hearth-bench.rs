@@ -57,6 +57,7 @@ modes:
   login [--count N] [--concurrency C]
   offline [--messages N] [--senders S] [--rate R]
   startup --hearth BIN --config FILE --accounts N [--runs K]
+                                        (connects to the address the server logs)
   parse [--bytes B] [--runs K] [--seeds DIR]
                                         framer+parse time per adversarial shape (no server);
                                         --seeds writes each shape as a framer fuzz seed
@@ -1093,8 +1094,9 @@ async fn offline(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<()> {
     Ok(())
 }
 
-/// Starts `hearth serve` `--runs` times and measures the time until a TCP
-/// connection to `--addr` succeeds.
+/// Starts `hearth serve` `--runs` times and measures the time until a TCP connection to
+/// its first listener succeeds. The address is the one the server logs (`listening for …
+/// on ADDR`), so a config with port 0 works and no fixed port is needed.
 fn startup(o: &Opts) -> Res<()> {
     let bin = o.hearth.as_ref().ok_or("startup needs --hearth")?;
     let config = o.config.as_ref().ok_or("startup needs --config")?;
@@ -1105,21 +1107,29 @@ fn startup(o: &Opts) -> Res<()> {
             .arg("serve")
             .arg("--config")
             .arg(config)
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("{}: {e}", bin.display()))?;
-        let ready = loop {
-            if std::net::TcpStream::connect(o.addr).is_ok() {
-                break Some(t0.elapsed());
-            }
-            if t0.elapsed() > Duration::from_secs(10) {
-                break None;
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        };
+        let log = ServerLog::read(&mut child);
+        let ready = log
+            .listening(t0 + Duration::from_secs(10))
+            .map(|addr| loop {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    break Some(t0.elapsed());
+                }
+                if t0.elapsed() > Duration::from_secs(10) {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            });
         let rss = rss_kib(child.id());
         stop_child(&mut child);
-        let ready = ready.ok_or("server did not accept within 10 s")?;
+        let ready = ready.flatten().ok_or_else(|| {
+            format!(
+                "server did not start or accept within 10 s; its log:\n{}",
+                log.text()
+            )
+        })?;
         times.push((ready.as_secs_f64() * 1e3, rss));
     }
     times.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -1135,6 +1145,61 @@ fn startup(o: &Opts) -> Res<()> {
         ],
     );
     Ok(())
+}
+
+/// A started server's stderr, read by a thread of its own so the pipe never fills.
+struct ServerLog {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: RefCell<String>,
+}
+
+impl ServerLog {
+    fn read(child: &mut std::process::Child) -> ServerLog {
+        use std::io::BufRead as _;
+        let (tx, lines) = std::sync::mpsc::channel();
+        if let Some(stderr) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        ServerLog {
+            lines,
+            seen: RefCell::default(),
+        }
+    }
+
+    /// The address of the first `listening for starttls|direct-tls on ADDR` line, unless
+    /// the server exits or `deadline` passes first.
+    fn listening(&self, deadline: Instant) -> Option<SocketAddr> {
+        loop {
+            let wait = deadline.checked_duration_since(Instant::now())?;
+            let line = self.lines.recv_timeout(wait).ok()?;
+            let seen = &mut self.seen.borrow_mut();
+            seen.push_str(&line);
+            seen.push('\n');
+            let addr = ["listening for direct-tls on ", "listening for starttls on "]
+                .iter()
+                .find_map(|prefix| line.split(prefix).nth(1));
+            if let Some(addr) = addr.and_then(|a| a.trim().parse().ok()) {
+                return Some(addr);
+            }
+        }
+    }
+
+    /// Everything logged so far.
+    fn text(&self) -> String {
+        let seen = &mut self.seen.borrow_mut();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen.clone()
+    }
 }
 
 #[allow(unsafe_code)]

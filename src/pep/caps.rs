@@ -148,9 +148,28 @@ pub fn on_response(server: &Server, session: &Session, stanza: &Stanza) -> bool 
         .payload()
         .filter(|_| stanza.ty == StanzaType::Iq(IqType::Result))
         .filter(|p| p.has_tag_name((disco::NS_INFO, "query")));
-    let Some(features) = answer.and_then(|q| verified(q, &query.ver)) else {
-        log::info!("{}: capabilities {} not verified", session.jid, query.ver);
-        return true;
+    let features = match answer.map(|q| verified(q, &query.ver)) {
+        Some(Ok(features)) => features,
+        // Seen with Profanity at every login: it announces a `ver`, adds features, and
+        // answers the query for the old `node#ver` with its new set. Naming both hashes
+        // shows the admin the client changed its set (its next presence carries the new
+        // `ver`, which is asked about and verified in turn).
+        Some(Err(Some(actual))) => {
+            log::info!(
+                "{}: capabilities {} not verified: the disco#info answer for it hashes to {actual}; not cached",
+                session.jid,
+                query.ver
+            );
+            return true;
+        }
+        Some(Err(None)) | None => {
+            log::info!(
+                "{}: capabilities {} not verified: no usable disco#info answer",
+                session.jid,
+                query.ver
+            );
+            return true;
+        }
     };
     let mut known = server.pep_caps.known.borrow_mut();
     if known.len() >= MAX_KNOWN {
@@ -174,14 +193,16 @@ pub fn on_response(server: &Server, session: &Session, stanza: &Stanza) -> bool 
     true
 }
 
-/// The features of a disco#info answer when its XEP-0115 §5.1 hash is `ver`.
-fn verified(query: Node, ver: &str) -> Option<Features> {
-    let (string, mut features) = verification_string(query)?;
-    if hash(&string) != ver {
-        return None;
+/// The features of a disco#info answer when its XEP-0115 §5.1 hash is `ver`; otherwise the
+/// hash it does have, if it may be hashed at all (§5.4).
+fn verified(query: Node, ver: &str) -> Result<Features, Option<String>> {
+    let (string, mut features) = verification_string(query).ok_or(None)?;
+    let actual = hash(&string);
+    if actual != ver {
+        return Err(Some(actual));
     }
     features.sort_unstable();
-    Some(features.into_iter().map(Box::from).collect())
+    Ok(features.into_iter().map(Box::from).collect())
 }
 
 /// The base64 SHA-1 of a verification string.
@@ -330,7 +351,10 @@ mod tests {
         );
         let features = verified(doc.root_element(), "q07IKJEyjvHSyhy//CH0CxmKi8w=").unwrap();
         assert_eq!(features.len(), 4);
-        assert!(verified(doc.root_element(), "AAAA").is_none());
+        assert_eq!(
+            verified(doc.root_element(), "AAAA").err(),
+            Some(Some("q07IKJEyjvHSyhy//CH0CxmKi8w=".into()))
+        );
     }
 
     #[test]

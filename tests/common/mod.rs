@@ -83,17 +83,32 @@ pub struct TestServer {
     pub direct_tls: SocketAddr,
     child: Option<Child>,
     pub log: Arc<Mutex<String>>,
+    /// Environment variables the server process gets besides `RUST_LOG`.
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl TestServer {
     /// Starts a server with `extra` appended to a minimal test config
     /// (top-level keys first, then tables).
     pub fn start(extra: &str) -> TestServer {
-        Self::start_listening("127.0.0.1", extra)
+        Self::start_on("127.0.0.1", extra, &[])
     }
 
-    /// [`TestServer::start`] with both client ports on `ip` instead of loopback.
+    /// [`TestServer::start`] with both client ports on `ip` instead of loopback (an
+    /// address of a network namespace the test made).
     pub fn start_listening(ip: &str, extra: &str) -> TestServer {
+        Self::start_on(ip, extra, &[])
+    }
+
+    /// [`TestServer::start`] with environment variables for the server process (e.g.
+    /// `NOTIFY_SOCKET`).
+    pub fn start_with_env(extra: &str, env: &[(&str, &Path)]) -> TestServer {
+        Self::start_on("127.0.0.1", extra, env)
+    }
+
+    /// Every server of the suite starts here, so every socket it binds is an ephemeral
+    /// port on a specific address (see [`assert_ephemeral_ports`]).
+    fn start_on(ip: &str, extra: &str, env: &[(&str, &Path)]) -> TestServer {
         let dir = temp_dir("srv");
         let data = dir.join("data");
         let config = dir.join("hearth.toml");
@@ -112,6 +127,7 @@ impl TestServer {
             ),
         )
         .unwrap();
+        assert_ephemeral_ports(&config);
         let mut server = TestServer {
             dir,
             config,
@@ -119,6 +135,10 @@ impl TestServer {
             direct_tls: "127.0.0.1:1".parse().unwrap(),
             child: None,
             log: Arc::default(),
+            env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.as_os_str().to_owned()))
+                .collect(),
         };
         server.spawn();
         server
@@ -144,6 +164,7 @@ impl TestServer {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -284,6 +305,36 @@ impl Drop for TestServer {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Tests must never collide with a hearth running on the same machine (the Quick start's
+/// defaults: TCP 5222, 5223, 5281, 7777 and UDP 3478) or with each other: every socket
+/// the config at `path` makes the server bind is a loopback address with port 0.
+pub fn assert_ephemeral_ports(path: &Path) {
+    let Ok(config) = hearth::config::load(Some(path)) else {
+        return; // the server says what is wrong with it when it starts
+    };
+    let services = [
+        ("listen.starttls", true, &config.listen.starttls),
+        ("listen.direct_tls", true, &config.listen.direct_tls),
+        (
+            "upload.listen",
+            config.upload.enabled,
+            &config.upload.listen,
+        ),
+        ("proxy.listen", config.proxy.enabled, &config.proxy.listen),
+        ("stun.listen", config.stun.enabled, &config.stun.listen),
+    ];
+    for (key, bound, addrs) in services {
+        for addr in addrs.iter().filter(|_| bound) {
+            assert!(
+                addr.port() == 0 && !addr.ip().is_unspecified(),
+                "{key} = {addr} in a test config: tests bind only ephemeral ports on one \
+                 address, e.g. 127.0.0.1:0 (a running hearth or another test may hold any \
+                 fixed port)"
+            );
+        }
     }
 }
 
