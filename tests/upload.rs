@@ -569,7 +569,7 @@ fn files_are_owner_only_whatever_the_umask() {
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     server.spawn();
-    server.wait_for_log("data directory");
+    server.wait_for_log("others on this machine may read it");
     server.add_user("carol");
     let mut carol = Client::online(&server, "carol", "pc");
     let slot = slot(&mut carol, "secret.txt", 6);
@@ -596,7 +596,7 @@ fn files_are_owner_only_whatever_the_umask() {
     let warning = server
         .log()
         .lines()
-        .find(|l| l.contains("data directory"))
+        .find(|l| l.contains("others on this machine may read it"))
         .unwrap()
         .to_string();
     assert!(
