@@ -211,6 +211,7 @@ impl Server {
     /// after it. Its uploaded files and room affiliations go once it is done.
     pub async fn delete_account(&self, user: &str) -> Result<(), StoreError> {
         self.retired.borrow_mut().insert(user.into());
+        crate::presence::account_deleted(self, user);
         for session in self.router.borrow().resources(user) {
             session.mailbox.close(StreamCondition::NotAuthorized);
         }
@@ -220,6 +221,17 @@ impl Server {
             Ok(()) => {
                 self.upload.forget_user(user);
                 crate::muc::account_deleted(self, user);
+                // Queued once the account is gone, so it also takes whatever contacts' roster
+                // changes were queued for the name in between.
+                let jid = format!("{user}@{}", self.config().domain);
+                let forget = self.store.roster_update({
+                    let jid = jid.clone();
+                    move |txn| txn.forget_contact(&jid)
+                });
+                match forget.await {
+                    Ok(unlinked) => crate::subscription::account_deleted(self, &jid, &unlinked),
+                    Err(e) => warn!("{jid}: not taken off contacts' rosters: {e}"),
+                }
             }
             Err(_) => self.account_added(user),
         }

@@ -389,6 +389,46 @@ pub fn carry_out(server: &Server, outcome: Outcome) {
     }
 }
 
+/// The account `jid` (a bare JID) was deleted and taken off the rosters of `unlinked`: as if
+/// it had cancelled both directions (RFC 6121 §3.3 `unsubscribe` for a subscription or request
+/// it had, §3.2 `unsubscribed` for one it had granted or was asked for), each user is pushed
+/// the removal of the item (§2.5.2: `subscription='remove'`) and then told.
+pub fn account_deleted(server: &Server, jid: &str, unlinked: &[crate::store::Unlinked]) {
+    for gone in unlinked {
+        let mut told = Vec::new();
+        if let Some((item, tombstone)) = &gone.item {
+            roster::push(server, &gone.user, tombstone);
+            if item.from {
+                told.push("unsubscribe");
+            }
+            if item.to || item.ask {
+                told.push("unsubscribed");
+            }
+        }
+        if gone.requested && !told.contains(&"unsubscribe") {
+            told.push("unsubscribe");
+        }
+        let to = format!("{}@{}", gone.user, server.config().domain);
+        for ty in told {
+            let xml = stanza(ty, jid, &to);
+            presence::deliver_to_user(server, &gone.user, xml.into(), crate::csi::Hold::Urgent);
+        }
+    }
+}
+
+/// The account `user` was deleted while no server ran: it leaves every roster all the same.
+pub fn account_deleted_offline(
+    config: &crate::config::Config,
+    store: &crate::store::Store,
+    user: &str,
+) -> Result<(), String> {
+    let jid = format!("{user}@{}", config.domain);
+    let forget = store.roster_update(move |txn| txn.forget_contact(&jid));
+    smol::block_on(forget)
+        .map(drop)
+        .map_err(|e| format!("contacts' rosters: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
