@@ -30,9 +30,19 @@ fn roster(client: &mut Client) -> (String, Vec<String>) {
     })
 }
 
+/// The people of these tests and what they know before bob's account goes.
+struct Friends {
+    alice: Client,
+    alice_ver: u64,
+    /// The roster version carol's client kept when she went offline.
+    carol_ver: String,
+    bob: Client,
+    bob2: Client,
+}
+
 /// alice (online), bob on two resources and carol (gone offline again), bob subscribed with
-/// each both ways. Returns alice with her roster version, and bob's two resources.
-fn friends_of_bob(server: &TestServer) -> (Client, u64, Client, Client) {
+/// each both ways.
+fn friends_of_bob(server: &TestServer) -> Friends {
     for user in ["alice", "bob", "carol"] {
         server.add_user(user);
     }
@@ -47,13 +57,22 @@ fn friends_of_bob(server: &TestServer) -> (Client, u64, Client, Client) {
         subscribe(&mut bob, friend);
     }
     let bob2 = Client::online(server, "bob", "b2");
+    carol.sync();
+    let (carol_ver, items) = roster(&mut carol);
+    assert_eq!(items, ["bob@localhost"]);
     carol.send("</stream:stream>");
     while !matches!(carol.next(), Got::Close | Got::Eof) {}
     server.wait_for_log("carol@localhost/c: session ended");
     settle(&mut alice, &mut bob);
     let (ver, items) = roster(&mut alice);
     assert_eq!(items, ["bob@localhost"]);
-    (alice, ver.parse().unwrap(), bob, bob2)
+    Friends {
+        alice,
+        alice_ver: ver.parse().unwrap(),
+        carol_ver,
+        bob,
+        bob2,
+    }
 }
 
 /// What alice is sent about bob's deletion: every stanza until all of it came, checked as it
@@ -108,14 +127,36 @@ fn alice_sees_bob_leave(alice: &mut Client, ver_before: u64) -> u64 {
 
 /// After the deletion: alice's roster has no bob (at the pushed version), and neither has
 /// carol's when she comes back.
-fn nobody_keeps_bob(server: &TestServer, alice: &mut Client, pushed: u64) {
+fn nobody_keeps_bob(server: &TestServer, alice: &mut Client, pushed: u64, carol_ver: &str) {
     alice.sync();
     assert_eq!(roster(alice), (pushed.to_string(), vec![]));
+    carol_comes_back(server, carol_ver);
+}
+
+/// carol logs in: her client's cached roster (version `carol_ver`) is told of bob's removal
+/// (XEP-0237), her roster has no bob, and nothing of bob's reaches her.
+fn carol_comes_back(server: &TestServer, carol_ver: &str) {
     let mut carol = Client::online(server, "carol", "c2");
+    carol.send(&format!(
+        "<iq type='get' id='cached'><query xmlns='{NS_ROSTER}' ver='{carol_ver}'/></iq>"
+    ));
+    let result = carol.stanza();
+    with_doc(&result, |iq| {
+        assert_eq!(iq.attribute("id"), Some("cached"), "{result}");
+        assert_eq!(iq.attribute("type"), Some("result"), "{result}");
+    });
+    let push = carol.stanza();
+    with_doc(&push, |iq| {
+        let query = iq.first_element_child().unwrap();
+        assert!(query.has_tag_name((NS_ROSTER, "query")), "{push}");
+        let item = query.first_element_child().unwrap();
+        assert_eq!(item.attribute("jid"), Some("bob@localhost"), "{push}");
+        assert_eq!(item.attribute("subscription"), Some("remove"), "{push}");
+    });
     assert_eq!(roster(&mut carol).1, Vec::<String>::new());
     carol.sync();
     assert!(
-        !carol.transcript.contains("bob@localhost"),
+        !carol.transcript.contains("bob@localhost/"),
         "{}",
         carol.transcript
     );
@@ -141,30 +182,53 @@ fn ends_not_authorized(client: &mut Client) {
 #[test]
 fn deluser_takes_the_account_off_every_roster_rfc6121_3_2_3_3() {
     let server = TestServer::start("");
-    let (mut alice, ver, mut bob, mut bob2) = friends_of_bob(&server);
+    let mut friends = friends_of_bob(&server);
+    deluser_bob(&server);
+    let pushed = alice_sees_bob_leave(&mut friends.alice, friends.alice_ver);
+    ends_not_authorized(&mut friends.bob);
+    ends_not_authorized(&mut friends.bob2);
+    nobody_keeps_bob(&server, &mut friends.alice, pushed, &friends.carol_ver);
+}
+
+fn deluser_bob(server: &TestServer) {
     let out = server.hearth(&["deluser", "bob@localhost"], "");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pushed = alice_sees_bob_leave(&mut alice, ver);
-    ends_not_authorized(&mut bob);
-    ends_not_authorized(&mut bob2);
-    nobody_keeps_bob(&server, &mut alice, pushed);
+}
+
+#[test]
+fn deluser_without_a_running_server_leaves_the_account_on_no_roster() {
+    let mut server = TestServer::start("");
+    let Friends { carol_ver, .. } = friends_of_bob(&server);
+    assert!(server.stop().success());
+    deluser_bob(&server);
+    server.spawn();
+    carol_comes_back(&server, &carol_ver);
+    let mut alice = Client::online(&server, "alice", "a2");
+    assert_eq!(roster(&mut alice).1, Vec::<String>::new());
+    alice.sync();
 }
 
 #[test]
 fn in_band_removal_takes_the_account_off_every_roster_xep0077() {
     let server = TestServer::start("");
-    let (mut alice, ver, mut bob, mut bob2) = friends_of_bob(&server);
+    let Friends {
+        mut alice,
+        alice_ver,
+        carol_ver,
+        mut bob,
+        mut bob2,
+    } = friends_of_bob(&server);
     bob.send("<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>");
-    let pushed = alice_sees_bob_leave(&mut alice, ver);
+    let pushed = alice_sees_bob_leave(&mut alice, alice_ver);
     ends_not_authorized(&mut bob2);
     let result = bob.expect("id='rm'");
     with_doc(&result, |iq| {
         assert_eq!(iq.attribute("type"), Some("result"))
     });
     ends_not_authorized(&mut bob);
-    nobody_keeps_bob(&server, &mut alice, pushed);
+    nobody_keeps_bob(&server, &mut alice, pushed, &carol_ver);
 }
