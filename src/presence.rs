@@ -1,7 +1,8 @@
 //! Presence (RFC 6121 §4): availability and priority of each session, broadcast to the
-//! contacts subscribed `from` the user and to the user's other resources, probes answered on
-//! behalf of local contacts (their current presence, or the last unavailable one with a
-//! XEP-0203 delay), directed presence and the `unavailable` its recipients get at logout.
+//! contacts subscribed `from` the user and to all the user's resources (the sender included),
+//! probes answered on behalf of local contacts (their current presence, or the last unavailable
+//! one with a XEP-0203 delay), directed presence and the `unavailable` its recipients get at
+//! logout.
 //! Subscription stanzas go to [`crate::subscription`]; this module never changes a roster.
 
 use crate::blocking::{self, Verdict};
@@ -246,7 +247,8 @@ pub fn on_presence(
         (Unavailable, None) => {
             let xml = forwarded(stanza, &session.jid);
             if session.available.get() {
-                // §4.5.2: the stream stays open, so the sender sees its own unavailable.
+                // §4.5.2 sends it to the user's resources; implicitly subscribed to its own
+                // presence (§4.2.2), the sender, whose stream stays open, gets it too.
                 echo(session, &xml, out);
             }
             match unavailable(server, session, &xml) {
