@@ -427,7 +427,8 @@ fn unavailable(
 
 /// The account is being deleted: each of its available resources goes unavailable now, for
 /// its contacts (RFC 6121 §4.5.2) while its roster is still stored, before its sessions end
-/// (which then broadcast nothing more).
+/// (which then broadcast nothing more). Their mailboxes are already closed, so the account's
+/// own resources are not told.
 pub fn account_deleted(server: &Server, user: &str) {
     let sessions: Vec<Rc<Session>> = server.router.borrow().resources(user).to_vec();
     for session in &sessions {

@@ -211,10 +211,11 @@ impl Server {
     /// after it. Its uploaded files and room affiliations go once it is done.
     pub async fn delete_account(&self, user: &str) -> Result<(), StoreError> {
         self.retired.borrow_mut().insert(user.into());
-        crate::presence::account_deleted(self, user);
         for session in self.router.borrow().resources(user) {
             session.mailbox.close(StreamCondition::NotAuthorized);
         }
+        // After the closes: the account's own resources end without hearing of each other.
+        crate::presence::account_deleted(self, user);
         crate::mam::flush(self);
         let result = self.store.delete_user(user).await;
         match result {
