@@ -390,6 +390,7 @@ fn perform(config: &Config, request: &Request) -> Result<Reply, String> {
             let reply = control::apply(&store, request);
             if let (Reply::Ok, Request::Delete { user }) = (&reply, request) {
                 crate::muc::account_deleted_offline(config, &store, user)?;
+                crate::subscription::account_deleted_offline(config, &store, user)?;
             }
             Ok(reply)
         }

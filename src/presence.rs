@@ -1,7 +1,8 @@
 //! Presence (RFC 6121 §4): availability and priority of each session, broadcast to the
-//! contacts subscribed `from` the user and to the user's other resources, probes answered on
-//! behalf of local contacts (their current presence, or the last unavailable one with a
-//! XEP-0203 delay), directed presence and the `unavailable` its recipients get at logout.
+//! contacts subscribed `from` the user and to all the user's resources (the sender included),
+//! probes answered on behalf of local contacts (their current presence, or the last unavailable
+//! one with a XEP-0203 delay), directed presence and the `unavailable` its recipients get at
+//! logout.
 //! Subscription stanzas go to [`crate::subscription`]; this module never changes a roster.
 
 use crate::blocking::{self, Verdict};
@@ -140,8 +141,8 @@ pub(crate) fn contacts(
         .collect()
 }
 
-/// RFC 6121 §4.2.2 / §4.4.2: to every contact subscribed `from` the user and to the user's
-/// other available resources.
+/// RFC 6121 §4.2.2 / §4.4.2 / §4.5.2: to every contact subscribed `from` the user and to the
+/// user's other available resources. The sending resource's own copy is [`echo`].
 fn broadcast(server: &Server, session: &Session, xml: &str) {
     let user = session.jid.local().unwrap_or_default();
     for contact in contacts(server, user, |item| item.from) {
@@ -166,6 +167,15 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
             server.deliver_as(own, xml, false, Hold::Presence(session.id));
         }
     }
+}
+
+/// RFC 6121 §4.2.2, §4.4.2, §4.5.2: an entity is implicitly subscribed to its own presence,
+/// so the resource that sent a broadcast presence gets it too, `from` its full JID. It is
+/// written with the replies to that resource's own stanzas (before whatever else its presence
+/// brings), so an inactive client (XEP-0352) gets it at once; block and privacy lists never
+/// apply between a user's own resources ([`blocking::allows`]).
+fn echo(session: &Session, xml: &str, out: &mut String) {
+    out.push_str(&addressed(xml, session.jid.as_str()));
 }
 
 /// A probe answered on behalf of a local contact (RFC 6121 §4.3.2): the presence of each
@@ -236,6 +246,11 @@ pub fn on_presence(
         (Available, None) => available(server, session, stanza, out),
         (Unavailable, None) => {
             let xml = forwarded(stanza, &session.jid);
+            if session.available.get() {
+                // §4.5.2 sends it to the user's resources; implicitly subscribed to its own
+                // presence (§4.2.2), the sender, whose stream stays open, gets it too.
+                echo(session, &xml, out);
+            }
             match unavailable(server, session, &xml) {
                 Some(write) => Deferred::Reply(Box::pin(async move {
                     if let Err(e) = write.await {
@@ -266,11 +281,21 @@ fn available(
     *session.presence.current.borrow_mut() = Some(xml.clone());
     let initial = !session.available.replace(true);
     broadcast(server, session, &xml);
+    // §4.2.2: the sender's own copy comes first, then (initial presence) the presence of the
+    // user's other resources and the contacts' presence the probes bring back (§4.3.2).
+    echo(session, &xml, out);
     crate::pep::caps::on_available(server, session, stanza, initial, out);
     if !initial {
         return Deferred::None;
     }
     let user = session.jid.local().unwrap_or_default();
+    for own in server.router.borrow().resources(user) {
+        if own.id != session.id && own.available.get() {
+            if let Some(current) = own.presence.current.borrow().as_deref() {
+                out.push_str(&addressed(current, session.jid.as_str()));
+            }
+        }
+    }
     for contact in contacts(server, user, |item| item.to) {
         answer_probe(
             server,
@@ -278,13 +303,6 @@ fn available(
             &session.jid,
             out,
         );
-    }
-    for own in server.router.borrow().resources(user) {
-        if own.id != session.id && own.available.get() {
-            if let Some(current) = own.presence.current.borrow().as_deref() {
-                out.push_str(&addressed(current, session.jid.as_str()));
-            }
-        }
     }
     // RFC 6121 §3.1.3: requests not yet answered are shown again at each login.
     match server.store.pending_in(user) {
@@ -405,6 +423,21 @@ fn unavailable(
         }
         result
     })
+}
+
+/// The account is being deleted: each of its available resources goes unavailable now, for
+/// its contacts (RFC 6121 §4.5.2) while its roster is still stored, before its sessions end
+/// (which then broadcast nothing more). Their mailboxes are already closed, so the account's
+/// own resources are not told.
+pub fn account_deleted(server: &Server, user: &str) {
+    let sessions: Vec<Rc<Session>> = server.router.borrow().resources(user).to_vec();
+    for session in &sessions {
+        if !session.available.replace(false) {
+            continue;
+        }
+        session.presence.current.take();
+        broadcast(server, session, &unavailable_from(&session.jid));
+    }
 }
 
 /// The session ended, cleanly or not: contacts see it go `unavailable` either way.

@@ -230,12 +230,25 @@ impl Server {
         for session in self.router.borrow().resources(user) {
             session.mailbox.close(StreamCondition::NotAuthorized);
         }
+        // After the closes: the account's own resources end without hearing of each other.
+        crate::presence::account_deleted(self, user);
         crate::mam::flush(self);
         let result = self.store.delete_user(user).await;
         match result {
             Ok(()) => {
                 self.upload.forget_user(user);
                 crate::muc::account_deleted(self, user);
+                // Queued once the account is gone, so it also takes whatever contacts' roster
+                // changes were queued for the name in between.
+                let jid = format!("{user}@{}", self.config().domain);
+                let forget = self.store.roster_update({
+                    let jid = jid.clone();
+                    move |txn| txn.forget_contact(&jid)
+                });
+                match forget.await {
+                    Ok(unlinked) => crate::subscription::account_deleted(self, &jid, &unlinked),
+                    Err(e) => warn!("{jid}: not taken off contacts' rosters: {e}"),
+                }
             }
             Err(_) => self.account_added(user),
         }

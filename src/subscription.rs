@@ -5,9 +5,11 @@
 //! request pending is a pre-approval (§3.4): kept on the item, it answers the contact's
 //! later request at once.
 
+use crate::blocking::{self, Verdict};
 use crate::dispatch::{reply_error, served_here, Deferred};
 use crate::jid::Jid;
 use crate::presence;
+use crate::privacy::StanzaKind;
 use crate::roster;
 use crate::router::Session;
 use crate::server::Server;
@@ -387,6 +389,48 @@ pub fn carry_out(server: &Server, outcome: Outcome) {
             }
         }
     }
+}
+
+/// The account `jid` (a bare JID) was deleted and taken off the rosters of `unlinked`: as if
+/// it had cancelled both directions (RFC 6121 §3.3 `unsubscribe` for a subscription or request
+/// it had, §3.2 `unsubscribed` for one it had granted or was asked for), each user is pushed
+/// the removal of the item (§2.5.2: `subscription='remove'`) and then told.
+pub fn account_deleted(server: &Server, jid: &str, unlinked: &[crate::store::Unlinked]) {
+    let Ok(from) = Jid::parse(jid) else { return };
+    for gone in unlinked {
+        let (mut unsubscribe, mut unsubscribed) = (gone.requested, false);
+        if let Some((item, tombstone)) = &gone.item {
+            roster::push(server, &gone.user, tombstone);
+            unsubscribe |= item.from;
+            unsubscribed = item.to || item.ask;
+        }
+        let Ok(to) = Jid::from_parts(Some(&gone.user), &server.config().domain, None) else {
+            continue;
+        };
+        // Like any subscription stanza, none reaches a user who blocks the account.
+        if blocking::allows(server, &from, &to, StanzaKind::OtherPresence) != Verdict::Allow {
+            continue;
+        }
+        for (ty, due) in [("unsubscribe", unsubscribe), ("unsubscribed", unsubscribed)] {
+            if due {
+                let xml = stanza(ty, jid, to.as_str());
+                presence::deliver_to_user(server, &gone.user, xml.into(), crate::csi::Hold::Urgent);
+            }
+        }
+    }
+}
+
+/// The account `user` was deleted while no server ran: it leaves every roster all the same.
+pub fn account_deleted_offline(
+    config: &crate::config::Config,
+    store: &crate::store::Store,
+    user: &str,
+) -> Result<(), String> {
+    let jid = format!("{user}@{}", config.domain);
+    let forget = store.roster_update(move |txn| txn.forget_contact(&jid));
+    smol::block_on(forget)
+        .map(drop)
+        .map_err(|e| format!("contacts' rosters: {e}"))
 }
 
 #[cfg(test)]

@@ -307,17 +307,21 @@ fn probes_on_login_and_unavailable_on_logout_or_drop() {
     alice.send("<presence><show>xa</show></presence>");
     bob.expect("<show>xa</show>");
 
-    // A new resource of bob: its probe is answered with alice's current presence, and alice
-    // sees it come online.
+    // A new resource of bob: its own presence comes back first (RFC 6121 §4.2.2), then bob's
+    // other resource's presence, then its probe answered with alice's current presence; and
+    // alice sees it come online.
     let mut phone = Client::login(&server, "bob", "phone");
     phone.send("<presence><status>on the phone</status></presence>");
-    let probed = phone.expect("from='alice@localhost/a'");
+    assert!(is_own_presence(&phone.stanza(), "bob@localhost/phone"));
+    let other = phone.stanza();
+    with_doc(&other, |p| {
+        assert_eq!(p.attribute("from"), Some("bob@localhost/b"))
+    });
+    let probed = phone.stanza();
     assert_eq!(
         probed,
         "<presence to='bob@localhost/phone' from='alice@localhost/a'><show>xa</show></presence>"
     );
-    // …and bob's other resource's presence.
-    phone.expect("from='bob@localhost/b'");
     assert_eq!(
         alice.expect("from='bob@localhost/phone'"),
         "<presence to='alice@localhost' from='bob@localhost/phone'><status>on the phone</status></presence>"

@@ -24,7 +24,7 @@ pub use mam::{ArchiveBatch, ArchivePage, ArchiveQuery, Held, PageAt};
 pub use pep::{PepItem, Publish};
 pub use privacy::PrivacyLists;
 pub use push::PushRegistration;
-pub use roster::{Roster, RosterItem, RosterTxn, Stored};
+pub use roster::{Roster, RosterItem, RosterTxn, Stored, Unlinked};
 
 use std::fmt;
 use std::future::Future;

@@ -167,6 +167,16 @@ pub(super) fn clear_user(txn: &WriteTransaction, user: &str) -> Result<(), Store
     Ok(())
 }
 
+/// What the deletion of an account took from one other user: the item they had for it and
+/// whether the deleted account's subscription request was waiting for their answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unlinked {
+    pub user: String,
+    /// Their item as it was, and the tombstone that replaced it.
+    pub item: Option<(RosterItem, Stored)>,
+    pub requested: bool,
+}
+
 /// The roster tables inside one write transaction, for [`Store::roster_update`] ops.
 pub struct RosterTxn<'t> {
     txn: &'t WriteTransaction,
@@ -279,6 +289,43 @@ impl RosterTxn<'_> {
     pub fn clear_pending(&self, user: &str, contact: &str) -> Result<(), StoreError> {
         self.txn.open_table(PENDING_IN)?.remove((user, contact))?;
         Ok(())
+    }
+
+    /// Takes the deleted account `contact` (a bare JID) off every roster (as a new version of
+    /// each) and drops every request it left waiting. One scan of both tables: deletions are
+    /// rare, and an item may exist on one side only (added without a subscription).
+    pub fn forget_contact(&self, contact: &str) -> Result<Vec<Unlinked>, StoreError> {
+        let mut users = Vec::new();
+        for table in [ITEMS, PENDING_IN] {
+            for entry in self.txn.open_table(table)?.iter()? {
+                let (key, _) = entry?;
+                let (user, jid) = key.value();
+                if jid == contact {
+                    users.push(user.to_owned());
+                }
+            }
+        }
+        users.sort_unstable();
+        users.dedup();
+        let mut unlinked = Vec::with_capacity(users.len());
+        for user in users {
+            let item = match self.item(&user, contact)? {
+                Some(item) => Some((item, self.remove(&user, contact)?)),
+                None => None,
+            };
+            let requested = self.pending(&user, contact)?;
+            if requested {
+                self.clear_pending(&user, contact)?;
+            }
+            if item.is_some() || requested {
+                unlinked.push(Unlinked {
+                    user,
+                    item,
+                    requested,
+                });
+            }
+        }
+        Ok(unlinked)
     }
 }
 
@@ -409,6 +456,38 @@ mod tests {
         assert_eq!(roster.floor, 2);
         assert_eq!(roster.items[0].item.jid, "c001@h");
         assert_eq!(roster.ver, 2 * (MAX_TOMBSTONES as u64 + 1));
+    }
+
+    #[test]
+    fn a_deleted_contact_leaves_every_roster_and_request() {
+        let dir = TempDir::new("roster-forget");
+        let store = open(&dir);
+        let both = RosterItem {
+            jid: "bob@h".into(),
+            to: true,
+            from: true,
+            ..RosterItem::default()
+        };
+        smol::block_on(store.roster_update(move |txn| {
+            txn.put("alice", &both)?;
+            txn.put("alice", &item("carol@h"))?;
+            txn.set_pending("dave", "bob@h", b"<presence/>")?;
+            txn.put("erin", &item("bob@other"))
+        }))
+        .unwrap();
+        let unlinked =
+            smol::block_on(store.roster_update(|txn| txn.forget_contact("bob@h"))).unwrap();
+        let users: Vec<_> = unlinked.iter().map(|u| u.user.as_str()).collect();
+        assert_eq!(users, ["alice", "dave"]);
+        let (was, tombstone) = unlinked[0].item.as_ref().unwrap();
+        assert!(was.to && was.from && !unlinked[0].requested);
+        assert!(tombstone.removed && tombstone.ver == 3);
+        assert!(unlinked[1].item.is_none() && unlinked[1].requested);
+        assert_eq!(store.roster_item("alice", "bob@h").unwrap(), None);
+        assert_eq!(store.roster("alice").unwrap().ver, 3);
+        assert!(store.roster_item("alice", "carol@h").unwrap().is_some());
+        assert!(store.pending_in("dave").unwrap().is_empty());
+        assert!(store.roster_item("erin", "bob@other").unwrap().is_some());
     }
 
     #[test]

@@ -757,10 +757,13 @@ impl Client {
         client
     }
 
-    /// [`Client::login`] plus initial presence.
+    /// [`Client::login`] plus initial presence, and the echo of it that comes first (RFC 6121
+    /// §4.2.2: the sending resource gets its own presence).
     pub fn online(server: &TestServer, user: &str, resource: &str) -> Client {
         let mut client = Self::login(server, user, resource);
         client.send("<presence/>");
+        let echo = client.stanza();
+        assert!(is_own_presence(&echo, &client.jid), "{echo}");
         client
     }
 
@@ -796,4 +799,13 @@ pub fn with_doc<T>(xml: &str, f: impl FnOnce(roxmltree::Node) -> T) -> T {
     );
     let doc = roxmltree::Document::parse(&wrapped).unwrap_or_else(|e| panic!("{e}: {xml}"));
     f(doc.root_element().first_element_child().unwrap())
+}
+
+/// Whether `xml` is an available presence from the full JID `jid` (its own echo).
+pub fn is_own_presence(xml: &str, jid: &str) -> bool {
+    with_doc(xml, |p| {
+        p.has_tag_name(("jabber:client", "presence"))
+            && p.attribute("from") == Some(jid)
+            && p.attribute("type").is_none()
+    })
 }
