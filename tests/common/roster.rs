@@ -4,13 +4,15 @@ use super::*;
 use hearth::jid::Jid;
 
 /// Logs in and returns the stream features offered after authentication.
-pub fn features_after_auth(server: &TestServer, user: &str) -> String {
+pub fn features_after_auth(server: &TestServer, user: &str) -> Element {
     let mut client = Client::connect(server);
     client.starttls();
     assert!(client.scram(Mechanism::ScramSha256, user, PASSWORD));
     client.open_stream();
     client.header();
-    client.stanza()
+    let features = client.receive();
+    assert!(features.is("features", STREAM_NS), "{features}");
+    features
 }
 
 /// Requests the roster (making the resource interested) and returns the result.

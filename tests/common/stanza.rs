@@ -184,6 +184,12 @@ impl Element {
         Some((kind, condition.name()))
     }
 
+    /// Asserts this is a stanza error (`type='error'`) of `kind` with `condition`.
+    pub fn assert_error(&self, kind: &str, condition: &str) {
+        assert_eq!(self.attr("type"), Some("error"), "{self}");
+        assert_eq!(self.error_condition(), Some((kind, condition)), "{self}");
+    }
+
     /// The bytes this element was parsed from.
     pub fn xml(&self) -> &str {
         &self.xml
@@ -306,8 +312,7 @@ impl Client {
     /// The `<iq>` with `id`, which must be an error of `kind` with `condition`.
     pub fn expect_iq_error(&mut self, id: &str, kind: &str, condition: &str) -> Element {
         let iq = self.expect_iq(id);
-        assert_eq!(iq.attr("type"), Some("error"), "{iq}");
-        assert_eq!(iq.error_condition(), Some((kind, condition)), "{iq}");
+        iq.assert_error(kind, condition);
         iq
     }
 
