@@ -288,28 +288,3 @@ fn typing_notifications_pass_through_untouched() {
         );
     }
 }
-
-/// XEP-0082 DateTime in UTC, as XEP-0203 requires for a delay stamp: `CCYY-MM-DDThh:mm:ss`,
-/// optional fractions, then `Z`.
-fn assert_xep0082_datetime(stamp: &str) {
-    let (date, time) = stamp.split_once('T').unwrap_or_else(|| panic!("{stamp}"));
-    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    let date: Vec<&str> = date.split('-').collect();
-    assert!(
-        date.len() == 3 && digits(date[0], 4) && digits(date[1], 2) && digits(date[2], 2),
-        "{stamp}"
-    );
-    let time = time
-        .strip_suffix('Z')
-        .unwrap_or_else(|| panic!("not UTC: {stamp}"));
-    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
-    let hms: Vec<&str> = hms.split(':').collect();
-    assert!(
-        hms.len() == 3 && hms.iter().all(|p| digits(p, 2)),
-        "{stamp}"
-    );
-    assert!(
-        !fraction.is_empty() && fraction.bytes().all(|b| b.is_ascii_digit()),
-        "{stamp}"
-    );
-}

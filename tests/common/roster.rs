@@ -148,14 +148,23 @@ impl PartialEq<&str> for RosterItem {
 pub fn subscribe(from: &mut Client, to: &mut Client) {
     let (from_bare, to_bare) = (bare(&from.jid), bare(&to.jid));
     from.send(&format!("<presence type='subscribe' to='{to_bare}'/>"));
-    let request = to.expect_presence_from(&from_bare);
-    assert_eq!(request.attr("type"), Some("subscribe"), "{request}");
-    assert_eq!(request.to(), Some(jid_value(&to_bare)), "{request}");
+    expect_subscription(to, "subscribe", &from_bare);
     to.send(&format!("<presence type='subscribed' to='{from_bare}'/>"));
-    let approval = from.expect_presence_from(&to_bare);
-    assert_eq!(approval.attr("type"), Some("subscribed"), "{approval}");
-    assert_eq!(approval.to(), Some(jid_value(&from_bare)), "{approval}");
+    expect_subscription(from, "subscribed", &to_bare);
     settle(from, to);
+}
+
+/// The next subscription presence (RFC 6121 §3) from `contact`'s bare JID; it must be of
+/// type `kind` and addressed to the client's bare JID.
+pub fn expect_subscription(client: &mut Client, kind: &str, contact: &str) -> Element {
+    let presence = client.expect_presence_from(contact);
+    assert_eq!(presence.attr("type"), Some(kind), "{presence}");
+    assert_eq!(
+        presence.to(),
+        Some(jid_value(&bare(&client.jid))),
+        "{presence}"
+    );
+    presence
 }
 
 /// Both clients have read everything sent to them so far.

@@ -246,6 +246,31 @@ impl std::ops::Deref for Element {
     }
 }
 
+/// XEP-0082 DateTime in UTC, as XEP-0203 requires for a delay stamp: `CCYY-MM-DDThh:mm:ss`,
+/// optional fractions, then `Z`.
+pub fn assert_xep0082_datetime(stamp: &str) {
+    let (date, time) = stamp.split_once('T').unwrap_or_else(|| panic!("{stamp}"));
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let date: Vec<&str> = date.split('-').collect();
+    assert!(
+        date.len() == 3 && digits(date[0], 4) && digits(date[1], 2) && digits(date[2], 2),
+        "{stamp}"
+    );
+    let time = time
+        .strip_suffix('Z')
+        .unwrap_or_else(|| panic!("not UTC: {stamp}"));
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let hms: Vec<&str> = hms.split(':').collect();
+    assert!(
+        hms.len() == 3 && hms.iter().all(|p| digits(p, 2)),
+        "{stamp}"
+    );
+    assert!(
+        !fraction.is_empty() && fraction.bytes().all(|b| b.is_ascii_digit()),
+        "{stamp}"
+    );
+}
+
 fn escape(value: &str) -> String {
     value
         .replace('&', "&amp;")
@@ -287,6 +312,20 @@ impl Client {
     /// The next `<presence>` from `jid` (compared as a value), in `jabber:client`.
     pub fn expect_presence_from(&mut self, jid: &str) -> Element {
         self.expect_kind_from("presence", jid)
+    }
+
+    /// Everything that arrives before a ping round-trip, parsed (the answer not included).
+    pub fn sync_and_collect(&mut self) -> Vec<Element> {
+        self.send("<iq type='get' id='collect'><ping xmlns='urn:xmpp:ping'/></iq>");
+        let mut received = Vec::new();
+        loop {
+            let stanza = self.receive();
+            if stanza.is("iq", CLIENT_NS) && stanza.attr("id") == Some("collect") {
+                assert_eq!(stanza.attr("type"), Some("result"), "{stanza}");
+                return received;
+            }
+            received.push(stanza);
+        }
     }
 
     fn expect_kind_from(&mut self, kind: &str, jid: &str) -> Element {
