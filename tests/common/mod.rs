@@ -597,13 +597,12 @@ impl Client {
     pub fn starttls(&mut self) -> String {
         self.open_stream();
         self.header();
-        let features = self.stanza();
-        assert!(
-            features.contains("urn:ietf:params:xml:ns:xmpp-tls"),
-            "{features}"
-        );
+        let features = self.receive();
+        assert!(features.is("features", STREAM_NS), "{features}");
+        features.child("starttls", TLS_NS);
         self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-        assert!(self.stanza().starts_with("<proceed"));
+        let proceed = self.receive();
+        assert!(proceed.is("proceed", TLS_NS), "{proceed}");
         self.tls_handshake();
         self.open_stream();
         self.header();
@@ -618,22 +617,23 @@ impl Client {
             mechanism.name(),
             base64::encode(&scram.first())
         ));
-        let challenge = self.stanza();
-        if challenge.starts_with("<failure") {
+        let challenge = self.receive();
+        if challenge.is("failure", SASL_NS) {
             return false;
         }
-        let server_first = base64::decode(&text_of(&challenge)).unwrap();
+        assert!(challenge.is("challenge", SASL_NS), "{challenge}");
+        let server_first = base64::decode(challenge.text()).unwrap();
         let reply = scram.handle_server_first(&server_first).unwrap();
         self.send(&format!(
             "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
             base64::encode(&reply)
         ));
-        let result = self.stanza();
-        if !result.starts_with("<success") {
-            assert!(result.starts_with("<failure"), "{result}");
+        let result = self.receive();
+        if !result.is("success", SASL_NS) {
+            assert!(result.is("failure", SASL_NS), "{result}");
             return false;
         }
-        let server_final = base64::decode(&text_of(&result)).unwrap();
+        let server_final = base64::decode(result.text()).unwrap();
         assert!(scram.verify_server_final(&server_final), "server signature");
         // The server starts a new stream after success.
         self.framer = new_framer();
@@ -645,19 +645,18 @@ impl Client {
         self.framer = new_framer();
         self.open_stream();
         self.header();
-        let features = self.stanza();
-        assert!(
-            features.contains("urn:ietf:params:xml:ns:xmpp-bind"),
-            "{features}"
-        );
+        let features = self.receive();
+        features.child("bind", BIND_NS);
         self.send(&format!(
             "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
         ));
-        let result = self.stanza();
-        assert!(result.contains("type='result'"), "{result}");
-        let jid = text_of(&result);
-        self.jid = jid.clone();
-        jid
+        let result = self.receive();
+        assert!(result.is("iq", CLIENT_NS), "{result}");
+        assert_eq!(result.attr("type"), Some("result"), "{result}");
+        assert_eq!(result.attr("id"), Some("bind1"), "{result}");
+        let jid = result.child("bind", BIND_NS).child("jid", BIND_NS).text();
+        self.jid = jid_value(jid).as_str().to_string();
+        self.jid.clone()
     }
 
     /// Full login over STARTTLS with SCRAM-SHA-256 and initial presence.

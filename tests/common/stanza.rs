@@ -12,6 +12,9 @@ use std::fmt;
 
 pub const CLIENT_NS: &str = "jabber:client";
 pub const STREAM_NS: &str = "http://etherx.jabber.org/streams";
+pub const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const BIND_NS: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 /// RFC 6120 §4.9.3: stream error conditions.
 pub const STREAM_ERRORS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 /// RFC 6120 §8.3.3: stanza error conditions.
