@@ -14,22 +14,24 @@ fn chat_between_two_users_with_stamped_from() {
     let mut alice = Client::online(&server, "alice", "laptop");
     let mut bob = Client::online(&server, "bob", "phone");
     alice.send("<message to='bob@localhost' type='chat' id='c1'><body>hello &amp; welcome</body><x xmlns='urn:example:payload'><y/></x></message>");
-    let got = bob.expect("hello");
-    with_doc(&got, |m| {
-        assert_eq!(m.attribute("from"), Some("alice@localhost/laptop"));
-        assert_eq!(m.attribute("to"), Some("bob@localhost"));
-        assert_eq!(m.attribute("id"), Some("c1"));
-        let body = m
-            .children()
-            .find(|c| c.has_tag_name(("jabber:client", "body")))
-            .unwrap();
-        assert_eq!(body.text(), Some("hello & welcome"));
-        assert!(
-            m.children()
-                .any(|c| c.has_tag_name(("urn:example:payload", "x"))),
-            "unknown payload kept: {got}"
-        );
-    });
+    // RFC 6120 §8.1.2.1: the server stamps the sender's full JID; the rest passes untouched.
+    let got = bob.expect_message_from("alice@localhost/laptop");
+    assert_eq!(got.to(), Some(jid_value("bob@localhost")), "{got}");
+    assert_eq!(got.attr("type"), Some("chat"), "{got}");
+    assert_eq!(got.attr("id"), Some("c1"), "{got}");
+    assert_eq!(got.child_text("body", CLIENT_NS), Some("hello & welcome"));
+    assert_eq!(
+        *got.child("x", "urn:example:payload"),
+        "<x xmlns='urn:example:payload'><y/></x>"
+    );
+    // The only addition: the archive's id (XEP-0359 §3), assigned by bob's account.
+    let sid = got.child("stanza-id", "urn:xmpp:sid:0");
+    assert_eq!(
+        sid.jid_attr("by"),
+        Some(jid_value("bob@localhost")),
+        "{got}"
+    );
+    assert_eq!(got.children().len(), 3, "{got}");
 }
 
 #[test]
@@ -45,14 +47,23 @@ fn bare_jid_goes_to_highest_priority_full_jid_to_that_resource() {
     low.sync();
     high.sync();
     alice.send("<message to='bob@localhost' type='chat'><body>to-bare</body></message>");
-    high.expect("to-bare");
+    assert_eq!(body_from(&mut high, "alice@localhost/a"), "to-bare");
     alice.send("<message to='bob@localhost/low' type='chat'><body>to-low</body></message>");
-    low.expect("to-low");
+    assert_eq!(body_from(&mut low, "alice@localhost/a"), "to-low");
     low.expect_silence(Duration::from_millis(300));
+    high.expect_silence(Duration::from_millis(300));
     // A headline goes to every available non-negative resource.
     alice.send("<message to='bob@localhost' type='headline'><body>news</body></message>");
-    high.expect("news");
-    low.expect("news");
+    assert_eq!(body_from(&mut high, "alice@localhost/a"), "news");
+    assert_eq!(body_from(&mut low, "alice@localhost/a"), "news");
+}
+
+/// The body of the next message from `jid`.
+fn body_from(client: &mut Client, jid: &str) -> String {
+    let message = client.expect_message_from(jid);
+    let body = message.child_text("body", CLIENT_NS);
+    body.unwrap_or_else(|| panic!("no body: {message}"))
+        .to_string()
 }
 
 #[test]
@@ -61,18 +72,27 @@ fn unknown_user_gets_service_unavailable_and_errors_are_not_bounced() {
     server.add_user("alice");
     let mut alice = Client::online(&server, "alice", "a");
     alice.send("<message to='nobody@localhost' id='x1' type='chat'><body>hi</body></message>");
-    let reply = alice.stanza();
-    assert!(
-        reply.contains("type='error'")
-            && reply.contains("id='x1'")
-            && reply.contains("<service-unavailable "),
+    // RFC 6121 §8.5.2.2.1: no such user, a message is answered with service-unavailable.
+    let reply = alice.receive();
+    assert!(reply.is("message", CLIENT_NS), "{reply}");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply}");
+    assert_eq!(reply.attr("id"), Some("x1"), "{reply}");
+    assert!(reply.is_from("nobody@localhost"), "{reply}");
+    assert_eq!(
+        reply.error_condition(),
+        Some(("cancel", "service-unavailable")),
         "{reply}"
     );
-    assert!(reply.contains("from='nobody@localhost'"), "{reply}");
     alice.send("<message to='nobody@localhost' type='error'><error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>");
     alice.expect_silence(Duration::from_millis(300));
     alice.send("<message to='someone@elsewhere.example' id='r1'><body>x</body></message>");
-    assert!(alice.stanza().contains("<remote-server-not-found "));
+    let reply = alice.receive();
+    assert_eq!(reply.attr("id"), Some("r1"), "{reply}");
+    assert_eq!(
+        reply.error_condition(),
+        Some(("cancel", "remote-server-not-found")),
+        "{reply}"
+    );
 }
 
 #[test]
@@ -83,7 +103,16 @@ fn groupchat_to_a_user_is_an_error() {
     let mut alice = Client::online(&server, "alice", "a");
     let _bob = Client::online(&server, "bob", "b");
     alice.send("<message to='bob@localhost' type='groupchat' id='g1'><body>x</body></message>");
-    assert!(alice.stanza().contains("<service-unavailable "));
+    // RFC 6121 §8.5.3.2.1: a groupchat to a user's full or bare JID is an error.
+    let reply = alice.receive();
+    assert!(reply.is("message", CLIENT_NS), "{reply}");
+    assert_eq!(reply.attr("id"), Some("g1"), "{reply}");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply}");
+    assert_eq!(
+        reply.error_condition(),
+        Some(("cancel", "service-unavailable")),
+        "{reply}"
+    );
 }
 
 #[test]
@@ -100,12 +129,21 @@ fn offline_message_is_delivered_with_delay_at_next_presence() {
     let mut bob = Client::login(&server, "bob", "b");
     bob.expect_silence(Duration::from_millis(200));
     bob.send("<presence/>");
-    let first = bob.expect("first");
-    assert!(
-        first.contains("<delay xmlns='urn:xmpp:delay' from='localhost' stamp='"),
-        "{first}"
-    );
-    assert!(bob.stanza().contains("second"));
+    // XEP-0160 §3: stored in order, each with a XEP-0203 delay from the server.
+    for (id, body) in [("o1", "first"), ("o2", "second")] {
+        let message = bob.receive();
+        assert!(message.is_from("alice@localhost/a"), "{message}");
+        assert_eq!(message.attr("id"), Some(id), "{message}");
+        assert_eq!(message.attr("type"), Some("chat"), "{message}");
+        assert_eq!(
+            message.child_text("body", CLIENT_NS),
+            Some(body),
+            "{message}"
+        );
+        let delay = message.child("delay", DELAY_NS);
+        assert_eq!(delay.attr("from"), Some("localhost"), "{message}");
+        assert_xep0082_datetime(delay.attr("stamp").unwrap_or_default());
+    }
     bob.expect_silence(Duration::from_millis(300));
     // Delivered once: a second login finds nothing.
     drop(bob);
@@ -135,10 +173,9 @@ fn messages_stored_while_the_recipient_comes_online_arrive_at_once() {
         }
         let mut seen = std::collections::BTreeSet::new();
         while seen.len() < 20 {
-            let got = bob.expect("<body>");
-            let body = text_of(&got);
-            assert!(body.starts_with(&format!("r{round}m")), "{got}");
-            assert!(seen.insert(body), "delivered twice: {got}");
+            let body = body_from(&mut bob, "alice@localhost/a");
+            assert!(body.starts_with(&format!("r{round}m")), "{body}");
+            assert!(seen.insert(body.clone()), "delivered twice: {body}");
         }
         bob.send("<presence type='unavailable'/>");
         bob.sync();
@@ -165,8 +202,8 @@ fn offline_messages_survive_restart_and_sigkill() {
     assert!(server.stop().success());
     server.spawn();
     let mut bob = Client::online(&server, "bob", "b");
-    bob.expect("before-kill");
-    bob.expect("before-stop");
+    assert_eq!(body_from(&mut bob, "alice@localhost/a"), "before-kill");
+    assert_eq!(body_from(&mut bob, "alice@localhost/a"), "before-stop");
 }
 
 #[test]
@@ -182,9 +219,14 @@ fn offline_quota_overflow_is_reported_to_the_sender() {
     }
     alice.sync();
     alice.send("<message to='bob@localhost' type='chat' id='q3'><body>m3</body></message>");
-    let reply = alice.stanza();
-    assert!(
-        reply.contains("id='q3'") && reply.contains("<service-unavailable "),
+    // XEP-0160 §4: a full offline store refuses with service-unavailable.
+    let reply = alice.receive();
+    assert!(reply.is("message", CLIENT_NS), "{reply}");
+    assert_eq!(reply.attr("id"), Some("q3"), "{reply}");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply}");
+    assert_eq!(
+        reply.error_condition(),
+        Some(("cancel", "service-unavailable")),
         "{reply}"
     );
 }
@@ -208,8 +250,8 @@ fn many_sessions_at_once() {
     }
     for (i, c) in clients.iter_mut().enumerate() {
         let from = (i + 9) % 10;
-        let got = c.expect(&format!("ring-{from}"));
-        assert!(got.contains(&format!("from='u{from}@localhost/r'")));
+        let body = body_from(c, &format!("u{from}@localhost/r"));
+        assert_eq!(body, format!("ring-{from}"));
     }
 }
 
@@ -222,10 +264,9 @@ fn directed_presence_reaches_the_resource() {
     let mut bob = Client::online(&server, "bob", "b");
     bob.sync();
     alice.send("<presence to='bob@localhost/b'><show>away</show></presence>");
-    let got = bob.expect("<presence");
-    assert!(
-        got.contains("from='alice@localhost/a'") && got.contains("<show>away</show>"),
-        "{got}"
+    assert_eq!(
+        bob.expect_presence_from("alice@localhost/a"),
+        "<presence to='bob@localhost/b' from='alice@localhost/a'><show>away</show></presence>"
     );
 }
 
@@ -241,9 +282,8 @@ fn typing_notifications_pass_through_untouched() {
         alice.send(&format!(
             "<message to='bob@localhost' type='chat'><{state} xmlns='http://jabber.org/protocol/chatstates'/></message>"
         ));
-        let got = bob.expect("chatstates");
         assert_eq!(
-            got,
+            bob.expect_message_from("alice@localhost/a"),
             format!("<message to='bob@localhost' type='chat' from='alice@localhost/a'><{state} xmlns='http://jabber.org/protocol/chatstates'/></message>")
         );
     }

@@ -8,6 +8,7 @@ use common::*;
 use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(300);
+const LAST_NS: &str = "jabber:iq:last";
 
 /// Online with the roster requested, and everything sent so far read.
 fn ready(server: &TestServer, user: &str, resource: &str) -> Client {
@@ -15,6 +16,27 @@ fn ready(server: &TestServer, user: &str, resource: &str) -> Client {
     roster_get(&mut client);
     client.sync();
     client
+}
+
+/// The next presence from `jid`; it must be of `kind` (`None`: available).
+fn expect_presence(client: &mut Client, jid: &str, kind: Option<&str>) -> Element {
+    let presence = client.expect_presence_from(jid);
+    assert_eq!(presence.attr("type"), kind, "{presence}");
+    presence
+}
+
+/// The full JIDs of the next `n` presences from any resource of `bare`.
+fn resources_seen(client: &mut Client, bare: &str, n: usize) -> Vec<String> {
+    let mut seen: Vec<String> = (0..n)
+        .map(|_| {
+            let presence = client.expect_where(|s| {
+                s.name() == "presence" && s.from().map(|j| j.bare()) == Some(jid_value(bare))
+            });
+            presence.from().expect("from").as_str().to_string()
+        })
+        .collect();
+    seen.sort();
+    seen
 }
 
 #[test]
@@ -33,14 +55,16 @@ fn subscription_states_both_ways() {
     let ask = "<item jid='bob@localhost' subscription='none' ask='subscribe'/>";
     assert_eq!(expect_push(&mut alice), ask);
     assert_eq!(expect_push(&mut alice2), ask);
-    let request = bob.expect("type='subscribe'");
+    // §3.1.3: stamped with the sender's bare JID, addressed to the contact's bare JID.
     assert_eq!(
-        request,
-        "<presence type='subscribe' to='bob@localhost' id='s1' from='alice@localhost'><status>hi bob</status></presence>"
+        bob.expect_presence_from("alice@localhost"),
+        "<presence type='subscribe' to='bob@localhost' id='s1' from='alice@localhost'>\
+         <status>hi bob</status></presence>"
     );
     // Pending In alone is not a roster item.
     bob.expect_silence(QUIET);
-    assert!(!roster_get(&mut bob).contains("<item"));
+    let items = roster(&mut bob).items;
+    assert!(items.is_empty(), "{items:?}");
 
     // Bob approves: From at bob, To at alice, who gets bob's presence.
     bob.send("<presence type='subscribed' to='alice@localhost'/>");
@@ -51,15 +75,16 @@ fn subscription_states_both_ways() {
     let to = "<item jid='bob@localhost' subscription='to'/>";
     assert_eq!(expect_push(&mut alice), to);
     assert_eq!(
-        alice.expect("type='subscribed'"),
+        alice.expect_presence_from("bob@localhost"),
         "<presence type='subscribed' to='alice@localhost' from='bob@localhost'/>"
     );
-    assert_eq!(
-        alice.expect("from='bob@localhost/b'"),
-        "<presence to='alice@localhost' from='bob@localhost/b'/>"
-    );
+    let bobs_presence = "<presence to='alice@localhost' from='bob@localhost/b'/>";
+    assert_eq!(alice.expect_presence_from("bob@localhost/b"), bobs_presence);
     assert_eq!(expect_push(&mut alice2), to);
-    alice2.expect("from='bob@localhost/b'");
+    assert_eq!(
+        alice2.expect_presence_from("bob@localhost/b"),
+        bobs_presence
+    );
     settle(&mut alice, &mut bob);
 
     // The other way round: Both on each side.
@@ -68,8 +93,8 @@ fn subscription_states_both_ways() {
         expect_push(&mut bob),
         "<item jid='alice@localhost' subscription='from' ask='subscribe'/>"
     );
-    alice.expect("type='subscribe' to='alice@localhost' from='bob@localhost'");
-    alice2.expect("type='subscribe' to='alice@localhost' from='bob@localhost'");
+    expect_subscription(&mut alice, "subscribe", "bob@localhost");
+    expect_subscription(&mut alice2, "subscribe", "bob@localhost");
     alice2.send("<presence type='subscribed' to='bob@localhost'/>");
     let both = "<item jid='bob@localhost' subscription='both'/>";
     assert_eq!(expect_push(&mut alice), both);
@@ -78,24 +103,27 @@ fn subscription_states_both_ways() {
         expect_push(&mut bob),
         "<item jid='alice@localhost' subscription='both'/>"
     );
-    bob.expect("type='subscribed' to='bob@localhost' from='alice@localhost'");
+    expect_subscription(&mut bob, "subscribed", "alice@localhost");
     // Bob now sees both of alice's resources.
-    bob.expect("from='alice@localhost/a");
-    bob.expect("from='alice@localhost/a");
+    assert_eq!(
+        resources_seen(&mut bob, "alice@localhost", 2),
+        ["alice@localhost/a", "alice@localhost/a2"]
+    );
     settle(&mut alice, &mut bob);
     alice2.sync();
 
-    // Presence details reach the subscriber untouched.
+    // Presence details reach the subscriber untouched…
     alice
         .send("<presence><show>away</show><status>lunch</status><priority>5</priority></presence>");
-    let away = bob.expect("from='alice@localhost/a'");
     assert_eq!(
-        away,
-        "<presence to='bob@localhost' from='alice@localhost/a'><show>away</show><status>lunch</status><priority>5</priority></presence>"
+        bob.expect_presence_from("alice@localhost/a"),
+        "<presence to='bob@localhost' from='alice@localhost/a'>\
+         <show>away</show><status>lunch</status><priority>5</priority></presence>"
     );
     // …and alice's other resource.
-    let own = alice2.expect("from='alice@localhost/a'");
-    assert!(own.contains("to='alice@localhost/a2'") && own.contains("<show>away</show>"));
+    let own = alice2.expect_presence_from("alice@localhost/a");
+    assert_eq!(own.to(), Some(jid_value("alice@localhost/a2")), "{own}");
+    assert_eq!(own.child_text("show", CLIENT_NS), Some("away"), "{own}");
     settle(&mut alice, &mut bob);
     alice2.sync();
 
@@ -109,9 +137,9 @@ fn subscription_states_both_ways() {
         expect_push(&mut bob),
         "<item jid='alice@localhost' subscription='to'/>"
     );
-    bob.expect("type='unsubscribe' to='bob@localhost' from='alice@localhost'");
+    expect_subscription(&mut bob, "unsubscribe", "alice@localhost");
     assert_eq!(
-        alice.expect("from='bob@localhost/b'"),
+        alice.expect_presence_from("bob@localhost/b"),
         "<presence to='alice@localhost' type='unavailable' from='bob@localhost/b'/>"
     );
     settle(&mut alice, &mut bob);
@@ -128,10 +156,16 @@ fn subscription_states_both_ways() {
         expect_push(&mut bob),
         "<item jid='alice@localhost' subscription='none'/>"
     );
-    bob.expect("type='unsubscribed' to='bob@localhost' from='alice@localhost'");
-    let gone = bob.expect("type='unavailable'");
+    expect_subscription(&mut bob, "unsubscribed", "alice@localhost");
+    // §3.2.2: the contact is sent the user's unavailable presence.
+    let gone =
+        bob.expect_where(|s| s.name() == "presence" && s.attr("type") == Some("unavailable"));
+    assert_eq!(gone.to(), Some(jid_value("bob@localhost")), "{gone}");
     assert!(
-        gone.starts_with("<presence to='bob@localhost' type='unavailable' from='alice@localhost/a")
+        ["alice@localhost/a", "alice@localhost/a2"]
+            .iter()
+            .any(|jid| gone.is_from(jid)),
+        "{gone}"
     );
     settle(&mut alice, &mut bob);
     alice.send("<presence><show>chat</show></presence>");
@@ -151,25 +185,25 @@ fn denial_cancelled_requests_and_unknown_contacts() {
     // Alice denies carol: Pending Out → None at carol.
     carol.send("<presence type='subscribe' to='alice@localhost'/>");
     expect_push(&mut carol);
-    alice.expect("from='carol@localhost'");
+    expect_subscription(&mut alice, "subscribe", "carol@localhost");
     alice.send("<presence type='unsubscribed' to='carol@localhost'/>");
     assert_eq!(
         expect_push(&mut carol),
         "<item jid='alice@localhost' subscription='none'/>"
     );
-    carol.expect("type='unsubscribed' to='carol@localhost' from='alice@localhost'");
+    expect_subscription(&mut carol, "unsubscribed", "alice@localhost");
     alice.expect_silence(QUIET);
 
     // Dave asks and takes it back before alice answers: alice is told.
     dave.send("<presence type='subscribe' to='alice@localhost'/>");
     expect_push(&mut dave);
-    alice.expect("type='subscribe' to='alice@localhost' from='dave@localhost'");
+    expect_subscription(&mut alice, "subscribe", "dave@localhost");
     dave.send("<presence type='unsubscribe' to='alice@localhost'/>");
     assert_eq!(
         expect_push(&mut dave),
         "<item jid='alice@localhost' subscription='none'/>"
     );
-    alice.expect("type='unsubscribe' to='alice@localhost' from='dave@localhost'");
+    expect_subscription(&mut alice, "unsubscribe", "dave@localhost");
     // Approving a withdrawn request only pre-approves the next one (§3.4).
     alice.send("<presence type='subscribed' to='dave@localhost'/>");
     assert_eq!(
@@ -178,7 +212,7 @@ fn denial_cancelled_requests_and_unknown_contacts() {
     );
     dave.expect_silence(QUIET);
 
-    // No such user: the request is answered with unsubscribed.
+    // No such user: the request is answered with unsubscribed (§3.1.3).
     alice.send("<presence type='subscribe' to='nobody@localhost'/>");
     assert_eq!(
         expect_push(&mut alice),
@@ -188,11 +222,12 @@ fn denial_cancelled_requests_and_unknown_contacts() {
         expect_push(&mut alice),
         "<item jid='nobody@localhost' subscription='none'/>"
     );
-    alice.expect("type='unsubscribed' to='alice@localhost' from='nobody@localhost'");
+    expect_subscription(&mut alice, "unsubscribed", "nobody@localhost");
     // Another domain: there is no federation.
     alice.send("<presence type='subscribe' to='x@elsewhere.example' id='r1'/>");
-    let error = alice.expect("id='r1'");
-    assert!(error.contains("<remote-server-not-found "), "{error}");
+    alice
+        .expect_where(|s| s.name() == "presence" && s.attr("id") == Some("r1"))
+        .assert_error("cancel", "remote-server-not-found");
 }
 
 /// RFC 6121 §3.4: a `subscribed` sent before any request is kept on the roster item and
@@ -205,7 +240,9 @@ fn pre_approval_answers_the_next_request_at_once() {
     }
     let features = features_after_auth(&server, "alice");
     assert!(
-        features.contains("<sub xmlns='urn:xmpp:features:pre-approval'/>"),
+        features
+            .find("sub", "urn:xmpp:features:pre-approval")
+            .is_some(),
         "{features}"
     );
     let mut alice = ready(&server, "alice", "a");
@@ -215,7 +252,7 @@ fn pre_approval_answers_the_next_request_at_once() {
     alice.send("<presence type='subscribed' to='bob@localhost'/>");
     let approved = "<item jid='bob@localhost' subscription='none' approved='true'/>";
     assert_eq!(expect_push(&mut alice), approved);
-    assert!(roster_get(&mut alice).contains(approved));
+    assert_eq!(roster(&mut alice).items, [approved]);
     // Not delivered to the contact, and a second one changes nothing.
     alice.send("<presence type='subscribed' to='bob@localhost'/>");
     alice.expect_silence(QUIET);
@@ -235,8 +272,8 @@ fn pre_approval_answers_the_next_request_at_once() {
         expect_push(&mut bob),
         "<item jid='alice@localhost' subscription='to'/>"
     );
-    bob.expect("type='subscribed' to='bob@localhost' from='alice@localhost'");
-    bob.expect("from='alice@localhost/a'");
+    expect_subscription(&mut bob, "subscribed", "alice@localhost");
+    expect_presence(&mut bob, "alice@localhost/a", None);
     alice.expect_silence(QUIET);
 
     // A withdrawn pre-approval: carol's request goes to alice as usual.
@@ -249,9 +286,9 @@ fn pre_approval_answers_the_next_request_at_once() {
     );
     carol.expect_silence(QUIET);
     carol.send("<presence type='subscribe' to='alice@localhost'/>");
-    alice.expect("type='subscribe' to='alice@localhost' from='carol@localhost'");
-    let roster = roster_get(&mut alice);
-    assert!(!roster.contains("approved"), "{roster}");
+    expect_subscription(&mut alice, "subscribe", "carol@localhost");
+    let items = roster(&mut alice).items;
+    assert!(items.iter().all(|item| !item.approved), "{items:?}");
 }
 
 #[test]
@@ -269,29 +306,34 @@ fn offline_request_is_shown_at_next_login_and_works_before_presence() {
     alice.send("<presence/>");
     alice.sync();
 
-    // Bob is offline; he sees the request at his initial presence, every time until he
-    // answers.
+    // Bob is offline; he sees the request at his initial presence (§3.1.3), every time
+    // until he answers.
     let mut bob = Client::login(&server, "bob", "b");
     bob.expect_silence(QUIET);
     bob.send("<presence/>");
-    let request = bob.expect("type='subscribe'");
-    assert!(request.contains("from='alice@localhost'") && request.contains("it is alice"));
+    let request = expect_subscription(&mut bob, "subscribe", "alice@localhost");
+    assert_eq!(
+        request.child_text("status", CLIENT_NS),
+        Some("it is alice"),
+        "{request}"
+    );
     drop(bob);
     let mut bob = Client::login(&server, "bob", "b2");
     roster_get(&mut bob);
     bob.send("<presence/>");
-    bob.expect("type='subscribe'");
+    expect_subscription(&mut bob, "subscribe", "alice@localhost");
     bob.send("<presence type='subscribed' to='alice@localhost'/>");
     expect_push(&mut bob);
-    alice.expect("type='subscribed'");
-    alice.expect("from='bob@localhost/b2'");
+    expect_subscription(&mut alice, "subscribed", "bob@localhost");
+    expect_presence(&mut alice, "bob@localhost/b2", None);
     drop(bob);
     let mut bob = Client::online(&server, "bob", "b3");
-    bob.sync();
+    let received = bob.sync_and_collect();
     assert!(
-        !bob.transcript.contains("type='subscribe'"),
-        "{}",
-        bob.transcript
+        !received
+            .iter()
+            .any(|s| s.name() == "presence" && s.attr("type") == Some("subscribe")),
+        "{received:?}"
     );
 }
 
@@ -305,61 +347,76 @@ fn probes_on_login_and_unavailable_on_logout_or_drop() {
     subscribe(&mut alice, &mut bob);
     subscribe(&mut bob, &mut alice);
     alice.send("<presence><show>xa</show></presence>");
-    bob.expect("<show>xa</show>");
+    let xa = expect_presence(&mut bob, "alice@localhost/a", None);
+    assert_eq!(xa.child_text("show", CLIENT_NS), Some("xa"), "{xa}");
 
-    // A new resource of bob: its own presence comes back first (RFC 6121 §4.2.2), then bob's
-    // other resource's presence, then its probe answered with alice's current presence; and
-    // alice sees it come online.
+    // A new resource of bob, strictly in the order of RFC 6121 §4.2.2/§4.3.2: its own
+    // presence comes back first, then bob's other resource's presence, then its probe
+    // answered with alice's current presence; and alice sees it come online.
     let mut phone = Client::login(&server, "bob", "phone");
     phone.send("<presence><status>on the phone</status></presence>");
-    assert!(is_own_presence(&phone.stanza(), "bob@localhost/phone"));
-    let other = phone.stanza();
-    with_doc(&other, |p| {
-        assert_eq!(p.attribute("from"), Some("bob@localhost/b"))
-    });
-    let probed = phone.stanza();
+    let echo = phone.receive();
+    assert!(
+        echo.name() == "presence" && echo.is_from("bob@localhost/phone"),
+        "{echo}"
+    );
+    let other = phone.receive();
+    assert!(
+        other.name() == "presence" && other.is_from("bob@localhost/b"),
+        "{other}"
+    );
     assert_eq!(
-        probed,
+        phone.receive(),
         "<presence to='bob@localhost/phone' from='alice@localhost/a'><show>xa</show></presence>"
     );
     assert_eq!(
-        alice.expect("from='bob@localhost/phone'"),
-        "<presence to='alice@localhost' from='bob@localhost/phone'><status>on the phone</status></presence>"
+        alice.expect_presence_from("bob@localhost/phone"),
+        "<presence to='alice@localhost' from='bob@localhost/phone'>\
+         <status>on the phone</status></presence>"
     );
-    bob.expect("from='bob@localhost/phone'");
+    expect_presence(&mut bob, "bob@localhost/phone", None);
 
     // A clean logout.
     phone.send("</stream:stream>");
     assert_eq!(
-        alice.expect("from='bob@localhost/phone'"),
+        alice.expect_presence_from("bob@localhost/phone"),
         "<presence to='alice@localhost' type='unavailable' from='bob@localhost/phone'/>"
     );
-    bob.expect("type='unavailable' from='bob@localhost/phone'");
+    expect_presence(&mut bob, "bob@localhost/phone", Some("unavailable"));
 
     // An explicit unavailable with a status.
     bob.send("<presence type='unavailable'><status>bye</status></presence>");
     assert_eq!(
-        alice.expect("from='bob@localhost/b'"),
-        "<presence to='alice@localhost' type='unavailable' from='bob@localhost/b'><status>bye</status></presence>"
+        alice.expect_presence_from("bob@localhost/b"),
+        "<presence to='alice@localhost' type='unavailable' from='bob@localhost/b'>\
+         <status>bye</status></presence>"
     );
 
     // An abrupt disconnect: the TCP connection just goes away.
     let laptop = Client::online(&server, "bob", "laptop");
-    alice.expect("from='bob@localhost/laptop'");
+    expect_presence(&mut alice, "bob@localhost/laptop", None);
     drop(laptop);
     assert_eq!(
-        alice.expect("from='bob@localhost/laptop'"),
+        alice.expect_presence_from("bob@localhost/laptop"),
         "<presence to='alice@localhost' type='unavailable' from='bob@localhost/laptop'/>"
     );
 
-    // Bob is offline: alice's next login gets his last unavailable presence with a delay.
+    // Bob is offline: alice's next login gets his last unavailable presence with a delay
+    // (XEP-0203) stamped by the server.
     drop(alice);
     let mut alice = Client::online(&server, "alice", "again");
-    let last = alice.expect("from='bob@localhost/laptop'");
-    assert!(
-        last.starts_with("<presence to='alice@localhost/again' type='unavailable' from='bob@localhost/laptop'><delay xmlns='urn:xmpp:delay' from='localhost' stamp='"),
+    let last = expect_presence(&mut alice, "bob@localhost/laptop", Some("unavailable"));
+    assert_eq!(
+        last.to(),
+        Some(jid_value("alice@localhost/again")),
         "{last}"
     );
+    let [delay] = last.children() else {
+        panic!("only a delay: {last}")
+    };
+    assert!(delay.is("delay", DELAY_NS), "{last}");
+    assert_eq!(delay.attr("from"), Some("localhost"), "{last}");
+    assert_xep0082_datetime(delay.attr("stamp").unwrap_or_default());
     bob.sync();
 }
 
@@ -372,12 +429,13 @@ fn own_resources_see_each_other() {
     let mut two = Client::login(&server, "alice", "two");
     two.send("<presence><priority>-1</priority></presence>");
     assert_eq!(
-        two.expect("from='alice@localhost/one'"),
+        two.expect_presence_from("alice@localhost/one"),
         "<presence to='alice@localhost/two' from='alice@localhost/one'/>"
     );
     assert_eq!(
-        one.expect("from='alice@localhost/two'"),
-        "<presence to='alice@localhost/one' from='alice@localhost/two'><priority>-1</priority></presence>"
+        one.expect_presence_from("alice@localhost/two"),
+        "<presence to='alice@localhost/one' from='alice@localhost/two'>\
+         <priority>-1</priority></presence>"
     );
 }
 
@@ -392,22 +450,29 @@ fn directed_presence_gets_unavailable_at_logout() {
     let mut dave = ready(&server, "dave", "d");
     alice.send("<presence to='carol@localhost'><status>psst</status></presence>");
     assert_eq!(
-        carol.expect("from='alice@localhost/a'"),
+        carol.expect_presence_from("alice@localhost/a"),
         "<presence to='carol@localhost' from='alice@localhost/a'><status>psst</status></presence>"
     );
-    // Directed unavailable ends the tracking: dave gets presence, then unavailable, and
-    // nothing more at logout.
+    // Directed unavailable ends the tracking (§4.6): dave gets presence, then unavailable,
+    // and nothing more at logout.
     alice.send("<presence to='dave@localhost/d'/>");
-    dave.expect("from='alice@localhost/a'");
+    expect_presence(&mut dave, "alice@localhost/a", None);
     alice.send("<presence to='dave@localhost/d' type='unavailable'/>");
-    dave.expect("type='unavailable'");
+    expect_presence(&mut dave, "alice@localhost/a", Some("unavailable"));
     alice.sync();
     drop(alice);
     assert_eq!(
-        carol.expect("from='alice@localhost/a'"),
+        carol.expect_presence_from("alice@localhost/a"),
         "<presence to='carol@localhost' type='unavailable' from='alice@localhost/a'/>"
     );
     dave.expect_silence(QUIET);
+}
+
+/// The `seconds` of a XEP-0012 answer.
+fn seconds_of(iq: &Element) -> u64 {
+    let query = iq.child("query", LAST_NS);
+    let seconds = query.attr("seconds").unwrap_or_else(|| panic!("{iq}"));
+    seconds.parse().unwrap_or_else(|_| panic!("{iq}"))
 }
 
 #[test]
@@ -422,36 +487,40 @@ fn last_activity() {
     subscribe(&mut alice, &mut bob);
 
     alice.send("<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
-    assert!(alice
-        .expect("id='d1'")
-        .contains("<feature var='jabber:iq:last'/>"));
-    alice.send("<iq type='get' id='u1' to='localhost'><query xmlns='jabber:iq:last'/></iq>");
-    let uptime = alice.expect("id='u1'");
+    let info = alice.expect_iq_result("d1");
+    let query = info.child("query", "http://jabber.org/protocol/disco#info");
     assert!(
-        uptime.starts_with("<iq type='result' id='u1' from='localhost' to='alice@localhost/a'><query xmlns='jabber:iq:last' seconds='"),
+        query
+            .children()
+            .iter()
+            .any(|f| f.name() == "feature" && f.attr("var") == Some(LAST_NS)),
+        "{info}"
+    );
+    // XEP-0012 §6: the server's uptime.
+    alice.send("<iq type='get' id='u1' to='localhost'><query xmlns='jabber:iq:last'/></iq>");
+    let uptime = alice.expect_iq_result("u1");
+    assert!(uptime.is_from("localhost"), "{uptime}");
+    assert_eq!(
+        uptime.to(),
+        Some(jid_value("alice@localhost/a")),
         "{uptime}"
     );
+    seconds_of(&uptime);
 
+    // §4: an available contact has been idle for 0 seconds.
     alice.send("<iq type='get' id='l1' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>");
-    assert!(alice.expect("id='l1'").contains("seconds='0'"));
+    assert_eq!(seconds_of(&alice.expect_iq_result("l1")), 0);
     bob.send("<presence type='unavailable'><status>off to bed</status></presence>");
-    alice.expect("type='unavailable' from='bob@localhost/b'");
+    expect_presence(&mut alice, "bob@localhost/b", Some("unavailable"));
     std::thread::sleep(Duration::from_millis(1100));
     alice.send("<iq type='get' id='l2' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>");
-    let idle = alice.expect("id='l2'");
-    let seconds: u64 = with_doc(&idle, |iq| {
-        iq.first_element_child()
-            .unwrap()
-            .attribute("seconds")
-            .unwrap()
-            .parse()
-            .unwrap()
-    });
-    assert!((1..60).contains(&seconds), "{idle}");
-    assert!(idle.ends_with("'>off to bed</query></iq>"), "{idle}");
+    let idle = alice.expect_iq_result("l2");
+    assert!((1..60).contains(&seconds_of(&idle)), "{idle}");
+    // The last unavailable presence's status is the query's text.
+    assert_eq!(idle.child("query", LAST_NS).text(), "off to bed", "{idle}");
     // Carol is not subscribed to bob.
     carol.send("<iq type='get' id='l3' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>");
-    assert!(carol.expect("id='l3'").contains("<forbidden "));
+    carol.expect_iq_error("l3", "auth", "forbidden");
 }
 
 #[test]
@@ -464,9 +533,9 @@ fn blocking_stops_presence_broadcast_and_probe_answers() {
     subscribe(&mut alice, &mut bob);
     subscribe(&mut bob, &mut alice);
     alice.send("<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>");
-    alice.expect("id='blk'");
-    // Blocking sends bob alice's unavailable.
-    bob.expect("type='unavailable'");
+    alice.expect_iq_result("blk");
+    // Blocking sends bob alice's unavailable (XEP-0191 §3.3).
+    expect_presence(&mut bob, "alice@localhost/a", Some("unavailable"));
     settle(&mut alice, &mut bob);
     bob.send("<presence><show>dnd</show></presence>");
     bob.sync();
@@ -474,11 +543,13 @@ fn blocking_stops_presence_broadcast_and_probe_answers() {
     // A fresh resource of alice probes: no answer on bob's behalf.
     let mut alice2 = Client::login(&server, "alice", "a2");
     alice2.send("<presence/>");
-    alice2.sync();
+    let received = alice2.sync_and_collect();
+    let bob_bare = jid_value("bob@localhost");
     assert!(
-        !alice2.transcript.contains("from='bob@localhost"),
-        "{}",
-        alice2.transcript
+        !received
+            .iter()
+            .any(|s| s.from().is_some_and(|from| from.bare() == bob_bare)),
+        "{received:?}"
     );
     bob.expect_silence(QUIET);
 }

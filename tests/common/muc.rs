@@ -11,8 +11,7 @@ pub fn configure(client: &mut Client, room: &str, fields: &str) {
         "<iq type='set' id='cfg' to='{room}@{MUC}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
          <x xmlns='jabber:x:data' type='submit'>{fields}</x></query></iq>"
     ));
-    let reply = client.expect("id='cfg'");
-    assert!(reply.contains("type='result'"), "{reply}");
+    client.expect_iq_result("cfg");
 }
 
 /// One `muc#roomconfig_` field of the configuration form.

@@ -1,7 +1,7 @@
 //! Connections from a chosen loopback address (127.0.0.x), so tests can be several hosts:
 //! std cannot bind a client socket before connecting, so this does it with libc.
 
-use super::{new_framer, read_timeout, Client, Stream, TestServer};
+use super::{Client, TestServer};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::FromRawFd;
 
@@ -43,14 +43,6 @@ impl Client {
     /// Like [`Client::connect`], from `from` instead of 127.0.0.1.
     pub fn connect_from(server: &TestServer, from: Ipv4Addr) -> Client {
         let tcp = connect_from(from, server.starttls).unwrap();
-        tcp.set_read_timeout(Some(read_timeout())).unwrap();
-        tcp.set_nodelay(true).unwrap();
-        Client {
-            stream: Stream::Plain(tcp),
-            framer: new_framer(),
-            tls_config: server.tls_client_config(),
-            transcript: String::new(),
-            jid: String::new(),
-        }
+        Client::over(tcp, server.tls_client_config())
     }
 }
