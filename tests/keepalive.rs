@@ -84,6 +84,7 @@ fn a_client_without_ping_support_gets_whitespace_and_never_an_iq_ping() {
     let mut bob = Client::login(&server, "bob", "b");
     roster_get(&mut bob);
     bob.send("<presence/>");
+    expect_presence(&mut bob, "bob@localhost/b", None); // its own echo (RFC 6121 §4.2.2)
     // Three idle periods: a space each time, nothing else.
     expect_only_whitespace(&mut bob, Duration::from_millis(3500), 2);
     // Still connected, and the stream still works.
@@ -353,6 +354,7 @@ fn vanished_host_goes_unavailable(bob_speaks_ping: bool) {
         expect_ping(&mut bob);
     } else {
         bob.send("<presence/>");
+        expect_presence(&mut bob, "bob@localhost/b", None); // his own echo
         expect_presence(&mut alice, "bob@localhost/b", None);
         // He never pinged, so he gets whitespace.
         expect_only_whitespace(&mut bob, Duration::from_secs(IDLE_SECS + 1), 1);
