@@ -457,3 +457,25 @@ fn s8_1_5_stanza_without_lang_gets_the_streams_lang() {
         );
     });
 }
+
+#[test]
+fn s10_5_2_iq_to_a_server_resource_it_has_not_is_service_unavailable() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    let mut c = Client::online(&server, "alice", "a");
+    c.sync();
+    c.send("<iq type='get' id='d1' to='localhost/anything'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let reply = c.stanza();
+    // hearth has no server-side resources: the server answers for the address it owns.
+    with_doc(&reply, |iq| {
+        assert_eq!(iq.attribute("type"), Some("error"), "{reply}");
+        assert_eq!(iq.attribute("from"), Some("localhost/anything"), "{reply}");
+        let error = iq.children().find(|n| n.has_tag_name("error")).unwrap();
+        assert!(
+            error
+                .children()
+                .any(|n| n.has_tag_name((NS_STANZAS, "service-unavailable"))),
+            "{reply}"
+        );
+    });
+}

@@ -400,3 +400,18 @@ fn s8_5_3_2_3_iq_to_unbound_resource_is_service_unavailable() {
         alice.transcript
     );
 }
+
+#[test]
+fn s4_7_1_unknown_presence_type_is_bad_request() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    let mut alice = ready(&server, "alice", "a");
+    alice.send("<presence type='invisible' id='t1'/>");
+    let reply = alice.expect("id='t1'");
+    assert_eq!(shape(&reply).0, "presence");
+    assert_eq!(
+        error_of(&reply),
+        ("bad-request".into(), "modify".into()),
+        "{reply}"
+    );
+}
