@@ -479,3 +479,34 @@ fn s10_5_2_iq_to_a_server_resource_it_has_not_is_service_unavailable() {
         );
     });
 }
+
+#[test]
+#[ignore = "hearth: a stream in UTF-16 gets <not-well-formed/>, not <unsupported-encoding/>"]
+fn s4_9_3_22_utf16_stream_is_unsupported_encoding() {
+    let server = TestServer::start("");
+    let mut c = Client::connect(&server);
+    let header = format!(
+        "<?xml version='1.0' encoding='UTF-16'?><stream:stream to='{DOMAIN}' \
+         xmlns='jabber:client' xmlns:stream='{NS_STREAMS}' version='1.0'>"
+    );
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(header.encode_utf16().flat_map(u16::to_le_bytes));
+    c.send_bytes(&bytes);
+    let error = loop {
+        match c.next() {
+            Got::Header(_) => continue,
+            Got::Stanza(s) => break s,
+            other => panic!("expected a stream error, got {other:?}"),
+        }
+    };
+    with_doc(&error, |e| {
+        assert!(e.has_tag_name((NS_STREAMS, "error")), "{error}");
+        assert!(
+            e.children().any(|n| n.has_tag_name((
+                "urn:ietf:params:xml:ns:xmpp-streams",
+                "unsupported-encoding"
+            ))),
+            "{error}"
+        );
+    });
+}
