@@ -495,3 +495,53 @@ fn s8_5_3_2_2_subscription_answers_to_unbound_resource_are_ignored() {
     assert_eq!(presences_in(&alice.transcript[alice_seen..]), vec![]);
     assert_eq!(presences_in(&bob.transcript[bob_seen..]), vec![]);
 }
+
+/// §8.5.2.1.1: "For a message stanza of type "error", the server MUST silently ignore the
+/// message" when it is addressed to a bare JID.
+#[test]
+#[ignore = "hearth: an error message to a bare JID is delivered to the available resources"]
+fn s8_5_2_1_1_error_message_to_bare_jid_is_ignored() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = ready(&server, "alice", "a");
+    let mut bob = ready(&server, "bob", "b");
+    let seen = bob.transcript.len();
+    alice.send(&format!(
+        "<message type='error' to='bob@localhost' id='e1'><error type='cancel'>\
+         <item-not-found xmlns='{NS_STANZAS}'/></error></message>"
+    ));
+    // A chat right after it: once bob has it, the error was handled.
+    alice.send("<message type='chat' to='bob@localhost' id='after'><body>x</body></message>");
+    bob.expect("id='after'");
+    let ids: Vec<String> = with_doc(&format!("<x>{}</x>", &bob.transcript[seen..]), |x| {
+        x.children()
+            .filter(|n| n.has_tag_name("message"))
+            .filter_map(|n| n.attribute("id").map(str::to_owned))
+            .collect()
+    });
+    assert_eq!(ids, ["after"]);
+}
+
+/// §8.5.3.2.1: to a full JID with no such resource, only `chat` is handled as if to the bare
+/// JID; `normal` (like groupchat and headline) is silently ignored or answered with an error.
+#[test]
+#[ignore = "hearth: a normal message to an unbound resource is delivered as if to the bare JID"]
+fn s8_5_3_2_1_normal_message_to_unbound_resource_is_not_delivered() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut alice = ready(&server, "alice", "a");
+    let mut bob = ready(&server, "bob", "phone");
+    let seen = bob.transcript.len();
+    alice.send("<message to='bob@localhost/laptop' id='n1'><body>normal</body></message>");
+    alice.send("<message type='chat' to='bob@localhost' id='after'><body>x</body></message>");
+    bob.expect("id='after'");
+    let ids: Vec<String> = with_doc(&format!("<x>{}</x>", &bob.transcript[seen..]), |x| {
+        x.children()
+            .filter(|n| n.has_tag_name("message"))
+            .filter_map(|n| n.attribute("id").map(str::to_owned))
+            .collect()
+    });
+    assert_eq!(ids, ["after"]);
+}
