@@ -68,7 +68,7 @@ fn s4_7_response_header_has_from_id_version_and_lang() {
     assert_eq!(attr(&attrs, "version"), Some("1.0"), "{raw}");
     // §4.7.4: the receiving entity SHOULD include xml:lang (roxmltree names it `lang`).
     assert_eq!(attr(&attrs, "lang"), Some("en"), "{raw}");
-    // §4.7.3: an id, with enough entropy (at least 128 bits).
+    // §4.7.3: an id (hearth's are 64 random bits, 16 hex digits).
     let id = attr(&attrs, "id").expect("stream id").to_string();
     assert!(id.len() >= 16, "short stream id {id}");
 }
