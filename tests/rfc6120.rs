@@ -510,3 +510,21 @@ fn s4_9_3_22_utf16_stream_is_unsupported_encoding() {
         );
     });
 }
+
+#[test]
+#[ignore = "hearth: no SCRAM-SHA-1-PLUS (no channel binding)"]
+fn s13_8_scram_sha_1_plus_is_offered() {
+    let server = TestServer::start("");
+    let mut c = Client::connect(&server);
+    let features = c.starttls();
+    let mechanisms: Vec<String> = with_doc(&features, |f| {
+        f.descendants()
+            .filter(|n| n.has_tag_name((NS_SASL, "mechanism")))
+            .filter_map(|n| n.text().map(str::to_owned))
+            .collect()
+    });
+    assert!(
+        mechanisms.iter().any(|m| m == "SCRAM-SHA-1-PLUS"),
+        "{mechanisms:?}"
+    );
+}
