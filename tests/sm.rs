@@ -309,3 +309,39 @@ fn resuming_takes_over_a_connection_the_server_still_thinks_alive() {
     assert!(again.stanza().starts_with("<resumed "));
     again.sync();
 }
+
+/// §3: "The server SHALL enforce this order and return a <failed/> element": enabling before
+/// authentication is refused with `<failed/>` and nothing is enabled.
+#[test]
+#[ignore = "hearth: <enable/> before authentication ends the stream with <not-authorized/> instead of <failed/>"]
+fn enable_before_authentication_fails() {
+    let server = TestServer::start("");
+    let mut c = Client::connect(&server);
+    c.starttls();
+    c.send(&format!("<enable xmlns='{NS}' resume='true'/>"));
+    let reply = c.stanza();
+    with_doc(&reply, |n| {
+        assert!(n.has_tag_name((NS, "failed")), "{reply}");
+    });
+}
+
+/// §5: "The SM-ID MUST NOT be reused for simultaneous or subsequent sessions".
+#[test]
+fn stream_ids_are_never_reused() {
+    let server = TestServer::start("");
+    server.add_user("alice");
+    let mut ids = Vec::new();
+    let mut open = Vec::new();
+    for n in 0..4 {
+        let mut c = Client::login(&server, "alice", &format!("r{n}"));
+        ids.push(enable(&mut c));
+        // Half of them stay connected (simultaneous), half go (subsequent).
+        if n % 2 == 0 {
+            open.push(c);
+        }
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+}
