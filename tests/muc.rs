@@ -829,22 +829,6 @@ fn a_deleted_account_leaves_no_affiliation_behind() {
     assert!(own.contains("affiliation='owner'"), "{own}");
 }
 
-/// The stanza error of an `<iq type='error'/>`, parsed: its type and defined condition.
-fn parsed_error(reply: &str) -> (String, String) {
-    with_doc(reply, |iq| {
-        assert_eq!(iq.attribute("type"), Some("error"), "{reply}");
-        let error = iq.children().find(|n| n.has_tag_name("error")).unwrap();
-        let condition = error
-            .children()
-            .find(|n| n.tag_name().namespace() == Some("urn:ietf:params:xml:ns:xmpp-stanzas"))
-            .unwrap();
-        (
-            error.attribute("type").unwrap().to_string(),
-            condition.tag_name().name().to_string(),
-        )
-    })
-}
-
 /// Audit finding: an owner could add 76,000 member affiliations, each change costing
 /// time linear in the list. A room now keeps at most `muc.max_affiliations` (default
 /// 1,000); a new one beyond is `not-allowed` (RFC 6120 §8.3.3.10: the room's policy,
@@ -873,7 +857,7 @@ fn affiliations_are_capped_and_changes_stay_fast() {
     }
     let reply = admin_set(&mut alice, "big", &batch(999, 1000));
     assert_eq!(
-        parsed_error(&reply),
+        iq_error(&reply),
         ("cancel".to_string(), "not-allowed".to_string())
     );
     // Changing or removing existing affiliations is still possible at the cap.

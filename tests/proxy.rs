@@ -197,19 +197,6 @@ fn relay_limit_and_bad_handshakes() {
     assert_eq!(read_exactly(&mut tcp, 2), [5, 0xff]);
 }
 
-/// The stanza error of an `<iq type='error'/>`: its defined condition.
-fn error_condition(reply: &str) -> String {
-    with_doc(reply, |iq| {
-        assert_eq!(iq.attribute("type"), Some("error"), "{reply}");
-        let error = iq.children().find(|n| n.has_tag_name("error")).unwrap();
-        let condition = error
-            .children()
-            .find(|n| n.tag_name().namespace() == Some("urn:ietf:params:xml:ns:xmpp-stanzas"))
-            .unwrap();
-        condition.tag_name().name().to_string()
-    })
-}
-
 /// Runs a whole transfer between two online users and checks the bytes arrive.
 fn transfer(server: &TestServer, alice: &mut Client, bob: &Client, sid: &str) {
     let target = bob.jid.clone();
@@ -309,7 +296,7 @@ fn activation_needs_a_local_target_and_relays_are_bounded() {
         "localhost",
     ] {
         let reply = activate(&mut alice, "s", target);
-        assert_eq!(error_condition(&reply), "not-allowed", "{target}");
+        assert_eq!(iq_error(&reply).1, "not-allowed", "{target}");
     }
     let h = hash("big", &alice.jid, &bob.jid);
     let (mut t, _) = socks(&server, &h);

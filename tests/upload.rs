@@ -451,22 +451,6 @@ fn a_deleted_account_takes_its_files_along() {
     }
 }
 
-/// The stanza error of an `<iq type='error'/>`: its type and its defined condition.
-fn stanza_error(reply: &str) -> (String, String) {
-    with_doc(reply, |iq| {
-        assert_eq!(iq.attribute("type"), Some("error"), "{reply}");
-        let error = iq.children().find(|n| n.has_tag_name("error")).unwrap();
-        let condition = error
-            .children()
-            .find(|n| n.tag_name().namespace() == Some("urn:ietf:params:xml:ns:xmpp-stanzas"))
-            .unwrap();
-        (
-            error.attribute("type").unwrap().to_string(),
-            condition.tag_name().name().to_string(),
-        )
-    })
-}
-
 /// Audit finding: 64 idle TCP connections (no TLS, no byte) from one host locked every
 /// upload and download out. One address now gets `upload.max_connections_per_ip`, and
 /// a connection that has not sent its request by `upload.first_byte_secs` is closed.
@@ -522,7 +506,7 @@ fn empty_files_are_refused_and_files_are_counted() {
     let mut alice = Client::online(&server, "alice", "pc");
     let reply = request_slot(&mut alice, "empty.txt", 0, "text/plain");
     assert_eq!(
-        stanza_error(&reply),
+        iq_error(&reply),
         ("modify".to_string(), "bad-request".to_string())
     );
     let stored = slot(&mut alice, "one.txt", 1);
@@ -532,7 +516,7 @@ fn empty_files_are_refused_and_files_are_counted() {
     // A stored file and two unused slots: the fourth is refused, however small.
     let reply = request_slot(&mut alice, "four.txt", 1, "text/plain");
     assert_eq!(
-        stanza_error(&reply),
+        iq_error(&reply),
         ("wait".to_string(), "resource-constraint".to_string())
     );
     let mut bob = Client::online(&server, "bob", "pc");

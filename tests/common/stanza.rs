@@ -366,3 +366,13 @@ impl Client {
         Element::parse_in_stream(xml, header)
     }
 }
+
+/// The type and defined condition of an `<iq type='error'/>` received as text.
+pub fn iq_error(reply: &str) -> (String, String) {
+    let iq = Element::parse(reply);
+    assert_eq!(iq.attr("type"), Some("error"), "{reply}");
+    let (kind, condition) = iq
+        .error_condition()
+        .unwrap_or_else(|| panic!("no error: {reply}"));
+    (kind.to_string(), condition.to_string())
+}
