@@ -124,6 +124,12 @@ fn still_chatting(from: &mut Client, to: &mut Client, body: &str) {
 
 /// The server's RSS falls to within `slack` of `baseline` within a few seconds.
 fn returns_near(server: &TestServer, baseline: usize, slack: usize) {
+    if emulated() {
+        // qemu-user's RSS grows with its own translation cache as new code runs, and the
+        // heap trim does not reach the host: only the native run can check the return.
+        eprintln!("emulated: the return of memory is checked natively only");
+        return;
+    }
     let deadline = Instant::now() + patience(Duration::from_secs(5));
     loop {
         let now = rss(server);

@@ -52,6 +52,12 @@ fn read_timeout() -> Duration {
     patience(Duration::from_secs(10))
 }
 
+/// Whether the server runs under an emulator (qemu-user in CI's ARM runs): there its RSS
+/// holds the emulator's own memory too, and madvise/malloc_trim do not reach the host.
+pub fn emulated() -> bool {
+    std::env::var("HEARTH_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty())
+}
+
 /// The command that runs the server binary; `HEARTH_TEST_RUNNER` prefixes
 /// it (e.g. with qemu) when the tests run for another architecture.
 pub fn hearth_command() -> Command {
@@ -154,8 +160,7 @@ impl TestServer {
         // a many-threaded process can hang before the exec (a qemu-user limitation, not
         // hearth's). There, a server that has said nothing at all for a minute is started
         // once more; natively a silent server fails the test at once.
-        let emulated = std::env::var("HEARTH_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty());
-        if !self.try_spawn(emulated) {
+        if !self.try_spawn(emulated()) {
             eprintln!("the emulated server said nothing for a minute; starting it again");
             assert!(self.try_spawn(false));
         }
