@@ -512,7 +512,6 @@ fn s4_9_3_22_utf16_stream_is_unsupported_encoding() {
 }
 
 #[test]
-#[ignore = "hearth: no SCRAM-SHA-1-PLUS (no channel binding)"]
 fn s13_8_scram_sha_1_plus_is_offered() {
     let server = TestServer::start("");
     let mut c = Client::connect(&server);

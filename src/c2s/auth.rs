@@ -22,9 +22,14 @@ const MAX_AUTH_FAILURES: u8 = 5;
 /// brute-force delay when its proof turns out wrong).
 pub struct SaslState(Exchange, Option<Box<str>>);
 
-/// SCRAM always; PLAIN only inside TLS, and only if enabled.
-pub fn offered_mechanisms(auth: &AuthConfig, tls: bool) -> Vec<Mechanism> {
-    let mut mechanisms = vec![Mechanism::ScramSha256, Mechanism::ScramSha1];
+/// SCRAM always; SCRAM-…-PLUS when the connection can channel-bind (`binds`, RFC 6120
+/// §13.8); PLAIN only inside TLS, and only if enabled.
+pub fn offered_mechanisms(auth: &AuthConfig, tls: bool, binds: bool) -> Vec<Mechanism> {
+    let mut mechanisms = Vec::new();
+    if binds {
+        mechanisms.extend([Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus]);
+    }
+    mechanisms.extend([Mechanism::ScramSha256, Mechanism::ScramSha1]);
     if tls && auth.allow_plain {
         mechanisms.push(Mechanism::Plain);
     }
@@ -77,10 +82,13 @@ impl Connection {
             "auth" => {
                 self.sasl = None;
                 let tls = self.transport.is_tls();
+                let binding = self.transport.channel_binding();
+                let offered =
+                    offered_mechanisms(&self.server.config().auth, tls, binding.is_some());
                 let mechanism = node
                     .attribute("mechanism")
                     .and_then(Mechanism::from_name)
-                    .filter(|m| offered_mechanisms(&self.server.config().auth, tls).contains(m));
+                    .filter(|m| offered.contains(m));
                 let initial = match node.text().map(str::trim) {
                     None | Some("") => None,
                     _ => Some(data()),
@@ -94,6 +102,7 @@ impl Connection {
                             mechanism,
                             initial.as_deref(),
                             &self.server.config().domain,
+                            binding.as_ref().map(|data| &data[..]),
                             &mut lookup,
                         )
                     }

@@ -14,6 +14,7 @@ pub use transport::Transport;
 use crate::dispatch::{self, Deferred};
 use crate::jid::Jid;
 use crate::router::{Mailbox, Outbound, Session};
+use crate::sasl::CHANNEL_BINDING_TYPE;
 use crate::server::Server;
 use crate::stanza::{self, Kind, Rejection, Stanza, StanzaError, StreamCondition};
 use crate::xml::{self, Esc, Event, Framer, FramerError, StreamHeader, NS_CLIENT};
@@ -34,6 +35,8 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
 
 pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+/// XEP-0440 SASL channel-binding type capability.
+pub const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
@@ -515,12 +518,21 @@ impl Connection {
 
     fn write_mechanisms(&mut self) {
         let _ = write!(self.out, "<mechanisms xmlns='{NS_SASL}'>");
+        let binds = self.transport.channel_binding().is_some();
         for mechanism in
-            auth::offered_mechanisms(&self.server.config().auth, self.transport.is_tls())
+            auth::offered_mechanisms(&self.server.config().auth, self.transport.is_tls(), binds)
         {
             let _ = write!(self.out, "<mechanism>{}</mechanism>", mechanism.name());
         }
         self.out.push_str("</mechanisms>");
+        if binds {
+            // XEP-0440 §2: which channel-binding types the -PLUS mechanisms accept.
+            let _ = write!(
+                self.out,
+                "<sasl-channel-binding xmlns='{NS_SASL_CB}'>\
+                 <channel-binding type='{CHANNEL_BINDING_TYPE}'/></sasl-channel-binding>"
+            );
+        }
         if auth::legacy_auth_allowed(&self.server.config().auth, self.transport.is_tls()) {
             self.out
                 .push_str("<auth xmlns='http://jabber.org/features/iq-auth'/>");

@@ -15,6 +15,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+/// RFC 9266 §2: the `tls-exporter` binding is this exporter label with no context...
+const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+/// ...and this many bytes.
+const CHANNEL_BINDING_BYTES: usize = 32;
+
 /// Largest TLS record plaintext: one read never needs more.
 const SCRATCH_BYTES: usize = 16 * 1024;
 
@@ -71,6 +76,25 @@ pub enum ReadError {
 impl Transport {
     pub fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls(_))
+    }
+
+    /// The `tls-exporter` channel-binding data (RFC 9266 §2: label
+    /// "EXPORTER-Channel-Binding", no context, 32 bytes), or None when the connection
+    /// cannot bind. Only TLS 1.3 binds: for TLS 1.2 the exporter is safe only with the
+    /// extended master secret (RFC 9266 §3), and rustls does not require EMS by default
+    /// (`ServerConfig::require_ems` is false unless the provider is FIPS; see src/tls.rs)
+    /// nor tell whether a connection negotiated it.
+    pub fn channel_binding(&self) -> Option<[u8; CHANNEL_BINDING_BYTES]> {
+        let Transport::Tls(tls) = self else {
+            return None;
+        };
+        let connection = tls.get_ref().1;
+        if connection.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            return None;
+        }
+        connection
+            .export_keying_material([0; CHANNEL_BINDING_BYTES], CHANNEL_BINDING_LABEL, None)
+            .ok()
     }
 
     /// The socket underneath, e.g. for another task to shut it down.

@@ -1,14 +1,15 @@
 //! A minimal SCRAM client (RFC 5802 §5), for the benchmark tool and integration tests
 //! that need to log in to this server.
 //!
-//! Owns only the client's half of the message math; it never channel-binds (always
-//! gs2 header `n,,`), never sends an authzid and keeps the password only until the
-//! server-first-message arrives.
+//! Owns only the client's half of the message math; it binds to a channel only when
+//! given the `tls-exporter` data (gs2 header `p=tls-exporter,,`, else `n,,` or the
+//! `y,,` of [`ScramClient::claim_binding_unoffered`]), never sends an authzid and keeps
+//! the password only until the server-first-message arrives.
 
 use super::base64;
 use super::credentials::prepare_password;
 use super::hash::{constant_time_eq, xor, ScramHash};
-use super::Mechanism;
+use super::{Mechanism, CHANNEL_BINDING_TYPE};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::num::NonZeroU32;
 
@@ -17,6 +18,10 @@ const CLIENT_NONCE_BYTES: usize = 18;
 
 pub struct ScramClient {
     hash: ScramHash,
+    /// `gs2-header` (RFC 5802 §7): starts client-first, and starts `c=`.
+    gs2_header: String,
+    /// Channel-binding data appended to the gs2 header in `c=`; empty when not binding.
+    cbind_data: Vec<u8>,
     /// Prepared password; emptied once the proof has been computed.
     password: String,
     client_nonce: String,
@@ -43,6 +48,8 @@ impl ScramClient {
         let escaped = username.replace('=', "=3D").replace(',', "=2C");
         Some(ScramClient {
             hash: mech.scram_hash()?,
+            gs2_header: "n,,".into(),
+            cbind_data: Vec::new(),
             password: prepare_password(password).ok()?,
             client_first_bare: format!("n={escaped},r={client_nonce}"),
             client_nonce,
@@ -50,9 +57,23 @@ impl ScramClient {
         })
     }
 
+    /// Binds to the channel with `tls-exporter` `data` (RFC 9266), as a -PLUS mechanism does.
+    pub fn bind_tls_exporter(mut self, data: &[u8]) -> ScramClient {
+        self.gs2_header = format!("p={CHANNEL_BINDING_TYPE},,");
+        self.cbind_data = data.to_vec();
+        self
+    }
+
+    /// Says `y`: "I could bind, but I think the server cannot" (RFC 5802 §6).
+    pub fn claim_binding_unoffered(mut self) -> ScramClient {
+        self.gs2_header = "y,,".into();
+        self.cbind_data.clear();
+        self
+    }
+
     /// client-first-message: the initial response of `<auth/>`.
     pub fn first(&self) -> Vec<u8> {
-        format!("n,,{}", self.client_first_bare).into_bytes()
+        format!("{}{}", self.gs2_header, self.client_first_bare).into_bytes()
     }
 
     /// Takes server-first-message and returns client-final-message.
@@ -86,7 +107,9 @@ impl ScramClient {
         self.password.clear();
         let client_key = hash.client_key(&salted);
         let stored_key = hash.digest(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let mut cbind_input = self.gs2_header.as_bytes().to_vec();
+        cbind_input.extend_from_slice(&self.cbind_data);
+        let without_proof = format!("c={},r={nonce}", base64::encode(&cbind_input));
         let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
         let client_signature = hash.hmac(&stored_key, auth_message.as_bytes());
         let proof = xor(&client_key, &client_signature);

@@ -1,5 +1,6 @@
 //! Server-side SASL (RFC 6120 §6, RFC 4422): one authentication attempt's state machine
-//! for SCRAM-SHA-256 (RFC 7677), SCRAM-SHA-1 (RFC 5802) and PLAIN (RFC 4616), plus the
+//! for SCRAM-SHA-256 (RFC 7677), SCRAM-SHA-1 (RFC 5802), their -PLUS variants with the
+//! `tls-exporter` channel binding (RFC 9266) and PLAIN (RFC 4616), plus the
 //! credentials stored per account and a minimal SCRAM client for tools and tests.
 //!
 //! Owns the parsing and verification of SASL payloads (the caller does the XML and the
@@ -26,17 +27,24 @@ use hash::ScramHash;
 /// Longest localpart in bytes (RFC 7622 §3.3.1).
 const MAX_LOCALPART_BYTES: usize = 1023;
 
-/// A SASL mechanism this server implements (none of them `-PLUS`: no channel binding).
+/// A SASL mechanism this server implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
+    ScramSha256Plus,
+    ScramSha1Plus,
     ScramSha256,
     ScramSha1,
     Plain,
 }
 
+/// The only channel-binding type this server offers (RFC 9266), as named in a gs2 header.
+pub const CHANNEL_BINDING_TYPE: &str = "tls-exporter";
+
 impl Mechanism {
     /// Every mechanism, strongest first: the order to advertise in `<mechanisms/>`.
-    pub const ALL: [Mechanism; 3] = [
+    pub const ALL: [Mechanism; 5] = [
+        Mechanism::ScramSha256Plus,
+        Mechanism::ScramSha1Plus,
         Mechanism::ScramSha256,
         Mechanism::ScramSha1,
         Mechanism::Plain,
@@ -49,16 +57,23 @@ impl Mechanism {
 
     pub fn name(&self) -> &'static str {
         match self {
+            Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+            Mechanism::ScramSha1Plus => "SCRAM-SHA-1-PLUS",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha1 => "SCRAM-SHA-1",
             Mechanism::Plain => "PLAIN",
         }
     }
 
+    /// A `-PLUS` mechanism: SCRAM with channel binding (RFC 5802 §4).
+    pub fn is_plus(self) -> bool {
+        matches!(self, Mechanism::ScramSha256Plus | Mechanism::ScramSha1Plus)
+    }
+
     fn scram_hash(self) -> Option<ScramHash> {
         match self {
-            Mechanism::ScramSha256 => Some(ScramHash::Sha256),
-            Mechanism::ScramSha1 => Some(ScramHash::Sha1),
+            Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Some(ScramHash::Sha256),
+            Mechanism::ScramSha1 | Mechanism::ScramSha1Plus => Some(ScramHash::Sha1),
             Mechanism::Plain => None,
         }
     }
@@ -116,6 +131,7 @@ enum State {
     AwaitingInitial {
         mechanism: Mechanism,
         domain: Box<str>,
+        binding: Option<Box<[u8]>>,
     },
     /// SCRAM server-first-message sent; waiting for client-final-message.
     AwaitingScramFinal(scram::AwaitingFinal),
@@ -135,21 +151,26 @@ impl Exchange {
     ///
     /// `initial`: decoded initial response if the client sent one (None = absent;
     /// Some(empty) = "=" in XMPP). `domain` is the served domain, against which an
-    /// authzid is checked. `lookup(username) -> Option<Credentials>` reads the account.
+    /// authzid is checked. `binding` is the connection's `tls-exporter` data when it
+    /// offers the -PLUS mechanisms (None otherwise): SCRAM checks `c=` against it and
+    /// refuses a client that says `y` while it is there (RFC 5802 §6).
+    /// `lookup(username) -> Option<Credentials>` reads the account.
     /// The returned exchange is `Some` exactly when the step is a challenge.
     pub fn start(
         mech: Mechanism,
         initial: Option<&[u8]>,
         domain: &str,
+        binding: Option<&[u8]>,
         lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
     ) -> (Step, Option<Exchange>) {
         match initial {
-            Some(message) => first_message(mech, message, domain, lookup),
+            Some(message) => first_message(mech, message, domain, binding, lookup),
             None => (
                 Step::Challenge(Vec::new()),
                 Some(Exchange(Box::new(State::AwaitingInitial {
                     mechanism: mech,
                     domain: domain.into(),
+                    binding: binding.map(Into::into),
                 }))),
             ),
         }
@@ -162,9 +183,11 @@ impl Exchange {
         lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
     ) -> (Step, Option<Exchange>) {
         match *self.0 {
-            State::AwaitingInitial { mechanism, domain } => {
-                first_message(mechanism, response, &domain, lookup)
-            }
+            State::AwaitingInitial {
+                mechanism,
+                domain,
+                binding,
+            } => first_message(mechanism, response, &domain, binding.as_deref(), lookup),
             State::AwaitingScramFinal(awaiting) => (awaiting.finish(response), None),
         }
     }
@@ -174,12 +197,17 @@ fn first_message(
     mechanism: Mechanism,
     message: &[u8],
     domain: &str,
+    binding: Option<&[u8]>,
     lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
 ) -> (Step, Option<Exchange>) {
     let Some(hash) = mechanism.scram_hash() else {
         return (plain::authenticate(message, domain, lookup), None);
     };
-    match scram::server_first(hash, message, domain, lookup) {
+    let binding = scram::Binding {
+        plus: mechanism.is_plus(),
+        exporter: binding,
+    };
+    match scram::server_first(hash, binding, message, domain, lookup) {
         Ok((server_first, awaiting)) => (
             Step::Challenge(server_first),
             Some(Exchange(Box::new(State::AwaitingScramFinal(awaiting)))),
@@ -253,7 +281,7 @@ mod tests {
         let mut lookup = accounts("r0meo");
         let mut client = ScramClient::new(mechanism, username, password).unwrap();
         let (step, exchange) =
-            Exchange::start(mechanism, Some(&client.first()), DOMAIN, &mut lookup);
+            Exchange::start(mechanism, Some(&client.first()), DOMAIN, None, &mut lookup);
         let Step::Challenge(server_first) = step else {
             return step;
         };
@@ -275,9 +303,13 @@ mod tests {
             assert_eq!(Mechanism::from_name(mechanism.name()), Some(mechanism));
         }
         assert_eq!(Mechanism::from_name("scram-sha-1"), None);
-        assert_eq!(Mechanism::from_name("SCRAM-SHA-1-PLUS"), None);
+        assert_eq!(
+            Mechanism::from_name("SCRAM-SHA-1-PLUS"),
+            Some(Mechanism::ScramSha1Plus)
+        );
+        assert_eq!(Mechanism::from_name("SCRAM-SHA-1-plus"), None);
         assert_eq!(Mechanism::from_name("DIGEST-MD5"), None);
-        assert_eq!(Mechanism::ALL[0], Mechanism::ScramSha256);
+        assert_eq!(Mechanism::ALL[0], Mechanism::ScramSha256Plus);
     }
 
     #[test]
@@ -317,10 +349,52 @@ mod tests {
         }
     }
 
+    /// A -PLUS login through [`Exchange`] with the client binding `client_data` to a
+    /// connection whose exporter is `server_data`.
+    fn plus_login(mechanism: Mechanism, server_data: &[u8], client_data: &[u8]) -> Step {
+        let mut lookup = accounts("r0meo");
+        let mut client = ScramClient::new(mechanism, "juliet", "r0meo")
+            .unwrap()
+            .bind_tls_exporter(client_data);
+        // No initial response: the binding must survive the empty-challenge round trip.
+        let (_, exchange) =
+            Exchange::start(mechanism, None, DOMAIN, Some(server_data), &mut lookup);
+        let (step, exchange) = exchange.unwrap().step(&client.first(), &mut lookup);
+        let Step::Challenge(server_first) = step else {
+            return step;
+        };
+        let client_final = client.handle_server_first(&server_first).unwrap();
+        let (step, _) = exchange.unwrap().step(&client_final, &mut lookup);
+        if let Step::Success {
+            additional_data, ..
+        } = &step
+        {
+            assert!(client.verify_server_final(additional_data));
+        }
+        step
+    }
+
+    #[test]
+    fn plus_exchanges_with_the_client() {
+        for mechanism in [Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus] {
+            assert!(mechanism.is_plus());
+            let step = plus_login(mechanism, &[1; 32], &[1; 32]);
+            assert!(
+                matches!(step, Step::Success { .. }),
+                "{mechanism:?}: {step:?}"
+            );
+            assert_eq!(
+                plus_login(mechanism, &[1; 32], &[2; 32]),
+                Step::Failure(Failure::NotAuthorized)
+            );
+        }
+    }
+
     #[test]
     fn scram_without_initial_response_sends_empty_challenge() {
         let mut lookup = accounts("r0meo");
-        let (step, exchange) = Exchange::start(Mechanism::ScramSha1, None, DOMAIN, &mut lookup);
+        let (step, exchange) =
+            Exchange::start(Mechanism::ScramSha1, None, DOMAIN, None, &mut lookup);
         assert_eq!(step, Step::Challenge(Vec::new()));
         let mut client = ScramClient::new(Mechanism::ScramSha1, "juliet", "r0meo").unwrap();
         let (step, exchange) = exchange.unwrap().step(&client.first(), &mut lookup);
@@ -336,7 +410,7 @@ mod tests {
     fn scram_with_empty_initial_response_is_malformed() {
         let mut lookup = accounts("r0meo");
         let (step, exchange) =
-            Exchange::start(Mechanism::ScramSha256, Some(b""), DOMAIN, &mut lookup);
+            Exchange::start(Mechanism::ScramSha256, Some(b""), DOMAIN, None, &mut lookup);
         assert_eq!(step, Step::Failure(Failure::MalformedRequest));
         assert!(exchange.is_none());
     }
@@ -344,7 +418,7 @@ mod tests {
     #[test]
     fn plain_without_initial_response_challenges_first() {
         let mut lookup = accounts("r0meo");
-        let (step, exchange) = Exchange::start(Mechanism::Plain, None, DOMAIN, &mut lookup);
+        let (step, exchange) = Exchange::start(Mechanism::Plain, None, DOMAIN, None, &mut lookup);
         assert_eq!(step, Step::Challenge(Vec::new()));
         let (step, exchange) = exchange.unwrap().step(b"\0juliet\0r0meo", &mut lookup);
         assert!(exchange.is_none());

@@ -1,13 +1,14 @@
-//! SCRAM server side (RFC 5802 §5, §7; RFC 7677), without channel binding.
+//! SCRAM server side (RFC 5802 §5, §6, §7; RFC 7677), with the `tls-exporter` channel
+//! binding (RFC 9266) for the -PLUS mechanisms.
 //!
-//! Owns parsing of client-first/client-final messages and proof verification. It must
-//! never answer an unknown user differently from a wrong password before the proof
-//! step, and never compare proofs in variable time.
+//! Owns parsing of client-first/client-final messages, the gs2 channel-binding rules and
+//! proof verification. It must never answer an unknown user differently from a wrong
+//! password before the proof step, and never compare proofs in variable time.
 
 use super::base64;
 use super::credentials::Credentials;
 use super::hash::{constant_time_eq, xor, ScramHash};
-use super::{identify, Failure, Step};
+use super::{identify, Failure, Step, CHANNEL_BINDING_TYPE};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Random bytes appended (base64-encoded) to the client nonce.
@@ -15,14 +16,24 @@ const SERVER_NONCE_BYTES: usize = 18;
 /// Room for the longest key (SHA-256).
 const MAX_KEY_LEN: usize = 32;
 
+/// The channel-binding side of one attempt.
+#[derive(Clone, Copy)]
+pub(super) struct Binding<'a> {
+    /// The client chose a -PLUS mechanism.
+    pub plus: bool,
+    /// The connection's `tls-exporter` bytes, present exactly when -PLUS is offered.
+    pub exporter: Option<&'a [u8]>,
+}
+
 /// State kept between server-first-message and client-final-message.
 pub(super) struct AwaitingFinal {
     hash: ScramHash,
     /// False when `stored_key` belongs to a decoy, so the proof can never pass.
     account_exists: bool,
     username: String,
-    /// The gs2-header exactly as received; `c=` must echo it.
-    gs2_header: String,
+    /// What `c=` must decode to: the gs2-header exactly as received, followed by the
+    /// channel-binding data when the client binds (RFC 5802 §7 `cbind-input`).
+    cbind_input: Vec<u8>,
     /// Client nonce followed by server nonce.
     nonce: String,
     /// `client-first-message-bare "," server-first-message`.
@@ -34,6 +45,7 @@ pub(super) struct AwaitingFinal {
 /// Handles client-first-message; returns server-first-message and the state to finish.
 pub(super) fn server_first(
     hash: ScramHash,
+    binding: Binding,
     client_first: &[u8],
     domain: &str,
     lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
@@ -42,12 +54,43 @@ pub(super) fn server_first(
     SystemRandom::new()
         .fill(&mut random)
         .map_err(|_| Failure::TemporaryAuthFailure)?;
-    server_first_with_nonce(hash, client_first, domain, lookup, &base64::encode(&random))
+    server_first_with_nonce(
+        hash,
+        binding,
+        client_first,
+        domain,
+        lookup,
+        &base64::encode(&random),
+    )
+}
+
+/// The gs2 channel-binding rules (RFC 5802 §6, RFC 9266): returns `cbind-input`, the
+/// bytes `c=` must carry.
+fn cbind_input(message: &ClientFirst, binding: Binding) -> Result<Vec<u8>, Failure> {
+    let mut input = message.gs2_header.as_bytes().to_vec();
+    match (message.cbind_flag, binding.plus, binding.exporter) {
+        // No binding on a plain SCRAM mechanism: as before channel binding existed.
+        (CbindFlag::No, false, _) => Ok(input),
+        // "y": the client could bind but thinks we cannot. Fine when we offer no -PLUS;
+        // when we do, someone stripped them from the features: a downgrade (§6).
+        (CbindFlag::NotOffered, false, None) => Ok(input),
+        (CbindFlag::NotOffered, false, Some(_)) => Err(Failure::NotAuthorized),
+        // "p=" on a mechanism without binding contradicts itself.
+        (CbindFlag::Bound(_), false, _) => Err(Failure::MalformedRequest),
+        (CbindFlag::Bound(name), true, Some(exporter)) if name == CHANNEL_BINDING_TYPE => {
+            input.extend_from_slice(exporter);
+            Ok(input)
+        }
+        // -PLUS without "p=", another binding type, or -PLUS on a connection that
+        // offers none: no binding can be verified.
+        (_, true, _) => Err(Failure::NotAuthorized),
+    }
 }
 
 /// [`server_first`] with a given server nonce part (the RFC examples use fixed ones).
 fn server_first_with_nonce(
     hash: ScramHash,
+    binding: Binding,
     client_first: &[u8],
     domain: &str,
     lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
@@ -55,6 +98,7 @@ fn server_first_with_nonce(
 ) -> Result<(Vec<u8>, AwaitingFinal), Failure> {
     let text = std::str::from_utf8(client_first).map_err(|_| Failure::MalformedRequest)?;
     let message = ClientFirst::parse(text)?;
+    let cbind_input = cbind_input(&message, binding)?;
     let authzid = message.authzid.as_deref();
     let (username, credentials, account_exists) =
         identify(&message.username, authzid, domain, lookup)?;
@@ -69,7 +113,7 @@ fn server_first_with_nonce(
         hash,
         account_exists,
         username,
-        gs2_header: message.gs2_header.to_owned(),
+        cbind_input,
         nonce,
         auth_message_start: format!("{},{server_first}", message.bare),
         stored_key: [0; MAX_KEY_LEN],
@@ -80,8 +124,20 @@ fn server_first_with_nonce(
     Ok((server_first.into_bytes(), awaiting))
 }
 
+/// The gs2 `gs2-cbind-flag` (RFC 5802 §7).
+#[derive(Clone, Copy)]
+enum CbindFlag<'a> {
+    /// "n": the client does not support channel binding.
+    No,
+    /// "y": the client supports it but thinks the server does not.
+    NotOffered,
+    /// "p=cb-name": the client binds with this type.
+    Bound(&'a str),
+}
+
 /// The parts of a client-first-message this server uses.
 struct ClientFirst<'a> {
+    cbind_flag: CbindFlag<'a>,
     gs2_header: &'a str,
     authzid: Option<String>,
     username: String,
@@ -91,12 +147,23 @@ struct ClientFirst<'a> {
 
 impl<'a> ClientFirst<'a> {
     fn parse(text: &'a str) -> Result<Self, Failure> {
-        let (cbind_flag, rest) = text.split_once(',').ok_or(Failure::MalformedRequest)?;
-        // "n": client has no channel binding; "y": it has but thinks we don't (true: we
-        // advertise no -PLUS). "p=…" asks for binding on a non-PLUS mechanism: refused.
-        if !matches!(cbind_flag, "n" | "y") {
-            return Err(Failure::MalformedRequest);
-        }
+        let (cbind_field, rest) = text.split_once(',').ok_or(Failure::MalformedRequest)?;
+        let cbind_flag = match cbind_field {
+            "n" => CbindFlag::No,
+            "y" => CbindFlag::NotOffered,
+            field => match field.strip_prefix("p=") {
+                // cb-name = 1*(ALPHA / DIGIT / "." / "-")
+                Some(name)
+                    if !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') =>
+                {
+                    CbindFlag::Bound(name)
+                }
+                _ => return Err(Failure::MalformedRequest),
+            },
+        };
         let (authzid_field, bare) = rest.split_once(',').ok_or(Failure::MalformedRequest)?;
         let authzid = match authzid_field {
             "" => None,
@@ -105,7 +172,7 @@ impl<'a> ClientFirst<'a> {
             )?),
         };
         let gs2_header = text
-            .get(..cbind_flag.len() + authzid_field.len() + 2)
+            .get(..cbind_field.len() + authzid_field.len() + 2)
             .ok_or(Failure::MalformedRequest)?;
         let mut attributes = bare.split(',');
         // A leading "m=" is a mandatory extension we do not support (RFC 5802 §5.1);
@@ -122,6 +189,7 @@ impl<'a> ClientFirst<'a> {
             return Err(Failure::MalformedRequest);
         }
         Ok(ClientFirst {
+            cbind_flag,
             gs2_header,
             authzid,
             username: unescape_saslname(username)?,
@@ -188,7 +256,7 @@ impl AwaitingFinal {
             .next()
             .and_then(|a| a.strip_prefix("r="))
             .ok_or(Failure::MalformedRequest)?;
-        if channel_binding != self.gs2_header.as_bytes() || nonce != self.nonce {
+        if channel_binding != self.cbind_input || nonce != self.nonce {
             return Err(Failure::NotAuthorized);
         }
 
@@ -232,8 +300,30 @@ mod tests {
         client_first: &str,
         lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
     ) -> Result<(String, AwaitingFinal), Failure> {
-        server_first_with_nonce(hash, client_first.as_bytes(), DOMAIN, lookup, "SERVERNONCE")
-            .map(|(message, awaiting)| (String::from_utf8(message).unwrap(), awaiting))
+        first_bound(hash, NO_BINDING, client_first, lookup)
+    }
+
+    /// No -PLUS mechanism chosen, none offered.
+    const NO_BINDING: Binding = Binding {
+        plus: false,
+        exporter: None,
+    };
+
+    fn first_bound(
+        hash: ScramHash,
+        binding: Binding,
+        client_first: &str,
+        lookup: &mut dyn FnMut(&str) -> Option<Credentials>,
+    ) -> Result<(String, AwaitingFinal), Failure> {
+        server_first_with_nonce(
+            hash,
+            binding,
+            client_first.as_bytes(),
+            DOMAIN,
+            lookup,
+            "SERVERNONCE",
+        )
+        .map(|(message, awaiting)| (String::from_utf8(message).unwrap(), awaiting))
     }
 
     /// An RFC example exchange up to the server-first message: "user" with password
@@ -245,7 +335,15 @@ mod tests {
         server_nonce: &str,
     ) -> (Vec<u8>, AwaitingFinal) {
         let mut lookup = rfc_accounts(salt_b64);
-        server_first_with_nonce(hash, client_first, DOMAIN, &mut lookup, server_nonce).unwrap()
+        server_first_with_nonce(
+            hash,
+            NO_BINDING,
+            client_first,
+            DOMAIN,
+            &mut lookup,
+            server_nonce,
+        )
+        .unwrap()
     }
 
     /// The RFC 5802 (SHA-1) example up to the server-first message.
@@ -380,14 +478,14 @@ mod tests {
         let (server_first, awaiting) =
             first(ScramHash::Sha1, "y,,n=user,r=abc", &mut lookup).unwrap();
         assert!(server_first.starts_with("r=abcSERVERNONCE,s=QSXCR+Q6sek8bf92,i=4096"));
-        assert_eq!(awaiting.gs2_header, "y,,");
+        assert_eq!(awaiting.cbind_input, b"y,,");
         let (_, awaiting) = first(
             ScramHash::Sha1,
             "n,a=user@example.org,n=USER,r=abc,x=ignored",
             &mut lookup,
         )
         .unwrap();
-        assert_eq!(awaiting.gs2_header, "n,a=user@example.org,");
+        assert_eq!(awaiting.cbind_input, b"n,a=user@example.org,");
         assert_eq!(awaiting.username, "user");
         assert_eq!(
             awaiting.auth_message_start.split(',').nth(2),
@@ -431,10 +529,183 @@ mod tests {
             Some(Failure::NotAuthorized)
         );
         assert_eq!(
-            server_first_with_nonce(ScramHash::Sha1, b"n,,n=\xff,r=a", DOMAIN, &mut lookup, "s")
-                .err(),
+            server_first_with_nonce(
+                ScramHash::Sha1,
+                NO_BINDING,
+                b"n,,n=\xff,r=a",
+                DOMAIN,
+                &mut lookup,
+                "s"
+            )
+            .err(),
             Some(Failure::MalformedRequest)
         );
+    }
+
+    const EXPORTER: &[u8] = &[7; 32];
+
+    /// The connection offers -PLUS (exporter data known); `plus`: the client chose one.
+    fn offered(plus: bool) -> Binding<'static> {
+        Binding {
+            plus,
+            exporter: Some(EXPORTER),
+        }
+    }
+
+    /// RFC 9266 + RFC 5802 §7: with `p=tls-exporter` on a -PLUS mechanism, `c=` must be
+    /// base64(gs2-header + exporter bytes).
+    #[test]
+    fn plus_with_tls_exporter_expects_header_and_exporter_data() {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        let (_, awaiting) = first_bound(
+            ScramHash::Sha1,
+            offered(true),
+            "p=tls-exporter,,n=user,r=abc",
+            &mut lookup,
+        )
+        .unwrap();
+        let mut expected = b"p=tls-exporter,,".to_vec();
+        expected.extend_from_slice(EXPORTER);
+        assert_eq!(awaiting.cbind_input, expected);
+    }
+
+    /// RFC 5802 §6: a `c=` that is not this channel's binding fails the attempt.
+    #[test]
+    fn plus_with_wrong_binding_data_is_not_authorized() {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        let (_, awaiting) = first_bound(
+            ScramHash::Sha1,
+            offered(true),
+            "p=tls-exporter,,n=user,r=abc",
+            &mut lookup,
+        )
+        .unwrap();
+        let mut wrong = b"p=tls-exporter,,".to_vec();
+        wrong.extend_from_slice(&[8; 32]);
+        let message = format!("c={},r=abcSERVERNONCE,p=AAAA", base64::encode(&wrong));
+        assert_eq!(
+            awaiting.finish(message.as_bytes()),
+            Step::Failure(Failure::NotAuthorized)
+        );
+        // The header alone, as a non-binding client would send it.
+        let (_, awaiting) = first_bound(
+            ScramHash::Sha1,
+            offered(true),
+            "p=tls-exporter,,n=user,r=abc",
+            &mut lookup,
+        )
+        .unwrap();
+        let message = format!(
+            "c={},r=abcSERVERNONCE,p=AAAA",
+            base64::encode(b"p=tls-exporter,,")
+        );
+        assert_eq!(
+            awaiting.finish(message.as_bytes()),
+            Step::Failure(Failure::NotAuthorized)
+        );
+    }
+
+    /// RFC 5802 §6 / RFC 9266: only `tls-exporter` is offered; any other type fails.
+    #[test]
+    fn plus_with_another_binding_type_is_not_authorized() {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        for message in [
+            "p=tls-unique,,n=user,r=abc",
+            "p=tls-server-end-point,,n=user,r=abc",
+        ] {
+            assert_eq!(
+                first_bound(ScramHash::Sha256, offered(true), message, &mut lookup).err(),
+                Some(Failure::NotAuthorized),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            first_bound(
+                ScramHash::Sha256,
+                offered(true),
+                "p=,,n=user,r=abc",
+                &mut lookup
+            )
+            .err(),
+            Some(Failure::MalformedRequest)
+        );
+    }
+
+    /// A -PLUS mechanism must bind: `n` or `y` with it, or -PLUS on a connection that
+    /// cannot bind, fails.
+    #[test]
+    fn plus_without_binding_is_not_authorized() {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        for message in ["n,,n=user,r=abc", "y,,n=user,r=abc"] {
+            assert_eq!(
+                first_bound(ScramHash::Sha1, offered(true), message, &mut lookup).err(),
+                Some(Failure::NotAuthorized),
+                "{message}"
+            );
+        }
+        let unbindable = Binding {
+            plus: true,
+            exporter: None,
+        };
+        assert_eq!(
+            first_bound(
+                ScramHash::Sha1,
+                unbindable,
+                "p=tls-exporter,,n=user,r=abc",
+                &mut lookup
+            )
+            .err(),
+            Some(Failure::NotAuthorized)
+        );
+    }
+
+    /// RFC 5802 §6 downgrade protection: `y` while -PLUS was advertised means someone
+    /// removed it from the features the client saw.
+    #[test]
+    fn y_while_plus_is_offered_is_refused() {
+        let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+        assert_eq!(
+            first_bound(
+                ScramHash::Sha256,
+                offered(false),
+                "y,,n=user,r=abc",
+                &mut lookup
+            )
+            .err(),
+            Some(Failure::NotAuthorized)
+        );
+        // Without -PLUS on offer, "y" is the truth and is accepted (see client_first_variants).
+        assert!(first_bound(
+            ScramHash::Sha256,
+            NO_BINDING,
+            "y,,n=user,r=abc",
+            &mut lookup
+        )
+        .is_ok());
+    }
+
+    /// `n` with a plain SCRAM mechanism still works where -PLUS is offered, and binds
+    /// nothing but the header.
+    #[test]
+    fn n_with_plain_scram_works_beside_plus() {
+        let (_, awaiting) = {
+            let mut lookup = rfc_accounts("QSXCR+Q6sek8bf92");
+            server_first_with_nonce(
+                ScramHash::Sha1,
+                offered(false),
+                b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+                DOMAIN,
+                &mut lookup,
+                "3rfcNHYJY1ZVvWVs7j",
+            )
+            .unwrap()
+        };
+        assert!(matches!(
+            awaiting.finish(
+                b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
+            ),
+            Step::Success { .. }
+        ));
     }
 
     #[test]
@@ -483,21 +754,34 @@ mod tests {
         let mut real_lookup = move |user: &str| (user == "user").then(|| real.clone());
         let known = server_first(
             ScramHash::Sha256,
+            NO_BINDING,
             b"n,,n=user,r=abc",
             DOMAIN,
             &mut real_lookup,
         )
         .unwrap();
-        let unknown =
-            server_first(ScramHash::Sha256, b"n,,n=ghost,r=abc", DOMAIN, &mut lookup).unwrap();
+        let unknown = server_first(
+            ScramHash::Sha256,
+            NO_BINDING,
+            b"n,,n=ghost,r=abc",
+            DOMAIN,
+            &mut lookup,
+        )
+        .unwrap();
         let known_text = String::from_utf8(known.0).unwrap();
         let unknown_text = String::from_utf8(unknown.0).unwrap();
         assert_eq!(shape(&known_text), shape(&unknown_text));
         assert_eq!(shape(&unknown_text), (2 + 3 + 24, 16, "i=4096".to_owned()));
         assert!(unknown_text.starts_with("r=abc"));
         // The same name gets the same salt, so repeated probes reveal nothing either.
-        let again =
-            server_first(ScramHash::Sha256, b"n,,n=ghost,r=abc", DOMAIN, &mut lookup).unwrap();
+        let again = server_first(
+            ScramHash::Sha256,
+            NO_BINDING,
+            b"n,,n=ghost,r=abc",
+            DOMAIN,
+            &mut lookup,
+        )
+        .unwrap();
         let salt = |text: &str| text.split(',').nth(1).map(str::to_owned);
         assert_eq!(
             salt(&unknown_text),
@@ -505,8 +789,14 @@ mod tests {
         );
         // The server nonce is fresh each time.
         let nonce = |text: &str| text.split(',').next().map(str::to_owned);
-        let third =
-            server_first(ScramHash::Sha256, b"n,,n=ghost,r=abc", DOMAIN, &mut lookup).unwrap();
+        let third = server_first(
+            ScramHash::Sha256,
+            NO_BINDING,
+            b"n,,n=ghost,r=abc",
+            DOMAIN,
+            &mut lookup,
+        )
+        .unwrap();
         assert_ne!(
             nonce(&unknown_text),
             nonce(&String::from_utf8(third.0).unwrap())

@@ -725,7 +725,27 @@ impl Client {
 
     /// SCRAM exchange; true on success (the stream must then restart).
     pub fn scram(&mut self, mechanism: Mechanism, user: &str, password: &str) -> bool {
-        let mut scram = ScramClient::new(mechanism, user, password).expect("SCRAM client");
+        let scram = ScramClient::new(mechanism, user, password).expect("SCRAM client");
+        self.scram_with(mechanism, scram).is_ok()
+    }
+
+    /// The TLS connection's `tls-exporter` channel-binding data (RFC 9266 §2).
+    pub fn tls_exporter(&self) -> [u8; 32] {
+        let Stream::Tls(tls) = &self.stream else {
+            panic!("no TLS");
+        };
+        tls.conn
+            .export_keying_material([0; 32], b"EXPORTER-Channel-Binding", None)
+            .expect("TLS exporter")
+    }
+
+    /// [`Client::scram`] with a prepared client (e.g. one that channel-binds); a failed
+    /// exchange gives the server's `<failure/>`.
+    pub fn scram_with(
+        &mut self,
+        mechanism: Mechanism,
+        mut scram: ScramClient,
+    ) -> Result<(), Box<Element>> {
         self.send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>",
             mechanism.name(),
@@ -733,7 +753,7 @@ impl Client {
         ));
         let challenge = self.receive();
         if challenge.is("failure", SASL_NS) {
-            return false;
+            return Err(Box::new(challenge));
         }
         assert!(challenge.is("challenge", SASL_NS), "{challenge}");
         let server_first = base64::decode(challenge.text()).unwrap();
@@ -745,13 +765,13 @@ impl Client {
         let result = self.receive();
         if !result.is("success", SASL_NS) {
             assert!(result.is("failure", SASL_NS), "{result}");
-            return false;
+            return Err(Box::new(result));
         }
         let server_final = base64::decode(result.text()).unwrap();
         assert!(scram.verify_server_final(&server_final), "server signature");
         // The server starts a new stream after success.
         self.framer = new_framer();
-        true
+        Ok(())
     }
 
     /// After authentication: restart the stream, bind `resource`.
