@@ -85,7 +85,7 @@ fn a_client_without_ping_support_gets_whitespace_and_never_an_iq_ping() {
     roster_get(&mut bob);
     bob.send("<presence/>");
     expect_presence(&mut bob, "bob@localhost/b", None); // its own echo (RFC 6121 §4.2.2)
-    // Three idle periods: a space each time, nothing else.
+                                                        // Three idle periods: a space each time, nothing else.
     expect_only_whitespace(&mut bob, Duration::from_millis(3500), 2);
     // Still connected, and the stream still works.
     roster_get(&mut bob);

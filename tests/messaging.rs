@@ -131,7 +131,10 @@ fn offline_message_is_delivered_with_delay_at_next_presence() {
     bob.send("<presence/>");
     // Its own presence comes back first (RFC 6121 §4.2.2), offline messages after it.
     let echo = bob.receive();
-    assert!(echo.name() == "presence" && echo.is_from("bob@localhost/b"), "{echo}");
+    assert!(
+        echo.name() == "presence" && echo.is_from("bob@localhost/b"),
+        "{echo}"
+    );
     // XEP-0160 §3: stored in order, each with a XEP-0203 delay from the server.
     for (id, body) in [("o1", "first"), ("o2", "second")] {
         let message = bob.receive();
