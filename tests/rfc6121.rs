@@ -69,7 +69,6 @@ fn item_in(roster: &str, jid: &str) -> Option<(String, Vec<String>)> {
 }
 
 #[test]
-#[ignore = "hearth: a roster set with subscription='both' is refused with <bad-request/> instead of the attribute being ignored"]
 fn s2_1_5_roster_set_ignores_subscription_other_than_remove() {
     let server = TestServer::start("");
     server.add_user("alice");
@@ -89,7 +88,6 @@ fn s2_1_5_roster_set_ignores_subscription_other_than_remove() {
 }
 
 #[test]
-#[ignore = "hearth: an empty <group/> in a roster set gets <bad-request/>, the RFC names <not-acceptable/>"]
 fn s2_3_3_empty_group_is_not_acceptable() {
     let server = TestServer::start("");
     server.add_user("alice");
