@@ -497,7 +497,6 @@ fn s8_5_3_2_2_subscription_answers_to_unbound_resource_are_ignored() {
 /// §8.5.2.1.1: "For a message stanza of type "error", the server MUST silently ignore the
 /// message" when it is addressed to a bare JID.
 #[test]
-#[ignore = "hearth: an error message to a bare JID is delivered to the available resources"]
 fn s8_5_2_1_1_error_message_to_bare_jid_is_ignored() {
     let server = TestServer::start("");
     server.add_user("alice");
@@ -523,8 +522,8 @@ fn s8_5_2_1_1_error_message_to_bare_jid_is_ignored() {
 
 /// §8.5.3.2.1: to a full JID with no such resource, only `chat` is handled as if to the bare
 /// JID; `normal` (like groupchat and headline) is silently ignored or answered with an error.
+/// hearth answers `<service-unavailable/>` (option b), so the sender learns it was not delivered.
 #[test]
-#[ignore = "hearth: a normal message to an unbound resource is delivered as if to the bare JID"]
 fn s8_5_3_2_1_normal_message_to_unbound_resource_is_not_delivered() {
     let server = TestServer::start("");
     server.add_user("alice");
@@ -542,4 +541,6 @@ fn s8_5_3_2_1_normal_message_to_unbound_resource_is_not_delivered() {
             .collect()
     });
     assert_eq!(ids, ["after"]);
+    let bounce = alice.expect("id='n1'");
+    assert_eq!(error_of(&bounce).0, "service-unavailable", "{bounce}");
 }
