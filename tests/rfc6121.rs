@@ -453,7 +453,6 @@ fn presences_in(transcript: &str) -> Vec<(Option<String>, Option<String>)> {
 /// §8.5.1 (no such user): every presence but a probe is silently ignored, a probe is
 /// ignored or answered with `unsubscribed`.
 #[test]
-#[ignore = "hearth: a subscribe to no such user is answered with unsubscribed (src/subscription.rs reads RFC 6121 §3.1.3 that way)"]
 fn s8_5_1_subscription_presence_to_no_such_user_is_silently_ignored() {
     let server = TestServer::start("");
     server.add_user("alice");
