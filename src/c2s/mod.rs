@@ -900,6 +900,7 @@ fn framer_end(e: FramerError) -> End {
         FramerError::PolicyViolation => StreamCondition::PolicyViolation,
         FramerError::InvalidNamespace => StreamCondition::InvalidNamespace,
         FramerError::BadFormat => StreamCondition::BadFormat,
+        FramerError::UnsupportedEncoding => StreamCondition::UnsupportedEncoding,
     };
     End::Error(condition, None)
 }
