@@ -169,8 +169,8 @@ enum SetRequest {
     },
 }
 
-/// RFC 6121 §2.3.3 / §2.1.2: exactly one item with a bare JID, no subscription other than
-/// `remove`, non-empty distinct groups.
+/// RFC 6121 §2.3.3 / §2.1.2: exactly one item with a bare JID, non-empty distinct groups.
+/// A `subscription` other than `remove` is ignored (§2.1.5): only presence changes it.
 fn parse_set(query: Node) -> Result<SetRequest, StanzaCondition> {
     let mut children = query.children().filter(Node::is_element);
     let (Some(item), None) = (children.next(), children.next()) else {
@@ -185,10 +185,8 @@ fn parse_set(query: Node) -> Result<SetRequest, StanzaCondition> {
         .filter(|j| j.resource().is_none())
         .ok_or(StanzaCondition::BadRequest)?;
     let jid = jid.as_str().to_owned();
-    match item.attribute("subscription") {
-        None => {}
-        Some("remove") => return Ok(SetRequest::Remove { jid }),
-        Some(_) => return Err(StanzaCondition::BadRequest),
+    if item.attribute("subscription") == Some("remove") {
+        return Ok(SetRequest::Remove { jid });
     }
     let name = item.attribute("name").filter(|n| !n.is_empty());
     if name.is_some_and(|n| n.len() > MAX_TEXT) {
@@ -197,10 +195,11 @@ fn parse_set(query: Node) -> Result<SetRequest, StanzaCondition> {
     let mut groups: Vec<String> = Vec::new();
     for group in item.children().filter(|c| c.has_tag_name((NS, "group"))) {
         let text = group.text().unwrap_or_default();
-        if text.is_empty() || groups.iter().any(|g| g == text) {
+        // §2.3.3: a duplicate group is a bad request, an empty one not acceptable.
+        if groups.iter().any(|g| g == text) {
             return Err(StanzaCondition::BadRequest);
         }
-        if text.len() > MAX_TEXT {
+        if text.is_empty() || text.len() > MAX_TEXT {
             return Err(StanzaCondition::NotAcceptable);
         }
         groups.push(text.to_owned());
@@ -365,14 +364,20 @@ mod tests {
             parse("<item jid='b@h' subscription='remove'/>"),
             Ok(SetRequest::Remove { jid: "b@h".into() })
         );
+        assert_eq!(
+            parse("<item jid='b@h' subscription='both'/>"),
+            Ok(SetRequest::Update {
+                jid: "b@h".into(),
+                name: None,
+                groups: vec![],
+            })
+        );
         for bad in [
             "",
             "<item jid='b@h'/><item jid='c@h'/>",
             "<item jid='b@@h'/>",
             "<item jid='b@h/r'/>",
             "<item/>",
-            "<item jid='b@h' subscription='both'/>",
-            "<item jid='b@h'><group></group></item>",
             "<item jid='b@h'><group>x</group><group>x</group></item>",
             "<other jid='b@h'/>",
         ] {
@@ -381,6 +386,10 @@ mod tests {
         let long = "n".repeat(MAX_TEXT + 1);
         assert_eq!(
             parse(&format!("<item jid='b@h' name='{long}'/>")),
+            Err(StanzaCondition::NotAcceptable)
+        );
+        assert_eq!(
+            parse("<item jid='b@h'><group></group></item>"),
             Err(StanzaCondition::NotAcceptable)
         );
     }

@@ -304,18 +304,23 @@ impl Router {
             if let Some(session) = self.find(to) {
                 return MessageTarget::Sessions(vec![session.clone()]);
             }
-            // §8.5.3.2.1: no such resource.
+            // §8.5.3.2.1: no such resource. Only chat goes on as if to the bare JID; the
+            // rest is bounced (the RFC's option b) so nothing vanishes silently, errors
+            // excepted (RFC 6120 §8.3.1: never answer an error with an error).
             return match ty {
-                MessageType::Normal | MessageType::Chat => self.bare_message_targets(to, ty),
-                MessageType::Groupchat => MessageTarget::Error(StanzaCondition::ServiceUnavailable),
-                MessageType::Headline | MessageType::Error => MessageTarget::Drop,
+                MessageType::Chat => self.bare_message_targets(to, ty),
+                MessageType::Normal | MessageType::Headline | MessageType::Groupchat => {
+                    MessageTarget::Error(StanzaCondition::ServiceUnavailable)
+                }
+                MessageType::Error => MessageTarget::Drop,
             };
         }
         self.bare_message_targets(to, ty)
     }
 
     /// §8.5.2.1: the available resources with the highest non-negative
-    /// priority get normal and chat messages; headlines go to all of them.
+    /// priority get normal and chat messages; headlines go to all of them;
+    /// errors are silently ignored (§8.5.2.1.1).
     fn bare_message_targets(&self, to: &Jid, ty: MessageType) -> MessageTarget {
         let local = to.local().unwrap_or_default();
         let eligible = || {
@@ -325,6 +330,7 @@ impl Router {
         };
         match ty {
             MessageType::Groupchat => MessageTarget::Error(StanzaCondition::ServiceUnavailable),
+            MessageType::Error => MessageTarget::Drop,
             MessageType::Headline => {
                 let all: Vec<_> = eligible().cloned().collect();
                 if all.is_empty() {
@@ -333,13 +339,9 @@ impl Router {
                     MessageTarget::Sessions(all)
                 }
             }
-            MessageType::Normal | MessageType::Chat | MessageType::Error => {
+            MessageType::Normal | MessageType::Chat => {
                 let Some(top) = eligible().map(|s| s.priority.get()).max() else {
-                    return if ty == MessageType::Error {
-                        MessageTarget::Drop
-                    } else {
-                        MessageTarget::Offline
-                    };
+                    return MessageTarget::Offline;
                 };
                 MessageTarget::Sessions(
                     eligible()
@@ -440,12 +442,18 @@ mod tests {
             ids(router.message_targets(&gone, MessageType::Chat)),
             vec![1]
         );
+        for ty in [MessageType::Normal, MessageType::Headline] {
+            assert_eq!(
+                router.message_targets(&gone, ty),
+                MessageTarget::Error(StanzaCondition::ServiceUnavailable)
+            );
+        }
         assert_eq!(
-            ids(router.message_targets(&gone, MessageType::Normal)),
-            vec![1]
+            router.message_targets(&gone, MessageType::Error),
+            MessageTarget::Drop
         );
         assert_eq!(
-            router.message_targets(&gone, MessageType::Headline),
+            router.message_targets(&jid("a@h"), MessageType::Error),
             MessageTarget::Drop
         );
         assert_eq!(

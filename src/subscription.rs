@@ -123,10 +123,9 @@ impl Change {
             out.pushes.push((sender.into(), txn.put(sender, &item)?));
         }
         if !self.target_exists {
-            // §3.1.3: no such user — the request is answered with `unsubscribed`.
-            if clear_to(txn, sender, &target_jid, out)? {
-                out.send(sender, stanza("unsubscribed", &target_jid, &sender_jid));
-            }
+            // §8.5.1: no such user — silently ignored, which also tells a prober nothing
+            // about which accounts exist. The sender's `ask` stays, as for a contact who
+            // never answers.
             return Ok(());
         }
         match txn.item(target, &sender_jid)? {

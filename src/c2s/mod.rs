@@ -589,6 +589,15 @@ impl Connection {
                 }
                 self.on_sasl(node)
             }
+            // XEP-0198 §3: `<enable/>` before authentication is answered
+            // with `<failed/>` (by `on_enable`), not a stream error.
+            Stage::Plain | Stage::Secured
+                if ns == Some(crate::sm::NS)
+                    && node.tag_name().name() == "enable"
+                    && self.server.config().sm.enabled =>
+            {
+                self.on_sm(node).await
+            }
             Stage::Plain | Stage::Secured => {
                 let stanza = Stanza::parse(node);
                 match stanza {
@@ -903,6 +912,7 @@ fn framer_end(e: FramerError) -> End {
         FramerError::PolicyViolation => StreamCondition::PolicyViolation,
         FramerError::InvalidNamespace => StreamCondition::InvalidNamespace,
         FramerError::BadFormat => StreamCondition::BadFormat,
+        FramerError::UnsupportedEncoding => StreamCondition::UnsupportedEncoding,
     };
     End::Error(condition, None)
 }

@@ -25,6 +25,7 @@ pub enum StreamCondition {
     RestrictedXml,
     SystemShutdown,
     UndefinedCondition,
+    UnsupportedEncoding,
     UnsupportedStanzaType,
     UnsupportedVersion,
 }
@@ -47,6 +48,7 @@ impl StreamCondition {
             RestrictedXml => "restricted-xml",
             SystemShutdown => "system-shutdown",
             UndefinedCondition => "undefined-condition",
+            UnsupportedEncoding => "unsupported-encoding",
             UnsupportedStanzaType => "unsupported-stanza-type",
             UnsupportedVersion => "unsupported-version",
         }

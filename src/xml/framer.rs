@@ -83,6 +83,8 @@ pub enum FramerError {
     PolicyViolation,
     InvalidNamespace,
     BadFormat,
+    /// The stream is not in UTF-8 (RFC 6120 §4.9.3.22, §11.6).
+    UnsupportedEncoding,
 }
 
 impl FramerError {
@@ -94,6 +96,7 @@ impl FramerError {
             FramerError::PolicyViolation => "policy-violation",
             FramerError::InvalidNamespace => "invalid-namespace",
             FramerError::BadFormat => "bad-format",
+            FramerError::UnsupportedEncoding => "unsupported-encoding",
         }
     }
 }
@@ -220,6 +223,9 @@ impl Framer {
             Phase::Failed(error) => return Err(error),
             Phase::Closed => return Ok(None),
             Phase::Prolog | Phase::Stream => {}
+        }
+        if self.lexer.phase == Phase::Prolog && self.start == 0 && not_utf8(&self.buf) {
+            return Err(self.fail(FramerError::UnsupportedEncoding));
         }
         let item_kind = match self.advance() {
             Ok(Some(kind)) => kind,
@@ -491,6 +497,13 @@ struct Lexer {
     in_scope: u16,
     ref_name: [u8; REF_NAME_MAX],
     ref_len: u8,
+}
+
+/// RFC 6120 §4.9.3.22: a stream whose first bytes say UTF-16 or UTF-32 (a byte order mark,
+/// or `<` next to a NUL byte, RFC 7303 §3.2), never valid UTF-8 XML, is an unsupported
+/// encoding rather than merely not well-formed.
+fn not_utf8(start: &[u8]) -> bool {
+    matches!(start, [0xFE | 0xFF | 0, ..] | [b'<', 0, ..])
 }
 
 /// Item offsets fit in u32: `max_stanza` is at most 16 MiB (config bounds).
@@ -973,6 +986,22 @@ mod tests {
         feed_chunked(LIMITS, input, &mut || usize::MAX)
     }
 
+    /// RFC 6120 §4.9.3.22: UTF-16/32 openings, whole or byte by byte.
+    #[test]
+    fn non_utf8_stream_is_unsupported_encoding() {
+        let utf16le: Vec<u8> = HEADER.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let utf16be: Vec<u8> = HEADER.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let with_bom = [&[0xFF, 0xFE][..], &utf16le].concat();
+        for input in [&with_bom[..], &utf16le, &utf16be, &[0xFE, 0xFF, 0, b'<']] {
+            let whole = feed(input);
+            assert_eq!(whole, [Seen::Error(FramerError::UnsupportedEncoding)]);
+            assert_eq!(feed_chunked(LIMITS, input, &mut || 1), whole);
+        }
+        // Later invalid bytes stay not well-formed.
+        let late = feed(format!("{HEADER}<a>\0</a>").as_bytes());
+        assert_eq!(late.last(), Some(&Seen::Error(FramerError::NotWellFormed)));
+    }
+
     fn stanzas(seen: &[Seen]) -> Vec<&str> {
         seen.iter()
             .filter_map(|event| match event {
@@ -1235,7 +1264,8 @@ mod tests {
                 Some(FramerError::NotWellFormed)
             );
         }
-        assert_eq!(last_error(b"\x00"), Some(FramerError::NotWellFormed));
+        // A NUL first byte says UTF-16/32 (§4.9.3.22); inside the stream it is not well-formed.
+        assert_eq!(last_error(b"\x00"), Some(FramerError::UnsupportedEncoding));
     }
 
     #[test]
