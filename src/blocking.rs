@@ -167,7 +167,7 @@ pub fn gate(
     match allows(server, &session.jid, to, StanzaKind::of(stanza)) {
         Verdict::Allow => true,
         Verdict::SenderBlocks => {
-            if stanza.node.attribute("type") != Some("error") {
+            if !stanza.is_error() {
                 stanza::open_reply(
                     out,
                     stanza.kind,

@@ -103,7 +103,7 @@ pub fn copy(
     if !eligible(stanza) {
         return;
     }
-    let user = sender.jid.local().unwrap_or_default();
+    let user = sender.jid.user();
     let wants_copy = |s: &&Rc<Session>| {
         s.carbons.get() && s.id != sender.id && !delivered.iter().any(|d| d.id == s.id)
     };

@@ -109,7 +109,7 @@ pub fn reply_error(
     condition: StanzaCondition,
     out: &mut String,
 ) {
-    if stanza.node.attribute("type") == Some("error") {
+    if stanza.is_error() {
         return;
     }
     let domain: &str = &server.config().domain;
@@ -348,7 +348,7 @@ pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
     crate::muc::session_ended(server, session);
     privacy::session_ended(server, session);
     crate::push::session_ended(server, session);
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     if server.router.borrow().resources(user).is_empty() {
         blocking::user_offline(server, user);
         vcard::user_offline(server, user);

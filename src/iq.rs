@@ -25,7 +25,7 @@ pub struct Iq<'a> {
 impl<'a> Iq<'a> {
     /// The asking user's localpart.
     pub fn user(&self) -> &'a str {
-        self.session.jid.local().unwrap_or_default()
+        self.session.jid.user()
     }
 
     /// The answer, from the address the request went to and to the asking session.

@@ -192,6 +192,59 @@ impl fmt::Debug for Jid {
     }
 }
 
+/// The address of a bound client session: a full JID that always has a
+/// localpart and a resource, checked once when the session binds, so code
+/// holding one never has to ask again.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionJid(Jid);
+
+impl SessionJid {
+    /// `None` unless `jid` has both a localpart and a resource.
+    pub fn new(jid: Jid) -> Option<SessionJid> {
+        (jid.local_len > 0 && !jid.is_bare()).then_some(SessionJid(jid))
+    }
+
+    /// The account's localpart.
+    pub fn user(&self) -> &str {
+        self.0.local().unwrap_or_default()
+    }
+
+    pub fn jid(&self) -> &Jid {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SessionJid {
+    type Target = Jid;
+    fn deref(&self) -> &Jid {
+        &self.0
+    }
+}
+
+impl PartialEq<Jid> for SessionJid {
+    fn eq(&self, other: &Jid) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<SessionJid> for Jid {
+    fn eq(&self, other: &SessionJid) -> bool {
+        *self == other.0
+    }
+}
+
+impl fmt::Display for SessionJid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for SessionJid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl FromStr for Jid {
     type Err = JidError;
     fn from_str(s: &str) -> Result<Jid, JidError> {

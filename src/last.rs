@@ -46,7 +46,7 @@ fn account_idle(
     session: &Session,
     contact: &str,
 ) -> Result<(u64, Option<String>), StanzaCondition> {
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     if contact != user {
         let contact_jid = format!("{contact}@{}", server.config().domain);
         let subscribed = server

@@ -195,7 +195,7 @@ pub fn delivered(
     if !server.config().mam.enabled || !archivable(stanza) {
         return (xml, None);
     }
-    let sender_user = sender.jid.local().unwrap_or_default();
+    let sender_user = sender.jid.user();
     let for_sender = wants(server, sender_user, to);
     let for_recipient = recipient != sender_user && wants(server, recipient, &sender.jid);
     if !for_sender && !for_recipient {

@@ -144,7 +144,7 @@ pub(crate) fn contacts(
 /// RFC 6121 §4.2.2 / §4.4.2 / §4.5.2: to every contact subscribed `from` the user and to the
 /// user's other available resources. The sending resource's own copy is [`echo`].
 fn broadcast(server: &Server, session: &Session, xml: &str) {
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     for contact in contacts(server, user, |item| item.from) {
         let local = contact.local().unwrap_or_default();
         let xml: Rc<str> = addressed(xml, contact.as_str()).into();
@@ -288,7 +288,7 @@ fn available(
     if !initial {
         return Deferred::None;
     }
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     for own in server.router.borrow().resources(user) {
         if own.id != session.id && own.available.get() {
             if let Some(current) = own.presence.current.borrow().as_deref() {
@@ -318,7 +318,7 @@ fn available(
 
 /// A probe from the client: answered for contacts it is subscribed to, else ignored.
 fn probe(server: &Server, session: &Session, to: &Jid, out: &mut String) {
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     let subscribed = server
         .store
         .roster_item(user, to.bare().as_str())
@@ -348,7 +348,7 @@ fn directed(
     let mut list = session.presence.directed.borrow_mut();
     list.retain(|jid| jid != to);
     if ty == PresenceType::Available {
-        let user = session.jid.local().unwrap_or_default();
+        let user = session.jid.user();
         let subscriber = server
             .store
             .roster_item(user, to.bare().as_str())
@@ -386,7 +386,7 @@ fn unavailable(
     if !was_available {
         return None;
     }
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     let others = server
         .router
         .borrow()

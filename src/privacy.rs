@@ -385,7 +385,7 @@ impl Privacy {
         lists: &UserLists,
         name: &str,
     ) -> bool {
-        let user = session.jid.local().unwrap_or_default();
+        let user = session.jid.user();
         server
             .router
             .borrow()
@@ -467,7 +467,7 @@ pub(crate) fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) ->
 /// leave memory.
 pub fn session_ended(server: &Server, session: &Session) {
     server.privacy.active.borrow_mut().remove(&session.id);
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     if server.router.borrow().resources(user).is_empty() {
         server.privacy.lists.forget(user);
     }
@@ -662,14 +662,14 @@ fn hidden(server: &Server, user: &str) -> Hidden {
     for contact in presence::contacts(server, user, |item| item.from) {
         for theirs in available(contact.local().unwrap_or_default()) {
             for own in mine.iter().filter(|own| denied(&own.jid, &theirs.jid)) {
-                pairs.push((own.jid.clone(), theirs.clone()));
+                pairs.push((own.jid.jid().clone(), theirs.clone()));
             }
         }
     }
     for contact in presence::contacts(server, user, |item| item.to) {
         for theirs in available(contact.local().unwrap_or_default()) {
             for own in mine.iter().filter(|own| denied(&theirs.jid, &own.jid)) {
-                pairs.push((theirs.jid.clone(), own.clone()));
+                pairs.push((theirs.jid.jid().clone(), own.clone()));
             }
         }
     }

@@ -147,9 +147,7 @@ pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut Str
         },
         (StanzaType::Iq(IqType::Set), Some(query)) => activate(server, session, query),
         (StanzaType::Iq(IqType::Result | IqType::Error), _) => return Deferred::None,
-        (StanzaType::Message(_), _) if stanza.node.attribute("type") == Some("error") => {
-            return Deferred::None
-        }
+        (StanzaType::Message(_), _) if stanza.is_error() => return Deferred::None,
         (StanzaType::Presence(_), _) => return Deferred::None,
         _ => Err(StanzaCondition::ServiceUnavailable),
     };

@@ -181,7 +181,7 @@ fn enable(
     registration: PushRegistration,
     reply: IqReply,
 ) -> Deferred {
-    let user = session.jid.local().unwrap_or_default().to_owned();
+    let user = session.jid.user().to_owned();
     let max = server.config().push.max_registrations_per_user as usize;
     let device = Device {
         jid: registration.jid.as_str().into(),
@@ -303,7 +303,7 @@ pub fn hibernated(server: &Server, session: &Session, missed: impl FnOnce() -> b
         (device.jid.clone(), device.node.clone())
     };
     if server.config().push.enabled && missed() {
-        let user = session.jid.local().unwrap_or_default();
+        let user = session.jid.user();
         let summary = Summary {
             sender: None,
             body: None,

@@ -116,7 +116,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
 /// nothing), anything else the whole roster.
 fn get(server: &Server, session: &Session, stanza: &Stanza, query: Node, out: &mut String) {
     session.interested.set(true);
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     let roster = match server.store.roster(user) {
         Ok(roster) => roster,
         Err(e) => {
@@ -221,7 +221,7 @@ fn set(
     stanza: &Stanza,
     request: SetRequest,
 ) -> Deferred {
-    let user = session.jid.local().unwrap_or_default().to_owned();
+    let user = session.jid.user().to_owned();
     let domain = server.config().domain.clone();
     let max_items = server.config().roster.max_items as usize;
     let op: SetOp = match request {

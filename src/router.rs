@@ -212,7 +212,7 @@ impl Mailbox {
 #[derive(Debug)]
 pub struct Session {
     pub id: u64,
-    pub jid: Jid,
+    pub jid: crate::jid::SessionJid,
     pub mailbox: Rc<Mailbox>,
     /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
     pub available: Cell<bool>,
@@ -252,7 +252,7 @@ impl Router {
     /// JID is returned so the caller can end it with `<conflict/>`
     /// (RFC 6120 §7.7.2.2, the new session wins).
     pub fn bind(&mut self, session: Rc<Session>) -> Option<Rc<Session>> {
-        let local = session.jid.local().unwrap_or_default();
+        let local = session.jid.user();
         let resources = self.users.entry(local.into()).or_default();
         let old = resources
             .iter()
@@ -361,7 +361,7 @@ mod tests {
     fn session(id: u64, jid: &str, available: bool, priority: i8) -> Rc<Session> {
         Rc::new(Session {
             id,
-            jid: Jid::parse(jid).unwrap(),
+            jid: crate::jid::SessionJid::new(Jid::parse(jid).unwrap()).unwrap(),
             mailbox: Rc::default(),
             available: Cell::new(available),
             priority: Cell::new(priority),

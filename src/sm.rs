@@ -134,7 +134,7 @@ impl State {
     /// unavailable resource"): messages that offline storage takes go
     /// there, the rest is dropped.
     pub async fn keep_unacked(&mut self, server: &Server, session: &Session) {
-        let user = session.jid.local().unwrap_or_default();
+        let user = session.jid.user();
         let mut kept = 0;
         self.unacked_bytes = 0;
         for xml in std::mem::take(&mut self.unacked) {
@@ -380,7 +380,7 @@ pub async fn park(
             session.jid
         );
         crate::push::hibernated(server, &session, || state.unacked().any(storable));
-        let user = session.jid.local().unwrap_or_default().into();
+        let user = session.jid.user().into();
         let parked = Parked {
             user,
             session,
@@ -416,9 +416,7 @@ pub async fn park(
     let ending = &server.sm.ending;
     ending.set(ending.get() + 1);
     state.keep_unacked(server, &session).await;
-    server
-        .protection
-        .unbind_account(session.jid.local().unwrap_or_default());
+    server.protection.unbind_account(session.jid.user());
     crate::dispatch::session_ended(server, &session).await;
     drop(state);
     crate::c2s::return_memory(&mailbox);

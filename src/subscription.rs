@@ -296,7 +296,7 @@ pub fn handle(
         return Deferred::None;
     }
     let domain: &str = &server.config().domain;
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     let Some(target) = to.local() else {
         return Deferred::None;
     };

@@ -50,7 +50,7 @@ pub fn with_photo_update<R>(
     stanza: &Stanza,
     f: impl FnOnce(&Stanza) -> R,
 ) -> R {
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     if stanza.ty != StanzaType::Presence(PresenceType::Available)
         || stanza.child("x", NS_UPDATE).is_some()
     {

@@ -325,7 +325,7 @@ impl Connection {
         let Some(session) = &self.session else {
             return;
         };
-        let user = session.jid.local().unwrap_or_default();
+        let user = session.jid.user();
         for xml in unwritten {
             let _ = crate::offline::keep(&self.server, user, xml.as_bytes().to_vec()).await;
         }

@@ -717,7 +717,7 @@ impl Connection {
                 Ok(())
             }
             Deferred::FlushOffline => {
-                let user = session.jid.local().unwrap_or_default();
+                let user = session.jid.user();
                 // Batches leave the budget room: with XEP-0198 at most half of it waits for
                 // acks, and the next batch waits for the client's ack when it would not fit.
                 let unacked = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());
@@ -751,7 +751,9 @@ impl Connection {
             _ => server.random_id(),
         };
         let jid = Jid::from_parts(Some(user), &server.config().domain, Some(&resource))
-            .map_err(|_| stanza::StanzaCondition::BadRequest)?;
+            .ok()
+            .and_then(crate::jid::SessionJid::new)
+            .ok_or(stanza::StanzaCondition::BadRequest)?;
         let session = Rc::new(Session {
             id: server.next_id(),
             jid,
@@ -769,7 +771,7 @@ impl Connection {
             );
             old.mailbox.close(StreamCondition::Conflict);
         }
-        let user = session.jid.local().unwrap_or_default();
+        let user = session.jid.user();
         server.protection.bind_account(user, Instant::now());
         info!("{}: session bound from {}", session.jid, self.peer);
         self.session = Some(session.clone());
@@ -868,7 +870,7 @@ impl Connection {
             }
             state.keep_unacked(&self.server, &session).await;
         }
-        let user = session.jid.local().unwrap_or_default();
+        let user = session.jid.user();
         self.server.protection.unbind_account(user);
         dispatch::session_ended(&self.server, &session).await;
         None

@@ -64,7 +64,7 @@ impl Ctx<'_, '_, '_> {
 
     /// Like [`Ctx::error`], for an error with another type or a text.
     pub fn fail(&mut self, error: &StanzaError) {
-        if self.stanza.node.attribute("type") == Some("error") {
+        if self.stanza.is_error() {
             return;
         }
         let from = self.stanza.to.as_ref().map_or("", Jid::as_str);

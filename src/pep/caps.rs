@@ -106,7 +106,7 @@ fn ask(server: &Server, session: &Session, node: &str, ver: &str, out: &mut Stri
     let mut pending = server.pep_caps.pending.borrow_mut();
     if let Some(query) = pending.iter_mut().find(|q| &*q.ver == ver) {
         if query.waiters.len() < MAX_WAITERS && !query.waiters.contains(&session.jid) {
-            query.waiters.push(session.jid.clone());
+            query.waiters.push(session.jid.jid().clone());
         }
         return;
     }
@@ -126,8 +126,8 @@ fn ask(server: &Server, session: &Session, node: &str, ver: &str, out: &mut Stri
     pending.push(Query {
         id: id.into(),
         ver: ver.into(),
-        asked: session.jid.clone(),
-        waiters: vec![session.jid.clone()],
+        asked: session.jid.jid().clone(),
+        waiters: vec![session.jid.jid().clone()],
     });
 }
 

@@ -306,7 +306,7 @@ fn broadcast(
 /// account and of every contact it is subscribed to, written to `out` (the session's own
 /// output, so they follow the presence that asked for them).
 pub fn deliver_last(server: &Server, session: &Session, out: &mut String) {
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     let mut owners = vec![user.to_owned()];
     owners.extend(
         crate::presence::contacts(server, user, |item| item.to)
@@ -320,7 +320,7 @@ pub fn deliver_last(server: &Server, session: &Session, out: &mut String) {
 
 /// The last item of each of `owner`'s nodes that `session` is interested in and may read.
 fn last_items(server: &Server, owner: &str, session: &Session, out: &mut String) {
-    let user = session.jid.local().unwrap_or_default();
+    let user = session.jid.user();
     let (Some(from), Ok(nodes)) = (owner_jid(server, owner), server.store.pep_nodes(owner)) else {
         return;
     };

@@ -59,7 +59,7 @@ impl Request<'_> {
         let Some(config) = self.existing(out) else {
             return Deferred::None;
         };
-        let user = session.jid.local().unwrap_or_default();
+        let user = session.jid.user();
         if let Err(error) = may_read(self.server, self.owner, user, config.access) {
             self.reply.error(out, &error);
             return Deferred::None;

@@ -171,6 +171,16 @@ impl<'a, 'input> Stanza<'a, 'input> {
         })
     }
 
+    /// `type='error'` on any kind: never answered with another error (RFC 6120 §8.3.1).
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self.ty,
+            StanzaType::Message(MessageType::Error)
+                | StanzaType::Presence(PresenceType::Error)
+                | StanzaType::Iq(IqType::Error)
+        )
+    }
+
     /// The one payload element of an iq get/set (checked in [`Stanza::parse`]).
     pub fn payload(&self) -> Option<Node<'a, 'input>> {
         self.node.first_element_child()

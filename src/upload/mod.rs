@@ -211,7 +211,7 @@ pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut Str
     let is_request = matches!(
         stanza.ty,
         StanzaType::Iq(IqType::Get | IqType::Set) | StanzaType::Message(_)
-    ) && stanza.node.attribute("type") != Some("error");
+    ) && !stanza.is_error();
     let addressed_to_service = stanza.to.as_ref().is_some_and(|j| j.local().is_none());
     let max = server.config().upload.max_file_bytes;
     let answered = disco::service_query(out, stanza, from, to, |out| {
@@ -301,7 +301,7 @@ fn grant(server: &Server, session: &Session, request: roxmltree::Node) -> Result
     if size > config.max_file_bytes {
         return Err(Refusal::TooLarge(config.max_file_bytes));
     }
-    let owner = session.jid.local().unwrap_or_default();
+    let owner = session.jid.user();
     upload.expire_slots(Instant::now());
     let (files, bytes) = upload.usage(owner);
     let over_files = files >= u64::from(config.quota_files_per_user);

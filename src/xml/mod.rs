@@ -7,6 +7,7 @@
 //! reports problems as [`FramerError`] values that map 1:1 to stream errors.
 
 pub mod adversarial;
+pub mod build;
 pub mod framer;
 pub mod writer;
 
