@@ -6,10 +6,12 @@
 //! keep it in memory while they have a session ([`UserCache`]); for offline users (offline
 //! storage) it is read from the store.
 
-use crate::dispatch::{reply_unavailable, Deferred};
+use crate::feature::Deferred;
+use crate::feature::Feature;
 use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::privacy::{self, StanzaKind};
+use crate::route::reply_unavailable;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::error::NS_STANZA_ERRORS;
@@ -25,6 +27,15 @@ use std::rc::Rc;
 
 pub const NS: &str = "urn:xmpp:blocking";
 pub const NS_ERRORS: &str = "urn:xmpp:blocking:errors";
+
+pub const FEATURE: Feature = Feature {
+    name: "blocking",
+    iq: &[NS],
+    on_iq: |iq, out| Some(handle(iq, out)),
+    server_disco: &[NS],
+    user_offline: Some(user_offline),
+    ..Feature::NONE
+};
 
 /// Who blocks whom, as far as the event loop needs to know.
 pub struct Blocklists {

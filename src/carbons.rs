@@ -6,6 +6,7 @@
 //! it never copies a message to a session that got the message itself, nor
 //! one marked `<private/>` or `<no-copy/>`.
 
+use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::mam::NS_SID;
@@ -27,6 +28,14 @@ const IM_PAYLOADS: [&str; 3] = [
     "urn:xmpp:chat-markers:0",
     "http://jabber.org/protocol/chatstates",
 ];
+
+pub const FEATURE: Feature = Feature {
+    name: "carbons",
+    iq: &[NS],
+    on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
+    server_disco: &[NS],
+    ..Feature::NONE
+};
 
 /// `<enable/>` / `<disable/>` (§4–5): a set for the session itself;
 /// repeating one is not an error (§9.1).
@@ -56,7 +65,7 @@ fn is_private(child: roxmltree::Node) -> bool {
 /// `<private/>` marker, which only instructs this server (§7), nor the
 /// children `also` picks.
 pub fn delivered(stanza: &Stanza, from: &Jid, also: impl Fn(roxmltree::Node) -> bool) -> String {
-    crate::dispatch::forwarded_without(stanza, from, |child| is_private(child) || also(child))
+    crate::route::forwarded_without(stanza, from, |child| is_private(child) || also(child))
 }
 
 /// §6: chat messages, normal ones with a body or an IM payload; never

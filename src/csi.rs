@@ -7,8 +7,10 @@
 //! request, and never holds more than [`MAX_HELD`] items or
 //! [`MAX_HELD_BYTES`].
 
+use crate::feature::{Feature, StreamStage};
 use crate::router::Session;
 use crate::stanza::{MessageType, Stanza, StanzaType};
+use crate::xml::build::Element;
 use crate::xml::NS_CLIENT;
 use std::rc::Rc;
 
@@ -19,6 +21,18 @@ const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 /// flushed: an inactive client's buffer stays small whatever its contacts do.
 const MAX_HELD: usize = 32;
 const MAX_HELD_BYTES: usize = 16 * 1024;
+
+/// The state itself is the stream's (it decides what the connection writes when); this
+/// offers it.
+pub const FEATURE: Feature = Feature {
+    name: "csi",
+    stream_features: Some(|_, stage, out| {
+        if stage == StreamStage::Authenticated {
+            Element::new("csi").ns(NS).empty(out);
+        }
+    }),
+    ..Feature::NONE
+};
 
 /// Whether a queued stanza may wait for an inactive client, and what
 /// supersedes it. The key is the id of the sending session, which stands

@@ -1,112 +1,110 @@
-//! Service discovery (XEP-0030) for the server and for accounts. This is
-//! the one place that lists what hearth advertises: a feature appears here
-//! only when the code that implements it is in place.
+//! Service discovery (XEP-0030) for the server and for accounts, built from the features'
+//! declarations ([`crate::feature::Feature`]): a feature appears here exactly when the
+//! dispatcher would hand it requests, so advertised and handled cannot drift apart.
 
-use crate::dispatch::IqTarget;
-use crate::iq::Iq;
+use crate::feature::{self, Deferred, Feature};
+use crate::iq::{Iq, IqTarget};
+use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType};
-use crate::xml::Esc;
-use crate::{blocking, carbons, last, offline, ping, privacy, register, vcard, version};
+use crate::xml::build::Element;
 use std::fmt::Write;
 
 pub const NS_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
+pub const FEATURE: Feature = Feature {
+    name: "disco",
+    iq: &[NS_INFO, NS_ITEMS],
+    on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
+    server_disco: &[NS_INFO, NS_ITEMS],
+    account_disco: &[NS_INFO, NS_ITEMS],
+    ..Feature::NONE
+};
+
 /// The server's identity: category, type, xml:lang, name (as XEP-0115 hashes it).
 pub const SERVER_IDENTITY: [&str; 4] = ["server", "im", "", "hearth"];
 
 /// Features of the server's own JID, sorted as XEP-0115 hashing wants.
-pub fn server_features() -> [&'static str; 12] {
-    let mut features = [
-        NS_INFO,
-        NS_ITEMS,
-        last::NS,
-        offline::NS_OFFLINE,
-        ping::NS,
-        version::NS,
-        blocking::NS,
-        privacy::NS,
-        register::NS,
-        vcard::NS,
-        carbons::NS,
-        crate::extdisco::NS,
-    ];
+pub fn server_features(server: &Server) -> Vec<&'static str> {
+    let config = server.config();
+    let mut features: Vec<_> = feature::enabled(server.features(), &config)
+        .flat_map(|f| f.server_disco.iter().copied())
+        .collect();
     features.sort_unstable();
+    features.dedup();
     features
 }
 
-/// Features answered on behalf of an account's bare JID.
-const ACCOUNT_FEATURES: [&str; 3] = [NS_INFO, NS_ITEMS, last::NS];
-
-pub fn handle(iq: &Iq, out: &mut String) -> bool {
+fn handle(iq: &Iq, out: &mut String) -> bool {
     let (server, target, query) = (iq.server, iq.target, iq.payload);
     if iq.ty != IqType::Get || query.tag_name().name() != "query" {
         return false;
     }
     let ns = query.tag_name().namespace().unwrap_or_default();
-    let caps_node = query.attribute("node").is_some_and(|node| {
-        target == IqTarget::Server && crate::pep::caps::is_server_node(node, &server.config())
+    let config = server.config();
+    let node = query.attribute("node");
+    let known_node = node.is_some_and(|node| {
+        target == IqTarget::Server
+            && feature::enabled(server.features(), &config)
+                .filter_map(|f| f.server_info_node)
+                .any(|answers| answers(server, node))
     });
     let reply = iq.reply();
-    if query.attribute("node").is_some() && !caps_node {
+    if node.is_some() && !known_node {
         reply.fail(out, StanzaCondition::ItemNotFound);
         return true;
     }
     reply.open_result(out);
-    let _ = write!(out, "><query xmlns='{ns}'");
-    if let Some(node) = query.attribute("node") {
-        let _ = write!(out, " node='{}'", Esc(node));
-    }
     out.push('>');
-    if ns == NS_ITEMS && target == IqTarget::Server {
-        if let Some(muc) = server.muc.domain() {
-            let _ = write!(out, "<item jid='{}' name='Chat rooms'/>", Esc(muc));
-        }
-        if let Some(upload) = server.upload.domain() {
-            let _ = write!(out, "<item jid='{}' name='HTTP File Upload'/>", Esc(upload));
-        }
-        if let Some(proxy) = server.proxy.domain() {
-            let _ = write!(
-                out,
-                "<item jid='{}' name='SOCKS5 Bytestreams'/>",
-                Esc(proxy)
-            );
-        }
-    }
-    if ns == NS_INFO {
-        match target {
-            IqTarget::Server => {
-                let [category, ty, _, name] = SERVER_IDENTITY;
-                let _ = write!(
-                    out,
-                    "<identity category='{category}' type='{ty}' name='{name}'/>"
-                );
-                for feature in server_features() {
-                    let _ = write!(out, "<feature var='{}'/>", Esc(feature));
+    let query = Element::new("query").ns(ns).attr_opt("node", node);
+    query.children(out, |out| {
+        if ns == NS_ITEMS && target == IqTarget::Server {
+            for service in
+                feature::enabled(server.features(), &config).filter_map(|f| f.service.as_ref())
+            {
+                if let Some(domain) = (service.domain)(server) {
+                    Element::new("item")
+                        .attr("jid", &domain)
+                        .attr("name", service.name)
+                        .empty(out);
                 }
-                crate::contact::write_form(out, &server.config().contact);
             }
-            IqTarget::Account(_) => {
-                out.push_str("<identity category='account' type='registered'/>");
-                out.push_str("<identity category='pubsub' type='pep'/>");
-                for feature in crate::pep::FEATURES {
-                    let _ = write!(out, "<feature var='{}'/>", Esc(feature));
+        }
+        if ns == NS_INFO {
+            match target {
+                IqTarget::Server => {
+                    let [category, ty, _, name] = SERVER_IDENTITY;
+                    Element::new("identity")
+                        .attr("category", category)
+                        .attr("type", ty)
+                        .attr("name", name)
+                        .empty(out);
+                    for feature in server_features(server) {
+                        Element::new("feature").attr("var", feature).empty(out);
+                    }
+                    crate::contact::write_form(out, &config.contact);
                 }
-                for feature in ACCOUNT_FEATURES {
-                    let _ = write!(out, "<feature var='{}'/>", Esc(feature));
-                }
-                if server.config().mam.enabled {
-                    for feature in [crate::mam::NS, crate::mam::NS_EXTENDED, crate::mam::NS_SID] {
-                        let _ = write!(out, "<feature var='{feature}'/>");
+                IqTarget::Account(_) => {
+                    let identities = [("account", "registered")].into_iter().chain(
+                        feature::enabled(server.features(), &config)
+                            .flat_map(|f| f.account_identities.iter().copied()),
+                    );
+                    for (category, ty) in identities {
+                        Element::new("identity")
+                            .attr("category", category)
+                            .attr("type", ty)
+                            .empty(out);
+                    }
+                    for f in feature::enabled(server.features(), &config) {
+                        for feature in f.account_disco {
+                            Element::new("feature").attr("var", feature).empty(out);
+                        }
                     }
                 }
-                if server.config().push.enabled {
-                    let _ = write!(out, "<feature var='{}'/>", crate::push::NS);
-                }
             }
         }
-    }
-    out.push_str("</query></iq>");
+    });
+    out.push_str("</iq>");
     true
 }
 

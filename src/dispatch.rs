@@ -4,46 +4,18 @@
 //! appended to its output; work that must wait for the disk is returned as
 //! [`Deferred`] so the connection task can await it in order.
 
-use crate::iq::Iq;
+use crate::feature::{self, Deferred};
+use crate::iq::{Iq, IqTarget};
 use crate::jid::Jid;
 use crate::offline::{self, Pending};
 use crate::privacy::StanzaKind;
+use crate::route::{account_exists, forwarded, reply_error, reply_unavailable, served_here};
 use crate::router::{MessageTarget, Session};
 use crate::server::Server;
-use crate::stanza::{
-    self, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
-};
-use crate::xml::{write_element_without, NS_CLIENT};
-use crate::{
-    blocking, carbons, csi, disco, last, pep, ping, presence, privacy, private, register, roster,
-    vcard, version,
-};
+use crate::stanza::{self, IqType, MessageType, Stanza, StanzaCondition, StanzaType};
+use crate::{blocking, carbons, csi, presence, vcard};
 use log::info;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-
-/// Work a handler leaves for the connection task.
-pub enum Deferred {
-    None,
-    CloseStream(StreamCondition),
-    /// Commit a message for an offline user, then answer the sender.
-    StoreOffline(Pending),
-    /// The session just became available: deliver stored messages.
-    FlushOffline,
-    /// Disk work whose outcome is the reply: awaited in stream order, and what it
-    /// returns is written to this session.
-    Reply(Pin<Box<dyn Future<Output = String>>>),
-}
-
-/// Who an iq addressed to this server is really for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum IqTarget<'a> {
-    /// The server itself (no `to`, or the bare domain).
-    Server,
-    /// A local account's bare JID: the server answers on its behalf.
-    Account(&'a str),
-}
 
 pub fn handle(
     server: &Rc<Server>,
@@ -52,14 +24,12 @@ pub fn handle(
     out: &mut String,
 ) -> Deferred {
     if let Some(to) = &stanza.to {
-        if server.muc.serves(to.domain()) {
-            return crate::muc::handle(server, session, stanza, out);
-        }
-        if server.upload.serves(to.domain()) {
-            return crate::upload::handle(server, session, stanza, out);
-        }
-        if server.proxy.serves(to.domain()) {
-            return crate::proxy::handle(server, session, stanza, out);
+        let config = server.config();
+        let service = feature::enabled(server.features(), &config)
+            .filter_map(|f| f.service.as_ref())
+            .find(|service| (service.serves)(server, to.domain()));
+        if let Some(service) = service {
+            return (service.handle)(server, session, stanza, out);
         }
     }
     match stanza.ty {
@@ -76,93 +46,6 @@ pub fn handle(
         }
         StanzaType::Iq(ty) => on_iq(server, session, stanza, ty, out),
     }
-}
-
-/// Serialises a stanza for delivery with the sender's full JID stamped.
-pub fn forwarded(stanza: &Stanza, from: &Jid) -> String {
-    forwarded_without(stanza, from, |_| false)
-}
-
-/// [`forwarded`], leaving out the child elements `skip` picks (hints meant
-/// for this server only).
-pub fn forwarded_without(
-    stanza: &Stanza,
-    from: &Jid,
-    skip: impl Fn(roxmltree::Node) -> bool,
-) -> String {
-    let mut xml = String::with_capacity(stanza.node.range().len() + 64);
-    write_element_without(
-        &mut xml,
-        stanza.node,
-        NS_CLIENT,
-        &[("from", Some(from.as_str()))],
-        skip,
-    );
-    xml
-}
-
-/// Answers a stanza with an error, unless it is an error itself (RFC 6120 §8.3.1).
-pub fn reply_error(
-    server: &Server,
-    session: &Session,
-    stanza: &Stanza,
-    condition: StanzaCondition,
-    out: &mut String,
-) {
-    if stanza.is_error() {
-        return;
-    }
-    let domain: &str = &server.config().domain;
-    let from = stanza.to.as_ref().map_or(domain, Jid::as_str);
-    stanza::write_error_reply(
-        out,
-        stanza.kind,
-        stanza.id,
-        from,
-        session.jid.as_str(),
-        &StanzaError::new(condition),
-    );
-}
-
-/// Whether `to` is on this server's domain. hearth does not federate: a stanza for any other
-/// domain is answered with `remote-server-not-found` (RFC 6120 §8.3.3.16), and this is false.
-pub fn served_here(
-    server: &Server,
-    session: &Session,
-    stanza: &Stanza,
-    to: &Jid,
-    out: &mut String,
-) -> bool {
-    if to.domain() != server.config().domain {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::RemoteServerNotFound,
-            out,
-        );
-        return false;
-    }
-    true
-}
-
-/// `service-unavailable`: RFC 6121 §8.5's answer for no such account, resource or service
-/// alike, which tells the sender nothing about which it was.
-pub fn reply_unavailable(server: &Server, session: &Session, stanza: &Stanza, out: &mut String) {
-    reply_error(
-        server,
-        session,
-        stanza,
-        StanzaCondition::ServiceUnavailable,
-        out,
-    );
-}
-
-/// Whether a localpart names an account: online users certainly exist.
-pub fn account_exists(server: &Server, local: &str) -> bool {
-    !server.is_retired(local)
-        && (!server.router.borrow().resources(local).is_empty()
-            || server.store.user_exists(local).unwrap_or(false))
 }
 
 fn on_message(
@@ -266,17 +149,24 @@ fn on_iq(
             }
         },
     };
+    let config = server.config();
+    let features = || feature::enabled(server.features(), &config);
     if matches!(ty, IqType::Result | IqType::Error) {
+        // Answers to queries the server sent (or, to an account, one sent on its behalf,
+        // such as a push notification); answers to requests never sent are dropped.
         match target {
             IqTarget::Server => {
-                crate::pep::caps::on_response(server, session, stanza);
+                for on_response in features().filter_map(|f| f.on_server_response) {
+                    on_response(server, session, stanza);
+                }
             }
-            // Perhaps an app server answering a push notification (XEP-0357).
             IqTarget::Account(local) => {
-                return crate::push::on_response(server, session, stanza, local)
+                let claimed = features()
+                    .filter_map(|f| f.on_account_response)
+                    .find_map(|on_response| on_response(server, session, stanza, local));
+                return claimed.unwrap_or(Deferred::None);
             }
         }
-        // Answers to requests the server never sent: nothing to do.
         return Deferred::None;
     }
     let Some(payload) = stanza.payload() else {
@@ -292,32 +182,18 @@ fn on_iq(
         target,
         payload,
     };
-    let handled = match ns {
-        disco::NS_INFO | disco::NS_ITEMS => disco::handle(&iq, out),
-        ping::NS => ping::handle(&iq, out),
-        carbons::NS => carbons::handle(&iq, out),
-        blocking::NS => return blocking::handle(&iq, out),
-        privacy::NS => return privacy::handle(&iq, out),
-        register::NS => return register::handle(&iq, out),
-        vcard::NS => return vcard::handle(&iq, out),
-        private::NS => return private::handle(&iq, out),
-        roster::NS => return roster::handle(&iq, out),
-        pep::NS | pep::NS_OWNER => return pep::handle(&iq, out),
-        crate::mam::NS => return crate::mam::handle(&iq, out),
-        crate::push::NS => return crate::push::handle(&iq, out),
-        last::NS => last::handle(&iq, out),
-        crate::extdisco::NS => crate::extdisco::handle(&iq, out),
-        version::NS => version::handle(&iq, out),
-        crate::c2s::NS_SESSION if target == IqTarget::Server && ty == IqType::Set => {
-            stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
-            true
-        }
-        _ => false,
-    };
-    if !handled {
-        reply_unavailable(server, session, stanza, out);
+    if ns == crate::c2s::NS_SESSION && target == IqTarget::Server && ty == IqType::Set {
+        // RFC 3921's session establishment, a no-op kept for old clients (RFC 6121 App. E).
+        stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
+        return Deferred::None;
     }
-    Deferred::None
+    let handled = features()
+        .filter(|f| f.iq.contains(&ns))
+        .find_map(|f| (f.on_iq)(&iq, out));
+    handled.unwrap_or_else(|| {
+        reply_unavailable(server, session, stanza, out);
+        Deferred::None
+    })
 }
 
 /// RFC 6121 §8.5.3: an iq to a full JID goes to that resource or is
@@ -344,14 +220,16 @@ fn route_iq_to_resource(
 /// message still queued for it (RFC 6121 §8.5.3 / no-loss rule).
 pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
     server.router.borrow_mut().unbind(session);
-    presence::session_ended(server, session).await;
-    crate::muc::session_ended(server, session);
-    privacy::session_ended(server, session);
-    crate::push::session_ended(server, session);
+    for hook in server.features().iter().filter_map(|f| f.session_ended) {
+        if let Some(wait) = hook(server, session) {
+            wait.await;
+        }
+    }
     let user = session.jid.user();
     if server.router.borrow().resources(user).is_empty() {
-        blocking::user_offline(server, user);
-        vcard::user_offline(server, user);
+        for hook in server.features().iter().filter_map(|f| f.user_offline) {
+            hook(server, user);
+        }
     }
     let mut kept = 0;
     for item in session.mailbox.drain() {

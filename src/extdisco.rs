@@ -4,14 +4,23 @@
 //! the credential scheme; it never logs or echoes a secret.
 
 use crate::config::{Config, ExternalService, ServiceKind, Transport};
-use crate::dispatch::IqTarget;
+use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;
+use crate::iq::IqTarget;
 use crate::sasl::base64;
 use crate::stanza::{IqType, StanzaCondition};
 use crate::xml::Esc;
 use std::fmt::Write;
 
 pub const NS: &str = "urn:xmpp:extdisco:2";
+
+pub const FEATURE: Feature = Feature {
+    name: "extdisco",
+    iq: &[NS],
+    on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
+    server_disco: &[NS],
+    ..Feature::NONE
+};
 
 /// One advertised service, borrowed from the config or made up for the built-in STUN.
 struct Service<'a> {

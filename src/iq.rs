@@ -3,13 +3,21 @@
 //! carries). It never decides what a feature answers; the conditions it fails with are the
 //! handler's to name.
 
-use crate::dispatch::IqTarget;
 use crate::reply::IqReply;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{IqType, Stanza, StanzaCondition};
 use roxmltree::Node;
 use std::rc::Rc;
+
+/// Who an iq addressed to this server is really for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum IqTarget<'a> {
+    /// The server itself (no `to`, or the bare domain).
+    Server,
+    /// A local account's bare JID: the server answers on its behalf.
+    Account(&'a str),
+}
 
 /// A get or set addressed to this server or to a local account's bare JID.
 pub struct Iq<'a> {

@@ -2,8 +2,9 @@
 //! since its last logout (0 while online) with the status it left, shown only to the account itself and to users
 //! subscribed to its presence. Queries to a full JID are routed to the client, not here.
 
-use crate::dispatch::IqTarget;
+use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;
+use crate::iq::IqTarget;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, StanzaCondition};
@@ -12,6 +13,15 @@ use crate::xml::{Esc, NS_CLIENT};
 use std::fmt::Write;
 
 pub const NS: &str = "jabber:iq:last";
+
+pub const FEATURE: Feature = Feature {
+    name: "last",
+    iq: &[NS],
+    on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
+    server_disco: &[NS],
+    account_disco: &[NS],
+    ..Feature::NONE
+};
 
 pub fn handle(iq: &Iq, out: &mut String) -> bool {
     if iq.ty != IqType::Get {

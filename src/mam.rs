@@ -14,7 +14,8 @@
 //! order and a client always finds what it was just sent. A lost archive write costs a
 //! history entry, never the message itself, which is delivered or stored offline as before.
 
-use crate::dispatch::Deferred;
+use crate::feature::Deferred;
+use crate::feature::Feature;
 use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::offline::{NS_DELAY, NS_HINTS};
@@ -46,6 +47,19 @@ const MAX_IDS: usize = 1000;
 /// Deletions per expiry write: one batch never holds the writer (or the disk) for long.
 const EXPIRY_BATCH: usize = 500;
 const EXPIRY_EVERY: Duration = Duration::from_secs(3600);
+
+pub const FEATURE: Feature = Feature {
+    name: "mam",
+    enabled: |config| config.mam.enabled,
+    iq: &[NS],
+    on_iq: |iq, out| Some(handle(iq, out)),
+    account_disco: &[NS, NS_EXTENDED, NS_SID],
+    // Archive rows routed so far are queued before the deletion, which then takes them.
+    account_deleting: Some(|server, _| flush(server)),
+    shutdown: Some(flush),
+    background: Some(|server| Box::pin(background(server))),
+    ..Feature::NONE
+};
 
 /// An archive write in flight, awaited only to log a failure.
 type Write = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>>>>;

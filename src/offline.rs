@@ -4,6 +4,7 @@
 //! next initial presence. The store keeps a message until it has been
 //! written to a session.
 
+use crate::feature::Feature;
 use crate::server::Server;
 use crate::stanza::{self, Kind, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::store::StoreError;
@@ -15,6 +16,13 @@ use std::fmt::Write;
 pub const NS_DELAY: &str = "urn:xmpp:delay";
 pub const NS_HINTS: &str = "urn:xmpp:hints";
 pub const NS_OFFLINE: &str = "msgoffline";
+
+/// Offline storage itself is the router's (nothing accepted is lost); this advertises it.
+pub const FEATURE: Feature = Feature {
+    name: "offline",
+    server_disco: &[NS_OFFLINE],
+    ..Feature::NONE
+};
 
 /// XEP-0160 §3 / XEP-0334: only chat and normal messages with a body are
 /// stored; chat states, headlines, errors and groupchat are not.

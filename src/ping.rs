@@ -2,6 +2,7 @@
 //! server on its behalf) replies to a ping with an empty result; the
 //! server's own keepalive ping and how a client shows it understands pings.
 
+use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;
 use crate::stanza::{IqType, Stanza, StanzaType};
 use crate::xml::Esc;
@@ -11,6 +12,14 @@ pub const NS: &str = "urn:xmpp:ping";
 
 /// The ids of the server's keepalive pings start with this.
 const KEEPALIVE_ID: &str = "keepalive-";
+
+pub const FEATURE: Feature = Feature {
+    name: "ping",
+    iq: &[NS],
+    on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
+    server_disco: &[NS],
+    ..Feature::NONE
+};
 
 pub fn handle(iq: &Iq, out: &mut String) -> bool {
     if iq.ty != IqType::Get || iq.payload.tag_name().name() != "ping" {

@@ -7,10 +7,12 @@
 
 use crate::blocking::{self, Verdict};
 use crate::csi::Hold;
-use crate::dispatch::{forwarded, reply_error, served_here, Deferred};
+use crate::feature::Deferred;
+use crate::feature::{Feature, Wait};
 use crate::jid::Jid;
 use crate::offline::NS_DELAY;
 use crate::privacy::StanzaKind;
+use crate::route::{forwarded, reply_error, served_here};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, PresenceType, Stanza, StanzaCondition};
@@ -26,6 +28,13 @@ use std::rc::Rc;
 /// Directed presence recipients remembered per session; past it the oldest is forgotten
 /// (it then misses the `unavailable` at logout), so a session's memory stays bounded.
 const MAX_DIRECTED: usize = 32;
+
+pub const FEATURE: Feature = Feature {
+    name: "presence",
+    session_ended: Some(session_ended),
+    account_deleting: Some(account_deleted),
+    ..Feature::NONE
+};
 
 /// Last unavailable presences whose store write has not committed yet, so a probe that
 /// arrives in between still gets the newest one. Entries leave once committed.
@@ -441,13 +450,15 @@ pub fn account_deleted(server: &Server, user: &str) {
 }
 
 /// The session ended, cleanly or not: contacts see it go `unavailable` either way.
-pub async fn session_ended(server: &Rc<Server>, session: &Rc<Session>) {
+fn session_ended(server: &Rc<Server>, session: &Rc<Session>) -> Wait {
     let xml = unavailable_from(&session.jid);
-    if let Some(write) = unavailable(server, session, &xml) {
+    let write = unavailable(server, session, &xml)?;
+    let jid = session.jid.clone();
+    Some(Box::pin(async move {
         if let Err(e) = write.await {
-            warn!("{}: last presence not stored: {e}", session.jid);
+            warn!("{jid}: last presence not stored: {e}");
         }
-    }
+    }))
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! roster item at most once per check, so roster changes apply at once (§2 rule 9).
 
 use crate::blocking::{self, Verdict};
-use crate::dispatch::Deferred;
+use crate::feature::Deferred;
+use crate::feature::Feature;
 use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::presence;
@@ -34,6 +35,18 @@ pub const NS: &str = "jabber:iq:privacy";
 /// user is online, so their size is bounded (`<policy-violation/>` past it).
 const MAX_LISTS: usize = 16;
 const MAX_ITEMS: usize = 128;
+
+pub const FEATURE: Feature = Feature {
+    name: "privacy",
+    iq: &[NS],
+    on_iq: |iq, out| Some(handle(iq, out)),
+    server_disco: &[NS],
+    session_ended: Some(|server, session| {
+        session_ended(server, session);
+        None
+    }),
+    ..Feature::NONE
+};
 
 /// What a stanza is, as privacy lists tell stanzas apart (§2.1 child elements).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 //! persisted. Only the user's own sessions may read or write them; this module never
 //! interprets what it stores.
 
-use crate::dispatch::Deferred;
+use crate::feature::Deferred;
+use crate::feature::Feature;
 use crate::iq::Iq;
 use crate::stanza::{IqType, StanzaCondition, StanzaError};
 use crate::xml::{write_element, NS_CLIENT};
@@ -12,6 +13,13 @@ pub const NS: &str = "jabber:iq:private";
 
 /// Namespaces that mean something to the server itself (XEP-0049 §2.3).
 const RESERVED: [&str; 3] = [NS_CLIENT, "jabber:server", NS];
+
+pub const FEATURE: Feature = Feature {
+    name: "private",
+    iq: &[NS],
+    on_iq: |iq, out| Some(handle(iq, out)),
+    ..Feature::NONE
+};
 
 /// `jabber:iq:private` get and set, for the user's own storage only.
 pub fn handle(iq: &Iq, out: &mut String) -> Deferred {

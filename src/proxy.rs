@@ -9,7 +9,8 @@
 //! not come from the initiator named in the hash, or to a target that is not a local user.
 
 use crate::disco;
-use crate::dispatch::Deferred;
+use crate::feature::Deferred;
+use crate::feature::{Feature, Service};
 use crate::jid::Jid;
 use crate::listener::{self, timed, RefusalLog};
 use crate::router::Session;
@@ -35,6 +36,17 @@ pub const NS: &str = "http://jabber.org/protocol/bytestreams";
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// DST.ADDR is a hex SHA-1.
 const HASH_LEN: usize = 40;
+
+pub const FEATURE: Feature = Feature {
+    name: "proxy",
+    service: Some(Service {
+        serves: |server, domain| server.proxy.serves(domain),
+        domain: |server| server.proxy.domain().map(str::to_owned),
+        name: "SOCKS5 Bytestreams",
+        handle: |server, session, stanza, out| handle(server, session, stanza, out),
+    }),
+    ..Feature::NONE
+};
 
 /// One bytestream waiting for its second end or its activation.
 struct Pair {

@@ -8,7 +8,8 @@
 //! secrets) and never waits for an app server: a notification is sent and forgotten
 //! unless its answer is an error.
 
-use crate::dispatch::Deferred;
+use crate::feature::Deferred;
+use crate::feature::Feature;
 use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::offline;
@@ -48,6 +49,23 @@ const MAX_IN_FLIGHT: usize = 2;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ids of notification iqs: the prefix, then a server-wide counter.
 const ID_PREFIX: &str = "push-";
+
+pub const FEATURE: Feature = Feature {
+    name: "push",
+    enabled: |config| config.push.enabled,
+    iq: &[NS],
+    on_iq: |iq, out| Some(handle(iq, out)),
+    // Its notifications are the only queries sent on an account's behalf.
+    on_account_response: Some(|server, session, stanza, user| {
+        Some(on_response(server, session, stanza, user))
+    }),
+    account_disco: &[NS],
+    session_ended: Some(|server, session| {
+        session_ended(server, session);
+        None
+    }),
+    ..Feature::NONE
+};
 
 /// The devices of live sessions and the notifications in flight.
 #[derive(Default)]

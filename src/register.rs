@@ -8,7 +8,8 @@
 //! logged or kept.
 
 use crate::config::RegistrationMode;
-use crate::dispatch::Deferred;
+use crate::feature::Deferred;
+use crate::feature::{Feature, StreamStage};
 use crate::iq::Iq;
 use crate::jid::Jid;
 use crate::reply::IqReply;
@@ -16,6 +17,7 @@ use crate::sasl::{Credentials, DEFAULT_ITERATIONS};
 use crate::server::Server;
 use crate::stanza::{self, IqType, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::store::StoreError;
+use crate::xml::build::Element;
 use crate::xml::Esc;
 use log::info;
 use roxmltree::Node;
@@ -28,6 +30,19 @@ pub const NS: &str = "jabber:iq:register";
 pub const NS_FEATURE: &str = "http://jabber.org/features/iq-register";
 
 const WINDOW: Duration = Duration::from_secs(3600);
+
+pub const FEATURE: Feature = Feature {
+    name: "register",
+    iq: &[NS],
+    on_iq: |iq, out| Some(handle(iq, out)),
+    server_disco: &[NS],
+    stream_features: Some(|server, stage, out| {
+        if stage == StreamStage::Secured && offered(server) {
+            Element::new("register").ns(NS_FEATURE).empty(out);
+        }
+    }),
+    ..Feature::NONE
+};
 
 /// Accounts created per IP address in the last hour. Holds one entry per registration of
 /// the last hour, so it stays tiny on a home server.

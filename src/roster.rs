@@ -3,14 +3,18 @@
 //! for the roster). Only the user may touch their roster; subscription states change only
 //! through [`crate::subscription`], never through a roster set.
 
-use crate::dispatch::{reply_error, Deferred, IqTarget};
+use crate::feature::Deferred;
+use crate::feature::{Feature, StreamStage};
 use crate::iq::Iq;
+use crate::iq::IqTarget;
 use crate::jid::Jid;
+use crate::route::reply_error;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
 use crate::store::{RosterItem, RosterTxn, StoreError, Stored};
 use crate::subscription::{self, Change, Outcome};
+use crate::xml::build::Element;
 use crate::xml::Esc;
 use log::warn;
 use roxmltree::Node;
@@ -22,6 +26,18 @@ pub const NS_VERSIONING: &str = "urn:xmpp:features:rosterver";
 
 /// Longest item name or group name accepted, in bytes (RFC 6121 §2.1.2.4, §2.1.2.5).
 const MAX_TEXT: usize = 1023;
+
+pub const FEATURE: Feature = Feature {
+    name: "roster",
+    iq: &[NS],
+    on_iq: |iq, out| Some(handle(iq, out)),
+    stream_features: Some(|_, stage, out| {
+        if stage == StreamStage::Authenticated {
+            Element::new("ver").ns(NS_VERSIONING).empty(out);
+        }
+    }),
+    ..Feature::NONE
+};
 
 /// One `<item/>` as RFC 6121 §2.1.2 describes it.
 fn write_item(out: &mut String, stored: &Stored) {
@@ -251,7 +267,7 @@ fn set(
                 .and_then(|j| j.local().map(str::to_owned));
             let contact_exists = contact
                 .as_deref()
-                .is_some_and(|c| crate::dispatch::account_exists(server, c));
+                .is_some_and(|c| crate::route::account_exists(server, c));
             Box::new(move |txn| {
                 remove(
                     txn,

@@ -5,6 +5,7 @@
 //! through [`Server`]; protocol logic lives in the feature modules.
 
 use crate::config::Config;
+use crate::feature::Feature;
 use crate::limits::{Counters, Protection};
 use crate::router::{Mailbox, Router, Session};
 use crate::stanza::StreamCondition;
@@ -34,6 +35,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// State shared by every task of the loop.
 pub struct Server {
+    /// What every feature declares; the core reaches features only through these.
+    features: &'static [&'static Feature],
     /// Swapped whole by a reload; see [`Server::config`].
     config: RefCell<Rc<Config>>,
     pub store: Store,
@@ -78,7 +81,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(config: Config, store: Store, tls: Arc<rustls::ServerConfig>) -> Server {
+    pub fn new(
+        config: Config,
+        store: Store,
+        tls: Arc<rustls::ServerConfig>,
+        features: &'static [&'static Feature],
+    ) -> Server {
         let muc = crate::muc::Muc::load(&config, &store);
         Server {
             blocking: crate::blocking::Blocklists::load(&store),
@@ -95,6 +103,7 @@ impl Server {
             protection: Protection::new(&config),
             sm: Default::default(),
             push: Default::default(),
+            features,
             config: RefCell::new(Rc::new(config)),
             store,
             router: RefCell::default(),
@@ -107,6 +116,12 @@ impl Server {
             next_id: Cell::new(1),
             rng: SystemRandom::new(),
         }
+    }
+
+    /// Every feature's declaration, in hook order (see [`crate::feature::enabled`] for the
+    /// ones that run with the current settings).
+    pub fn features(&self) -> &'static [&'static Feature] {
+        self.features
     }
 
     /// The settings in effect now. A reload may replace them at any await, so a handler
@@ -225,29 +240,22 @@ impl Server {
     /// still gets its reply first); the archive rows routed so far are queued, and the
     /// deletion is queued behind every earlier write, so nothing stored for the user lands
     /// after it. Its uploaded files and room affiliations go once it is done.
-    pub async fn delete_account(&self, user: &str) -> Result<(), StoreError> {
+    pub async fn delete_account(self: &Rc<Self>, user: &str) -> Result<(), StoreError> {
         self.retired.borrow_mut().insert(user.into());
         for session in self.router.borrow().resources(user) {
             session.mailbox.close(StreamCondition::NotAuthorized);
         }
         // After the closes: the account's own resources end without hearing of each other.
-        crate::presence::account_deleted(self, user);
-        crate::mam::flush(self);
+        for hook in self.features.iter().filter_map(|f| f.account_deleting) {
+            hook(self, user);
+        }
         let result = self.store.delete_user(user).await;
         match result {
             Ok(()) => {
-                self.upload.forget_user(user);
-                crate::muc::account_deleted(self, user);
-                // Queued once the account is gone, so it also takes whatever contacts' roster
-                // changes were queued for the name in between.
-                let jid = format!("{user}@{}", self.config().domain);
-                let forget = self.store.roster_update({
-                    let jid = jid.clone();
-                    move |txn| txn.forget_contact(&jid)
-                });
-                match forget.await {
-                    Ok(unlinked) => crate::subscription::account_deleted(self, &jid, &unlinked),
-                    Err(e) => warn!("{jid}: not taken off contacts' rosters: {e}"),
+                for hook in self.features.iter().filter_map(|f| f.account_deleted) {
+                    if let Some(wait) = hook(self, user) {
+                        wait.await;
+                    }
                 }
             }
             Err(_) => self.account_added(user),
@@ -298,7 +306,11 @@ fn bind_all(config: &Config) -> Result<Listeners, String> {
 
 /// Runs the server until SIGTERM or SIGINT, then stops it gracefully. `path` is the
 /// config file `config` came from, read again on SIGHUP.
-pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String> {
+pub fn run(
+    config: Config,
+    path: Option<&std::path::Path>,
+    features: &'static [&'static Feature],
+) -> Result<(), String> {
     let started = Instant::now();
     crate::store::files::restrict_new_files();
     create_private_dir(&config.data_dir)?;
@@ -322,7 +334,12 @@ pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String>
     let data_dir = config.data_dir.clone();
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
-    let server = Rc::new(Server::new(config, store.clone(), material.config));
+    let server = Rc::new(Server::new(
+        config,
+        store.clone(),
+        material.config,
+        features,
+    ));
     let ex = Rc::new(LocalExecutor::new());
 
     smol::block_on(ex.run(async {
@@ -354,8 +371,9 @@ pub fn run(config: Config, path: Option<&std::path::Path>) -> Result<(), String>
         });
         ex.spawn(control::serve(control, server.store.clone(), hooks))
             .detach();
-        ex.spawn(crate::mam::background(server.clone())).detach();
-        ex.spawn(crate::muc::background(server.clone())).detach();
+        for background in server.features().iter().filter_map(|f| f.background) {
+            ex.spawn(background(server.clone())).detach();
+        }
         // What only start-up needed (configuration, integrity check, certificate) goes back
         // once the tasks above have taken their first steps.
         ex.spawn(async {
@@ -434,10 +452,11 @@ async fn shutdown(server: &Server) {
         Timer::after(Duration::from_millis(10)).await;
     }
     info!("limit counters: {}", server.protection.counters);
-    // Archived messages and changed room history still pending go to the writer before the
-    // store closes.
-    crate::mam::flush(server);
-    drop(crate::muc::flush_history(server));
+    // Writes still pending (archive rows, room history) go to the writer before the store
+    // closes.
+    for hook in server.features().iter().filter_map(|f| f.shutdown) {
+        hook(server);
+    }
 }
 
 /// The data dir holds credentials and the TLS key: owner only.

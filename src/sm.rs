@@ -6,9 +6,11 @@
 //! connection task does) and never decides where a stanza is delivered.
 
 use crate::csi;
+use crate::feature::{Feature, StreamStage};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::Stanza;
+use crate::xml::build::Element;
 use crate::xml::{self, NS_CLIENT};
 use log::info;
 use smol::net::TcpStream;
@@ -24,6 +26,18 @@ pub const NS: &str = "urn:xmpp:sm:3";
 const REQUEST_EVERY: u16 = 5;
 /// …or when stanzas went out and the stream has been quiet this long.
 const REQUEST_IDLE: Duration = Duration::from_secs(1);
+
+/// Stream management is part of the stream (c2s); this offers it.
+pub const FEATURE: Feature = Feature {
+    name: "sm",
+    enabled: |config| config.sm.enabled,
+    stream_features: Some(|_, stage, out| {
+        if stage == StreamStage::Authenticated {
+            Element::new("sm").ns(NS).empty(out);
+        }
+    }),
+    ..Feature::NONE
+};
 
 /// One stream's counters (XEP-0198 §4). Both `h` values wrap at 2^32.
 #[derive(Debug, Default)]

@@ -6,21 +6,35 @@
 //! later request at once.
 
 use crate::blocking::{self, Verdict};
-use crate::dispatch::{reply_error, served_here, Deferred};
+use crate::feature::Deferred;
+use crate::feature::{Feature, StreamStage, Wait};
 use crate::jid::Jid;
 use crate::presence;
 use crate::privacy::StanzaKind;
 use crate::roster;
+use crate::route::{reply_error, served_here};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{PresenceType, Stanza, StanzaCondition};
 use crate::store::{RosterItem, RosterTxn, StoreError, Stored};
+use crate::xml::build::Element;
 use crate::xml::{write_element, Esc, NS_CLIENT};
 use log::warn;
 use std::rc::Rc;
 
 /// The stream feature that advertises pre-approval (RFC 6121 §3.4).
 pub const NS_PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
+
+pub const FEATURE: Feature = Feature {
+    name: "subscription",
+    stream_features: Some(|_, stage, out| {
+        if stage == StreamStage::Authenticated {
+            Element::new("sub").ns(NS_PRE_APPROVAL).empty(out);
+        }
+    }),
+    account_deleted: Some(forget_deleted),
+    ..Feature::NONE
+};
 
 /// What the event loop does once a subscription change is committed.
 #[derive(Debug, Default)]
@@ -323,7 +337,7 @@ pub fn handle(
         target: target.into(),
         domain: domain.into(),
         xml,
-        target_exists: crate::dispatch::account_exists(server, target),
+        target_exists: crate::route::account_exists(server, target),
         max_items: server.config().roster.max_items as usize,
     };
     // Both a full roster and a store failure are resource constraints for the sender.
@@ -388,6 +402,24 @@ pub fn carry_out(server: &Server, outcome: Outcome) {
             }
         }
     }
+}
+
+/// An account's deletion committed: it leaves its contacts' rosters. Queued once the account
+/// is gone, so it also takes whatever contacts' roster changes were queued for the name in
+/// between.
+fn forget_deleted(server: &Rc<Server>, user: &str) -> Wait {
+    let server = server.clone();
+    let jid = format!("{user}@{}", server.config().domain);
+    let forget = server.store.roster_update({
+        let jid = jid.clone();
+        move |txn| txn.forget_contact(&jid)
+    });
+    Some(Box::pin(async move {
+        match forget.await {
+            Ok(unlinked) => account_deleted(&server, &jid, &unlinked),
+            Err(e) => warn!("{jid}: not taken off contacts' rosters: {e}"),
+        }
+    }))
 }
 
 /// The account `jid` (a bare JID) was deleted and taken off the rosters of `unlinked`: as if

@@ -2,8 +2,10 @@
 //! and persisted; and its avatar hash in the user's available presence (XEP-0153). This
 //! module owns vCard semantics; it never routes a stanza.
 
-use crate::dispatch::{Deferred, IqTarget};
+use crate::feature::Deferred;
+use crate::feature::Feature;
 use crate::iq::Iq;
+use crate::iq::IqTarget;
 use crate::router::Session;
 use crate::sasl::base64;
 use crate::server::Server;
@@ -17,6 +19,15 @@ use std::rc::Rc;
 
 pub const NS: &str = "vcard-temp";
 pub const NS_UPDATE: &str = "vcard-temp:x:update";
+
+pub const FEATURE: Feature = Feature {
+    name: "vcard",
+    iq: &[NS],
+    on_iq: |iq, out| Some(handle(iq, out)),
+    server_disco: &[NS],
+    user_offline: Some(user_offline),
+    ..Feature::NONE
+};
 
 /// Photo hashes of online users, for their every available presence.
 #[derive(Default)]

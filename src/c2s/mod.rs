@@ -11,7 +11,8 @@ mod transport;
 
 pub use transport::Transport;
 
-use crate::dispatch::{self, Deferred};
+use crate::dispatch;
+use crate::feature::{Deferred, StreamStage};
 use crate::jid::Jid;
 use crate::router::{Mailbox, Outbound, Session};
 use crate::sasl::CHANNEL_BINDING_TYPE;
@@ -482,26 +483,14 @@ impl Connection {
             }
             Stage::Secured => {
                 self.write_mechanisms();
-                if register::offered(&self.server) {
-                    let _ = write!(self.out, "<register xmlns='{}'/>", register::NS_FEATURE);
-                }
+                self.write_feature_declarations(StreamStage::Secured);
             }
             Stage::Authenticated => {
                 let _ = write!(
                     self.out,
                     "<bind xmlns='{NS_BIND}'/><session xmlns='{NS_SESSION}'><optional/></session>"
                 );
-                let _ = write!(self.out, "<ver xmlns='{}'/>", crate::roster::NS_VERSIONING);
-                let _ = write!(
-                    self.out,
-                    "<sub xmlns='{}'/>",
-                    crate::subscription::NS_PRE_APPROVAL
-                );
-                let _ = write!(self.out, "<csi xmlns='{}'/>", csi::NS);
-                crate::pep::caps::write_stream_feature(&mut self.out, &self.server.config());
-                if self.server.config().sm.enabled {
-                    let _ = write!(self.out, "<sm xmlns='{}'/>", crate::sm::NS);
-                }
+                self.write_feature_declarations(StreamStage::Authenticated);
                 // XEP-0478: the stanza limit, and how long silence lasts
                 // before the keepalive ping.
                 let _ = write!(
@@ -514,6 +503,16 @@ impl Connection {
             Stage::Bound => {}
         }
         self.out.push_str("</stream:features>");
+    }
+
+    /// The stream features the features declare for this stage, in their order.
+    fn write_feature_declarations(&mut self, stage: StreamStage) {
+        let config = self.server.config();
+        for write in crate::feature::enabled(self.server.features(), &config)
+            .filter_map(|f| f.stream_features)
+        {
+            write(&self.server, stage, &mut self.out);
+        }
     }
 
     fn write_mechanisms(&mut self) {

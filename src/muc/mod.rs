@@ -11,7 +11,8 @@ mod room;
 mod vcard;
 
 use crate::config::{Config, Creators};
-use crate::dispatch::Deferred;
+use crate::feature::Deferred;
+use crate::feature::{Feature, Service};
 use crate::jid::Jid;
 use crate::router::Session;
 use crate::server::Server;
@@ -35,6 +36,27 @@ pub const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 pub const NS_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 
 pub use history::{background, flush as flush_history, FLUSH_EVERY as HISTORY_FLUSH_EVERY};
+
+pub const FEATURE: Feature = Feature {
+    name: "muc",
+    service: Some(Service {
+        serves: |server, domain| server.muc.serves(domain),
+        domain: |server| server.muc.domain().map(str::to_owned),
+        name: "Chat rooms",
+        handle,
+    }),
+    session_ended: Some(|server, session| {
+        session_ended(server, session);
+        None
+    }),
+    account_deleted: Some(|server, user| {
+        account_deleted(server, user);
+        None
+    }),
+    shutdown: Some(|server| drop(flush_history(server))),
+    background: Some(|server| Box::pin(background(server))),
+    ..Feature::NONE
+};
 
 /// The service: its domain and its rooms by localpart.
 pub struct Muc {

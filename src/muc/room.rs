@@ -7,9 +7,10 @@
 use super::form::{RoomConfig, NS_DATA};
 use super::history::{self, Past};
 use super::{Ctx, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER};
-use crate::dispatch::{account_exists, Deferred};
+use crate::feature::Deferred;
 use crate::jid::Jid;
 use crate::offline::{Pending, NS_DELAY};
+use crate::route::account_exists;
 use crate::router::{MessageTarget, Session};
 use crate::server::Server;
 use crate::stanza::{self, ErrorType, IqType, Kind, MessageType, StanzaCondition, StanzaError};

@@ -3,13 +3,14 @@
 //! has (one shared pointer per session), and the server's own `ver`. It never trusts a
 //! feature set whose hash does not match the `ver` it was announced under.
 
-use crate::config::Config;
 use crate::disco;
+use crate::feature::{Feature, StreamStage};
 use crate::jid::Jid;
 use crate::router::Session;
 use crate::sasl::base64;
 use crate::server::Server;
 use crate::stanza::{IqType, Stanza, StanzaType};
+use crate::xml::build::Element;
 use crate::xml::{Esc, NS_XML};
 use roxmltree::Node;
 use std::cell::RefCell;
@@ -28,6 +29,20 @@ const MAX_KNOWN: usize = 256;
 const MAX_PENDING: usize = 64;
 /// Sessions waiting on one query.
 const MAX_WAITERS: usize = 64;
+
+pub const FEATURE: Feature = Feature {
+    name: "caps",
+    server_info_node: Some(is_server_node),
+    on_server_response: Some(|server, session, stanza| {
+        on_response(server, session, stanza);
+    }),
+    stream_features: Some(|server, stage, out| {
+        if stage == StreamStage::Authenticated {
+            write_stream_feature(out, server);
+        }
+    }),
+    ..Feature::NONE
+};
 
 /// A verified feature set, sorted; shared by every session announcing its `ver`.
 pub type Features = Rc<[Box<str>]>;
@@ -292,30 +307,32 @@ fn verification_string<'a>(query: Node<'a, '_>) -> Option<(String, Vec<&'a str>)
 
 /// The server's own `ver` (XEP-0115 §6.3), from the one identity, the features
 /// [`disco`] advertises for the domain and the XEP-0157 contact form.
-pub fn server_ver(config: &Config) -> String {
+pub fn server_ver(server: &Server) -> String {
     let mut string = format!("{}<", disco::SERVER_IDENTITY.join("/"));
-    for feature in disco::server_features() {
+    for feature in disco::server_features(server) {
         string.push_str(feature);
         string.push('<');
     }
-    crate::contact::append_to_ver(&mut string, &config.contact);
+    crate::contact::append_to_ver(&mut string, &server.config().contact);
     hash(&string)
 }
 
 /// `<c/>` for the stream features after authentication (XEP-0115 §6.3).
-pub fn write_stream_feature(out: &mut String, config: &Config) {
-    let _ = write!(
-        out,
-        "<c xmlns='{NS}' hash='sha-1' node='{SERVER_NODE}' ver='{}'/>",
-        server_ver(config)
-    );
+fn write_stream_feature(out: &mut String, server: &Server) {
+    let ver = server_ver(server);
+    Element::new("c")
+        .ns(NS)
+        .attr("hash", "sha-1")
+        .attr("node", SERVER_NODE)
+        .attr("ver", &ver)
+        .empty(out);
 }
 
 /// Whether a disco#info `node` names the server's current capabilities.
-pub fn is_server_node(node: &str, config: &Config) -> bool {
+fn is_server_node(server: &Server, node: &str) -> bool {
     node.strip_prefix(SERVER_NODE)
         .and_then(|rest| rest.strip_prefix('#'))
-        .is_some_and(|ver| ver == server_ver(config))
+        .is_some_and(|ver| ver == server_ver(server))
 }
 
 #[cfg(test)]

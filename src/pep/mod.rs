@@ -12,8 +12,10 @@ mod page;
 mod subscriptions;
 
 use crate::blocking::{self, Verdict};
-use crate::dispatch::{Deferred, IqTarget};
+use crate::feature::Deferred;
+use crate::feature::Feature;
 use crate::iq::Iq;
+use crate::iq::IqTarget;
 use crate::jid::Jid;
 use crate::privacy::StanzaKind;
 use crate::reply::IqReply;
@@ -50,6 +52,15 @@ pub const FEATURES: [&str; 14] = [
     avatar::NS_CONVERSION,
     bookmarks::NS_CONVERSION,
 ];
+
+pub const FEATURE: Feature = Feature {
+    name: "pep",
+    iq: &[NS, NS_OWNER],
+    on_iq: |iq, out| Some(handle(iq, out)),
+    account_identities: &[("pubsub", "pep")],
+    account_disco: &FEATURES,
+    ..Feature::NONE
+};
 
 /// XEP-0060 §4.5 access models hearth implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

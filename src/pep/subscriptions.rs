@@ -4,7 +4,7 @@
 //! node's access model is checked again for every notification ([`super::broadcast`]).
 
 use super::{event, item_xml, items_event, may_read, owner_jid, pubsub_error, Request, NS};
-use crate::dispatch::Deferred;
+use crate::feature::Deferred;
 use crate::jid::Jid;
 use crate::router::Session;
 use crate::server::Server;

@@ -8,7 +8,8 @@ pub mod http;
 
 use crate::config::Config;
 use crate::disco;
-use crate::dispatch::Deferred;
+use crate::feature::Deferred;
+use crate::feature::{Feature, Service};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType};
@@ -27,6 +28,21 @@ pub const SLOT_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// Longest file name accepted, in bytes.
 const MAX_NAME_BYTES: usize = 200;
+
+pub const FEATURE: Feature = Feature {
+    name: "upload",
+    service: Some(Service {
+        serves: |server, domain| server.upload.serves(domain),
+        domain: |server| server.upload.domain().map(str::to_owned),
+        name: "HTTP File Upload",
+        handle: |server, session, stanza, out| handle(server, session, stanza, out),
+    }),
+    account_deleted: Some(|server, user| {
+        server.upload.forget_user(user);
+        None
+    }),
+    ..Feature::NONE
+};
 
 /// A granted upload not yet completed.
 pub struct Slot {

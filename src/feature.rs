@@ -1,0 +1,156 @@
+//! The handler interface: what a feature declares, and the only way the core reaches one.
+//!
+//! A feature (roster, MUC, MAM, …) is a module with one `pub const FEATURE: Feature` that
+//! says, in one place, what it handles (iq payload namespaces, a service sub-domain), what
+//! it advertises (disco features and identities, stream features) and which lifecycle
+//! events it wants. The core (dispatch, disco, stream negotiation, the server's start and
+//! stop) walks the list of declarations in [`crate::features::ALL`] and never names a
+//! feature, so adding a XEP means adding a module and one line to that list. Disco answers
+//! and stream features are built from the same declarations the dispatcher uses, so what is
+//! advertised and what is handled cannot drift apart.
+//!
+//! Features never call back into a connection: a handler appends replies to `out` and
+//! returns [`Deferred`] work for the connection task (disk writes awaited in stream order);
+//! lifecycle hooks return a [`Wait`] the core awaits before going on.
+
+use crate::config::Config;
+use crate::iq::Iq;
+use crate::offline::Pending;
+use crate::router::Session;
+use crate::server::Server;
+use crate::stanza::{Stanza, StreamCondition};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+/// Work a handler leaves for the connection task.
+pub enum Deferred {
+    None,
+    CloseStream(StreamCondition),
+    /// Commit a message for an offline user, then answer the sender.
+    StoreOffline(Pending),
+    /// The session just became available: deliver stored messages.
+    FlushOffline,
+    /// Disk work whose outcome is the reply: awaited in stream order, and what it
+    /// returns is written to this session.
+    Reply(Pin<Box<dyn Future<Output = String>>>),
+}
+
+/// Disk work a lifecycle hook started, which the core awaits before the next hook runs.
+pub type Wait = Option<Pin<Box<dyn Future<Output = ()>>>>;
+
+/// Answers an iq get/set whose payload namespace the feature listed in [`Feature::iq`];
+/// `None` when it is not a request the feature knows (the core then answers
+/// `service-unavailable`).
+pub type IqHandler = fn(&Iq, &mut String) -> Option<Deferred>;
+
+/// Claims an iq result or error addressed to an account's bare JID: `None` when the answer
+/// is not to a query of this feature's.
+pub type AccountResponse = fn(&Server, &Session, &Stanza, &str) -> Option<Deferred>;
+
+/// A lifecycle hook about one session.
+pub type SessionHook = fn(&Rc<Server>, &Rc<Session>) -> Wait;
+
+/// A task that runs as long as the server.
+pub type Background = fn(Rc<Server>) -> Pin<Box<dyn Future<Output = ()>>>;
+
+/// Handles every stanza addressed to a service sub-domain (or a JID in it).
+pub type ServiceHandler = fn(&Rc<Server>, &Rc<Session>, &Stanza, &mut String) -> Deferred;
+
+/// A service on a sub-domain of its own (chat rooms, upload, bytestream proxy).
+pub struct Service {
+    /// Whether stanzas to this domain are the service's (asked for every routed stanza).
+    pub serves: fn(&Server, &str) -> bool,
+    /// The service's domain, when it runs with these settings (for disco#items).
+    pub domain: fn(&Server) -> Option<String>,
+    /// Its name in the server's disco#items.
+    pub name: &'static str,
+    pub handle: ServiceHandler,
+}
+
+/// Where in stream negotiation a stream feature is offered (RFC 6120 §4.3.2).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StreamStage {
+    /// Secured, not yet authenticated: next to the SASL mechanisms.
+    Secured,
+    /// Authenticated, not yet bound: next to resource binding.
+    Authenticated,
+}
+
+/// One feature's declaration. Start from [`Feature::NONE`] and fill in what applies.
+pub struct Feature {
+    pub name: &'static str,
+    /// Whether it runs with these settings: when false it neither handles nor advertises.
+    pub enabled: fn(&Config) -> bool,
+    /// Iq payload namespaces it answers, addressed to the server or to a local account's
+    /// bare JID, and the handler for them.
+    pub iq: &'static [&'static str],
+    pub on_iq: IqHandler,
+    /// Answers to iq results and errors addressed to the server (queries it sent).
+    pub on_server_response: Option<fn(&Server, &Session, &Stanza)>,
+    /// Answers to iq results and errors addressed to an account's bare JID.
+    pub on_account_response: Option<AccountResponse>,
+    /// disco#info features of the server's own JID.
+    pub server_disco: &'static [&'static str],
+    /// disco#info nodes of the server's JID it answers as the JID itself (XEP-0115's
+    /// `node#ver`).
+    pub server_info_node: Option<fn(&Server, &str) -> bool>,
+    /// disco#info identities (category, type) and features of an account's bare JID.
+    pub account_identities: &'static [(&'static str, &'static str)],
+    pub account_disco: &'static [&'static str],
+    /// Writes its stream features for this stage of negotiation.
+    pub stream_features: Option<fn(&Server, StreamStage, &mut String)>,
+    pub service: Option<Service>,
+    /// A bound session ended (before its undelivered messages are kept offline).
+    pub session_ended: Option<SessionHook>,
+    /// The last session of a user ended.
+    pub user_offline: Option<fn(&Server, &str)>,
+    /// An account is being deleted: runs before the deletion is committed, while the
+    /// account's data is still stored.
+    pub account_deleting: Option<fn(&Server, &str)>,
+    /// An account's deletion was committed.
+    pub account_deleted: Option<fn(&Rc<Server>, &str) -> Wait>,
+    /// The server is stopping: hand pending writes to the store.
+    pub shutdown: Option<fn(&Server)>,
+    /// A task that runs as long as the server (periodic clean-up, batched writes).
+    pub background: Option<Background>,
+}
+
+fn always(_: &Config) -> bool {
+    true
+}
+
+fn no_iq(_: &Iq, _: &mut String) -> Option<Deferred> {
+    None
+}
+
+impl Feature {
+    pub const NONE: Feature = Feature {
+        name: "",
+        enabled: always,
+        iq: &[],
+        on_iq: no_iq,
+        on_server_response: None,
+        on_account_response: None,
+        server_disco: &[],
+        server_info_node: None,
+        account_identities: &[],
+        account_disco: &[],
+        stream_features: None,
+        service: None,
+        session_ended: None,
+        user_offline: None,
+        account_deleting: None,
+        account_deleted: None,
+        shutdown: None,
+        background: None,
+    };
+}
+
+/// The declarations of the features that run with the current settings.
+pub fn enabled<'a>(
+    features: &'a [&'static Feature],
+    config: &'a Config,
+) -> impl Iterator<Item = &'static Feature> + 'a {
+    features.iter().copied().filter(|f| (f.enabled)(config))
+}
