@@ -30,6 +30,7 @@ pub const NS_ERRORS: &str = "urn:xmpp:blocking:errors";
 
 pub const FEATURE: Feature = Feature {
     name: "blocking",
+    state: Some(crate::feature::init::<Blocklists>),
     iq: &[NS],
     on_iq: |iq, out| Some(handle(iq, out)),
     server_disco: &[NS],
@@ -111,7 +112,7 @@ impl Blocklists {
 
 /// The user's last session ended: keep nothing of theirs in memory.
 pub fn user_offline(server: &Server, user: &str) {
-    server.blocking.lists.forget(user);
+    server.state::<Blocklists>().lists.forget(user);
 }
 
 /// XEP-0191 §6 (the XEP-0016 §2.1 rules): a full JID or `domain/resource` item matches only
@@ -155,7 +156,7 @@ pub fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) -> Verdic
         owner.domain() == ours
             && owner
                 .local()
-                .is_some_and(|user| server.blocking.blocks(server, user, other))
+                .is_some_and(|user| server.state::<Blocklists>().blocks(server, user, other))
     };
     if blocks(from, to) {
         Verdict::SenderBlocks
@@ -237,7 +238,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
     };
     let change = match (iq.ty, payload.tag_name().name(), items()) {
         (IqType::Get, "blocklist", _) => {
-            match server.blocking.list(server, user) {
+            match server.state::<Blocklists>().list(server, user) {
                 Ok(list) if list.is_empty() => {
                     reply.result_with(out, &format!("<blocklist xmlns='{NS}'/>"));
                 }
@@ -279,7 +280,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
         let stored = result.is_ok();
         let out = reply.after_write(result, "block list");
         if stored {
-            server.blocking.changed(&user);
+            server.state::<Blocklists>().changed(&user);
             push(&server, &user, &change);
             if let Change::Block(jids) = &change {
                 hide_from(&server, &user, jids);
@@ -350,6 +351,12 @@ fn hide_from(server: &Server, user: &str, blocked: &[Jid]) {
             );
             server.deliver(contact, xml.into(), false);
         }
+    }
+}
+
+impl crate::feature::State for Blocklists {
+    fn new(_config: &crate::config::Config, store: &crate::store::Store) -> Self {
+        Blocklists::load(store)
     }
 }
 

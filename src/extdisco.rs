@@ -113,7 +113,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> bool {
                 let _ = write!(body, " type='{}'", Esc(kind));
             }
             body.push('>');
-            for service in services(&config, server.stun.port())
+            for service in services(&config, server.state::<crate::stun::Stun>().port())
                 .filter(|s| wanted.is_none_or(|k| k == s.kind.name()))
             {
                 write_service(&mut body, &service, user, now);
@@ -132,11 +132,13 @@ pub fn handle(iq: &Iq, out: &mut String) -> bool {
                 return true;
             };
             let port = asked.attribute("port");
-            let Some(service) = services(&config, server.stun.port()).find(|s| {
-                s.host == host
-                    && s.kind.name() == kind
-                    && port.is_none_or(|p| p == s.port.to_string())
-            }) else {
+            let Some(service) =
+                services(&config, server.state::<crate::stun::Stun>().port()).find(|s| {
+                    s.host == host
+                        && s.kind.name() == kind
+                        && port.is_none_or(|p| p == s.port.to_string())
+                })
+            else {
                 reply.fail(out, StanzaCondition::ItemNotFound);
                 return true;
             };

@@ -19,6 +19,9 @@ use crate::offline::Pending;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{Stanza, StreamCondition};
+use crate::store::Store;
+use smol::LocalExecutor;
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -68,6 +71,29 @@ pub struct Service {
     pub handle: ServiceHandler,
 }
 
+/// A feature's own state (its caches, queues, limits): created from the settings and the
+/// store when the server starts, reached with [`Server::state`]. It lives with the feature;
+/// the core holds it without knowing its type.
+pub trait State: Any {
+    fn new(config: &Config, store: &Store) -> Self
+    where
+        Self: Sized;
+}
+
+/// Makes a feature's state at start-up; [`init`] is the one for a [`State`] type.
+pub type Init = fn(&Config, &Store) -> Rc<dyn Any>;
+
+/// Binds a feature's sockets and returns what starts serving them.
+pub type Listen = fn(&Config) -> Result<Starter, String>;
+
+/// `Feature::state` for a [`State`] type.
+pub fn init<T: State>(config: &Config, store: &Store) -> Rc<dyn Any> {
+    Rc::new(T::new(config, store))
+}
+
+/// Starts what a feature bound before the loop ran (its listening sockets' tasks).
+pub type Starter = Box<dyn FnOnce(&Rc<LocalExecutor<'static>>, &Rc<Server>)>;
+
 /// Where in stream negotiation a stream feature is offered (RFC 6120 §4.3.2).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum StreamStage {
@@ -80,6 +106,11 @@ pub enum StreamStage {
 /// One feature's declaration. Start from [`Feature::NONE`] and fill in what applies.
 pub struct Feature {
     pub name: &'static str,
+    /// Creates its state at start-up (see [`State`]).
+    pub state: Option<Init>,
+    /// Binds its own sockets before the loop starts (so errors come out at once), and
+    /// returns what starts serving them.
+    pub listen: Option<Listen>,
     /// Whether it runs with these settings: when false it neither handles nor advertises.
     pub enabled: fn(&Config) -> bool,
     /// Iq payload namespaces it answers, addressed to the server or to a local account's
@@ -127,6 +158,8 @@ fn no_iq(_: &Iq, _: &mut String) -> Option<Deferred> {
 impl Feature {
     pub const NONE: Feature = Feature {
         name: "",
+        state: None,
+        listen: None,
         enabled: always,
         iq: &[],
         on_iq: no_iq,

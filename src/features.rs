@@ -5,7 +5,7 @@
 use crate::feature::Feature;
 use crate::{
     blocking, carbons, csi, disco, extdisco, last, mam, muc, offline, pep, ping, presence, privacy,
-    private, proxy, push, register, roster, sm, subscription, upload, vcard, version,
+    private, proxy, push, register, roster, sm, stun, subscription, upload, vcard, version,
 };
 
 pub const ALL: &[&Feature] = &[
@@ -34,4 +34,5 @@ pub const ALL: &[&Feature] = &[
     &muc::FEATURE,
     &upload::FEATURE,
     &proxy::FEATURE,
+    &stun::FEATURE,
 ];

@@ -50,6 +50,7 @@ const EXPIRY_EVERY: Duration = Duration::from_secs(3600);
 
 pub const FEATURE: Feature = Feature {
     name: "mam",
+    state: Some(crate::feature::init::<Mam>),
     enabled: |config| config.mam.enabled,
     iq: &[NS],
     on_iq: |iq, out| Some(handle(iq, out)),
@@ -130,10 +131,11 @@ fn decode_id(text: &str) -> Option<u64> {
 /// Adds messages to the pending batch (`add` puts them there) and makes sure
 /// [`background`] hands it to the writer soon.
 fn append(server: &Server, add: impl FnOnce(&mut ArchiveBatch)) {
-    let mut pending = server.mam.pending.borrow_mut();
+    let mam = server.state::<Mam>();
+    let mut pending = mam.pending.borrow_mut();
     if pending.is_empty() {
         // Full means a kick is already waiting: nothing to add.
-        let _ = server.mam.kick.0.try_send(());
+        let _ = server.state::<Mam>().kick.0.try_send(());
     }
     add(&mut pending);
 }
@@ -147,16 +149,16 @@ fn submit<W: Future<Output = Result<(), StoreError>> + 'static>(
     flush(server);
     let write = write(&server.store);
     // Unbounded and never closed while the server lives: the send cannot fail.
-    let _ = server.mam.writes.0.try_send(Box::pin(write));
+    let _ = server.state::<Mam>().writes.0.try_send(Box::pin(write));
 }
 
 /// Hands the pending batch, if any, to the writer. The server calls it at shutdown, before
 /// the store closes.
 pub fn flush(server: &Server) {
-    let batch = std::mem::take(&mut *server.mam.pending.borrow_mut());
+    let batch = std::mem::take(&mut *server.state::<Mam>().pending.borrow_mut());
     if !batch.is_empty() {
         let write = server.store.mam_append(batch);
-        let _ = server.mam.writes.0.try_send(Box::pin(write));
+        let _ = server.state::<Mam>().writes.0.try_send(Box::pin(write));
     }
 }
 
@@ -164,7 +166,7 @@ pub fn flush(server: &Server) {
 /// writes and runs the expiry.
 pub async fn background(server: Rc<Server>) {
     let hand_over = async {
-        while server.mam.kick.1.recv().await.is_ok() {
+        while server.state::<Mam>().kick.1.recv().await.is_ok() {
             // Being woken already put this task behind every task that was ready; yielding
             // once more lets the sessions woken meanwhile add theirs to the same batch.
             smol::future::yield_now().await;
@@ -172,7 +174,7 @@ pub async fn background(server: Rc<Server>) {
         }
     };
     let log_failures = async {
-        while let Ok(write) = server.mam.writes.1.recv().await {
+        while let Ok(write) = server.state::<Mam>().writes.1.recv().await {
             if let Err(e) = write.await {
                 warn!("archive write failed: {e}");
             }
@@ -217,7 +219,7 @@ pub fn delivered(
     }
     let stamp = crate::time::unix_now();
     // One id in both archives: the store then keeps the message once for both.
-    let id = server.mam.next_id();
+    let id = server.state::<Mam>().next_id();
     append(server, |batch| {
         let held = batch.hold(xml.as_bytes());
         if for_sender {
@@ -271,7 +273,7 @@ pub fn refused(server: &Server, recipient: &str, id: u64) {
 /// Archives a room's groupchat message (`xml` as occupants get it, without stanza-id) and
 /// returns the id its stanza-id must carry.
 pub fn archive_groupchat(server: &Server, room: &Jid, nick: &str, xml: String) -> String {
-    let id = server.mam.next_id();
+    let id = server.state::<Mam>().next_id();
     let stamp = crate::time::unix_now();
     let with = format!("{}/{nick}", room.as_str());
     append(server, |batch| {
@@ -326,7 +328,7 @@ struct Prefs {
 
 impl Prefs {
     fn load(server: &Server, user: &str) -> Prefs {
-        let stored = if !server.mam.with_prefs.borrow().contains(user) {
+        let stored = if !server.state::<Mam>().with_prefs.borrow().contains(user) {
             None
         } else {
             server.store.mam_prefs(user).unwrap_or_else(|e| {
@@ -488,7 +490,11 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
             let Some(prefs) = Prefs::parse(payload) else {
                 return fail(out, StanzaCondition::BadRequest);
             };
-            server.mam.with_prefs.borrow_mut().insert(user.into());
+            server
+                .state::<Mam>()
+                .with_prefs
+                .borrow_mut()
+                .insert(user.into());
             let write = server.store.mam_set_prefs(user, prefs.encode());
             let (id, from, to) = (
                 stanza.id.map(str::to_owned),
@@ -831,6 +837,12 @@ async fn expire_periodically(server: &Server) {
             );
         }
         smol::Timer::after(EXPIRY_EVERY).await;
+    }
+}
+
+impl crate::feature::State for Mam {
+    fn new(_config: &crate::config::Config, store: &crate::store::Store) -> Self {
+        Mam::load(store)
     }
 }
 

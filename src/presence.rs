@@ -31,6 +31,7 @@ const MAX_DIRECTED: usize = 32;
 
 pub const FEATURE: Feature = Feature {
     name: "presence",
+    state: Some(crate::feature::init::<PendingLast>),
     session_ended: Some(session_ended),
     account_deleting: Some(account_deleted),
     ..Feature::NONE
@@ -212,7 +213,12 @@ fn answer_probe(server: &Server, contact: &str, to: &Jid, out: &mut String) {
     if answered {
         return;
     }
-    let pending = server.pending_last.0.borrow().get(contact).cloned();
+    let pending = server
+        .state::<PendingLast>()
+        .0
+        .borrow()
+        .get(contact)
+        .cloned();
     let last = match pending {
         Some((when, xml)) => Some((when, xml.as_bytes().to_vec())),
         None => server.store.last_presence(contact).ok().flatten(),
@@ -411,7 +417,7 @@ fn unavailable(
     let when = time::unix_now();
     let last: Rc<str> = xml.into();
     server
-        .pending_last
+        .state::<PendingLast>()
         .0
         .borrow_mut()
         .insert(user.into(), (when, last.clone()));
@@ -422,7 +428,8 @@ fn unavailable(
     let (server, user) = (server.clone(), Box::<str>::from(user));
     Some(async move {
         let result = write.await;
-        let mut pending = server.pending_last.0.borrow_mut();
+        let pending = server.state::<PendingLast>();
+        let mut pending = pending.0.borrow_mut();
         if pending
             .get(&user)
             .is_some_and(|(_, xml)| Rc::ptr_eq(xml, &last))
@@ -459,6 +466,12 @@ fn session_ended(server: &Rc<Server>, session: &Rc<Session>) -> Wait {
             warn!("{jid}: last presence not stored: {e}");
         }
     }))
+}
+
+impl crate::feature::State for PendingLast {
+    fn new(_config: &crate::config::Config, _store: &crate::store::Store) -> Self {
+        PendingLast::default()
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ const MAX_ITEMS: usize = 128;
 
 pub const FEATURE: Feature = Feature {
     name: "privacy",
+    state: Some(crate::feature::init::<Privacy>),
     iq: &[NS],
     on_iq: |iq, out| Some(handle(iq, out)),
     server_disco: &[NS],
@@ -466,7 +467,7 @@ impl Privacy {
 /// after it has set aside the server's and the user's own addresses.
 pub(crate) fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) -> Verdict {
     let ours = |jid: &Jid| jid.domain() == server.config().domain;
-    let privacy = &server.privacy;
+    let privacy = &server.state::<Privacy>();
     if ours(from) && !privacy.permits(server, from, kind.outbound(), to) {
         Verdict::SenderBlocks
     } else if ours(to) && !privacy.permits(server, to, kind.inbound(), from) {
@@ -479,10 +480,14 @@ pub(crate) fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) ->
 /// The session ended: its active list goes, and with the user's last session their lists
 /// leave memory.
 pub fn session_ended(server: &Server, session: &Session) {
-    server.privacy.active.borrow_mut().remove(&session.id);
+    server
+        .state::<Privacy>()
+        .active
+        .borrow_mut()
+        .remove(&session.id);
     let user = session.jid.user();
     if server.router.borrow().resources(user).is_empty() {
-        server.privacy.lists.forget(user);
+        server.state::<Privacy>().lists.forget(user);
     }
 }
 
@@ -501,7 +506,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
         return Deferred::None;
     };
     let children: Vec<Node> = query.children().filter(Node::is_element).collect();
-    let lists = match server.privacy.user_lists(server, user) {
+    let lists = match server.state::<Privacy>().user_lists(server, user) {
         Ok(lists) => lists,
         Err(e) => {
             warn!("{user}: cannot read privacy lists: {e}");
@@ -542,7 +547,8 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
         }
         (IqType::Set, "active", name) => {
             let before = hidden(server, user);
-            let mut active = server.privacy.active.borrow_mut();
+            let privacy = server.state::<Privacy>();
+            let mut active = privacy.active.borrow_mut();
             match name {
                 Some(name) => active.insert(session.id, name.into()),
                 None => active.remove(&session.id),
@@ -561,7 +567,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
             let busy = lists.default.as_deref().is_some_and(|current| {
                 Some(current) != name
                     && server
-                        .privacy
+                        .state::<Privacy>()
                         .in_use_elsewhere(server, session, &lists, current)
             });
             if busy {
@@ -580,7 +586,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
                 let condition = if !exists {
                     Some(StanzaCondition::ItemNotFound)
                 } else if server
-                    .privacy
+                    .state::<Privacy>()
                     .in_use_elsewhere(server, session, &lists, name)
                 {
                     Some(StanzaCondition::Conflict)
@@ -630,12 +636,13 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
         let stored = result.is_ok();
         let out = reply.after_write(result, "privacy list");
         if stored {
-            server.privacy.changed(&user);
+            server.state::<Privacy>().changed(&user);
             match &change {
                 Change::Default(_) => {}
                 Change::Replace(name, _) => push(&server, &user, name),
                 Change::Remove(name) => {
-                    let mut active = server.privacy.active.borrow_mut();
+                    let privacy = server.state::<Privacy>();
+                    let mut active = privacy.active.borrow_mut();
                     if active.get(&session.id).is_some_and(|n| **n == **name) {
                         active.remove(&session.id);
                     }
@@ -738,7 +745,7 @@ fn groups_exist(server: &Server, user: &str, items: &[Item]) -> Result<(), Stanz
 /// §2.3: the names of the lists, preceded by the session's active list and the default.
 fn names(server: &Server, session: &Session, lists: &UserLists) -> String {
     let mut payload = format!("<query xmlns='{NS}'>");
-    if let Some(active) = server.privacy.active.borrow().get(&session.id) {
+    if let Some(active) = server.state::<Privacy>().active.borrow().get(&session.id) {
         let _ = write!(payload, "<active name='{}'/>", Esc(active));
     }
     if let Some(default) = &lists.default {
@@ -762,6 +769,12 @@ fn push(server: &Server, user: &str, name: &str) {
             Esc(name)
         );
         server.deliver(&session, xml.into(), false);
+    }
+}
+
+impl crate::feature::State for Privacy {
+    fn new(_config: &crate::config::Config, store: &crate::store::Store) -> Self {
+        Privacy::load(store)
     }
 }
 

@@ -39,9 +39,14 @@ const HASH_LEN: usize = 40;
 
 pub const FEATURE: Feature = Feature {
     name: "proxy",
+    listen: Some(|config| {
+        let listeners = bind(config)?;
+        Ok(Box::new(move |ex, server| start(ex, server, listeners)))
+    }),
+    state: Some(crate::feature::init::<Proxy>),
     service: Some(Service {
-        serves: |server, domain| server.proxy.serves(domain),
-        domain: |server| server.proxy.domain().map(str::to_owned),
+        serves: |server, domain| server.state::<Proxy>().serves(domain),
+        domain: |server| server.state::<Proxy>().domain().map(str::to_owned),
         name: "SOCKS5 Bytestreams",
         handle: |server, session, stanza, out| handle(server, session, stanza, out),
     }),
@@ -127,7 +132,7 @@ pub fn dst_addr(sid: &str, initiator: &str, target: &str) -> String {
 
 /// Every stanza whose `to` is on the proxy's domain.
 pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut String) -> Deferred {
-    let proxy = &server.proxy;
+    let proxy = &server.state::<Proxy>();
     let from = proxy.domain().unwrap_or_default();
     let to = session.jid.as_str();
     let answered = disco::service_query(out, stanza, from, to, |out| {
@@ -179,7 +184,7 @@ fn activate(
     session: &Session,
     query: roxmltree::Node,
 ) -> Result<(), StanzaCondition> {
-    let proxy = &server.proxy;
+    let proxy = &server.state::<Proxy>();
     let sid = query.attribute("sid").ok_or(StanzaCondition::BadRequest)?;
     let target = stanza::child_text(query, "activate", NS).ok_or(StanzaCondition::BadRequest)?;
     let target = Jid::parse(target.trim()).map_err(|_| StanzaCondition::JidMalformed)?;
@@ -215,7 +220,7 @@ pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Ve
     };
     let config = &server.config();
     let host = config.proxy.host.as_deref().unwrap_or(&config.domain);
-    let _ = server.proxy.streamhost.set((host.into(), port));
+    let _ = server.state::<Proxy>().streamhost.set((host.into(), port));
     // A task per relay or waiting pair, twice over for handshakes and second ends.
     let caps = listener::Caps {
         total: config.proxy.max_relays.saturating_mul(2).saturating_add(16),
@@ -254,7 +259,7 @@ async fn serve(server: Rc<Server>, mut tcp: TcpStream, peer: SocketAddr) {
     };
     // A failed reply leaves a dead end: it hangs up, and its watch frees the pair.
     let _ = reply(&mut tcp, code, &hash).await;
-    let proxy = &server.proxy;
+    let proxy = &server.state::<Proxy>();
     let wait = Duration::from_secs(config.proxy.wait_secs.into());
     let waiting = match placed {
         Placed::Refused => return,
@@ -332,7 +337,7 @@ async fn serve(server: Rc<Server>, mut tcp: TcpStream, peer: SocketAddr) {
 /// Puts a connection into the pair its hash names, under the relay cap and the waiting
 /// cap of its address.
 fn place(server: &Server, hash: &str, tcp: &TcpStream, ip: IpAddr) -> Placed {
-    let proxy = &server.proxy;
+    let proxy = &server.state::<Proxy>();
     let config = &server.config().proxy;
     let waiting_here = proxy.waiting.borrow().get(&ip).copied().unwrap_or(0);
     // Someone logged in from this address is probably a user; anyone else gets less.
@@ -475,6 +480,12 @@ async fn reply(tcp: &mut TcpStream, code: u8, hash: &str) -> io::Result<()> {
     out.extend_from_slice(hash.as_bytes());
     out.extend_from_slice(&[0, 0]);
     timed(REPLY_TIMEOUT, tcp.write_all(&out)).await
+}
+
+impl crate::feature::State for Proxy {
+    fn new(config: &crate::config::Config, _store: &crate::store::Store) -> Self {
+        Proxy::new(config)
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ const ID_PREFIX: &str = "push-";
 
 pub const FEATURE: Feature = Feature {
     name: "push",
+    state: Some(crate::feature::init::<Push>),
     enabled: |config| config.push.enabled,
     iq: &[NS],
     on_iq: |iq, out| Some(handle(iq, out)),
@@ -119,7 +120,8 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
         }
         Ok(Request::Enable(registration)) => enable(server, session, registration, reply),
         Ok(Request::Disable { jid, node }) => {
-            let mut devices = server.push.devices.borrow_mut();
+            let pushes = server.state::<Push>();
+            let mut devices = pushes.devices.borrow_mut();
             if devices
                 .get(&session.id)
                 .is_some_and(|d| *d.jid == jid && node.as_deref().is_none_or(|n| *d.node == *n))
@@ -213,7 +215,11 @@ fn enable(
         match write.await {
             Ok(()) => {
                 info!("{user}: push notifications enabled at {}", device.jid);
-                server.push.devices.borrow_mut().insert(session_id, device);
+                server
+                    .state::<Push>()
+                    .devices
+                    .borrow_mut()
+                    .insert(session_id, device);
                 reply.result(&mut out);
             }
             Err(StoreError::QuotaExceeded) => reply.error(
@@ -293,7 +299,8 @@ fn wake(server: &Server, user: &str, delivered: &[Rc<Session>], summary: &Summar
     let only = if delivered.is_empty() {
         None
     } else {
-        let devices = server.push.devices.borrow();
+        let pushes = server.state::<Push>();
+        let devices = pushes.devices.borrow();
         let asleep: Vec<(Box<str>, Box<str>)> = delivered
             .iter()
             .filter_map(|s| devices.get(&s.id))
@@ -313,7 +320,8 @@ fn wake(server: &Server, user: &str, delivered: &[Rc<Session>], summary: &Summar
 /// wait for it; they wake the device at once.
 pub fn hibernated(server: &Server, session: &Session, missed: impl FnOnce() -> bool) {
     let registration = {
-        let mut devices = server.push.devices.borrow_mut();
+        let pushes = server.state::<Push>();
+        let mut devices = pushes.devices.borrow_mut();
         let Some(device) = devices.get_mut(&session.id) else {
             return;
         };
@@ -332,14 +340,20 @@ pub fn hibernated(server: &Server, session: &Session, missed: impl FnOnce() -> b
 
 /// A new connection resumed the session: its device reads for itself again.
 pub fn resumed(server: &Server, session: &Session) {
-    if let Some(device) = server.push.devices.borrow_mut().get_mut(&session.id) {
+    if let Some(device) = server
+        .state::<Push>()
+        .devices
+        .borrow_mut()
+        .get_mut(&session.id)
+    {
         device.hibernated = false;
     }
 }
 
 /// The session is gone for good; its registration stays in the store.
 pub fn session_ended(server: &Server, session: &Session) {
-    let mut devices = server.push.devices.borrow_mut();
+    let pushes = server.state::<Push>();
+    let mut devices = pushes.devices.borrow_mut();
     if devices.remove(&session.id).is_some() && devices.is_empty() {
         *devices = HashMap::new();
     }
@@ -368,7 +382,8 @@ fn notify(server: &Server, user: &str, only: Option<&[(Box<str>, Box<str>)]>, su
 fn send(server: &Server, user: &str, registration: &PushRegistration, summary: &Summary) {
     let id = {
         let now = Instant::now();
-        let mut in_flight = server.push.in_flight.borrow_mut();
+        let pushes = server.state::<Push>();
+        let mut in_flight = pushes.in_flight.borrow_mut();
         while in_flight
             .front()
             .is_some_and(|f| now.duration_since(f.sent) >= REPLY_TIMEOUT)
@@ -401,7 +416,11 @@ fn send(server: &Server, user: &str, registration: &PushRegistration, summary: &
     let include_body = server.config().push.include_body;
     let xml = publish(id, &from, registration, summary, include_body);
     if let Err(condition) = route(server, &registration.jid, xml) {
-        server.push.in_flight.borrow_mut().retain(|f| f.id != id);
+        server
+            .state::<Push>()
+            .in_flight
+            .borrow_mut()
+            .retain(|f| f.id != id);
         // Queued now, committed in order with later writes; nothing here waits for it.
         drop(disable_failed(
             server,
@@ -502,7 +521,8 @@ pub fn on_response(server: &Server, session: &Session, stanza: &Stanza, user: &s
         return Deferred::None;
     };
     let answered = {
-        let mut in_flight = server.push.in_flight.borrow_mut();
+        let pushes = server.state::<Push>();
+        let mut in_flight = pushes.in_flight.borrow_mut();
         let position = in_flight
             .iter()
             .position(|f| f.id == id && *f.user == *user && *f.jid == *session.jid.as_str());
@@ -536,6 +556,12 @@ pub fn on_response(server: &Server, session: &Session, stanza: &Stanza, user: &s
         }
         String::new()
     }))
+}
+
+impl crate::feature::State for Push {
+    fn new(_config: &crate::config::Config, _store: &crate::store::Store) -> Self {
+        Push::default()
+    }
 }
 
 #[cfg(test)]

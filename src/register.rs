@@ -33,6 +33,7 @@ const WINDOW: Duration = Duration::from_secs(3600);
 
 pub const FEATURE: Feature = Feature {
     name: "register",
+    state: Some(crate::feature::init::<RateLimit>),
     iq: &[NS],
     on_iq: |iq, out| Some(handle(iq, out)),
     server_disco: &[NS],
@@ -181,7 +182,7 @@ pub async fn before_auth(server: &Server, ip: IpAddr, iq: &Stanza<'_, '_>, out: 
         return;
     }
     let per_hour = server.config().registration.per_ip_per_hour;
-    let Some(slot) = server.registrations.reserve(ip, per_hour) else {
+    let Some(slot) = server.state::<RateLimit>().reserve(ip, per_hour) else {
         info!("{ip}: registration refused, {per_hour} accounts this hour already");
         reply.error(
             out,
@@ -202,7 +203,7 @@ pub async fn before_auth(server: &Server, ip: IpAddr, iq: &Stanza<'_, '_>, out: 
             reply.result(out);
         }
         Err(refusal) => {
-            server.registrations.release(ip, slot);
+            server.state::<RateLimit>().release(ip, slot);
             refusal.write(&reply, out);
         }
     }
@@ -274,6 +275,12 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
         }
         out
     }))
+}
+
+impl crate::feature::State for RateLimit {
+    fn new(_config: &crate::config::Config, _store: &crate::store::Store) -> Self {
+        RateLimit::default()
+    }
 }
 
 #[cfg(test)]

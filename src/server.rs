@@ -5,7 +5,7 @@
 //! through [`Server`]; protocol logic lives in the feature modules.
 
 use crate::config::Config;
-use crate::feature::Feature;
+use crate::feature::{Feature, State};
 use crate::limits::{Counters, Protection};
 use crate::router::{Mailbox, Router, Session};
 use crate::stanza::StreamCondition;
@@ -17,6 +17,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use smol::net::TcpListener;
 use smol::stream::StreamExt;
 use smol::{LocalExecutor, Timer};
+use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -37,6 +38,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct Server {
     /// What every feature declares; the core reaches features only through these.
     features: &'static [&'static Feature],
+    /// Each feature's [`State`], by type.
+    states: RefCell<Vec<(TypeId, Rc<dyn Any>)>>,
     /// Swapped whole by a reload; see [`Server::config`].
     config: RefCell<Rc<Config>>,
     pub store: Store,
@@ -47,31 +50,12 @@ pub struct Server {
     /// Accounts deleted while the server runs, until created again: nothing more is
     /// routed to them or stored for them (see [`Server::delete_account`]).
     retired: RefCell<HashSet<Box<str>>>,
-    pub blocking: crate::blocking::Blocklists,
-    pub privacy: crate::privacy::Privacy,
-    pub photo_hashes: crate::vcard::PhotoHashes,
-    pub registrations: crate::register::RateLimit,
     /// For XEP-0012 uptime.
     pub started: Instant,
-    /// XEP-0045 chat rooms.
-    pub muc: crate::muc::Muc,
-    pub mam: crate::mam::Mam,
-    /// XEP-0363 upload slots and stored files.
-    pub upload: crate::upload::Upload,
-    /// XEP-0065 bytestreams waiting for activation.
-    pub proxy: crate::proxy::Proxy,
-    /// Where the built-in STUN server answers (advertised over XEP-0215).
-    pub stun: crate::stun::Stun,
-    /// Last unavailable presences not yet committed (probes must not miss them).
-    pub pending_last: crate::presence::PendingLast,
-    /// Verified entity capabilities and the queries learning them (XEP-0115).
-    pub pep_caps: crate::pep::caps::Caps,
     /// Connection admission, rate buckets, login delays, limit counters.
     pub protection: Protection,
     /// XEP-0198 sessions waiting to be resumed.
     pub sm: crate::sm::Parking,
-    /// XEP-0357 devices of live sessions and notifications in flight.
-    pub push: crate::push::Push,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     /// Most connections since memory was last handed back (see [`release_memory`]).
@@ -87,23 +71,19 @@ impl Server {
         tls: Arc<rustls::ServerConfig>,
         features: &'static [&'static Feature],
     ) -> Server {
-        let muc = crate::muc::Muc::load(&config, &store);
+        let states = features
+            .iter()
+            .filter_map(|f| f.state)
+            .map(|state| {
+                let state = state(&config, &store);
+                ((*state).type_id(), state)
+            })
+            .collect();
         Server {
-            blocking: crate::blocking::Blocklists::load(&store),
-            privacy: crate::privacy::Privacy::load(&store),
-            photo_hashes: Default::default(),
-            registrations: Default::default(),
-            muc,
-            mam: crate::mam::Mam::load(&store),
-            upload: crate::upload::Upload::load(&config),
-            proxy: crate::proxy::Proxy::new(&config),
-            stun: Default::default(),
-            pending_last: Default::default(),
-            pep_caps: Default::default(),
             protection: Protection::new(&config),
             sm: Default::default(),
-            push: Default::default(),
             features,
+            states: RefCell::new(states),
             config: RefCell::new(Rc::new(config)),
             store,
             router: RefCell::default(),
@@ -122,6 +102,25 @@ impl Server {
     /// ones that run with the current settings).
     pub fn features(&self) -> &'static [&'static Feature] {
         self.features
+    }
+
+    /// A feature's state. Made at start-up for every declared feature; one asked for that
+    /// no declaration made (a unit test's server) is made on first use.
+    pub fn state<T: State>(&self) -> Rc<T> {
+        // Asked several times per routed stanza: a scan of a dozen type ids, no hashing.
+        let wanted = TypeId::of::<T>();
+        let found = self
+            .states
+            .borrow()
+            .iter()
+            .find(|(id, _)| *id == wanted)
+            .map(|(_, state)| state.clone());
+        if let Some(state) = found.and_then(|s| s.downcast::<T>().ok()) {
+            return state;
+        }
+        let state = Rc::new(T::new(&self.config(), &self.store));
+        self.states.borrow_mut().push((wanted, state.clone()));
+        state
     }
 
     /// The settings in effect now. A reload may replace them at any await, so a handler
@@ -327,9 +326,11 @@ pub fn run(
     }
     tls::log_fingerprints(&material);
     let listeners = bind_all(&config)?;
-    let upload = crate::upload::http::bind(&config)?;
-    let proxy = crate::proxy::bind(&config)?;
-    let stun = crate::stun::bind(&config)?;
+    let starters = features
+        .iter()
+        .filter_map(|f| f.listen)
+        .map(|listen| listen(&config))
+        .collect::<Result<Vec<_>, _>>()?;
     let control = control::bind(&config.data_dir)?;
     let data_dir = config.data_dir.clone();
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
@@ -353,9 +354,9 @@ pub fn run(
                     .detach();
             }
         }
-        crate::upload::http::start(&ex, &server, upload);
-        crate::proxy::start(&ex, &server, proxy);
-        crate::stun::start(&ex, &server.stun, stun);
+        for start in starters {
+            start(&ex, &server);
+        }
         let hooks = Rc::new(control::Hooks {
             delete: {
                 let server = server.clone();

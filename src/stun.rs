@@ -6,6 +6,7 @@
 //! most 44 bytes for a request of at least 20, within per-source and overall budgets, so a
 //! spoofed source gains little by reflecting off it.
 
+use crate::feature::Feature;
 use crate::limits::bucket::{Bucket, Refill};
 use log::{info, warn};
 use smol::net::UdpSocket;
@@ -42,6 +43,19 @@ const OVERALL: Refill = Refill {
 /// Sources remembered; past it the table starts over (a flood from this many sources is
 /// held by the overall bucket anyway).
 const MAX_SOURCES: usize = 1024;
+
+/// The STUN server runs beside the streams: its state is where it answers (for XEP-0215).
+pub const FEATURE: Feature = Feature {
+    name: "stun",
+    state: Some(crate::feature::init::<Stun>),
+    listen: Some(|config| {
+        let sockets = bind(config)?;
+        Ok(Box::new(move |ex, server| {
+            start(ex, &server.state::<Stun>(), sockets)
+        }))
+    }),
+    ..Feature::NONE
+};
 
 /// The STUN server's state the rest of the server reads: where it answers.
 #[derive(Default)]
@@ -164,7 +178,7 @@ impl Limiter {
 }
 
 /// Binds the STUN sockets when the server is enabled, so errors come out at start.
-pub fn bind(config: &crate::config::Config) -> Result<Vec<UdpSocket>, String> {
+fn bind(config: &crate::config::Config) -> Result<Vec<UdpSocket>, String> {
     if !config.stun.enabled {
         return Ok(Vec::new());
     }
@@ -181,7 +195,7 @@ pub fn bind(config: &crate::config::Config) -> Result<Vec<UdpSocket>, String> {
 }
 
 /// Records the advertised port (the first socket's) and answers on every socket.
-pub fn start(ex: &LocalExecutor<'static>, stun: &Stun, sockets: Vec<UdpSocket>) {
+fn start(ex: &LocalExecutor<'static>, stun: &Stun, sockets: Vec<UdpSocket>) {
     if let Some(port) = sockets
         .first()
         .and_then(|s| s.local_addr().ok())
@@ -227,6 +241,12 @@ async fn serve(socket: UdpSocket, limiter: Rc<RefCell<Limiter>>) {
             // A lost answer is retransmitted by the client; nothing to do on failure.
             let _ = socket.send_to(&response[..answer_len], peer).await;
         }
+    }
+}
+
+impl crate::feature::State for Stun {
+    fn new(_config: &crate::config::Config, _store: &crate::store::Store) -> Self {
+        Stun::default()
     }
 }
 

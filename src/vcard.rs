@@ -22,6 +22,7 @@ pub const NS_UPDATE: &str = "vcard-temp:x:update";
 
 pub const FEATURE: Feature = Feature {
     name: "vcard",
+    state: Some(crate::feature::init::<PhotoHashes>),
     iq: &[NS],
     on_iq: |iq, out| Some(handle(iq, out)),
     server_disco: &[NS],
@@ -35,12 +36,15 @@ pub struct PhotoHashes(UserCache<Option<Rc<str>>>);
 
 /// XEP-0153: the hex SHA-1 of the photo in `user`'s vCard, if it has one.
 pub fn photo_hash(server: &Server, user: &str) -> Option<Rc<str>> {
-    let loaded = server.photo_hashes.0.get_or_load(server, user, || {
-        server
-            .store
-            .vcard_photo_hash(user)
-            .map(|hash| hash.map(Rc::from))
-    });
+    let loaded = server
+        .state::<PhotoHashes>()
+        .0
+        .get_or_load(server, user, || {
+            server
+                .store
+                .vcard_photo_hash(user)
+                .map(|hash| hash.map(Rc::from))
+        });
     loaded.unwrap_or_else(|e| {
         warn!("{user}: cannot read the vCard photo hash: {e}");
         None
@@ -49,7 +53,7 @@ pub fn photo_hash(server: &Server, user: &str) -> Option<Rc<str>> {
 
 /// The user's last session ended: keep nothing of theirs in memory.
 pub fn user_offline(server: &Server, user: &str) {
-    server.photo_hashes.0.forget(user);
+    server.state::<PhotoHashes>().0.forget(user);
 }
 
 /// XEP-0153 §4.1: runs `f` on the user's available presence with
@@ -169,11 +173,17 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
                     }
                 }
                 let result = server.store.set_vcard(&user, xml.into_bytes(), hash).await;
-                server.photo_hashes.0.forget(&user);
+                server.state::<PhotoHashes>().0.forget(&user);
                 reply.after_write(result, "vCard")
             }))
         }
         IqType::Result | IqType::Error => Deferred::None,
+    }
+}
+
+impl crate::feature::State for PhotoHashes {
+    fn new(_config: &crate::config::Config, _store: &crate::store::Store) -> Self {
+        PhotoHashes::default()
     }
 }
 

@@ -132,11 +132,12 @@ pub(super) fn changed(muc: &Muc, name: &str) {
 /// (its history already removed with its record) or whose history is empty has its stored
 /// history removed. The server calls it at a graceful stop, before the store closes.
 pub fn flush(server: &Server) -> Option<impl Future<Output = Result<(), StoreError>>> {
-    let dirty = std::mem::take(&mut *server.muc.dirty.borrow_mut());
+    let dirty = std::mem::take(&mut *server.state::<super::Muc>().dirty.borrow_mut());
     if dirty.is_empty() {
         return None;
     }
-    let rooms = server.muc.rooms.borrow();
+    let muc = server.state::<super::Muc>();
+    let rooms = muc.rooms.borrow();
     let batch = dirty
         .into_iter()
         .map(|name| {
@@ -154,7 +155,7 @@ pub fn flush(server: &Server) -> Option<impl Future<Output = Result<(), StoreErr
 /// join the same batch meanwhile), writes the batch and logs a failure. Idle rooms cost no
 /// wake-ups.
 pub async fn background(server: std::rc::Rc<Server>) {
-    while server.muc.kick.1.recv().await.is_ok() {
+    while server.state::<super::Muc>().kick.1.recv().await.is_ok() {
         smol::Timer::after(FLUSH_EVERY).await;
         if let Some(write) = flush(&server) {
             if let Err(e) = write.await {

@@ -39,9 +39,10 @@ pub use history::{background, flush as flush_history, FLUSH_EVERY as HISTORY_FLU
 
 pub const FEATURE: Feature = Feature {
     name: "muc",
+    state: Some(crate::feature::init::<Muc>),
     service: Some(Service {
-        serves: |server, domain| server.muc.serves(domain),
-        domain: |server| server.muc.domain().map(str::to_owned),
+        serves: |server, domain| server.state::<Muc>().serves(domain),
+        domain: |server| server.state::<Muc>().domain().map(str::to_owned),
         name: "Chat rooms",
         handle,
     }),
@@ -173,7 +174,8 @@ pub fn handle(
         service(&mut ctx, stanza.ty);
         return Deferred::None;
     };
-    let mut rooms = server.muc.rooms.borrow_mut();
+    let muc = server.state::<Muc>();
+    let mut rooms = muc.rooms.borrow_mut();
     let nick = to.resource();
     let mut deferred = Deferred::None;
     let record = match (stanza.ty, nick) {
@@ -263,7 +265,7 @@ pub fn handle(
         || matches!(record, Some(Persist::Save(_)));
     persist(&server.store, name, record);
     if history_changed && rooms.get(name).is_some_and(|room| room.config.persistent) {
-        history::changed(&server.muc, name);
+        history::changed(&server.state::<Muc>(), name);
     }
     if rooms.get(name).is_some_and(Room::is_gone) {
         if let Some(room) = rooms.remove(name).filter(|r| r.config.archive) {
@@ -337,7 +339,11 @@ fn room_iq(ctx: &mut Ctx, room: &mut Room, ty: IqType) -> Option<Persist> {
 /// Stanzas to the service itself: disco (§6.1–§6.3) and ping.
 fn service(ctx: &mut Ctx, ty: StanzaType) {
     let server = ctx.server;
-    let domain = server.muc.domain().unwrap_or_default().to_owned();
+    let domain = server
+        .state::<Muc>()
+        .domain()
+        .unwrap_or_default()
+        .to_owned();
     let query = ctx.stanza.payload();
     let ns = query
         .and_then(|q| q.tag_name().namespace())
@@ -352,7 +358,8 @@ fn service(ctx: &mut Ctx, ty: StanzaType) {
             })
         }
         (StanzaType::Iq(IqType::Get), Some(query)) if ns == disco::NS_ITEMS => {
-            let rooms = server.muc.rooms.borrow();
+            let muc = server.state::<Muc>();
+            let rooms = muc.rooms.borrow();
             let mut listed: Vec<&Room> = rooms
                 .values()
                 .filter(|r| r.config.public && !r.locked)
@@ -416,7 +423,7 @@ fn persist(store: &Store, name: &str, record: Option<Persist>) {
 /// An account was deleted: no room keeps an affiliation for it.
 pub fn account_deleted(server: &Server, user: &str) {
     let config = server.config();
-    for (name, room) in server.muc.rooms.borrow_mut().iter_mut() {
+    for (name, room) in server.state::<Muc>().rooms.borrow_mut().iter_mut() {
         persist(
             &server.store,
             name,
@@ -452,7 +459,8 @@ fn account<'a>(config: &'a Config, user: &'a str) -> impl Fn(&Jid) -> bool + 'a 
 
 /// A session ended: it leaves every room it was in, and emptied temporary rooms vanish.
 pub fn session_ended(server: &Server, session: &Session) {
-    let mut rooms = server.muc.rooms.borrow_mut();
+    let muc = server.state::<Muc>();
+    let mut rooms = muc.rooms.borrow_mut();
     for room in rooms.values_mut() {
         room.session_ended(server, session);
     }
@@ -463,4 +471,10 @@ pub fn session_ended(server: &Server, session: &Session) {
         }
         !gone
     });
+}
+
+impl crate::feature::State for Muc {
+    fn new(config: &crate::config::Config, store: &crate::store::Store) -> Self {
+        Muc::load(config, store)
+    }
 }

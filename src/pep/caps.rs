@@ -32,6 +32,7 @@ const MAX_WAITERS: usize = 64;
 
 pub const FEATURE: Feature = Feature {
     name: "caps",
+    state: Some(crate::feature::init::<Caps>),
     server_info_node: Some(is_server_node),
     on_server_response: Some(|server, session, stanza| {
         on_response(server, session, stanza);
@@ -98,7 +99,7 @@ pub fn on_available(
         }
         return;
     };
-    let known = server.pep_caps.known.borrow().get(ver).cloned();
+    let known = server.state::<Caps>().known.borrow().get(ver).cloned();
     match known {
         Some(features) => {
             let changed = session
@@ -118,7 +119,8 @@ pub fn on_available(
 }
 
 fn ask(server: &Server, session: &Session, node: &str, ver: &str, out: &mut String) {
-    let mut pending = server.pep_caps.pending.borrow_mut();
+    let caps = server.state::<Caps>();
+    let mut pending = caps.pending.borrow_mut();
     if let Some(query) = pending.iter_mut().find(|q| &*q.ver == ver) {
         if query.waiters.len() < MAX_WAITERS && !query.waiters.contains(&session.jid) {
             query.waiters.push(session.jid.jid().clone());
@@ -150,7 +152,8 @@ fn ask(server: &Server, session: &Session, node: &str, ver: &str, out: &mut Stri
 /// the verified set is cached and given to the waiting sessions. False when it is not ours.
 pub fn on_response(server: &Server, session: &Session, stanza: &Stanza) -> bool {
     let query = {
-        let mut pending = server.pep_caps.pending.borrow_mut();
+        let caps = server.state::<Caps>();
+        let mut pending = caps.pending.borrow_mut();
         let Some(index) = pending
             .iter()
             .position(|q| Some(&*q.id) == stanza.id && q.asked == session.jid)
@@ -186,7 +189,8 @@ pub fn on_response(server: &Server, session: &Session, stanza: &Stanza) -> bool 
             return true;
         }
     };
-    let mut known = server.pep_caps.known.borrow_mut();
+    let caps = server.state::<Caps>();
+    let mut known = caps.known.borrow_mut();
     if known.len() >= MAX_KNOWN {
         known.clear();
     }
@@ -333,6 +337,12 @@ fn is_server_node(server: &Server, node: &str) -> bool {
     node.strip_prefix(SERVER_NODE)
         .and_then(|rest| rest.strip_prefix('#'))
         .is_some_and(|ver| ver == server_ver(server))
+}
+
+impl crate::feature::State for Caps {
+    fn new(_config: &crate::config::Config, _store: &crate::store::Store) -> Self {
+        Caps::default()
+    }
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Ve
     let config = &server.config();
     let url =
         (config.upload.url.clone()).unwrap_or_else(|| format!("https://{}:{port}", config.domain));
-    server.upload.set_base_url(&url);
+    server.state::<super::Upload>().set_base_url(&url);
     let accepting = server.clone();
     let caps = listener::Caps {
         total: MAX_CONNECTIONS,
@@ -67,7 +67,7 @@ pub fn start(ex: &Rc<LocalExecutor<'static>>, server: &Rc<Server>, listeners: Ve
 /// Removes expired slots and files now and then.
 async fn cleanup_loop(server: Rc<Server>) {
     loop {
-        let upload = &server.upload;
+        let upload = &server.state::<super::Upload>();
         upload.expire_slots(Instant::now());
         let max_age = Duration::from_secs(u64::from(server.config().upload.expire_days) * 86_400);
         let now = SystemTime::now();
@@ -224,7 +224,7 @@ fn slot_path(path: &str) -> Option<(&str, String)> {
 }
 
 async fn get(server: &Server, stream: &mut Stream, request: &Request) -> io::Result<()> {
-    let upload = &server.upload;
+    let upload = &server.state::<super::Upload>();
     let found = slot_path(&request.path).and_then(|(token, name)| {
         let files = upload.files.borrow();
         let file = files.get(token).filter(|f| *f.name == name)?;
@@ -275,7 +275,7 @@ fn describe(file: &Stored) -> (String, String) {
 }
 
 async fn put(server: &Server, stream: &mut Stream, request: Request) -> io::Result<()> {
-    let upload = &server.upload;
+    let upload = &server.state::<super::Upload>();
     upload.expire_slots(Instant::now());
     let Some((token, name)) = slot_path(&request.path) else {
         return respond(stream, 404, &[], 0).await;

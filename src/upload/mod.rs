@@ -31,14 +31,21 @@ const MAX_NAME_BYTES: usize = 200;
 
 pub const FEATURE: Feature = Feature {
     name: "upload",
+    listen: Some(|config| {
+        let listeners = http::bind(config)?;
+        Ok(Box::new(move |ex, server| {
+            http::start(ex, server, listeners)
+        }))
+    }),
+    state: Some(crate::feature::init::<Upload>),
     service: Some(Service {
-        serves: |server, domain| server.upload.serves(domain),
-        domain: |server| server.upload.domain().map(str::to_owned),
+        serves: |server, domain| server.state::<Upload>().serves(domain),
+        domain: |server| server.state::<Upload>().domain().map(str::to_owned),
         name: "HTTP File Upload",
         handle: |server, session, stanza, out| handle(server, session, stanza, out),
     }),
     account_deleted: Some(|server, user| {
-        server.upload.forget_user(user);
+        server.state::<Upload>().forget_user(user);
         None
     }),
     ..Feature::NONE
@@ -218,7 +225,7 @@ fn read_files(dir: &Path) -> HashMap<Box<str>, Stored> {
 
 /// Every stanza whose `to` is on the service's domain.
 pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut String) -> Deferred {
-    let upload = &server.upload;
+    let upload = &server.state::<Upload>();
     let from = upload.domain().unwrap_or_default();
     let to = session.jid.as_str();
     let fail = |out: &mut String, error: &StanzaError| {
@@ -293,7 +300,7 @@ enum Refusal {
 /// Checks a slot request and records the slot; returns the `<slot/>` element.
 fn grant(server: &Server, session: &Session, request: roxmltree::Node) -> Result<String, Refusal> {
     let bad = |text| Refusal::Error(StanzaError::new(StanzaCondition::BadRequest).with_text(text));
-    let upload = &server.upload;
+    let upload = &server.state::<Upload>();
     let config = &server.config().upload;
     let name = request.attribute("filename").unwrap_or_default();
     if !valid_name(name) {
@@ -421,6 +428,12 @@ pub fn percent_decode(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+impl crate::feature::State for Upload {
+    fn new(config: &crate::config::Config, _store: &crate::store::Store) -> Self {
+        Upload::load(config)
+    }
 }
 
 #[cfg(test)]
