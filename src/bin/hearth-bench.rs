@@ -438,14 +438,13 @@ fn stream_header(domain: &str) -> String {
 
 /// The text content of a simple element such as `<challenge …>TEXT</challenge>`.
 fn inner(element: &str) -> &str {
-    let Some(open_end) = element.find('>') else {
+    let Some((open, body)) = element.split_once('>') else {
         return "";
     };
-    if element[..open_end].ends_with('/') {
+    if open.ends_with('/') {
         return "";
     }
-    let body = &element[open_end + 1..];
-    body.rfind("</").map_or(body, |end| &body[..end])
+    body.rsplit_once("</").map_or(body, |(text, _)| text)
 }
 
 /// Reads until the framer yields a stanza accepted by `pick`.
