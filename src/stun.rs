@@ -6,6 +6,16 @@
 //! most 44 bytes for a request of at least 20, within per-source and overall budgets, so a
 //! spoofed source gains little by reflecting off it.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use crate::feature::Feature;
 use crate::limits::bucket::{Bucket, Refill};
 use log::{info, warn};
@@ -13,6 +23,7 @@ use smol::net::UdpSocket;
 use smol::LocalExecutor;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -79,19 +90,19 @@ pub fn answer(
     peer: SocketAddr,
     out: &mut [u8; MAX_RESPONSE_BYTES],
 ) -> Option<usize> {
-    let header = request.get(..HEADER_BYTES)?;
-    let word = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
-    let (kind, length) = (word(0), usize::from(word(2)));
-    let cookie = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    let (header, body) = request.split_first_chunk::<HEADER_BYTES>()?;
+    let [k0, k1, l0, l1, c0, c1, c2, c3, transaction @ ..] = *header;
+    let kind = u16::from_be_bytes([k0, k1]);
+    let length = usize::from(u16::from_be_bytes([l0, l1]));
+    let cookie = u32::from_be_bytes([c0, c1, c2, c3]);
     if kind != BINDING_REQUEST
         || cookie != MAGIC_COOKIE
         || length % 4 != 0
-        || request.len() != HEADER_BYTES + length
-        || !attributes_fit(&request[HEADER_BYTES..])
+        || body.len() != length
+        || !attributes_fit(body)
     {
         return None;
     }
-    let transaction = &header[8..HEADER_BYTES];
     // An IPv4 client reaching a dual-stack socket is an IPv4 client.
     let ip = match peer.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -99,30 +110,30 @@ pub fn answer(
     };
     // RFC 8489 §14.2: port and address XORed with the cookie (and, for IPv6, the
     // transaction id), so that middleboxes rewriting addresses in payloads leave it alone.
-    let mut mask = [0u8; 16];
-    mask[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    mask[4..].copy_from_slice(transaction);
+    let mask = MAGIC_COOKIE.to_be_bytes().into_iter().chain(transaction);
     let (family, address): (u8, &[u8]) = match ip {
         IpAddr::V4(v4) => (0x01, &v4.octets()[..]),
         IpAddr::V6(ref v6) => (0x02, &v6.octets()[..]),
     };
-    let value_len = 4 + address.len();
-    let total = HEADER_BYTES + 4 + value_len;
-    out[..2].copy_from_slice(&BINDING_SUCCESS.to_be_bytes());
-    out[2..4].copy_from_slice(&((4 + value_len) as u16).to_be_bytes());
-    out[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    out[8..HEADER_BYTES].copy_from_slice(transaction);
-    let attr = &mut out[HEADER_BYTES..total];
-    attr[..2].copy_from_slice(&XOR_MAPPED_ADDRESS.to_be_bytes());
-    attr[2..4].copy_from_slice(&(value_len as u16).to_be_bytes());
-    attr[4] = 0;
-    attr[5] = family;
     let port = peer.port() ^ (MAGIC_COOKIE >> 16) as u16;
-    attr[6..8].copy_from_slice(&port.to_be_bytes());
-    for (i, byte) in address.iter().enumerate() {
-        attr[8 + i] = byte ^ mask[i];
+    // At most 20 bytes: the casts below cannot truncate.
+    let value_len = 4 + address.len();
+    // Each write fails only past the end of `out`, which MAX_RESPONSE_BYTES rules out.
+    let mut free: &mut [u8] = out;
+    let mut put = |bytes: &[u8]| free.write_all(bytes).ok();
+    put(&BINDING_SUCCESS.to_be_bytes())?;
+    put(&((4 + value_len) as u16).to_be_bytes())?;
+    put(&MAGIC_COOKIE.to_be_bytes())?;
+    put(&transaction)?;
+    put(&XOR_MAPPED_ADDRESS.to_be_bytes())?;
+    put(&(value_len as u16).to_be_bytes())?;
+    put(&[0, family])?;
+    put(&port.to_be_bytes())?;
+    for (byte, mask) in address.iter().zip(mask) {
+        put(&[byte ^ mask])?;
     }
-    Some(total)
+    let unused = free.len();
+    Some(MAX_RESPONSE_BYTES - unused)
 }
 
 /// Whether `body` is a sequence of whole attributes (type, length, value padded to 4 bytes).
@@ -234,12 +245,17 @@ async fn serve(socket: UdpSocket, limiter: Rc<RefCell<Limiter>>) {
                 continue;
             }
         };
-        let Some(answer_len) = answer(&request[..len], peer, &mut response) else {
+        // `recv_from` never reports more than the buffer holds.
+        let Some(packet) = request.get(..len) else {
+            continue;
+        };
+        let Some(reply) = answer(packet, peer, &mut response).and_then(|n| response.get(..n))
+        else {
             continue;
         };
         if limiter.borrow_mut().allow(peer.ip(), Instant::now()) {
             // A lost answer is retransmitted by the client; nothing to do on failure.
-            let _ = socket.send_to(&response[..answer_len], peer).await;
+            let _ = socket.send_to(reply, peer).await;
         }
     }
 }

@@ -17,6 +17,16 @@
 //! same bytes for every account, so logins cost the server what real
 //! logins cost while provisioning 10,000 accounts takes a second.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
 use hearth::sasl::client::ScramClient;
@@ -333,11 +343,11 @@ impl CpuMeter {
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
+    let Some(last) = sorted.len().checked_sub(1) else {
         return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)] as f64
+    };
+    let i = (last as f64 * p).round() as usize;
+    sorted.get(i.min(last)).map_or(f64::NAN, |&v| v as f64)
 }
 
 /// Prints the figures as a table, then as one JSON line.
@@ -428,14 +438,13 @@ fn stream_header(domain: &str) -> String {
 
 /// The text content of a simple element such as `<challenge …>TEXT</challenge>`.
 fn inner(element: &str) -> &str {
-    let Some(open_end) = element.find('>') else {
+    let Some((open, body)) = element.split_once('>') else {
         return "";
     };
-    if element[..open_end].ends_with('/') {
+    if open.ends_with('/') {
         return "";
     }
-    let body = &element[open_end + 1..];
-    body.rfind("</").map_or(body, |end| &body[..end])
+    body.rsplit_once("</").map_or(body, |(text, _)| text)
 }
 
 /// Reads until the framer yields a stanza accepted by `pick`.
@@ -462,9 +471,8 @@ async fn read_until(
         if n == 0 {
             return Err("server closed the connection".into());
         }
-        framer
-            .push(&buf[..n])
-            .map_err(|e| format!("server XML: {e}"))?;
+        let read = buf.get(..n).ok_or("read past the buffer")?;
+        framer.push(read).map_err(|e| format!("server XML: {e}"))?;
     }
 }
 
@@ -543,8 +551,8 @@ async fn login_many(
     concurrency: usize,
 ) -> Res<Vec<Tls>> {
     let next = Rc::new(Cell::new(0usize));
-    let done: Rc<RefCell<Vec<Option<Tls>>>> =
-        Rc::new(RefCell::new((0..count).map(|_| None).collect()));
+    // Each stream with its index, put back in account order at the end.
+    let done: Rc<RefCell<Vec<(usize, Tls)>>> = Rc::new(RefCell::new(Vec::with_capacity(count)));
     let mut workers = Vec::new();
     for _ in 0..concurrency.clamp(1, count.max(1)) {
         let (ctx, next, done) = (ctx.clone(), next.clone(), done.clone());
@@ -559,15 +567,16 @@ async fn login_many(
                 let tls = login(&ctx, &account)
                     .await
                     .map_err(|e| format!("{account}: {e}"))?;
-                done.borrow_mut()[i] = Some(tls);
+                done.borrow_mut().push((i, tls));
             }
         }));
     }
     for worker in workers {
         worker.await?;
     }
-    let streams = done.borrow_mut().drain(..).flatten().collect();
-    Ok(streams)
+    let mut streams = done.take();
+    streams.sort_unstable_by_key(|&(i, _)| i);
+    Ok(streams.into_iter().map(|(_, tls)| tls).collect())
 }
 
 async fn close_all(streams: Vec<Tls>) {
@@ -602,6 +611,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
+/// The bytes before the first `needle` in `hay` and those after it.
+fn split_around<'a>(hay: &'a [u8], needle: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
+    let (before, from) = hay.split_at_checked(find(hay, needle)?)?;
+    Some((before, from.strip_prefix(needle)?))
+}
+
 /// Counts delivered messages and their latency; returns a credit to the
 /// sender for each; flags `done` when the `id='z'` ping result arrives.
 async fn reader(
@@ -617,15 +632,17 @@ async fn reader(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        carry.extend_from_slice(&buf[..n]);
+        let Some(read) = buf.get(..n) else {
+            return;
+        };
+        carry.extend_from_slice(read);
         let now = now_ns();
-        let mut used = 0;
-        while let Some(end) = find(&carry[used..], b"</message>") {
-            let message = &carry[used..used + end];
+        let mut rest = carry.as_slice();
+        while let Some((message, after)) = split_around(rest, b"</message>") {
             if find(message, b"type='error'").is_some() {
                 stats.errors.set(stats.errors.get() + 1);
-            } else if let Some(body) = find(message, b"<body>") {
-                let digits = message[body + 6..]
+            } else if let Some((_, body)) = split_around(message, b"<body>") {
+                let digits = body
                     .iter()
                     .take_while(|b| b.is_ascii_digit())
                     .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
@@ -638,8 +655,9 @@ async fn reader(
                     let _ = credits.try_send(());
                 }
             }
-            used += end + 10;
+            rest = after;
         }
+        let used = carry.len() - rest.len();
         carry.drain(..used);
         if find(&carry, b"id='z'").is_some() {
             done.set(true);
@@ -855,10 +873,14 @@ async fn throughput(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<()> {
     for (i, (rd, wr)) in halves.into_iter().enumerate() {
         let p = partner(i);
         // What i reads was sent by its partner: credits go back to p's window.
+        let (Some((to_partner, _)), Some((_, own_window))) = (credits.get(p), credits.get(i))
+        else {
+            return Err(format!("session {i} has no partner"));
+        };
         readers.push(ex.spawn(reader(
             rd,
             stats.clone(),
-            Some(credits[p].0.clone()),
+            Some(to_partner.clone()),
             done.clone(),
         )));
         let template = Template::new(&o.domain, p);
@@ -866,7 +888,7 @@ async fn throughput(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<()> {
             wr,
             template,
             per_sender,
-            credits[i].1.clone(),
+            own_window.clone(),
             stats.clone(),
         )));
     }
@@ -1133,7 +1155,7 @@ fn startup(o: &Opts) -> Res<()> {
         times.push((ready.as_secs_f64() * 1e3, rss));
     }
     times.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let median = times[times.len() / 2];
+    let median = *times.get(times.len() / 2).ok_or("no startup measured")?;
     report(
         "startup",
         &[

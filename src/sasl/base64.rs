@@ -4,8 +4,6 @@
 //! non-canonical input (missing/extra padding, non-zero pad bits), because a lenient
 //! decoder would let two different peer strings mean the same bytes (RFC 6120 §6.4.2).
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Encodes `data` with padding.
 pub fn encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
@@ -14,13 +12,26 @@ pub fn encode(data: &[u8]) -> String {
         let b1 = chunk.get(1).copied().unwrap_or(0);
         let b2 = chunk.get(2).copied().unwrap_or(0);
         let group = u32::from(b0) << 16 | u32::from(b1) << 8 | u32::from(b2);
-        let sextet = |shift: u32| char::from(ALPHABET[(group >> shift & 0x3f) as usize]);
+        let sextet = |shift: u32| sextet_char(group >> shift);
         out.push(sextet(18));
         out.push(sextet(12));
         out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
         out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
     }
     out
+}
+
+/// The alphabet character for the low six bits of `bits`; the inverse of [`sextet_value`].
+fn sextet_char(bits: u32) -> char {
+    let v = (bits & 0x3f) as u8;
+    char::from(match v {
+        0..=25 => b'A' + v,
+        26..=51 => b'a' + (v - 26),
+        52..=61 => b'0' + (v - 52),
+        62 => b'+',
+        // 63: the mask leaves nothing higher.
+        _ => b'/',
+    })
 }
 
 fn sextet_value(c: u8) -> Option<u32> {
@@ -51,7 +62,7 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
             return None;
         }
         let mut group = 0u32;
-        for &c in &quad[..4 - padding] {
+        for &c in quad.iter().take(4 - padding) {
             group = group << 6 | sextet_value(c)?;
         }
         group <<= 6 * padding as u32;
@@ -97,6 +108,15 @@ mod tests {
             assert_eq!(decode(&encoded).as_deref(), Some(&data[..len]));
         }
         assert_eq!(encode(&[0xfb, 0xff, 0xbf]), "+/+/");
+    }
+
+    #[test]
+    fn every_sextet_maps_to_its_alphabet_character_and_back() {
+        for v in 0..64 {
+            let c = sextet_char(v);
+            assert!(c.is_ascii_alphanumeric() || c == '+' || c == '/');
+            assert_eq!(sextet_value(c as u8), Some(v));
+        }
     }
 
     #[test]

@@ -57,6 +57,38 @@ impl<const N: usize> ScramKeys<N> {
     }
 }
 
+/// One hash's verifier pair; the variant is the hash, so the keys always have its length.
+#[derive(Clone)]
+pub(crate) enum HashKeys {
+    Sha1(ScramKeys<SHA1_LEN>),
+    Sha256(ScramKeys<SHA256_LEN>),
+}
+
+impl HashKeys {
+    pub(crate) fn hash(&self) -> ScramHash {
+        match self {
+            HashKeys::Sha1(_) => ScramHash::Sha1,
+            HashKeys::Sha256(_) => ScramHash::Sha256,
+        }
+    }
+
+    /// `StoredKey`, exactly `hash().len()` bytes.
+    pub(crate) fn stored_key(&self) -> &[u8] {
+        match self {
+            HashKeys::Sha1(keys) => &keys.stored_key,
+            HashKeys::Sha256(keys) => &keys.stored_key,
+        }
+    }
+
+    /// `ServerKey`, exactly `hash().len()` bytes.
+    pub(crate) fn server_key(&self) -> &[u8] {
+        match self {
+            HashKeys::Sha1(keys) => &keys.server_key,
+            HashKeys::Sha256(keys) => &keys.server_key,
+        }
+    }
+}
+
 /// What an account stores instead of its password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -189,11 +221,11 @@ impl Credentials {
         })
     }
 
-    /// The `(StoredKey, ServerKey)` pair for one SCRAM hash.
-    pub(crate) fn keys(&self, hash: ScramHash) -> (&[u8], &[u8]) {
+    /// A copy of the verifier pair for one SCRAM hash, to keep across an exchange.
+    pub(crate) fn keys(&self, hash: ScramHash) -> HashKeys {
         match hash {
-            ScramHash::Sha1 => (&self.sha1.stored_key, &self.sha1.server_key),
-            ScramHash::Sha256 => (&self.sha256.stored_key, &self.sha256.server_key),
+            ScramHash::Sha1 => HashKeys::Sha1(self.sha1.clone()),
+            ScramHash::Sha256 => HashKeys::Sha256(self.sha256.clone()),
         }
     }
 

@@ -6,15 +6,13 @@
 //! password before the proof step, and never compare proofs in variable time.
 
 use super::base64;
-use super::credentials::Credentials;
+use super::credentials::{Credentials, HashKeys};
 use super::hash::{constant_time_eq, xor, ScramHash};
 use super::{identify, Failure, Step, CHANNEL_BINDING_TYPE};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Random bytes appended (base64-encoded) to the client nonce.
 const SERVER_NONCE_BYTES: usize = 18;
-/// Room for the longest key (SHA-256).
-const MAX_KEY_LEN: usize = 32;
 
 /// The channel-binding side of one attempt.
 #[derive(Clone, Copy)]
@@ -27,8 +25,9 @@ pub(super) struct Binding<'a> {
 
 /// State kept between server-first-message and client-final-message.
 pub(super) struct AwaitingFinal {
-    hash: ScramHash,
-    /// False when `stored_key` belongs to a decoy, so the proof can never pass.
+    /// The verifier pair of the mechanism's hash.
+    keys: HashKeys,
+    /// False when `keys` belong to a decoy, so the proof can never pass.
     account_exists: bool,
     username: String,
     /// What `c=` must decode to: the gs2-header exactly as received, followed by the
@@ -38,8 +37,6 @@ pub(super) struct AwaitingFinal {
     nonce: String,
     /// `client-first-message-bare "," server-first-message`.
     auth_message_start: String,
-    stored_key: [u8; MAX_KEY_LEN],
-    server_key: [u8; MAX_KEY_LEN],
 }
 
 /// Handles client-first-message; returns server-first-message and the state to finish.
@@ -108,19 +105,14 @@ fn server_first_with_nonce(
         base64::encode(&credentials.salt),
         credentials.iterations
     );
-    let (stored, server) = credentials.keys(hash);
-    let mut awaiting = AwaitingFinal {
-        hash,
+    let awaiting = AwaitingFinal {
+        keys: credentials.keys(hash),
         account_exists,
         username,
         cbind_input,
         nonce,
         auth_message_start: format!("{},{server_first}", message.bare),
-        stored_key: [0; MAX_KEY_LEN],
-        server_key: [0; MAX_KEY_LEN],
     };
-    awaiting.stored_key[..stored.len()].copy_from_slice(stored);
-    awaiting.server_key[..server.len()].copy_from_slice(server);
     Ok((server_first.into_bytes(), awaiting))
 }
 
@@ -260,10 +252,10 @@ impl AwaitingFinal {
             return Err(Failure::NotAuthorized);
         }
 
-        let hash = self.hash;
+        let hash = self.keys.hash();
         let key_len = hash.len();
-        let stored_key = self.stored_key.get(..key_len).unwrap_or_default();
-        let server_key = self.server_key.get(..key_len).unwrap_or_default();
+        let stored_key = self.keys.stored_key();
+        let server_key = self.keys.server_key();
         let auth_message = format!("{},{without_proof}", self.auth_message_start);
         let client_signature = hash.hmac(stored_key, auth_message.as_bytes());
         let client_key = xor(&proof, &client_signature);

@@ -6,6 +6,16 @@
 //! visible only once complete (written as `.part`, then renamed). This module must
 //! never hold a whole file in memory.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use super::{Stored, Upload};
 use crate::listener::{self, timed};
 use crate::server::Server;
@@ -159,9 +169,17 @@ async fn linger(stream: &mut Stream) {
 async fn read_head(stream: &mut Stream) -> io::Result<Result<Request, u16>> {
     let mut buf = Vec::with_capacity(1024);
     let mut piece = [0u8; 2048];
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
+    loop {
+        if let Some((head, rest)) = split_head(&buf) {
+            if head.len() > MAX_HEAD_BYTES {
+                return Ok(Err(431));
+            }
+            return Ok(parse_head(head).map(|(method, path, headers)| Request {
+                method,
+                path,
+                headers,
+                rest: rest.to_vec(),
+            }));
         }
         if buf.len() > MAX_HEAD_BYTES {
             return Ok(Err(431));
@@ -170,19 +188,22 @@ async fn read_head(stream: &mut Stream) -> io::Result<Result<Request, u16>> {
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        buf.extend_from_slice(&piece[..n]);
-    };
-    if end > MAX_HEAD_BYTES {
-        return Ok(Err(431));
+        buf.extend_from_slice(filled(&piece, n)?);
     }
-    Ok(
-        parse_head(&buf[..end]).map(|(method, path, headers)| Request {
-            method,
-            path,
-            headers,
-            rest: buf.get(end + 4..).unwrap_or_default().to_vec(),
-        }),
-    )
+}
+
+/// The head before the first blank line and the bytes after it, once the blank line is in.
+fn split_head(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let (head, rest) = buf.split_at_checked(at)?;
+    Some((head, rest.strip_prefix(b"\r\n\r\n")?))
+}
+
+/// The first `n` bytes of `buf`, which a read reported filling; a count past the end (a
+/// reader breaking its contract) is an error rather than a panic.
+fn filled(buf: &[u8], n: usize) -> io::Result<&[u8]> {
+    buf.get(..n)
+        .ok_or_else(|| io::ErrorKind::InvalidData.into())
 }
 
 type Head = (String, String, Vec<(String, String)>);
@@ -259,7 +280,7 @@ async fn get(server: &Server, stream: &mut Stream, request: &Request) -> io::Res
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             n => n.min(usize::try_from(left).unwrap_or(usize::MAX)),
         };
-        timed(IDLE_TIMEOUT, stream.write_all(&buf[..n])).await?;
+        timed(IDLE_TIMEOUT, stream.write_all(filled(&buf, n)?)).await?;
         left -= n as u64;
     }
     Ok(())
@@ -411,11 +432,13 @@ async fn receive(
         if Instant::now() > deadline {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        let n = timed(IDLE_TIMEOUT, stream.read(&mut piece[..want])).await?;
+        // `piece` holds CHUNK bytes, so the window is always there.
+        let window = piece.get_mut(..want).ok_or(io::ErrorKind::InvalidInput)?;
+        let n = timed(IDLE_TIMEOUT, stream.read(window)).await?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        buf.extend_from_slice(&piece[..n]);
+        buf.extend_from_slice(filled(&piece, n)?);
         got += n as u64;
     }
 }
@@ -491,6 +514,20 @@ mod tests {
         ] {
             assert_eq!(parse_head(bad).err(), Some(400), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_blank_line() {
+        let request = b"PUT /a HTTP/1.1\r\nHost: h\r\n\r\nbody\r\n\r\nmore";
+        assert_eq!(
+            split_head(request),
+            Some((&b"PUT /a HTTP/1.1\r\nHost: h"[..], &b"body\r\n\r\nmore"[..]))
+        );
+        assert_eq!(
+            split_head(b"GET / HTTP/1.1\r\n\r\n"),
+            Some((&b"GET / HTTP/1.1"[..], &b""[..]))
+        );
+        assert_eq!(split_head(b"GET / HTTP/1.1\r\nHost: h\r\n"), None);
     }
 
     #[test]
