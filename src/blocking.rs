@@ -14,15 +14,16 @@ use crate::privacy::{self, StanzaKind};
 use crate::route::reply_unavailable;
 use crate::router::Session;
 use crate::server::Server;
-use crate::stanza::error::NS_STANZA_ERRORS;
-use crate::stanza::{self, IqType, MessageType, Stanza, StanzaCondition, StanzaType};
+use crate::stanza::{
+    self, ErrorType, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType,
+};
 use crate::store::{Store, StoreError};
 use crate::usercache::UserCache;
-use crate::xml::Esc;
+use crate::xml::build::Element;
 use log::warn;
+use roxmltree::Node;
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::fmt::Write;
 use std::rc::Rc;
 
 pub const NS: &str = "urn:xmpp:blocking";
@@ -180,18 +181,13 @@ pub fn gate(
         Verdict::Allow => true,
         Verdict::SenderBlocks => {
             if !stanza.is_error() {
-                stanza::open_reply(
+                stanza::write_error_reply(
                     out,
                     stanza.kind,
-                    "error",
                     stanza.id,
                     to.as_str(),
                     session.jid.as_str(),
-                );
-                let _ = write!(
-                    out,
-                    "><error type='cancel'><not-acceptable xmlns='{NS_STANZA_ERRORS}'/><blocked xmlns='{NS_ERRORS}'/></error></{}>",
-                    stanza.kind.name()
+                    &BLOCKED,
                 );
             }
             false
@@ -210,42 +206,95 @@ pub fn gate(
     }
 }
 
+/// XEP-0191 §3.3: what a user who blocked the recipient is told when sending to them.
+const BLOCKED: StanzaError<'static> = StanzaError {
+    condition: StanzaCondition::NotAcceptable,
+    kind: ErrorType::Cancel,
+    text: None,
+    app: Some(("blocked", NS_ERRORS)),
+};
+
 /// A change to the list, as requested and as pushed.
+#[derive(Debug, PartialEq)]
 enum Change {
     Block(Vec<Jid>),
     Unblock(Vec<Jid>),
     UnblockAll,
 }
 
+impl Change {
+    /// The `<block/>` or `<unblock/>` element of a push (§3.3–3.5).
+    fn write(&self, out: &mut String) {
+        match self {
+            Change::Block(jids) => write_list(out, "block", jids),
+            Change::Unblock(jids) => write_list(out, "unblock", jids),
+            Change::UnblockAll => write_list(out, "unblock", &[]),
+        }
+    }
+}
+
+/// A `urn:xmpp:blocking` request, checked (§3.2–3.5).
+#[derive(Debug, PartialEq)]
+enum Request {
+    /// §3.2: a get of `<blocklist/>`.
+    List,
+    /// A set of `<block/>` or `<unblock/>`.
+    Change(Change),
+}
+
+impl Request {
+    /// A get carries `<blocklist/>`, a set `<block/>` with at least one item (§3.3) or
+    /// `<unblock/>` with any number (none: everything, §3.5). Anything else, or an item that
+    /// is not `<item jid='…'/>`, is a bad request; an item whose JID does not parse is
+    /// `jid-malformed`.
+    fn parse(ty: IqType, payload: Node) -> Result<Request, StanzaCondition> {
+        let change = match (ty, payload.tag_name().name()) {
+            (IqType::Get, "blocklist") => return Ok(Request::List),
+            (IqType::Set, "block") => match items(payload)? {
+                jids if jids.is_empty() => return Err(StanzaCondition::BadRequest),
+                jids => Change::Block(jids),
+            },
+            (IqType::Set, "unblock") => match items(payload)? {
+                jids if jids.is_empty() => Change::UnblockAll,
+                jids => Change::Unblock(jids),
+            },
+            _ => return Err(StanzaCondition::BadRequest),
+        };
+        Ok(Request::Change(change))
+    }
+}
+
+/// The `<item jid='…'/>` children of `<block/>` or `<unblock/>`.
+fn items(payload: Node) -> Result<Vec<Jid>, StanzaCondition> {
+    payload
+        .children()
+        .filter(Node::is_element)
+        .map(|item| {
+            if !item.has_tag_name((NS, "item")) {
+                return Err(StanzaCondition::BadRequest);
+            }
+            let jid = item.attribute("jid").ok_or(StanzaCondition::BadRequest)?;
+            Jid::parse(jid).map_err(|_| StanzaCondition::JidMalformed)
+        })
+        .collect()
+}
+
 /// The `urn:xmpp:blocking` iq requests of a user about their own list.
 pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
-    let (server, user, payload) = (iq.server, iq.user(), iq.payload);
+    let (server, user) = (iq.server, iq.user());
     let Some(reply) = iq.own_reply(StanzaCondition::ServiceUnavailable, out) else {
         return Deferred::None;
     };
-    let items = || -> Result<Vec<Jid>, StanzaCondition> {
-        payload
-            .children()
-            .filter(|c| c.is_element())
-            .map(|item| {
-                if item.tag_name().name() != "item" || item.tag_name().namespace() != Some(NS) {
-                    return Err(StanzaCondition::BadRequest);
-                }
-                let jid = item.attribute("jid").ok_or(StanzaCondition::BadRequest)?;
-                Jid::parse(jid).map_err(|_| StanzaCondition::JidMalformed)
-            })
-            .collect()
-    };
-    let change = match (iq.ty, payload.tag_name().name(), items()) {
-        (IqType::Get, "blocklist", _) => {
+    let change = match Request::parse(iq.ty, iq.payload) {
+        Err(condition) => {
+            reply.fail(out, condition);
+            return Deferred::None;
+        }
+        Ok(Request::List) => {
             match server.state::<Blocklists>().list(server, user) {
-                Ok(list) if list.is_empty() => {
-                    reply.result_with(out, &format!("<blocklist xmlns='{NS}'/>"));
-                }
                 Ok(list) => {
-                    let mut payload = format!("<blocklist xmlns='{NS}'>");
-                    write_items(&mut payload, &list);
-                    payload.push_str("</blocklist>");
+                    let mut payload = String::new();
+                    write_list(&mut payload, "blocklist", &list);
                     reply.result_with(out, &payload);
                 }
                 Err(e) => {
@@ -255,18 +304,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
             }
             return Deferred::None;
         }
-        (IqType::Set, "block" | "unblock", Err(condition)) => {
-            reply.fail(out, condition);
-            return Deferred::None;
-        }
-        // §3.3: a block without items is a bad request.
-        (IqType::Set, "block", Ok(jids)) if !jids.is_empty() => Change::Block(jids),
-        (IqType::Set, "unblock", Ok(jids)) if jids.is_empty() => Change::UnblockAll,
-        (IqType::Set, "unblock", Ok(jids)) => Change::Unblock(jids),
-        _ => {
-            reply.fail(out, StanzaCondition::BadRequest);
-            return Deferred::None;
-        }
+        Ok(Request::Change(change)) => change,
     };
     let server = server.clone();
     let user = user.to_owned();
@@ -290,40 +328,50 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
     }))
 }
 
-fn write_items(out: &mut String, jids: &[Jid]) {
-    for jid in jids {
-        let _ = write!(out, "<item jid='{}'/>", Esc(jid.as_str()));
+/// `<name xmlns='urn:xmpp:blocking'>` holding an `<item jid='…'/>` per JID: the block list
+/// (§3.2) and the pushes (§3.3–3.5).
+fn write_list(out: &mut String, name: &str, jids: &[Jid]) {
+    let list = Element::new(name).ns(NS);
+    if jids.is_empty() {
+        list.empty(out);
+        return;
     }
+    list.children(out, |out| {
+        for jid in jids {
+            Element::new("item").attr("jid", jid.as_str()).empty(out);
+        }
+    });
+}
+
+/// A push of `change` to one resource.
+fn write_push(out: &mut String, id: &str, to: &Jid, change: &Change) {
+    Element::new("iq")
+        .attr("type", "set")
+        .attr("id", id)
+        .attr("to", to.as_str())
+        .children(out, |out| change.write(out));
 }
 
 /// §3.3–3.5: every resource of the user learns of the change. (Only resources that fetched
 /// the list are "interested"; until sessions track that, all bound resources get it.)
 fn push(server: &Server, user: &str, change: &Change) {
-    let mut payload = String::new();
-    match change {
-        Change::Block(jids) => {
-            let _ = write!(payload, "<block xmlns='{NS}'>");
-            write_items(&mut payload, jids);
-            payload.push_str("</block>");
-        }
-        Change::Unblock(jids) => {
-            let _ = write!(payload, "<unblock xmlns='{NS}'>");
-            write_items(&mut payload, jids);
-            payload.push_str("</unblock>");
-        }
-        Change::UnblockAll => {
-            let _ = write!(payload, "<unblock xmlns='{NS}'/>");
-        }
-    }
     let sessions = server.router.borrow().resources(user).to_vec();
     for session in sessions {
-        let xml = format!(
-            "<iq type='set' id='block-{}' to='{}'>{payload}</iq>",
-            server.random_id(),
-            Esc(session.jid.as_str())
-        );
+        let mut xml = String::new();
+        let id = format!("block-{}", server.random_id());
+        write_push(&mut xml, &id, &session.jid, change);
         server.deliver(&session, xml.into(), false);
     }
+}
+
+/// The `unavailable` presence from `from` that tells `to` it can no longer see `from`
+/// (after a block here, or a privacy list change in [`privacy`]).
+pub(crate) fn write_unavailable(out: &mut String, from: &Jid, to: &Jid) {
+    Element::new("presence")
+        .attr("type", "unavailable")
+        .attr("from", from.as_str())
+        .attr("to", to.as_str())
+        .empty(out);
 }
 
 /// §3.3: a newly blocked contact who is online here stops seeing the user as available.
@@ -344,11 +392,8 @@ fn hide_from(server: &Server, user: &str, blocked: &[Jid]) {
     });
     for contact in contacts {
         for own in &mine {
-            let xml = format!(
-                "<presence type='unavailable' from='{}' to='{}'/>",
-                Esc(own.jid.as_str()),
-                Esc(contact.jid.as_str())
-            );
+            let mut xml = String::new();
+            write_unavailable(&mut xml, &own.jid, &contact.jid);
             server.deliver(contact, xml.into(), false);
         }
     }
@@ -366,6 +411,188 @@ mod tests {
 
     fn jid(s: &str) -> Jid {
         Jid::parse(s).unwrap()
+    }
+
+    fn parse(ty: IqType, payload: &str) -> Result<Request, StanzaCondition> {
+        let doc = roxmltree::Document::parse(payload).unwrap();
+        Request::parse(ty, doc.root_element())
+    }
+
+    fn xml(write: impl FnOnce(&mut String)) -> String {
+        let mut out = String::new();
+        write(&mut out);
+        out
+    }
+
+    /// The `jid` attributes of the `<item/>` children of `node`.
+    fn item_jids<'a>(node: roxmltree::Node<'a, '_>) -> Vec<&'a str> {
+        node.children()
+            .filter(|c| c.has_tag_name((NS, "item")))
+            .filter_map(|c| c.attribute("jid"))
+            .collect()
+    }
+
+    #[test]
+    fn get_blocklist_is_the_list_request() {
+        let got = parse(IqType::Get, "<blocklist xmlns='urn:xmpp:blocking'/>");
+        assert_eq!(got, Ok(Request::List));
+    }
+
+    #[test]
+    fn block_with_items_blocks_them() {
+        let got = parse(
+            IqType::Set,
+            "<block xmlns='urn:xmpp:blocking'><item jid='a@h'/><item jid='h/r'/></block>",
+        );
+        assert_eq!(
+            got,
+            Ok(Request::Change(Change::Block(vec![jid("a@h"), jid("h/r")])))
+        );
+    }
+
+    #[test]
+    fn unblock_with_items_unblocks_them() {
+        let got = parse(
+            IqType::Set,
+            "<unblock xmlns='urn:xmpp:blocking'><item jid='a@h/r'/></unblock>",
+        );
+        assert_eq!(
+            got,
+            Ok(Request::Change(Change::Unblock(vec![jid("a@h/r")])))
+        );
+    }
+
+    #[test]
+    fn unblock_without_items_unblocks_all() {
+        let got = parse(IqType::Set, "<unblock xmlns='urn:xmpp:blocking'/>");
+        assert_eq!(got, Ok(Request::Change(Change::UnblockAll)));
+    }
+
+    #[test]
+    fn block_without_items_is_bad_request_xep_0191_s3_3() {
+        let got = parse(IqType::Set, "<block xmlns='urn:xmpp:blocking'/>");
+        assert_eq!(got, Err(StanzaCondition::BadRequest));
+    }
+
+    #[test]
+    fn item_that_is_not_an_item_with_a_jid_is_bad_request() {
+        for payload in [
+            "<block xmlns='urn:xmpp:blocking'><other jid='a@h'/></block>",
+            "<block xmlns='urn:xmpp:blocking'><item xmlns='urn:x' jid='a@h'/></block>",
+            "<unblock xmlns='urn:xmpp:blocking'><item/></unblock>",
+        ] {
+            assert_eq!(
+                parse(IqType::Set, payload),
+                Err(StanzaCondition::BadRequest),
+                "{payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn item_with_a_malformed_jid_is_jid_malformed() {
+        let got = parse(
+            IqType::Set,
+            "<block xmlns='urn:xmpp:blocking'><item jid='a@h'/><item jid='@h'/></block>",
+        );
+        assert_eq!(got, Err(StanzaCondition::JidMalformed));
+    }
+
+    #[test]
+    fn wrong_element_for_the_iq_type_is_bad_request() {
+        for (ty, payload) in [
+            (
+                IqType::Get,
+                "<block xmlns='urn:xmpp:blocking'><item jid='a@h'/></block>",
+            ),
+            (IqType::Get, "<unblock xmlns='urn:xmpp:blocking'/>"),
+            (IqType::Set, "<blocklist xmlns='urn:xmpp:blocking'/>"),
+            (IqType::Set, "<other xmlns='urn:xmpp:blocking'/>"),
+        ] {
+            assert_eq!(
+                parse(ty, payload),
+                Err(StanzaCondition::BadRequest),
+                "{payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn blocklist_lists_every_jid() {
+        let out = xml(|out| write_list(out, "blocklist", &[jid("a@h"), jid("x@h/a&b'")]));
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let list = doc.root_element();
+        assert!(list.has_tag_name((NS, "blocklist")));
+        assert_eq!(item_jids(list), ["a@h", "x@h/a&b'"]);
+        let empty = xml(|out| write_list(out, "blocklist", &[]));
+        let doc = roxmltree::Document::parse(&empty).unwrap();
+        assert!(doc.root_element().has_tag_name((NS, "blocklist")));
+        assert_eq!(doc.root_element().children().count(), 0);
+    }
+
+    #[test]
+    fn pushes_are_sets_carrying_the_change() {
+        let to = jid("u@h/r");
+        for (change, name, jids) in [
+            (Change::Block(vec![jid("a@h")]), "block", vec!["a@h"]),
+            (Change::Unblock(vec![jid("a@h")]), "unblock", vec!["a@h"]),
+            (Change::UnblockAll, "unblock", vec![]),
+        ] {
+            let out = xml(|out| write_push(out, "block-1", &to, &change));
+            let doc = roxmltree::Document::parse(&out).unwrap();
+            let iq = doc.root_element();
+            assert_eq!(iq.tag_name().name(), "iq");
+            assert_eq!(iq.attribute("type"), Some("set"));
+            assert_eq!(iq.attribute("id"), Some("block-1"));
+            assert_eq!(iq.attribute("to"), Some("u@h/r"));
+            let payload = iq.first_element_child().unwrap();
+            assert!(payload.has_tag_name((NS, name)), "{out}");
+            assert_eq!(item_jids(payload), jids, "{out}");
+        }
+    }
+
+    #[test]
+    fn blocked_error_is_not_acceptable_with_blocked_xep_0191_s3_3() {
+        let out = xml(|out| {
+            stanza::write_error_reply(
+                out,
+                stanza::Kind::Message,
+                Some("m1"),
+                "b@h",
+                "u@h/r",
+                &BLOCKED,
+            )
+        });
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let message = doc.root_element();
+        assert_eq!(message.attribute("type"), Some("error"));
+        assert_eq!(message.attribute("from"), Some("b@h"));
+        assert_eq!(message.attribute("to"), Some("u@h/r"));
+        let error = message.first_element_child().unwrap();
+        assert_eq!(error.attribute("type"), Some("cancel"));
+        let conditions: Vec<_> = error
+            .children()
+            .filter(|c| c.is_element())
+            .map(|c| (c.tag_name().namespace(), c.tag_name().name()))
+            .collect();
+        assert_eq!(
+            conditions,
+            [
+                (Some(stanza::error::NS_STANZA_ERRORS), "not-acceptable"),
+                (Some(NS_ERRORS), "blocked"),
+            ]
+        );
+    }
+
+    #[test]
+    fn unavailable_goes_from_the_user_to_the_contact() {
+        let out = xml(|out| write_unavailable(out, &jid("u@h/r"), &jid("c@h/x")));
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let presence = doc.root_element();
+        assert_eq!(presence.tag_name().name(), "presence");
+        assert_eq!(presence.attribute("type"), Some("unavailable"));
+        assert_eq!(presence.attribute("from"), Some("u@h/r"));
+        assert_eq!(presence.attribute("to"), Some("c@h/x"));
     }
 
     #[test]

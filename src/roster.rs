@@ -15,10 +15,8 @@ use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
 use crate::store::{RosterItem, RosterTxn, StoreError, Stored};
 use crate::subscription::{self, Change, Outcome};
 use crate::xml::build::Element;
-use crate::xml::Esc;
 use log::warn;
 use roxmltree::Node;
-use std::fmt::Write;
 use std::rc::Rc;
 
 pub const NS: &str = "jabber:iq:roster";
@@ -42,13 +40,10 @@ pub const FEATURE: Feature = Feature {
 /// One `<item/>` as RFC 6121 §2.1.2 describes it.
 fn write_item(out: &mut String, stored: &Stored) {
     let item = &stored.item;
-    let _ = write!(out, "<item jid='{}'", Esc(&item.jid));
+    let element = Element::new("item").attr("jid", &item.jid);
     if stored.removed {
-        out.push_str(" subscription='remove'/>");
+        element.attr("subscription", "remove").empty(out);
         return;
-    }
-    if let Some(name) = &item.name {
-        let _ = write!(out, " name='{}'", Esc(name));
     }
     let subscription = match (item.to, item.from) {
         (false, false) => "none",
@@ -56,34 +51,57 @@ fn write_item(out: &mut String, stored: &Stored) {
         (false, true) => "from",
         (true, true) => "both",
     };
-    let _ = write!(out, " subscription='{subscription}'");
-    if item.ask {
-        out.push_str(" ask='subscribe'");
-    }
-    if item.approved {
-        out.push_str(" approved='true'");
-    }
+    let element = element
+        .attr_opt("name", item.name.as_deref())
+        .attr("subscription", subscription)
+        .attr_opt("ask", item.ask.then_some("subscribe"))
+        .attr_opt("approved", item.approved.then_some("true"));
     if item.groups.is_empty() {
-        out.push_str("/>");
+        element.empty(out);
         return;
     }
-    out.push('>');
-    for group in &item.groups {
-        let _ = write!(out, "<group>{}</group>", Esc(group));
-    }
-    out.push_str("</item>");
+    element.children(out, |out| {
+        for group in &item.groups {
+            Element::new("group").text(out, group);
+        }
+    });
 }
 
-fn write_push(out: &mut String, server: &Server, to: &Jid, stored: &Stored) {
-    let _ = write!(
-        out,
-        "<iq type='set' id='push{}' to='{}'><query xmlns='{NS}' ver='{}'>",
-        server.next_id(),
-        Esc(to.as_str()),
-        stored.ver
-    );
-    write_item(out, stored);
-    out.push_str("</query></iq>");
+/// A roster push (RFC 6121 §2.1.6) of one item to `to`, carrying its version (XEP-0237).
+fn write_push(out: &mut String, id: &str, to: &Jid, stored: &Stored) {
+    let ver = stored.ver.to_string();
+    Element::new("iq")
+        .attr("type", "set")
+        .attr("id", id)
+        .attr("to", to.as_str())
+        .children(out, |out| {
+            Element::new("query")
+                .ns(NS)
+                .attr("ver", &ver)
+                .children(out, |out| write_item(out, stored));
+        });
+}
+
+/// RFC 6121 §2.1.4: the result of a get with the whole roster, and its version when the
+/// client versions its roster (XEP-0237).
+fn write_roster<'s>(
+    out: &mut String,
+    id: Option<&str>,
+    to: &Jid,
+    ver: Option<u64>,
+    items: impl Iterator<Item = &'s Stored>,
+) {
+    let ver = ver.map(|ver| ver.to_string());
+    Element::new("iq")
+        .attr("type", "result")
+        .attr_opt("id", id)
+        .attr("to", to.as_str())
+        .children(out, |out| {
+            Element::new("query")
+                .ns(NS)
+                .attr_opt("ver", ver.as_deref())
+                .children(out, |out| items.for_each(|stored| write_item(out, stored)));
+        });
 }
 
 /// A roster push (RFC 6121 §2.1.6) to every interested resource of `user`.
@@ -91,8 +109,44 @@ pub fn push(server: &Server, user: &str, stored: &Stored) {
     let router = server.router.borrow();
     for session in router.resources(user).iter().filter(|s| s.interested.get()) {
         let mut xml = String::new();
-        write_push(&mut xml, server, &session.jid, stored);
+        write_push(&mut xml, &push_id(server), &session.jid, stored);
         server.deliver(session, xml.into(), false);
+    }
+}
+
+fn push_id(server: &Server) -> String {
+    format!("push{}", server.next_id())
+}
+
+/// A roster request, checked.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    /// RFC 6121 §2.1.3.
+    Get {
+        /// XEP-0237: the client sent `ver` (it keeps a copy of the roster) …
+        versioned: bool,
+        /// … and this version, when it is one hearth could have given.
+        known: Option<u64>,
+    },
+    /// RFC 6121 §2.1.5.
+    Set(SetRequest),
+}
+
+impl Request {
+    /// The `<query/>` of a get (any `ver`) or a set ([`parse_set`]).
+    fn parse(ty: IqType, query: Node) -> Result<Request, StanzaCondition> {
+        match ty {
+            IqType::Get => {
+                let ver = query.attribute("ver");
+                Ok(Request::Get {
+                    versioned: ver.is_some(),
+                    known: ver.and_then(|v| v.parse().ok()),
+                })
+            }
+            IqType::Set => parse_set(query).map(Request::Set),
+            // Not requests: dispatch answers neither to a feature.
+            IqType::Result | IqType::Error => Err(StanzaCondition::BadRequest),
+        }
     }
 }
 
@@ -112,25 +166,29 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
         reply.fail(out, StanzaCondition::Forbidden);
         return Deferred::None;
     }
-    match iq.ty {
-        IqType::Get => {
-            get(server, session, stanza, query, out);
+    match Request::parse(iq.ty, query) {
+        Ok(Request::Get { versioned, known }) => {
+            get(server, session, stanza, versioned, known, out);
             Deferred::None
         }
-        IqType::Set => match parse_set(query) {
-            Ok(request) => set(server, session, stanza, request),
-            Err(condition) => {
-                reply.fail(out, condition);
-                Deferred::None
-            }
-        },
-        IqType::Result | IqType::Error => Deferred::None,
+        Ok(Request::Set(request)) => set(server, session, stanza, request),
+        Err(condition) => {
+            reply.fail(out, condition);
+            Deferred::None
+        }
     }
 }
 
 /// RFC 6121 §2.2 with XEP-0237: a known version gets the changes since as pushes (or
 /// nothing), anything else the whole roster.
-fn get(server: &Server, session: &Session, stanza: &Stanza, query: Node, out: &mut String) {
+fn get(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    versioned: bool,
+    known: Option<u64>,
+    out: &mut String,
+) {
     session.interested.set(true);
     let user = session.jid.user();
     let roster = match server.store.roster(user) {
@@ -147,29 +205,22 @@ fn get(server: &Server, session: &Session, stanza: &Stanza, query: Node, out: &m
             return;
         }
     };
-    let client_ver = query.attribute("ver");
-    let known = client_ver
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&v| (roster.floor..=roster.ver).contains(&v));
-    if let Some(known) = known {
+    if let Some(known) = known.filter(|v| (roster.floor..=roster.ver).contains(v)) {
         stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
         let mut changes: Vec<&Stored> = roster.items.iter().filter(|s| s.ver > known).collect();
         changes.sort_by_key(|s| s.ver);
         for stored in changes {
-            write_push(out, server, &session.jid, stored);
+            write_push(out, &push_id(server), &session.jid, stored);
         }
         return;
     }
-    stanza::open_reply(out, Kind::Iq, "result", stanza.id, "", session.jid.as_str());
-    let _ = write!(out, "><query xmlns='{NS}'");
-    if client_ver.is_some() {
-        let _ = write!(out, " ver='{}'", roster.ver);
-    }
-    out.push('>');
-    for stored in roster.items.iter().filter(|s| !s.removed) {
-        write_item(out, stored);
-    }
-    out.push_str("</query></iq>");
+    write_roster(
+        out,
+        stanza.id,
+        &session.jid,
+        versioned.then_some(roster.ver),
+        roster.items.iter().filter(|s| !s.removed),
+    );
 }
 
 /// A checked roster set.
@@ -360,52 +411,154 @@ fn remove(
 mod tests {
     use super::*;
 
-    fn parse(items: &str) -> Result<SetRequest, StanzaCondition> {
-        let xml = format!("<query xmlns='{NS}'>{items}</query>");
-        let doc = roxmltree::Document::parse(&xml).unwrap();
-        parse_set(doc.root_element())
+    fn parse(ty: IqType, query: &str) -> Result<Request, StanzaCondition> {
+        let doc = roxmltree::Document::parse(query).unwrap();
+        Request::parse(ty, doc.root_element())
+    }
+
+    fn set(items: &str) -> Result<Request, StanzaCondition> {
+        parse(IqType::Set, &format!("<query xmlns='{NS}'>{items}</query>"))
+    }
+
+    fn update(jid: &str, name: Option<&str>, groups: &[&str]) -> Result<Request, StanzaCondition> {
+        Ok(Request::Set(SetRequest::Update {
+            jid: jid.into(),
+            name: name.map(str::to_owned),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }))
+    }
+
+    fn stored(removed: bool) -> Stored {
+        Stored {
+            item: RosterItem {
+                jid: "b@h".into(),
+                name: Some("B'<".into()),
+                groups: vec!["G&".into(), "H".into()],
+                to: true,
+                ask: true,
+                ..RosterItem::default()
+            },
+            ver: 3,
+            removed,
+        }
+    }
+
+    /// The attributes of `node`, in order.
+    fn attributes<'a>(node: roxmltree::Node<'a, '_>) -> Vec<(&'a str, &'a str)> {
+        node.attributes().map(|a| (a.name(), a.value())).collect()
     }
 
     #[test]
-    fn set_requests_are_checked() {
+    fn get_without_ver_is_unversioned() {
         assert_eq!(
-            parse("<item jid='b@h' name='B'><group>x</group><group>y</group></item>"),
-            Ok(SetRequest::Update {
-                jid: "b@h".into(),
-                name: Some("B".into()),
-                groups: vec!["x".into(), "y".into()],
+            parse(IqType::Get, "<query xmlns='jabber:iq:roster'/>"),
+            Ok(Request::Get {
+                versioned: false,
+                known: None
             })
         );
+    }
+
+    #[test]
+    fn get_with_a_numeric_ver_names_it_xep_0237() {
         assert_eq!(
-            parse("<item jid='b@h' subscription='remove'/>"),
-            Ok(SetRequest::Remove { jid: "b@h".into() })
-        );
-        assert_eq!(
-            parse("<item jid='b@h' subscription='both'/>"),
-            Ok(SetRequest::Update {
-                jid: "b@h".into(),
-                name: None,
-                groups: vec![],
+            parse(IqType::Get, "<query xmlns='jabber:iq:roster' ver='12'/>"),
+            Ok(Request::Get {
+                versioned: true,
+                known: Some(12)
             })
         );
-        for bad in [
+    }
+
+    #[test]
+    fn get_with_an_empty_or_foreign_ver_is_versioned_but_unknown() {
+        for ver in ["", "abc", "-1"] {
+            assert_eq!(
+                parse(
+                    IqType::Get,
+                    &format!("<query xmlns='jabber:iq:roster' ver='{ver}'/>")
+                ),
+                Ok(Request::Get {
+                    versioned: true,
+                    known: None
+                }),
+                "{ver:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_with_name_and_groups_updates() {
+        assert_eq!(
+            set("<item jid='b@h' name='B'><group>x</group><group>y</group></item>"),
+            update("b@h", Some("B"), &["x", "y"])
+        );
+    }
+
+    #[test]
+    fn set_with_subscription_remove_removes_rfc_6121_s2_5() {
+        assert_eq!(
+            set("<item jid='b@h' subscription='remove'/>"),
+            Ok(Request::Set(SetRequest::Remove { jid: "b@h".into() }))
+        );
+    }
+
+    #[test]
+    fn set_ignores_other_subscriptions_rfc_6121_s2_1_5() {
+        assert_eq!(
+            set("<item jid='b@h' subscription='both'/>"),
+            update("b@h", None, &[])
+        );
+    }
+
+    #[test]
+    fn set_with_an_empty_name_has_no_name() {
+        assert_eq!(set("<item jid='b@h' name=''/>"), update("b@h", None, &[]));
+    }
+
+    #[test]
+    fn set_without_exactly_one_item_is_bad_request_rfc_6121_s2_3_3() {
+        for items in [
             "",
             "<item jid='b@h'/><item jid='c@h'/>",
-            "<item jid='b@@h'/>",
-            "<item jid='b@h/r'/>",
-            "<item/>",
-            "<item jid='b@h'><group>x</group><group>x</group></item>",
             "<other jid='b@h'/>",
         ] {
-            assert_eq!(parse(bad), Err(StanzaCondition::BadRequest), "{bad}");
+            assert_eq!(set(items), Err(StanzaCondition::BadRequest), "{items}");
         }
+    }
+
+    #[test]
+    fn set_without_a_bare_jid_is_bad_request_rfc_6121_s2_1_2_1() {
+        for items in ["<item/>", "<item jid='b@@h'/>", "<item jid='b@h/r'/>"] {
+            assert_eq!(set(items), Err(StanzaCondition::BadRequest), "{items}");
+        }
+    }
+
+    #[test]
+    fn set_with_a_duplicate_group_is_bad_request_rfc_6121_s2_3_3() {
+        assert_eq!(
+            set("<item jid='b@h'><group>x</group><group>x</group></item>"),
+            Err(StanzaCondition::BadRequest)
+        );
+    }
+
+    #[test]
+    fn set_with_an_empty_group_is_not_acceptable_rfc_6121_s2_3_3() {
+        assert_eq!(
+            set("<item jid='b@h'><group></group></item>"),
+            Err(StanzaCondition::NotAcceptable)
+        );
+    }
+
+    #[test]
+    fn set_with_an_overlong_name_or_group_is_not_acceptable_rfc_6121_s2_1_2() {
         let long = "n".repeat(MAX_TEXT + 1);
         assert_eq!(
-            parse(&format!("<item jid='b@h' name='{long}'/>")),
+            set(&format!("<item jid='b@h' name='{long}'/>")),
             Err(StanzaCondition::NotAcceptable)
         );
         assert_eq!(
-            parse("<item jid='b@h'><group></group></item>"),
+            set(&format!("<item jid='b@h'><group>{long}</group></item>")),
             Err(StanzaCondition::NotAcceptable)
         );
     }
@@ -413,30 +566,87 @@ mod tests {
     #[test]
     fn items_are_written_as_rfc_6121_shows() {
         let mut out = String::new();
-        let stored = Stored {
-            item: RosterItem {
-                jid: "b@h".into(),
-                name: Some("B'".into()),
-                groups: vec!["G".into()],
-                to: true,
-                ..RosterItem::default()
-            },
-            ver: 3,
-            removed: false,
-        };
-        write_item(&mut out, &stored);
+        write_item(&mut out, &stored(false));
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let item = doc.root_element();
         assert_eq!(
-            out,
-            "<item jid='b@h' name='B&apos;' subscription='to'><group>G</group></item>"
+            attributes(item),
+            [
+                ("jid", "b@h"),
+                ("name", "B'<"),
+                ("subscription", "to"),
+                ("ask", "subscribe")
+            ]
         );
-        out.clear();
-        write_item(
+        let groups: Vec<_> = item
+            .children()
+            .filter(|c| c.has_tag_name("group"))
+            .map(|c| c.text())
+            .collect();
+        assert_eq!(groups, [Some("G&"), Some("H")]);
+    }
+
+    #[test]
+    fn removed_items_are_written_as_subscription_remove() {
+        let mut out = String::new();
+        write_item(&mut out, &stored(true));
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let item = doc.root_element();
+        assert_eq!(
+            attributes(item),
+            [("jid", "b@h"), ("subscription", "remove")]
+        );
+        assert_eq!(item.children().count(), 0);
+    }
+
+    #[test]
+    fn pushes_are_sets_with_the_item_and_its_version_rfc_6121_s2_1_6() {
+        let mut out = String::new();
+        write_push(
             &mut out,
-            &Stored {
-                removed: true,
-                ..stored
-            },
+            "push7",
+            &Jid::parse("u@h/r").unwrap(),
+            &stored(false),
         );
-        assert_eq!(out, "<item jid='b@h' subscription='remove'/>");
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let iq = doc.root_element();
+        assert_eq!(
+            attributes(iq),
+            [("type", "set"), ("id", "push7"), ("to", "u@h/r")]
+        );
+        let query = iq.first_element_child().unwrap();
+        assert!(query.has_tag_name((NS, "query")));
+        assert_eq!(query.attribute("ver"), Some("3"));
+        let items: Vec<_> = query.children().filter(|c| c.is_element()).collect();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].attribute("jid"), Some("b@h"));
+    }
+
+    #[test]
+    fn roster_result_lists_the_items_with_the_version_when_asked() {
+        let to = Jid::parse("u@h/r").unwrap();
+        let items = [stored(false)];
+        for ver in [Some(9), None] {
+            let mut out = String::new();
+            write_roster(&mut out, Some("r1"), &to, ver, items.iter());
+            let doc = roxmltree::Document::parse(&out).unwrap();
+            let iq = doc.root_element();
+            assert_eq!(
+                attributes(iq),
+                [("type", "result"), ("id", "r1"), ("to", "u@h/r")]
+            );
+            let query = iq.first_element_child().unwrap();
+            assert!(query.has_tag_name((NS, "query")));
+            assert_eq!(
+                query.attribute("ver"),
+                ver.map(|v| v.to_string()).as_deref()
+            );
+            let jids: Vec<_> = query
+                .children()
+                .filter(|c| c.has_tag_name((NS, "item")))
+                .filter_map(|c| c.attribute("jid"))
+                .collect();
+            assert_eq!(jids, ["b@h"]);
+        }
     }
 }
