@@ -14,6 +14,7 @@ use crate::router::{MessageTarget, Session};
 use crate::server::Server;
 use crate::stanza::{self, ErrorType, IqType, Kind, MessageType, StanzaCondition, StanzaError};
 use crate::time;
+use crate::xml::build::Element;
 use crate::xml::{write_element, Esc, NS_CLIENT};
 use roxmltree::Node;
 use std::collections::{HashMap, VecDeque};
@@ -95,6 +96,112 @@ impl Role {
         ]
         .into_iter()
         .find(|r| r.name() == text)
+    }
+}
+
+/// A `muc#admin` request (§8, §9), tied to the iq type that may carry it.
+#[derive(Debug, PartialEq, Eq)]
+enum AdminRequest<'a> {
+    /// `get`: who holds an affiliation or a role (§9.5, §9.8, §10.5).
+    List(Listed),
+    /// `set`: role and affiliation changes, applied in order.
+    Change(Vec<AdminChange<'a>>),
+}
+
+/// What a list request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listed {
+    Affiliation(Affiliation),
+    Role(Role),
+}
+
+/// One `<item/>` of an admin `set`: an item with a `role` changes the role, otherwise its
+/// `affiliation` changes the affiliation.
+#[derive(Debug, PartialEq, Eq)]
+enum AdminChange<'a> {
+    Role(RoleChange<'a>),
+    Affiliation(AffiliationChange<'a>),
+}
+
+/// Kick, voice or moderator by nick (§8.2–§8.5, §9.6–§9.7).
+#[derive(Debug, PartialEq, Eq)]
+struct RoleChange<'a> {
+    nick: &'a str,
+    role: Role,
+    reason: Option<&'a str>,
+}
+
+/// Membership, ban, admin or owner by bare JID or by an occupant's nick (§9.1–§9.5).
+#[derive(Debug, PartialEq, Eq)]
+struct AffiliationChange<'a> {
+    target: Target<'a>,
+    affiliation: Affiliation,
+    reason: Option<&'a str>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    /// A bare JID (a full one names its bare JID).
+    Jid(Jid),
+    Nick(&'a str),
+}
+
+impl<'a> AdminRequest<'a> {
+    /// A request without an `<item/>` is `bad-request`, as is a list request naming no
+    /// known affiliation or role and any change item that is malformed ([`AdminChange::parse`]).
+    fn parse(query: Node<'a, '_>, ty: IqType) -> Result<AdminRequest<'a>, StanzaCondition> {
+        let mut items = query
+            .children()
+            .filter(|c| c.has_tag_name((NS_ADMIN, "item")))
+            .peekable();
+        let first = *items.peek().ok_or(StanzaCondition::BadRequest)?;
+        if ty == IqType::Get {
+            let affiliation = first.attribute("affiliation").and_then(Affiliation::parse);
+            let role = first.attribute("role").and_then(Role::parse);
+            return match (affiliation, role) {
+                (Some(affiliation), _) => Ok(AdminRequest::List(Listed::Affiliation(affiliation))),
+                (None, Some(role)) => Ok(AdminRequest::List(Listed::Role(role))),
+                (None, None) => Err(StanzaCondition::BadRequest),
+            };
+        }
+        items
+            .map(AdminChange::parse)
+            .collect::<Result<_, _>>()
+            .map(AdminRequest::Change)
+    }
+}
+
+impl<'a> AdminChange<'a> {
+    /// An unknown role or affiliation, or no `nick` (role) or neither `jid` nor `nick`
+    /// (affiliation) is `bad-request`; a `jid` that is no JID is `jid-malformed`.
+    fn parse(item: Node<'a, '_>) -> Result<AdminChange<'a>, StanzaCondition> {
+        let reason = stanza::child_text(item, "reason", NS_ADMIN);
+        let nick = item.attribute("nick");
+        if let Some(role) = item.attribute("role") {
+            return Ok(AdminChange::Role(RoleChange {
+                role: Role::parse(role).ok_or(StanzaCondition::BadRequest)?,
+                nick: nick.ok_or(StanzaCondition::BadRequest)?,
+                reason,
+            }));
+        }
+        let affiliation = item
+            .attribute("affiliation")
+            .ok_or(StanzaCondition::BadRequest)?;
+        let affiliation = Affiliation::parse(affiliation).ok_or(StanzaCondition::BadRequest)?;
+        let target = match (item.attribute("jid"), nick) {
+            (Some(jid), _) => Target::Jid(
+                Jid::parse(jid)
+                    .map_err(|_| StanzaCondition::JidMalformed)?
+                    .bare(),
+            ),
+            (None, Some(nick)) => Target::Nick(nick),
+            (None, None) => return Err(StanzaCondition::BadRequest),
+        };
+        Ok(AdminChange::Affiliation(AffiliationChange {
+            target,
+            affiliation,
+            reason,
+        }))
     }
 }
 
@@ -1100,40 +1207,30 @@ impl Room {
     /// `muc#admin` (§8, §9): list retrieval, role and affiliation changes.
     /// Saves the record when affiliations changed in a persistent room.
     pub fn on_admin(&mut self, ctx: &mut Ctx, ty: IqType, query: Node) -> Option<Persist> {
+        let changes = match AdminRequest::parse(query, ty) {
+            Ok(AdminRequest::List(listed)) => {
+                self.write_list(ctx, listed);
+                return None;
+            }
+            Ok(AdminRequest::Change(changes)) => changes,
+            Err(condition) => {
+                ctx.error(condition);
+                return None;
+            }
+        };
         let actor_jid = ctx.session.jid.bare();
         let actor_affiliation = self.affiliation(&actor_jid);
-        let actor_role = self
-            .by_session(ctx.session.id)
-            .map_or(Role::None, |i| self.occupants[i].role);
-        let items: Vec<Node> = query
-            .children()
-            .filter(|c| c.has_tag_name((NS_ADMIN, "item")))
-            .collect();
-        let Some(first) = items.first() else {
-            ctx.error(StanzaCondition::BadRequest);
-            return None;
-        };
-        if ty == IqType::Get {
-            self.write_list(ctx, *first, actor_affiliation, actor_role);
-            return None;
-        }
+        let actor_role = self.role_of(ctx.session);
         let mut changed = false;
-        for item in items {
-            let result = match (item.attribute("role"), item.attribute("affiliation")) {
-                (Some(role), _) => {
-                    self.set_role(ctx.server, item, role, actor_affiliation, actor_role)
+        for change in changes {
+            let result = match change {
+                AdminChange::Role(change) => {
+                    self.set_role(ctx.server, change, actor_affiliation, actor_role)
                 }
-                (None, Some(affiliation)) => {
+                AdminChange::Affiliation(change) => {
                     changed = true;
-                    self.change_affiliation(
-                        ctx.server,
-                        item,
-                        affiliation,
-                        &actor_jid,
-                        actor_affiliation,
-                    )
+                    self.change_affiliation(ctx.server, change, &actor_jid, actor_affiliation)
                 }
-                (None, None) => Err(StanzaCondition::BadRequest),
             };
             if let Err(condition) = result {
                 ctx.error(condition);
@@ -1149,71 +1246,69 @@ impl Room {
         changed.then(|| self.saved()).flatten()
     }
 
-    fn write_list(
-        &self,
-        ctx: &mut Ctx,
-        item: Node,
-        actor_affiliation: Affiliation,
-        actor_role: Role,
-    ) {
-        let mut items = String::new();
-        if let Some(affiliation) = item.attribute("affiliation").and_then(Affiliation::parse) {
-            if actor_affiliation < Affiliation::Admin || affiliation == Affiliation::None {
-                ctx.error(StanzaCondition::Forbidden);
-                return;
+    /// The role of `session`'s occupant; `none` when it is not in the room.
+    fn role_of(&self, session: &Session) -> Role {
+        self.by_session(session.id)
+            .map_or(Role::None, |i| self.occupants[i].role)
+    }
+
+    /// Answers a list request (§9.5, §9.8, §10.5): admins and owners see affiliations
+    /// (`none` is everyone else, so no list), moderators see roles.
+    fn write_list(&self, ctx: &mut Ctx, listed: Listed) {
+        let allowed = match listed {
+            Listed::Affiliation(affiliation) => {
+                affiliation != Affiliation::None
+                    && self.affiliation(&ctx.session.jid.bare()) >= Affiliation::Admin
             }
-            for (jid, _) in self.affiliations.iter().filter(|(_, a)| **a == affiliation) {
-                let _ = write!(
-                    items,
-                    "<item affiliation='{}' jid='{}'/>",
-                    affiliation.name(),
-                    Esc(jid.as_str())
-                );
-            }
-        } else if let Some(role) = item.attribute("role").and_then(Role::parse) {
-            if actor_role != Role::Moderator {
-                ctx.error(StanzaCondition::Forbidden);
-                return;
-            }
-            for occupant in self.occupants.iter().filter(|o| o.role == role) {
-                let _ = write!(
-                    items,
-                    "<item role='{}' nick='{}' affiliation='{}' jid='{}'/>",
-                    role.name(),
-                    Esc(&occupant.nick),
-                    self.affiliation(&occupant.jid).name(),
-                    Esc(occupant.jid.as_str())
-                );
-            }
-        } else {
-            ctx.error(StanzaCondition::BadRequest);
+            Listed::Role(_) => self.role_of(ctx.session) == Role::Moderator,
+        };
+        if !allowed {
+            ctx.error(StanzaCondition::Forbidden);
             return;
         }
-        stanza::open_reply(
-            ctx.out,
-            Kind::Iq,
-            "result",
-            ctx.stanza.id,
-            self.jid.as_str(),
-            ctx.session.jid.as_str(),
-        );
-        let _ = write!(ctx.out, "><query xmlns='{NS_ADMIN}'>{items}</query></iq>");
+        let to = ctx.session.jid.as_str();
+        stanza::write_iq_result_with(ctx.out, ctx.stanza.id, self.jid.as_str(), to, |out| {
+            Element::new("query")
+                .ns(NS_ADMIN)
+                .children(out, |out| self.write_items(out, listed));
+        });
+    }
+
+    /// The `<item/>`s of everyone holding the affiliation or role `listed`.
+    fn write_items(&self, out: &mut String, listed: Listed) {
+        match listed {
+            Listed::Affiliation(affiliation) => {
+                for (jid, _) in self.affiliations.iter().filter(|(_, a)| **a == affiliation) {
+                    Element::new("item")
+                        .attr("affiliation", affiliation.name())
+                        .attr("jid", jid.as_str())
+                        .empty(out);
+                }
+            }
+            Listed::Role(role) => {
+                for occupant in self.occupants.iter().filter(|o| o.role == role) {
+                    Element::new("item")
+                        .attr("role", role.name())
+                        .attr("nick", &occupant.nick)
+                        .attr("affiliation", self.affiliation(&occupant.jid).name())
+                        .attr("jid", occupant.jid.as_str())
+                        .empty(out);
+                }
+            }
+        }
     }
 
     /// Kick, voice and moderator changes by nick (§8.2–§8.5, §9.6–§9.7).
     fn set_role(
         &mut self,
         server: &Server,
-        item: Node,
-        role: &str,
+        RoleChange { nick, role, reason }: RoleChange,
         actor_affiliation: Affiliation,
         actor_role: Role,
     ) -> Result<(), StanzaCondition> {
-        let role = Role::parse(role).ok_or(StanzaCondition::BadRequest)?;
         if actor_role != Role::Moderator {
             return Err(StanzaCondition::Forbidden);
         }
-        let nick = item.attribute("nick").ok_or(StanzaCondition::BadRequest)?;
         let index = self.by_nick(nick).ok_or(StanzaCondition::ItemNotFound)?;
         let target = &self.occupants[index];
         let target_affiliation = self.affiliation(&target.jid);
@@ -1227,7 +1322,6 @@ impl Room {
         {
             return Err(StanzaCondition::NotAllowed);
         }
-        let reason = stanza::child_text(item, "reason", NS_ADMIN);
         if role == Role::None {
             let gone = self.occupants.remove(index);
             self.announce_removal(
@@ -1258,24 +1352,24 @@ impl Room {
     fn change_affiliation(
         &mut self,
         server: &Server,
-        item: Node,
-        affiliation: &str,
+        change: AffiliationChange,
         actor: &Jid,
         actor_affiliation: Affiliation,
     ) -> Result<(), StanzaCondition> {
-        let affiliation = Affiliation::parse(affiliation).ok_or(StanzaCondition::BadRequest)?;
+        let AffiliationChange {
+            target,
+            affiliation,
+            reason,
+        } = change;
         if actor_affiliation < Affiliation::Admin {
             return Err(StanzaCondition::Forbidden);
         }
-        let target = match (item.attribute("jid"), item.attribute("nick")) {
-            (Some(jid), _) => Jid::parse(jid)
-                .map_err(|_| StanzaCondition::JidMalformed)?
-                .bare(),
-            (None, Some(nick)) => {
+        let target = match target {
+            Target::Jid(jid) => jid,
+            Target::Nick(nick) => {
                 let index = self.by_nick(nick).ok_or(StanzaCondition::ItemNotFound)?;
                 self.occupants[index].jid.clone()
             }
-            (None, None) => return Err(StanzaCondition::BadRequest),
         };
         let current = self.affiliation(&target);
         if actor_affiliation < Affiliation::Owner
@@ -1304,7 +1398,6 @@ impl Room {
             return Err(StanzaCondition::Conflict);
         }
         self.set_affiliation(target.clone(), affiliation);
-        let reason = stanza::child_text(item, "reason", NS_ADMIN);
         let code = if affiliation == Affiliation::Outcast {
             Some(301)
         } else if self.config.members_only && affiliation < Affiliation::Member {
@@ -1529,6 +1622,176 @@ fn deliver_to_user(ctx: &mut Ctx, to: &Jid, xml: String) -> Deferred {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn admin(items: &str, ty: IqType) -> Result<AdminRequest<'static>, StanzaCondition> {
+        // Leaked so the parsed request may borrow it: a test's few bytes.
+        let xml = format!("<query xmlns='{NS_ADMIN}'>{items}</query>").leak();
+        let doc = Box::leak(Box::new(roxmltree::Document::parse(xml).unwrap()));
+        AdminRequest::parse(doc.root_element(), ty)
+    }
+
+    #[test]
+    fn admin_get_lists_an_affiliation_or_a_role() {
+        assert_eq!(
+            admin("<item affiliation='outcast'/>", IqType::Get),
+            Ok(AdminRequest::List(Listed::Affiliation(
+                Affiliation::Outcast
+            )))
+        );
+        assert_eq!(
+            admin("<item role='moderator'/>", IqType::Get),
+            Ok(AdminRequest::List(Listed::Role(Role::Moderator)))
+        );
+        // An unknown affiliation falls back to the role beside it.
+        assert_eq!(
+            admin("<item affiliation='king' role='visitor'/>", IqType::Get),
+            Ok(AdminRequest::List(Listed::Role(Role::Visitor)))
+        );
+    }
+
+    #[test]
+    fn admin_get_without_a_known_list_is_bad_request() {
+        for items in [
+            "",
+            "<item/>",
+            "<item role='king'/>",
+            "<other affiliation='member'/>",
+        ] {
+            assert_eq!(
+                admin(items, IqType::Get),
+                Err(StanzaCondition::BadRequest),
+                "{items}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_set_changes_roles_by_nick() {
+        assert_eq!(
+            admin(
+                "<item nick='ca' role='none'><reason>calm down</reason></item>",
+                IqType::Set
+            ),
+            Ok(AdminRequest::Change(vec![AdminChange::Role(RoleChange {
+                nick: "ca",
+                role: Role::None,
+                reason: Some("calm down"),
+            })]))
+        );
+    }
+
+    #[test]
+    fn admin_set_changes_affiliations_by_jid_or_nick() {
+        let bob = Jid::parse("bob@localhost").unwrap();
+        assert_eq!(
+            admin(
+                "<item jid='bob@localhost/phone' nick='x' affiliation='admin'/>\
+                 <item nick='ca' affiliation='outcast'/>",
+                IqType::Set
+            ),
+            Ok(AdminRequest::Change(vec![
+                AdminChange::Affiliation(AffiliationChange {
+                    target: Target::Jid(bob),
+                    affiliation: Affiliation::Admin,
+                    reason: None,
+                }),
+                AdminChange::Affiliation(AffiliationChange {
+                    target: Target::Nick("ca"),
+                    affiliation: Affiliation::Outcast,
+                    reason: None,
+                }),
+            ]))
+        );
+    }
+
+    #[test]
+    fn malformed_admin_items_are_bad_request() {
+        for items in [
+            "",
+            "<item nick='ca'/>",
+            "<item nick='ca' role='king'/>",
+            "<item role='none'/>",
+            "<item jid='a@h' affiliation='king'/>",
+            "<item affiliation='member'/>",
+            // One bad item refuses the whole request.
+            "<item nick='ca' role='none'/><item nick='ca'/>",
+        ] {
+            assert_eq!(
+                admin(items, IqType::Set),
+                Err(StanzaCondition::BadRequest),
+                "{items}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_admin_item_with_a_bad_jid_is_jid_malformed() {
+        assert_eq!(
+            admin("<item jid='@h' affiliation='member'/>", IqType::Set),
+            Err(StanzaCondition::JidMalformed)
+        );
+    }
+
+    #[test]
+    fn affiliation_lists_parse() {
+        let mut room = Room::new(
+            Jid::parse("l@rooms.localhost").unwrap(),
+            RoomConfig::new(10, 5),
+        );
+        room.set_affiliation(Jid::parse("a@localhost").unwrap(), Affiliation::Member);
+        room.set_affiliation(Jid::parse("c@localhost").unwrap(), Affiliation::Owner);
+        let mut out = String::new();
+        Element::new("query")
+            .ns(NS_ADMIN)
+            .children(&mut out, |out| {
+                room.write_items(out, Listed::Affiliation(Affiliation::Member));
+            });
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let items: Vec<_> = doc
+            .root_element()
+            .children()
+            .map(|i| (i.attribute("affiliation"), i.attribute("jid")))
+            .collect();
+        assert_eq!(items, [(Some("member"), Some("a@localhost"))]);
+    }
+
+    #[test]
+    fn role_lists_parse() {
+        let mut room = Room::new(
+            Jid::parse("l@rooms.localhost").unwrap(),
+            RoomConfig::new(10, 5),
+        );
+        let jid = Jid::parse("a@localhost").unwrap();
+        room.set_affiliation(jid.clone(), Affiliation::Admin);
+        room.occupants.push(Occupant {
+            nick: "<al>".into(),
+            jid,
+            sessions: Vec::new(),
+            role: Role::Moderator,
+            presence: "".into(),
+            allowance: BURST,
+            filled: Instant::now(),
+        });
+        let mut out = String::new();
+        Element::new("query")
+            .ns(NS_ADMIN)
+            .children(&mut out, |out| {
+                room.write_items(out, Listed::Role(Role::Moderator));
+                room.write_items(out, Listed::Role(Role::Visitor));
+            });
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let item = doc.root_element().first_element_child().unwrap();
+        assert_eq!(
+            ["role", "nick", "affiliation", "jid"].map(|a| item.attribute(a)),
+            [
+                Some("moderator"),
+                Some("<al>"),
+                Some("admin"),
+                Some("a@localhost")
+            ]
+        );
+        assert_eq!(doc.root_element().children().count(), 1);
+    }
 
     #[test]
     fn records_round_trip() {
