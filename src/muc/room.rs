@@ -4,7 +4,7 @@
 //! other rooms, never touches the store directly (it hands [`Room::record`] to the caller) and
 //! never routes to anyone who is not an occupant, except invitations.
 
-use super::form::{RoomConfig, NS_DATA};
+use super::form::{ConfigForm, RoomConfig, NS_DATA};
 use super::history::{self, Past};
 use super::{Ctx, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER};
 use crate::dispatch::{account_exists, Deferred};
@@ -12,7 +12,7 @@ use crate::jid::Jid;
 use crate::offline::{Pending, NS_DELAY};
 use crate::router::{MessageTarget, Session};
 use crate::server::Server;
-use crate::stanza::{self, ErrorType, IqType, Kind, MessageType, StanzaCondition, StanzaError};
+use crate::stanza::{self, ErrorType, IqType, MessageType, StanzaCondition, StanzaError};
 use crate::time;
 use crate::xml::build::Element;
 use crate::xml::{write_element, Esc, NS_CLIENT};
@@ -96,6 +96,49 @@ impl Role {
         ]
         .into_iter()
         .find(|r| r.name() == text)
+    }
+}
+
+/// A `muc#owner` request (§10), tied to the iq type that may carry it.
+#[derive(Debug, PartialEq, Eq)]
+enum OwnerRequest<'a> {
+    /// `get`: the configuration form (§10.2).
+    GetConfig,
+    /// `set` with a submitted form (§10.2).
+    Configure(ConfigForm<'a>),
+    /// `set` with a cancelled form (§10.1.3).
+    Cancel,
+    /// `set` with `<destroy/>` (§10.9): the alternate venue and the reason, passed on as
+    /// given.
+    Destroy {
+        venue: Option<&'a str>,
+        reason: Option<&'a str>,
+    },
+}
+
+impl<'a> OwnerRequest<'a> {
+    /// A `set` with neither `<destroy/>` nor a form of type `submit` or `cancel` is
+    /// `bad-request`; a form that cannot be applied is `not-acceptable` (§10.2) with the
+    /// reason as text.
+    fn parse(query: Node<'a, '_>, ty: IqType) -> Result<OwnerRequest<'a>, StanzaError<'static>> {
+        if ty == IqType::Get {
+            return Ok(OwnerRequest::GetConfig);
+        }
+        if let Some(destroy) = stanza::child(query, "destroy", NS_OWNER) {
+            return Ok(OwnerRequest::Destroy {
+                venue: destroy.attribute("jid"),
+                reason: stanza::child_text(destroy, "reason", NS_OWNER),
+            });
+        }
+        let bad_request = || StanzaError::new(StanzaCondition::BadRequest);
+        let form = stanza::child(query, "x", NS_DATA).ok_or_else(bad_request)?;
+        match form.attribute("type") {
+            Some("submit") => ConfigForm::parse(form)
+                .map(OwnerRequest::Configure)
+                .map_err(|why| StanzaError::new(StanzaCondition::NotAcceptable).with_text(why)),
+            Some("cancel") => Ok(OwnerRequest::Cancel),
+            _ => Err(bad_request()),
+        }
     }
 }
 
@@ -1082,39 +1125,43 @@ impl Room {
             ctx.error(StanzaCondition::Forbidden);
             return None;
         }
+        let request = match OwnerRequest::parse(query, ty) {
+            Ok(request) => request,
+            Err(error) => {
+                ctx.fail(&error);
+                return None;
+            }
+        };
         let to = ctx.session.jid.as_str();
         let from = &*self.jid.as_str().to_owned();
-        if ty == IqType::Get {
-            stanza::open_reply(ctx.out, Kind::Iq, "result", ctx.stanza.id, from, to);
-            let _ = write!(ctx.out, "><query xmlns='{NS_OWNER}'>");
-            self.config.write_form(ctx.out);
-            ctx.out.push_str("</query></iq>");
-            return None;
-        }
-        if let Some(destroy) = stanza::child(query, "destroy", NS_OWNER) {
-            self.destroy(ctx.server, destroy);
-            stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
-            return Some(Persist::Delete);
-        }
-        let Some(form) = stanza::child(query, "x", NS_DATA) else {
-            ctx.error(StanzaCondition::BadRequest);
-            return None;
-        };
-        match form.attribute("type") {
-            Some("submit") => {}
-            Some("cancel") => {
+        match request {
+            OwnerRequest::GetConfig => {
+                stanza::write_iq_result_with(ctx.out, ctx.stanza.id, from, to, |out| {
+                    Element::new("query")
+                        .ns(NS_OWNER)
+                        .children(out, |out| self.config.write_form(out));
+                });
+                None
+            }
+            OwnerRequest::Destroy { venue, reason } => {
+                self.destroy(ctx.server, venue, reason);
+                stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
+                Some(Persist::Delete)
+            }
+            OwnerRequest::Cancel => {
                 // §10.1.3: cancelling the first configuration destroys the new room.
                 if self.locked {
                     self.destroyed = true;
                 }
                 stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
-                return None;
+                None
             }
-            _ => {
-                ctx.error(StanzaCondition::BadRequest);
-                return None;
-            }
+            OwnerRequest::Configure(form) => self.configure(ctx, &form),
         }
+    }
+
+    /// A submitted configuration (§10.2): applied whole or not at all.
+    fn configure(&mut self, ctx: &mut Ctx, form: &ConfigForm) -> Option<Persist> {
         let config = match self.config.apply(form, ctx.max_occupants) {
             Ok(config) => config,
             Err(why) => {
@@ -1122,11 +1169,12 @@ impl Room {
                 return None;
             }
         };
+        let from = &*self.jid.as_str().to_owned();
         let was_persistent = self.config.persistent;
         let was_locked = std::mem::replace(&mut self.locked, false);
         self.config = config;
         self.trim_history();
-        stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
+        stanza::write_iq_result(ctx.out, ctx.stanza.id, from, ctx.session.jid.as_str());
         if self.config.members_only {
             self.remove_where(ctx.server, &[322], |room, o| {
                 room.affiliation(&o.jid) < Affiliation::Member
@@ -1136,11 +1184,16 @@ impl Room {
             // §10.2.1: occupants learn that the configuration changed.
             for viewer in &self.occupants {
                 for session in &viewer.sessions {
-                    let xml = format!(
-                        "<message type='groupchat' from='{}' to='{}'><x xmlns='{NS_USER}'><status code='104'/></x></message>",
-                        Esc(from),
-                        Esc(session.jid.as_str())
-                    );
+                    let mut xml = String::new();
+                    Element::new("message")
+                        .attr("type", "groupchat")
+                        .attr("from", from)
+                        .attr("to", session.jid.as_str())
+                        .children(&mut xml, |out| {
+                            Element::new("x").ns(NS_USER).children(out, |out| {
+                                Element::new("status").attr("code", "104").empty(out);
+                            });
+                        });
                     ctx.server.deliver(session, xml.into(), false);
                 }
             }
@@ -1153,16 +1206,15 @@ impl Room {
     }
 
     /// §10.9: every occupant is told, with the alternate venue if there is one.
-    fn destroy(&mut self, server: &Server, destroy: Node) {
-        let mut extra = String::from("<destroy");
-        if let Some(jid) = destroy.attribute("jid") {
-            let _ = write!(extra, " jid='{}'", Esc(jid));
-        }
-        extra.push('>');
-        if let Some(reason) = stanza::child_text(destroy, "reason", NS_OWNER) {
-            let _ = write!(extra, "<reason>{}</reason>", Esc(reason));
-        }
-        extra.push_str("</destroy>");
+    fn destroy(&mut self, server: &Server, venue: Option<&str>, reason: Option<&str>) {
+        let mut extra = String::new();
+        Element::new("destroy")
+            .attr_opt("jid", venue)
+            .children(&mut extra, |out| {
+                if let Some(reason) = reason {
+                    Element::new("reason").text(out, reason);
+                }
+            });
         let status = Status {
             unavailable: true,
             extra: &extra,
@@ -1628,6 +1680,78 @@ mod tests {
         let xml = format!("<query xmlns='{NS_ADMIN}'>{items}</query>").leak();
         let doc = Box::leak(Box::new(roxmltree::Document::parse(xml).unwrap()));
         AdminRequest::parse(doc.root_element(), ty)
+    }
+
+    fn owner(payload: &str, ty: IqType) -> Result<OwnerRequest<'static>, StanzaError<'static>> {
+        // Leaked so the parsed request may borrow it: a test's few bytes.
+        let xml = format!("<query xmlns='{NS_OWNER}'>{payload}</query>").leak();
+        let doc = Box::leak(Box::new(roxmltree::Document::parse(xml).unwrap()));
+        OwnerRequest::parse(doc.root_element(), ty)
+    }
+
+    #[test]
+    fn owner_get_asks_for_the_form() {
+        assert_eq!(owner("", IqType::Get), Ok(OwnerRequest::GetConfig));
+    }
+
+    #[test]
+    fn owner_destroy_carries_venue_and_reason() {
+        let destroy = "<destroy jid='new@rooms'><reason>moved</reason></destroy>";
+        assert_eq!(
+            owner(destroy, IqType::Set),
+            Ok(OwnerRequest::Destroy {
+                venue: Some("new@rooms"),
+                reason: Some("moved"),
+            })
+        );
+        assert_eq!(
+            owner("<destroy/>", IqType::Set),
+            Ok(OwnerRequest::Destroy {
+                venue: None,
+                reason: None
+            })
+        );
+    }
+
+    #[test]
+    fn owner_submit_and_cancel() {
+        let submit = format!(
+            "<x xmlns='{NS_DATA}' type='submit'><field var='muc#roomconfig_roomname'><value>n</value></field></x>"
+        );
+        let Ok(OwnerRequest::Configure(form)) = owner(&submit, IqType::Set) else {
+            panic!("a submitted form configures");
+        };
+        let config = RoomConfig::new(10, 5);
+        assert_eq!(config.apply(&form, 10).unwrap().name.as_ref(), "n");
+        let cancel = format!("<x xmlns='{NS_DATA}' type='cancel'/>");
+        assert_eq!(owner(&cancel, IqType::Set), Ok(OwnerRequest::Cancel));
+    }
+
+    #[test]
+    fn owner_set_without_destroy_or_form_is_bad_request() {
+        for payload in [
+            String::new(),
+            format!("<x xmlns='{NS_DATA}' type='form'/>"),
+            format!("<x xmlns='{NS_DATA}'/>"),
+            "<x xmlns='jabber:x:oob' type='submit'/>".to_owned(),
+        ] {
+            assert_eq!(
+                owner(&payload, IqType::Set),
+                Err(StanzaError::new(StanzaCondition::BadRequest)),
+                "{payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unacceptable_form_is_not_acceptable_with_the_reason() {
+        let submit = format!(
+            "<x xmlns='{NS_DATA}' type='submit'><field var='muc#roomconfig_nosuch'><value>1</value></field></x>"
+        );
+        assert_eq!(
+            owner(&submit, IqType::Set),
+            Err(StanzaError::new(StanzaCondition::NotAcceptable).with_text("unknown field"))
+        );
     }
 
     #[test]
