@@ -587,21 +587,20 @@ impl Room {
 
     /// §7.2.15: the subject always follows the history, empty when there is none.
     fn send_subject(&self, server: &Server, session: &Session) {
-        let to = session.jid.as_str();
-        let xml = match &self.subject {
-            Some((nick, text)) => format!(
-                "<message type='groupchat' from='{}/{}' to='{}'><subject>{}</subject></message>",
-                Esc(self.jid.as_str()),
-                Esc(nick),
-                Esc(to),
-                Esc(text)
-            ),
-            None => format!(
-                "<message type='groupchat' from='{}' to='{}'><subject/></message>",
-                Esc(self.jid.as_str()),
-                Esc(to)
-            ),
+        // §7.2.15: from the occupant who set it, or the room when none did.
+        let from = match &self.subject {
+            Some((nick, _)) => format!("{}/{nick}", self.jid),
+            None => self.jid.as_str().to_owned(),
         };
+        let mut xml = String::new();
+        Element::new("message")
+            .attr("type", "groupchat")
+            .attr("from", &from)
+            .attr("to", session.jid.as_str())
+            .children(&mut xml, |out| match &self.subject {
+                Some((_, text)) => Element::new("subject").text(out, text),
+                None => Element::new("subject").empty(out),
+            });
         server.deliver(session, xml.into(), false);
     }
 
@@ -708,17 +707,7 @@ impl Room {
         session: &Session,
         status: &Status,
     ) -> String {
-        let mut xml = String::with_capacity(256);
-        let _ = write!(
-            xml,
-            "<presence from='{}/{}' to='{}'",
-            Esc(self.jid.as_str()),
-            Esc(&subject.nick),
-            Esc(session.jid.as_str())
-        );
-        if status.unavailable {
-            xml.push_str(" type='unavailable'");
-        }
+        let from = format!("{}/{}", self.jid, subject.nick);
         let role = if status.unavailable && status.new_nick.is_none() {
             Role::None
         } else {
@@ -729,35 +718,43 @@ impl Room {
         } else {
             Affiliation::None
         };
-        let _ = write!(
-            xml,
-            ">{}<x xmlns='{NS_USER}'><item affiliation='{}' role='{}'",
-            subject.presence,
-            affiliation.name(),
-            role.name()
-        );
         let sees_jid = self.config.whois_anyone
             || viewer.role == Role::Moderator
             || std::ptr::eq(subject, viewer);
-        if sees_jid {
-            if let Some(first) = subject.sessions.first() {
-                let _ = write!(xml, " jid='{}'", Esc(first.jid.as_str()));
-            }
-        }
-        if let Some(nick) = status.new_nick {
-            let _ = write!(xml, " nick='{}'", Esc(nick));
-        }
-        match status.reason {
-            Some(reason) => {
-                let _ = write!(xml, "><reason>{}</reason></item>", Esc(reason));
-            }
-            None => xml.push_str("/>"),
-        }
-        for code in status.codes {
-            let _ = write!(xml, "<status code='{code}'/>");
-        }
-        xml.push_str(status.extra);
-        xml.push_str("</x></presence>");
+        let jid = subject
+            .sessions
+            .first()
+            .filter(|_| sees_jid)
+            .map(|first| first.jid.as_str());
+        let mut xml = String::with_capacity(256);
+        Element::new("presence")
+            .attr("from", &from)
+            .attr("to", session.jid.as_str())
+            .attr_opt("type", status.unavailable.then_some("unavailable"))
+            .children(&mut xml, |out| {
+                // The occupant's own presence children, as stored.
+                out.push_str(&subject.presence);
+                Element::new("x").ns(NS_USER).children(out, |out| {
+                    let item = Element::new("item")
+                        .attr("affiliation", affiliation.name())
+                        .attr("role", role.name())
+                        .attr_opt("jid", jid)
+                        .attr_opt("nick", status.new_nick);
+                    match status.reason {
+                        Some(reason) => item.children(out, |out| {
+                            Element::new("reason").text(out, reason);
+                        }),
+                        None => item.empty(out),
+                    }
+                    for code in status.codes {
+                        Element::new("status")
+                            .attr("code", &code.to_string())
+                            .empty(out);
+                    }
+                    // Written by this module with Element (`<destroy/>`).
+                    out.push_str(status.extra);
+                });
+            });
         xml
     }
 
@@ -771,28 +768,25 @@ impl Room {
         inner: &str,
         delayed: Option<u64>,
     ) -> String {
+        let from = format!("{}/{nick}", self.jid);
+        let stamp = delayed.map(time::format_datetime);
         let mut xml = String::with_capacity(inner.len() + 200);
-        let _ = write!(
-            xml,
-            "<message type='groupchat' from='{}/{}' to='{}'",
-            Esc(self.jid.as_str()),
-            Esc(nick),
-            Esc(to)
-        );
-        if let Some(id) = id {
-            let _ = write!(xml, " id='{}'", Esc(id));
-        }
-        xml.push('>');
-        xml.push_str(inner);
-        if let Some(at) = delayed {
-            let _ = write!(
-                xml,
-                "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/>",
-                Esc(self.jid.as_str()),
-                time::format_datetime(at)
-            );
-        }
-        xml.push_str("</message>");
+        Element::new("message")
+            .attr("type", "groupchat")
+            .attr("from", &from)
+            .attr("to", to)
+            .attr_opt("id", id)
+            .children(&mut xml, |out| {
+                // The message's children, already re-serialised by `on_groupchat`.
+                out.push_str(inner);
+                if let Some(stamp) = &stamp {
+                    Element::new("delay")
+                        .ns(NS_DELAY)
+                        .attr("from", self.jid.as_str())
+                        .attr("stamp", stamp)
+                        .empty(out);
+                }
+            });
         xml
     }
 
@@ -843,11 +837,11 @@ impl Room {
         } else {
             ctx.server.random_id()
         };
-        let _ = write!(
-            inner,
-            "<stanza-id xmlns='{NS_SID}' id='{sid}' by='{}'/>",
-            Esc(by)
-        );
+        Element::new("stanza-id")
+            .ns(NS_SID)
+            .attr("id", &sid)
+            .attr("by", by)
+            .empty(&mut inner);
         for viewer in &self.occupants {
             for session in &viewer.sessions {
                 let xml = self.message_xml(&nick, session.jid.as_str(), stanza.id, &inner, None);
@@ -950,20 +944,22 @@ impl Room {
                 record = self.saved();
             }
         }
-        let mut xml = format!(
-            "<message from='{}' to='{}'><x xmlns='{NS_USER}'><invite from='{}'>",
-            Esc(self.jid.as_str()),
-            Esc(invitee.as_str()),
-            Esc(ctx.session.jid.as_str())
-        );
-        if let Some(reason) = stanza::child_text(invite, "reason", NS_USER) {
-            let _ = write!(xml, "<reason>{}</reason>", Esc(reason));
-        }
-        xml.push_str("</invite>");
-        if let Some(password) = &self.config.password {
-            let _ = write!(xml, "<password>{}</password>", Esc(password));
-        }
-        xml.push_str("</x><body>You are invited to a chat room.</body></message>");
+        let reason = stanza::child_text(invite, "reason", NS_USER);
+        let mut xml = String::new();
+        Element::new("message")
+            .attr("from", self.jid.as_str())
+            .attr("to", invitee.as_str())
+            .children(&mut xml, |out| {
+                Element::new("x").ns(NS_USER).children(out, |out| {
+                    Element::new("invite")
+                        .attr("from", ctx.session.jid.as_str())
+                        .children(out, |out| write_reason(out, reason));
+                    if let Some(password) = &self.config.password {
+                        Element::new("password").text(out, password);
+                    }
+                });
+                Element::new("body").text(out, "You are invited to a chat room.");
+            });
         (deliver_to_user(ctx, &invitee, xml), record)
     }
 
@@ -973,16 +969,19 @@ impl Room {
             ctx.error(StanzaCondition::JidMalformed);
             return;
         };
-        let mut xml = format!(
-            "<message from='{}' to='{}'><x xmlns='{NS_USER}'><decline from='{}'>",
-            Esc(self.jid.as_str()),
-            Esc(inviter.as_str()),
-            Esc(ctx.session.jid.bare().as_str())
-        );
-        if let Some(reason) = stanza::child_text(decline, "reason", NS_USER) {
-            let _ = write!(xml, "<reason>{}</reason>", Esc(reason));
-        }
-        xml.push_str("</decline></x></message>");
+        let reason = stanza::child_text(decline, "reason", NS_USER);
+        let decliner = ctx.session.jid.bare();
+        let mut xml = String::new();
+        Element::new("message")
+            .attr("from", self.jid.as_str())
+            .attr("to", inviter.as_str())
+            .children(&mut xml, |out| {
+                Element::new("x").ns(NS_USER).children(out, |out| {
+                    Element::new("decline")
+                        .attr("from", decliner.as_str())
+                        .children(out, |out| write_reason(out, reason));
+                });
+            });
         deliver_to_user(ctx, &inviter, xml);
     }
 
@@ -1028,11 +1027,11 @@ impl Room {
 
     /// disco#info of the room (§6.4) with the `muc#roominfo` form.
     pub fn write_info(&self, out: &mut String) {
-        let _ = write!(
-            out,
-            "<identity category='conference' type='text' name='{}'/>",
-            Esc(self.display_name())
-        );
+        Element::new("identity")
+            .attr("category", "conference")
+            .attr("type", "text")
+            .attr("name", self.display_name())
+            .empty(out);
         let config = &self.config;
         let features = [
             super::NS_MUC,
@@ -1075,29 +1074,38 @@ impl Room {
             .into_iter()
             .filter(|_| config.archive);
         for feature in features.into_iter().chain(archive) {
-            let _ = write!(out, "<feature var='{feature}'/>");
+            Element::new("feature").attr("var", feature).empty(out);
         }
-        let _ = write!(
-            out,
-            "<x xmlns='{NS_DATA}' type='result'>\
-             <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field>\
-             <field var='muc#roominfo_description'><value>{}</value></field>\
-             <field var='muc#roominfo_occupants'><value>{}</value></field>\
-             <field var='muc#roominfo_subject'><value>{}</value></field>\
-             <field var='muc#roomconfig_roomname'><value>{}</value></field>",
-            Esc(&config.description),
-            self.occupant_count(),
-            Esc(self.subject.as_ref().map_or("", |(_, text)| text)),
-            Esc(self.display_name()),
-        );
-        // XEP-0486 §2: the avatar's hash, so clients fetch the vCard only when it changed.
-        if let Some(photo) = self.vcard.as_ref().and_then(|v| v.photo.as_deref()) {
-            let _ = write!(
-                out,
-                "<field var='muc#roominfo_avatarhash' type='text-multi'><value>{photo}</value></field>"
-            );
-        }
-        out.push_str("</x>");
+        let occupants = self.occupant_count().to_string();
+        let subject = self.subject.as_ref().map_or("", |(_, text)| text);
+        let field = |out: &mut String, var, value| {
+            Element::new("field")
+                .attr("var", var)
+                .children(out, |out| Element::new("value").text(out, value));
+        };
+        Element::new("x")
+            .ns(NS_DATA)
+            .attr("type", "result")
+            .children(out, |out| {
+                Element::new("field")
+                    .attr("var", "FORM_TYPE")
+                    .attr("type", "hidden")
+                    .children(out, |out| {
+                        Element::new("value").text(out, "http://jabber.org/protocol/muc#roominfo");
+                    });
+                field(out, "muc#roominfo_description", &config.description);
+                field(out, "muc#roominfo_occupants", &occupants);
+                field(out, "muc#roominfo_subject", subject);
+                field(out, "muc#roomconfig_roomname", self.display_name());
+                // XEP-0486 §2: the avatar's hash, so clients fetch the vCard only when it
+                // changed.
+                if let Some(photo) = self.vcard.as_ref().and_then(|v| v.photo.as_deref()) {
+                    Element::new("field")
+                        .attr("var", "muc#roominfo_avatarhash")
+                        .attr("type", "text-multi")
+                        .children(out, |out| Element::new("value").text(out, photo));
+                }
+            });
     }
 
     /// A XEP-0313 query of the room's archive (§3.3.2): for occupants, and for members of a
@@ -1623,6 +1631,13 @@ impl Room {
     }
 }
 
+/// A `<reason/>` passed on from an invitation or decline, when it had one.
+fn write_reason(out: &mut String, reason: Option<&str>) {
+    if let Some(reason) = reason {
+        Element::new("reason").text(out, reason);
+    }
+}
+
 /// A presence's children as the room passes them on: the join element (which may hold the
 /// room password) stays behind.
 fn presence_children(presence: Node) -> String {
@@ -2006,6 +2021,63 @@ mod tests {
         assert_eq!(kept, [2, 3, 4], "the newest, oldest first");
         assert!(!smaller.restore_history(b"\x07damaged"));
         assert_eq!(smaller.history.len(), 3, "a damaged record changes nothing");
+    }
+
+    #[test]
+    fn a_room_message_parses_with_its_delay() {
+        let room = Room::new(
+            Jid::parse("m@rooms.localhost").unwrap(),
+            RoomConfig::new(10, 5),
+        );
+        let inner = "<body xmlns='jabber:client'>a &amp; b</body>";
+        let xml = room.message_xml("n'1", "a@localhost/r", Some("i<"), inner, Some(60));
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let message = doc.root_element();
+        assert_eq!(
+            ["type", "from", "to", "id"].map(|a| message.attribute(a)),
+            [
+                Some("groupchat"),
+                Some("m@rooms.localhost/n'1"),
+                Some("a@localhost/r"),
+                Some("i<")
+            ]
+        );
+        assert_eq!(
+            stanza::child_text(message, "body", NS_CLIENT),
+            Some("a & b")
+        );
+        let delay = stanza::child(message, "delay", NS_DELAY).expect("delay");
+        assert_eq!(
+            (delay.attribute("from"), delay.attribute("stamp")),
+            (Some("m@rooms.localhost"), Some("1970-01-01T00:01:00Z"))
+        );
+    }
+
+    #[test]
+    fn room_info_parses_with_its_form() {
+        let mut config = RoomConfig::new(10, 5);
+        config.name = "<Den>".into();
+        config.archive = true;
+        let room = Room::new(Jid::parse("d@rooms.localhost").unwrap(), config);
+        let mut out = String::new();
+        Element::new("query")
+            .ns(crate::disco::NS_INFO)
+            .children(&mut out, |out| room.write_info(out));
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let query = doc.root_element();
+        let identity = stanza::child(query, "identity", crate::disco::NS_INFO).expect("identity");
+        assert_eq!(identity.attribute("name"), Some("<Den>"));
+        let features: Vec<_> = query
+            .children()
+            .filter_map(|c| c.attribute("var"))
+            .collect();
+        assert!(features.contains(&crate::mam::NS), "{features:?}");
+        let form = stanza::child(query, "x", NS_DATA).expect("form");
+        let name = form
+            .children()
+            .find(|f| f.attribute("var") == Some("muc#roomconfig_roomname"))
+            .expect("name");
+        assert_eq!(stanza::child_text(name, "value", NS_DATA), Some("<Den>"));
     }
 
     #[test]
