@@ -23,7 +23,7 @@ use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
 use crate::store::{ArchiveBatch, ArchivePage, ArchiveQuery, PageAt, Store, StoreError};
 use crate::xml::build::Element;
-use crate::xml::Esc;
+use crate::xml::EscAttr;
 use log::{info, warn};
 use roxmltree::Node;
 use smol::channel::{Receiver, Sender};
@@ -227,24 +227,26 @@ pub fn delivered(
 pub fn add_stanza_id(message: &mut String, by: &str, id: u64) {
     if let Some(open) = message.strip_suffix("</message>").map(str::len) {
         message.truncate(open);
-        let _ = write!(
-            message,
-            "<stanza-id xmlns='{NS_SID}' by='{}' id='{}'/></message>",
-            Esc(by),
-            encode_id(id)
-        );
+        Element::new("stanza-id")
+            .ns(NS_SID)
+            .attr("by", by)
+            .attr("id", &encode_id(id))
+            .empty(message);
+        message.push_str("</message>");
     }
 }
 
-/// The recipient's archive id in a message as [`delivered`] wrote it for `recipient`,
-/// found by the exact text written there.
+/// The recipient's archive id in a message as [`delivered`] wrote it for `recipient`.
 pub fn archived_id(server: &Server, recipient: &str, xml: &str) -> Option<u64> {
-    let marker = format!(
-        "<stanza-id xmlns='{NS_SID}' by='{}' id='",
-        Esc(&format!("{recipient}@{}", server.config().domain))
-    );
-    let at = xml.rfind(&marker)?;
-    let rest = xml.get(at + marker.len()..)?;
+    stanza_id_by(&format!("{recipient}@{}", server.config().domain), xml)
+}
+
+/// The id of the last stanza-id of archive `by` in `message`, found by the exact text
+/// [`add_stanza_id`] writes there.
+fn stanza_id_by(by: &str, message: &str) -> Option<u64> {
+    let marker = format!("<stanza-id xmlns='{NS_SID}' by='{}' id='", EscAttr(by));
+    let at = message.rfind(&marker)?;
+    let rest = message.get(at + marker.len()..)?;
     decode_id(rest.split('\'').next()?)
 }
 
@@ -1195,6 +1197,20 @@ mod tests {
         write_metadata(&mut out, None);
         let doc = roxmltree::Document::parse(&out).unwrap();
         assert_eq!(doc.root_element().children().count(), 0);
+    }
+
+    #[test]
+    fn an_added_stanza_id_parses_and_is_found_again() {
+        let mut message = "<message to='b@h'><body>hi</body></message>".to_owned();
+        add_stanza_id(&mut message, "b@h", 0x2a);
+        let doc = roxmltree::Document::parse(&message).unwrap();
+        let sid = stanza::child(doc.root_element(), "stanza-id", NS_SID).expect("stanza-id");
+        assert_eq!(
+            (sid.attribute("by"), sid.attribute("id")),
+            (Some("b@h"), Some("2a"))
+        );
+        assert_eq!(stanza_id_by("b@h", &message), Some(0x2a));
+        assert_eq!(stanza_id_by("c@h", &message), None);
     }
 
     #[test]
