@@ -99,6 +99,72 @@ impl Role {
     }
 }
 
+/// What a joining occupant's `<history/>` asks for (§7.2.14). Values that are no number
+/// or date are ignored, as if absent: the occupant still joins.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HistoryRequest {
+    max_stanzas: Option<u64>,
+    max_chars: Option<u64>,
+    seconds: Option<u64>,
+    /// Unix seconds.
+    since: Option<u64>,
+}
+
+impl HistoryRequest {
+    /// From the join presence's `<x xmlns='…muc'/>`, if it had one.
+    fn parse(muc: Option<Node>) -> HistoryRequest {
+        let Some(history) = muc.and_then(|x| stanza::child(x, "history", NS_MUC)) else {
+            return HistoryRequest::default();
+        };
+        let number = |name| history.attribute(name)?.trim().parse::<u64>().ok();
+        HistoryRequest {
+            max_stanzas: number("maxstanzas"),
+            max_chars: number("maxchars"),
+            seconds: number("seconds"),
+            since: history.attribute("since").and_then(time::parse_datetime),
+        }
+    }
+}
+
+/// A mediated invitation or its decline (§7.8.2): a message to the room with `muc#user`.
+#[derive(Debug, PartialEq, Eq)]
+enum UserMessage<'a> {
+    /// Invite the bare JID `invitee`.
+    Invite {
+        invitee: Jid,
+        reason: Option<&'a str>,
+    },
+    /// Tell `inviter` the invitation was declined.
+    Decline {
+        inviter: Jid,
+        reason: Option<&'a str>,
+    },
+}
+
+impl<'a> UserMessage<'a> {
+    /// A `<decline/>` wins over an `<invite/>`; neither is `bad-request`, a `to` that is
+    /// missing or no JID `jid-malformed`.
+    fn parse(x: Node<'a, '_>) -> Result<UserMessage<'a>, StanzaCondition> {
+        let to = |element: Node| {
+            element
+                .attribute("to")
+                .and_then(|to| Jid::parse(to).ok())
+                .ok_or(StanzaCondition::JidMalformed)
+        };
+        if let Some(decline) = stanza::child(x, "decline", NS_USER) {
+            return Ok(UserMessage::Decline {
+                inviter: to(decline)?,
+                reason: stanza::child_text(decline, "reason", NS_USER),
+            });
+        }
+        let invite = stanza::child(x, "invite", NS_USER).ok_or(StanzaCondition::BadRequest)?;
+        Ok(UserMessage::Invite {
+            invitee: to(invite)?.bare(),
+            reason: stanza::child_text(invite, "reason", NS_USER),
+        })
+    }
+}
+
 /// A `muc#owner` request (§10), tied to the iq type that may carry it.
 #[derive(Debug, PartialEq, Eq)]
 enum OwnerRequest<'a> {
@@ -547,21 +613,15 @@ impl Room {
 
     /// §7.2.14: what `<history/>` asks for, oldest first, each with a delay from the room.
     fn send_history(&self, server: &Server, session: &Session, muc: Option<Node>) {
-        let history = muc.and_then(|x| stanza::child(x, "history", NS_MUC));
-        let number = |name| history.and_then(|h| h.attribute(name)?.trim().parse::<u64>().ok());
-        let max_stanzas = number("maxstanzas").unwrap_or(u64::MAX);
-        let mut max_chars = number("maxchars").unwrap_or(u64::MAX);
+        let wanted = HistoryRequest::parse(muc);
+        let max_stanzas = wanted.max_stanzas.unwrap_or(u64::MAX);
+        let mut max_chars = wanted.max_chars.unwrap_or(u64::MAX);
         let now = time::unix_now();
-        let not_before = [
-            number("seconds").map(|s| now.saturating_sub(s)),
-            history
-                .and_then(|h| h.attribute("since"))
-                .and_then(time::parse_datetime),
-        ]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(0);
+        let not_before = [wanted.seconds.map(|s| now.saturating_sub(s)), wanted.since]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0);
         let mut picked: Vec<String> = Vec::new();
         for past in self.history.iter().rev() {
             if picked.len() as u64 >= max_stanzas || past.at < not_before {
@@ -901,24 +961,19 @@ impl Room {
 
     /// §7.8.2 mediated invitations and their declines (a normal message with `muc#user`).
     pub fn on_user_message(&mut self, ctx: &mut Ctx, x: Node) -> (Deferred, Option<Persist>) {
-        if let Some(decline) = stanza::child(x, "decline", NS_USER) {
-            self.forward_decline(ctx, decline);
-            return (Deferred::None, None);
-        }
-        let Some(invite) = stanza::child(x, "invite", NS_USER) else {
-            ctx.error(StanzaCondition::BadRequest);
-            return (Deferred::None, None);
+        let (invitee, reason) = match UserMessage::parse(x) {
+            Ok(UserMessage::Decline { inviter, reason }) => {
+                self.forward_decline(ctx, &inviter, reason);
+                return (Deferred::None, None);
+            }
+            Ok(UserMessage::Invite { invitee, reason }) => (invitee, reason),
+            Err(condition) => {
+                ctx.error(condition);
+                return (Deferred::None, None);
+            }
         };
         let Some(inviter) = self.by_session(ctx.session.id) else {
             ctx.error(StanzaCondition::NotAcceptable);
-            return (Deferred::None, None);
-        };
-        let Some(invitee) = invite
-            .attribute("to")
-            .and_then(|to| Jid::parse(to).ok())
-            .map(|jid| jid.bare())
-        else {
-            ctx.error(StanzaCondition::JidMalformed);
             return (Deferred::None, None);
         };
         if local_user(ctx.server, &invitee).is_none() {
@@ -944,7 +999,6 @@ impl Room {
                 record = self.saved();
             }
         }
-        let reason = stanza::child_text(invite, "reason", NS_USER);
         let mut xml = String::new();
         Element::new("message")
             .attr("from", self.jid.as_str())
@@ -964,12 +1018,7 @@ impl Room {
     }
 
     /// A decline goes back to the inviter with the decliner's bare JID (§7.8.2).
-    fn forward_decline(&self, ctx: &mut Ctx, decline: Node) {
-        let Some(inviter) = decline.attribute("to").and_then(|to| Jid::parse(to).ok()) else {
-            ctx.error(StanzaCondition::JidMalformed);
-            return;
-        };
-        let reason = stanza::child_text(decline, "reason", NS_USER);
+    fn forward_decline(&self, ctx: &mut Ctx, inviter: &Jid, reason: Option<&str>) {
         let decliner = ctx.session.jid.bare();
         let mut xml = String::new();
         Element::new("message")
@@ -982,7 +1031,7 @@ impl Room {
                         .children(out, |out| write_reason(out, reason));
                 });
             });
-        deliver_to_user(ctx, &inviter, xml);
+        deliver_to_user(ctx, inviter, xml);
     }
 
     // ----- iq -------------------------------------------------------------------------------
@@ -2078,6 +2127,72 @@ mod tests {
             .find(|f| f.attribute("var") == Some("muc#roomconfig_roomname"))
             .expect("name");
         assert_eq!(stanza::child_text(name, "value", NS_DATA), Some("<Den>"));
+    }
+
+    fn user_message(x: &str) -> Result<UserMessage<'static>, StanzaCondition> {
+        // Leaked so the parsed message may borrow it: a test's few bytes.
+        let xml = format!("<x xmlns='{NS_USER}'>{x}</x>").leak();
+        let doc = Box::leak(Box::new(roxmltree::Document::parse(xml).unwrap()));
+        UserMessage::parse(doc.root_element())
+    }
+
+    #[test]
+    fn an_invitation_names_a_bare_invitee() {
+        assert_eq!(
+            user_message("<invite to='b@localhost/phone'><reason>come</reason></invite>"),
+            Ok(UserMessage::Invite {
+                invitee: Jid::parse("b@localhost").unwrap(),
+                reason: Some("come"),
+            })
+        );
+    }
+
+    #[test]
+    fn a_decline_goes_back_to_the_inviter() {
+        assert_eq!(
+            user_message("<invite to='c@localhost'/><decline to='a@localhost/r'/>"),
+            Ok(UserMessage::Decline {
+                inviter: Jid::parse("a@localhost/r").unwrap(),
+                reason: None,
+            })
+        );
+    }
+
+    #[test]
+    fn invitations_without_a_valid_to_are_refused() {
+        assert_eq!(user_message(""), Err(StanzaCondition::BadRequest));
+        for x in [
+            "<invite/>",
+            "<invite to='@x'/>",
+            "<decline/>",
+            "<decline to=''/>",
+        ] {
+            assert_eq!(user_message(x), Err(StanzaCondition::JidMalformed), "{x}");
+        }
+    }
+
+    #[test]
+    fn history_requests_read_numbers_and_dates() {
+        let parse = |history: &str| {
+            let xml = format!("<x xmlns='{NS_MUC}'>{history}</x>");
+            let doc = roxmltree::Document::parse(&xml).unwrap();
+            HistoryRequest::parse(Some(doc.root_element()))
+        };
+        assert_eq!(
+            parse("<history maxstanzas=' 5 ' maxchars='0' seconds='60' since='1970-01-01T00:01:00Z'/>"),
+            HistoryRequest {
+                max_stanzas: Some(5),
+                max_chars: Some(0),
+                seconds: Some(60),
+                since: Some(60),
+            }
+        );
+        assert_eq!(
+            parse("<history maxstanzas='-1' since='yesterday'/>"),
+            HistoryRequest::default()
+        );
+        assert_eq!(parse(""), HistoryRequest::default());
+        assert_eq!(HistoryRequest::parse(None), HistoryRequest::default());
     }
 
     #[test]
