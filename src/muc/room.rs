@@ -211,7 +211,7 @@ impl<'a> OwnerRequest<'a> {
 /// A `muc#admin` request (§8, §9), tied to the iq type that may carry it.
 #[derive(Debug, PartialEq, Eq)]
 enum AdminRequest<'a> {
-    /// `get`: who holds an affiliation or a role (§9.5, §9.8, §10.5).
+    /// `get`: who holds an affiliation or a role (§8.5, §9.2, §9.5, §9.8, §10.5, §10.8).
     List(Listed),
     /// `set`: role and affiliation changes, applied in order.
     Change(Vec<AdminChange<'a>>),
@@ -1361,8 +1361,8 @@ impl Room {
             .map_or(Role::None, |i| self.occupants[i].role)
     }
 
-    /// Answers a list request (§9.5, §9.8, §10.5): admins and owners see affiliations
-    /// (`none` is everyone else, so no list), moderators see roles.
+    /// Answers a list request (§8.5, §9.2, §9.5, §9.8, §10.5, §10.8): admins and owners see
+    /// affiliations (`none` is everyone else, so no list), moderators see roles.
     fn write_list(&self, ctx: &mut Ctx, listed: Listed) {
         let allowed = match listed {
             Listed::Affiliation(affiliation) => {

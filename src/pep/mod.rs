@@ -463,8 +463,9 @@ impl Verb {
 
 impl<'a> Addressed<'a> {
     /// No action element (an XEP-0059 `<set/>` beside it does not count) is `bad-request`;
-    /// no `node` `nodeid-required` (XEP-0060 §7.1.3.3); an action this service does not
-    /// offer `unsupported` (§7.1.3.1), except an owner `delete` that is no `set`, which is
+    /// no `node` the pubsub `nodeid-required`; an action this service does not offer
+    /// `feature-not-implemented` with `unsupported` (as XEP-0060 §7.1.3.2 answers an
+    /// unsupported publish), except an owner `delete` that is no `set`, which is
     /// `forbidden`.
     fn parse(pubsub: Node<'a, 'a>, ty: IqType) -> Result<Addressed<'a>, StanzaError<'static>> {
         let action = pubsub
@@ -578,8 +579,8 @@ impl<'a> Action<'a> {
 }
 
 impl<'a> Publication<'a> {
-    /// §7.1.3: exactly one item with exactly one payload (`item-required`,
-    /// `payload-required`, `invalid-payload` otherwise), no bigger than
+    /// XEP-0060 §7.1.3 error cases: exactly one item with exactly one payload
+    /// (`item-required`, `payload-required`, `invalid-payload` otherwise), no bigger than
     /// `pep.max_item_bytes` (`payload-too-big`); publish-options hearth cannot meet are
     /// `precondition-not-met` (§7.1.5).
     fn parse(
