@@ -22,8 +22,9 @@ use crate::offline::{NS_DELAY, NS_HINTS};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
-use crate::store::{ArchiveBatch, ArchiveQuery, PageAt, Store, StoreError};
-use crate::xml::Esc;
+use crate::store::{ArchiveBatch, ArchivePage, ArchiveQuery, PageAt, Store, StoreError};
+use crate::xml::build::Element;
+use crate::xml::EscAttr;
 use log::{info, warn};
 use roxmltree::Node;
 use smol::channel::{Receiver, Sender};
@@ -242,24 +243,26 @@ pub fn delivered(
 pub fn add_stanza_id(message: &mut String, by: &str, id: u64) {
     if let Some(open) = message.strip_suffix("</message>").map(str::len) {
         message.truncate(open);
-        let _ = write!(
-            message,
-            "<stanza-id xmlns='{NS_SID}' by='{}' id='{}'/></message>",
-            Esc(by),
-            encode_id(id)
-        );
+        Element::new("stanza-id")
+            .ns(NS_SID)
+            .attr("by", by)
+            .attr("id", &encode_id(id))
+            .empty(message);
+        message.push_str("</message>");
     }
 }
 
-/// The recipient's archive id in a message as [`delivered`] wrote it for `recipient`,
-/// found by the exact text written there.
+/// The recipient's archive id in a message as [`delivered`] wrote it for `recipient`.
 pub fn archived_id(server: &Server, recipient: &str, xml: &str) -> Option<u64> {
-    let marker = format!(
-        "<stanza-id xmlns='{NS_SID}' by='{}' id='",
-        Esc(&format!("{recipient}@{}", server.config().domain))
-    );
-    let at = xml.rfind(&marker)?;
-    let rest = xml.get(at + marker.len()..)?;
+    stanza_id_by(&format!("{recipient}@{}", server.config().domain), xml)
+}
+
+/// The id of the last stanza-id of archive `by` in `message`, found by the exact text
+/// [`add_stanza_id`] writes there.
+fn stanza_id_by(by: &str, message: &str) -> Option<u64> {
+    let marker = format!("<stanza-id xmlns='{NS_SID}' by='{}' id='", EscAttr(by));
+    let at = message.rfind(&marker)?;
+    let rest = message.get(at + marker.len()..)?;
     decode_id(rest.split('\'').next()?)
 }
 
@@ -382,19 +385,18 @@ impl Prefs {
     }
 
     fn write(&self, out: &mut String) {
-        let _ = write!(
-            out,
-            "<prefs xmlns='{NS}' default='{}'>",
-            self.default.name()
-        );
-        for (name, list) in [("always", &self.always), ("never", &self.never)] {
-            let _ = write!(out, "<{name}>");
-            for jid in list {
-                let _ = write!(out, "<jid>{}</jid>", Esc(jid));
-            }
-            let _ = write!(out, "</{name}>");
-        }
-        out.push_str("</prefs>");
+        Element::new("prefs")
+            .ns(NS)
+            .attr("default", self.default.name())
+            .children(out, |out| {
+                for (name, list) in [("always", &self.always), ("never", &self.never)] {
+                    Element::new(name).children(out, |out| {
+                        for jid in list {
+                            Element::new("jid").text(out, jid);
+                        }
+                    });
+                }
+            });
     }
 
     /// Reads a `<prefs/>` set; `None` when it is malformed.
@@ -444,19 +446,156 @@ fn wants(server: &Server, user: &str, peer: &Jid) -> bool {
 
 // ----- iq ------------------------------------------------------------------------------------
 
+/// A `urn:xmpp:mam:2` request to a user's own archive, tied to the iq type that may carry it.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    Archive(ArchiveRequest),
+    /// `get` of `<prefs/>` (§6.1).
+    GetPrefs,
+    /// `set` of `<prefs/>` (§6.1); malformed preferences are `bad-request`.
+    SetPrefs(Prefs),
+}
+
+impl Request {
+    fn parse(payload: Node, ty: IqType) -> Result<Request, StanzaCondition> {
+        match (payload.tag_name().name(), ty) {
+            ("prefs", IqType::Get) => Ok(Request::GetPrefs),
+            ("prefs", _) => Prefs::parse(payload)
+                .map(Request::SetPrefs)
+                .ok_or(StanzaCondition::BadRequest),
+            _ => ArchiveRequest::parse(payload, ty).map(Request::Archive),
+        }
+    }
+}
+
+/// A request about an archive, a user's or a room's (§3.3.2).
+#[derive(Debug, PartialEq, Eq)]
+enum ArchiveRequest {
+    /// `get` of `<query/>`: the search form (§4.1.5).
+    Form,
+    /// `set` of `<query/>`: a search (§4.2).
+    Query(Query),
+    /// `get` of `<metadata/>` (§5); any other type is `bad-request`.
+    Metadata,
+}
+
+impl ArchiveRequest {
+    /// Anything but `<query/>` and `<metadata/>` is `feature-not-implemented`.
+    fn parse(payload: Node, ty: IqType) -> Result<ArchiveRequest, StanzaCondition> {
+        match (payload.tag_name().name(), ty) {
+            ("query", IqType::Get) => Ok(ArchiveRequest::Form),
+            ("query", _) => Query::parse(payload).map(ArchiveRequest::Query),
+            ("metadata", IqType::Get) => Ok(ArchiveRequest::Metadata),
+            ("metadata", _) => Err(StanzaCondition::BadRequest),
+            _ => Err(StanzaCondition::FeatureNotImplemented),
+        }
+    }
+}
+
+/// A search: its filters and page, how the page is ordered and the id its results carry.
+#[derive(Debug, PartialEq, Eq)]
+struct Query {
+    filter: ArchiveQuery,
+    /// `<flip-page/>`: the page's messages go out newest first; the page is the same.
+    flip: bool,
+    query_id: Option<String>,
+}
+
+impl Query {
+    /// The filters (§4.1) and paging (XEP-0059) of a `<query/>`. Malformed values are
+    /// `bad-request`; fields and paging this server does not implement
+    /// `feature-not-implemented`; an id that no archive could hold `item-not-found`.
+    fn parse(query: Node) -> Result<Query, StanzaCondition> {
+        let mut filter = ArchiveQuery {
+            with: None,
+            start: None,
+            end: None,
+            after_id: None,
+            before_id: None,
+            ids: None,
+            page: PageAt::First,
+            max: MAX_PAGE,
+        };
+        if let Some(form) = stanza::child(query, "x", NS_DATA) {
+            for field in form
+                .children()
+                .filter(|c| c.has_tag_name((NS_DATA, "field")))
+            {
+                parse_field(field, &mut filter)?;
+            }
+        }
+        if let Some(set) = stanza::child(query, "set", NS_RSM) {
+            for child in set.children().filter(Node::is_element) {
+                let text = child.text().unwrap_or_default().trim();
+                let id = || decode_id(text).ok_or(StanzaCondition::ItemNotFound);
+                match child.tag_name().name() {
+                    "max" => {
+                        let max: usize = text.parse().map_err(|_| StanzaCondition::BadRequest)?;
+                        filter.max = max.min(MAX_PAGE);
+                    }
+                    "after" => filter.page = PageAt::After(id()?),
+                    "before" if text.is_empty() => filter.page = PageAt::Last,
+                    "before" => filter.page = PageAt::Before(id()?),
+                    _ => return Err(StanzaCondition::FeatureNotImplemented),
+                }
+            }
+        }
+        Ok(Query {
+            filter,
+            flip: stanza::child(query, "flip-page", NS).is_some(),
+            query_id: query.attribute("queryid").map(str::to_owned),
+        })
+    }
+}
+
+/// One field of the search form (§4.1.1) into `filter`.
+fn parse_field(field: Node, filter: &mut ArchiveQuery) -> Result<(), StanzaCondition> {
+    let value = stanza::child_text(field, "value", NS_DATA)
+        .unwrap_or_default()
+        .trim();
+    let time = || crate::time::parse_datetime(value).ok_or(StanzaCondition::BadRequest);
+    // §4.1.3: an id no archive could hold is missing from this one too.
+    let id = |text: &str| decode_id(text.trim()).ok_or(StanzaCondition::ItemNotFound);
+    match field.attribute("var").unwrap_or_default() {
+        "FORM_TYPE" if value == NS => {}
+        "FORM_TYPE" => return Err(StanzaCondition::BadRequest),
+        "with" => {
+            let jid = Jid::parse(value).map_err(|_| StanzaCondition::BadRequest)?;
+            filter.with = Some(jid.as_str().to_owned());
+        }
+        "start" => filter.start = Some(time()?),
+        "end" => filter.end = Some(time()?),
+        "after-id" => filter.after_id = Some(id(value)?),
+        "before-id" => filter.before_id = Some(id(value)?),
+        "ids" => {
+            let values = || {
+                field
+                    .children()
+                    .filter(|c| c.has_tag_name((NS_DATA, "value")))
+            };
+            if values().count() > MAX_IDS {
+                return Err(StanzaCondition::PolicyViolation);
+            }
+            let mut ids = values()
+                .map(|v| id(v.text().unwrap_or_default()))
+                .collect::<Result<Vec<u64>, _>>()?;
+            ids.sort_unstable();
+            ids.dedup();
+            filter.ids = Some(ids);
+        }
+        _ => return Err(StanzaCondition::FeatureNotImplemented),
+    }
+    Ok(())
+}
+
 /// `urn:xmpp:mam:2` iqs to the server or the user's own bare JID.
 pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
     let (server, session, stanza, ty, user) = (iq.server, iq.session, iq.stanza, iq.ty, iq.user());
     let from = stanza.to.as_ref().map_or("", Jid::as_str);
+    let to = session.jid.as_str();
     let fail = |out: &mut String, condition| {
-        stanza::write_error_reply(
-            out,
-            Kind::Iq,
-            stanza.id,
-            from,
-            session.jid.as_str(),
-            &StanzaError::new(condition),
-        );
+        let error = StanzaError::new(condition);
+        stanza::write_error_reply(out, Kind::Iq, stanza.id, from, to, &error);
         Deferred::None
     };
     if !server.config().mam.enabled {
@@ -466,49 +605,39 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
         // §3.4: only the owner reads or configures a user's archive.
         return fail(out, StanzaCondition::Forbidden);
     }
-    let payload = iq.payload;
-    match (payload.tag_name().name(), ty) {
-        ("query" | "metadata", _) => {
+    let request = match Request::parse(iq.payload, ty) {
+        Ok(request) => request,
+        Err(condition) => return fail(out, condition),
+    };
+    match request {
+        Request::Archive(request) => {
             let archive_jid = session.jid.bare();
-            query(server, session, stanza, ty, user, archive_jid.as_str(), out)
+            let at = Archive {
+                name: user,
+                jid: archive_jid.as_str(),
+            };
+            answer(server, stanza, to, request, at, out)
         }
-        ("prefs", IqType::Get) => {
-            stanza::open_reply(
-                out,
-                Kind::Iq,
-                "result",
-                stanza.id,
-                from,
-                session.jid.as_str(),
-            );
-            out.push('>');
-            Prefs::load(server, user).write(out);
-            out.push_str("</iq>");
+        Request::GetPrefs => {
+            let prefs = Prefs::load(server, user);
+            stanza::write_iq_result_with(out, stanza.id, from, to, |out| prefs.write(out));
             Deferred::None
         }
-        ("prefs", IqType::Set) => {
-            let Some(prefs) = Prefs::parse(payload) else {
-                return fail(out, StanzaCondition::BadRequest);
-            };
+        Request::SetPrefs(prefs) => {
             server
                 .state::<Mam>()
                 .with_prefs
                 .borrow_mut()
                 .insert(user.into());
             let write = server.store.mam_set_prefs(user, prefs.encode());
-            let (id, from, to) = (
-                stanza.id.map(str::to_owned),
-                from.to_owned(),
-                session.jid.as_str().to_owned(),
-            );
+            let (id, from, to) = (stanza.id.map(str::to_owned), from.to_owned(), to.to_owned());
             Deferred::Reply(Box::pin(async move {
                 let mut out = String::new();
                 match write.await {
                     Ok(()) => {
-                        stanza::open_reply(&mut out, Kind::Iq, "result", id.as_deref(), &from, &to);
-                        out.push('>');
-                        prefs.write(&mut out);
-                        out.push_str("</iq>");
+                        stanza::write_iq_result_with(&mut out, id.as_deref(), &from, &to, |out| {
+                            prefs.write(out);
+                        });
                     }
                     Err(e) => {
                         warn!("{to}: archiving preferences not stored: {e}");
@@ -525,8 +654,14 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
                 out
             }))
         }
-        _ => fail(out, StanzaCondition::FeatureNotImplemented),
     }
+}
+
+/// An archive a request is answered from: its store key and its JID.
+#[derive(Clone, Copy)]
+struct Archive<'a> {
+    name: &'a str,
+    jid: &'a str,
 }
 
 /// A query of `archive` (whose JID is `archive_jid`), already allowed for this session:
@@ -541,71 +676,105 @@ pub fn query(
     archive_jid: &str,
     out: &mut String,
 ) -> Deferred {
-    let from = stanza.to.as_ref().map_or("", Jid::as_str);
-    let to = session.jid.as_str();
     let Some(payload) = stanza.payload() else {
         return Deferred::None;
     };
-    if payload.tag_name().name() == "metadata" {
-        if ty != IqType::Get {
-            let error = StanzaError::new(StanzaCondition::BadRequest);
-            stanza::write_error_reply(out, Kind::Iq, stanza.id, from, to, &error);
-            return Deferred::None;
+    let to = session.jid.as_str();
+    match ArchiveRequest::parse(payload, ty) {
+        Ok(request) => {
+            let at = Archive {
+                name: archive,
+                jid: archive_jid,
+            };
+            answer(server, stanza, to, request, at, out)
         }
-        let (store, archive) = (server.store.clone(), archive.to_owned());
-        let flushed = store.flush();
-        let (id, from, to) = (stanza.id.map(str::to_owned), from.to_owned(), to.to_owned());
-        return Deferred::Reply(Box::pin(async move {
-            if let Err(e) = flushed.await {
-                warn!("archive flush before a query failed: {e}");
-            }
-            metadata(&store, &archive, id.as_deref(), &from, &to)
-        }));
-    }
-    if ty == IqType::Get {
-        stanza::open_reply(out, Kind::Iq, "result", stanza.id, from, to);
-        let _ = write!(
-            out,
-            "><query xmlns='{NS}'><x xmlns='{NS_DATA}' type='form'>\
-             <field var='FORM_TYPE' type='hidden'><value>{NS}</value></field>\
-             <field var='with' type='jid-single'/><field var='start' type='text-single'/>\
-             <field var='end' type='text-single'/>\
-             <field var='before-id' type='text-single'/><field var='after-id' type='text-single'/>\
-             <field var='ids' type='list-multi'>\
-             <validate xmlns='http://jabber.org/protocol/xdata-validate' datatype='xs:string'>\
-             <open/></validate></field></x></query></iq>"
-        );
-        return Deferred::None;
-    }
-    let parsed = match parse_query(payload) {
-        Ok(parsed) => parsed,
         Err(condition) => {
-            stanza::write_error_reply(
-                out,
-                Kind::Iq,
-                stanza.id,
-                from,
-                to,
-                &StanzaError::new(condition),
-            );
-            return Deferred::None;
+            let from = stanza.to.as_ref().map_or("", Jid::as_str);
+            let error = StanzaError::new(condition);
+            stanza::write_error_reply(out, Kind::Iq, stanza.id, from, to, &error);
+            Deferred::None
         }
-    };
-    flush(server);
-    let store = server.store.clone();
-    let flushed = store.flush();
-    let reply = Reply {
-        store,
-        archive: archive.to_owned(),
-        archive_jid: archive_jid.to_owned(),
-        query: parsed,
-        flip: stanza::child(payload, "flip-page", NS).is_some(),
-        query_id: payload.attribute("queryid").map(str::to_owned),
-        iq_id: stanza.id.map(str::to_owned),
-        from: from.to_owned(),
-        to: to.to_owned(),
-    };
-    Deferred::Reply(Box::pin(reply.after(flushed)))
+    }
+}
+
+/// Answers an archive request from `archive` to the session `to`.
+fn answer(
+    server: &Server,
+    stanza: &Stanza,
+    to: &str,
+    request: ArchiveRequest,
+    archive: Archive,
+    out: &mut String,
+) -> Deferred {
+    let from = stanza.to.as_ref().map_or("", Jid::as_str);
+    match request {
+        ArchiveRequest::Form => {
+            stanza::write_iq_result_with(out, stanza.id, from, to, write_form);
+            Deferred::None
+        }
+        ArchiveRequest::Metadata => {
+            let (store, archive) = (server.store.clone(), archive.name.to_owned());
+            let flushed = store.flush();
+            let (id, from, to) = (stanza.id.map(str::to_owned), from.to_owned(), to.to_owned());
+            Deferred::Reply(Box::pin(async move {
+                if let Err(e) = flushed.await {
+                    warn!("archive flush before a query failed: {e}");
+                }
+                metadata(&store, &archive, id.as_deref(), &from, &to)
+            }))
+        }
+        ArchiveRequest::Query(query) => {
+            flush(server);
+            let store = server.store.clone();
+            let flushed = store.flush();
+            let reply = Reply {
+                store,
+                archive: archive.name.to_owned(),
+                archive_jid: archive.jid.to_owned(),
+                query,
+                iq_id: stanza.id.map(str::to_owned),
+                from: from.to_owned(),
+                to: to.to_owned(),
+            };
+            Deferred::Reply(Box::pin(reply.after(flushed)))
+        }
+    }
+}
+
+/// The search form (§4.1.5): the fields [`parse_field`] reads.
+fn write_form(out: &mut String) {
+    Element::new("query").ns(NS).children(out, |out| {
+        Element::new("x")
+            .ns(NS_DATA)
+            .attr("type", "form")
+            .children(out, |out| {
+                Element::new("field")
+                    .attr("var", "FORM_TYPE")
+                    .attr("type", "hidden")
+                    .children(out, |out| Element::new("value").text(out, NS));
+                for (var, ty) in [
+                    ("with", "jid-single"),
+                    ("start", "text-single"),
+                    ("end", "text-single"),
+                    ("before-id", "text-single"),
+                    ("after-id", "text-single"),
+                ] {
+                    Element::new("field")
+                        .attr("var", var)
+                        .attr("type", ty)
+                        .empty(out);
+                }
+                Element::new("field")
+                    .attr("var", "ids")
+                    .attr("type", "list-multi")
+                    .children(out, |out| {
+                        Element::new("validate")
+                            .ns("http://jabber.org/protocol/xdata-validate")
+                            .attr("datatype", "xs:string")
+                            .children(out, |out| Element::new("open").empty(out));
+                    });
+            });
+    });
 }
 
 /// Everything a query's answer needs once the writes before it are durable.
@@ -613,10 +782,7 @@ struct Reply {
     store: Store,
     archive: String,
     archive_jid: String,
-    query: ArchiveQuery,
-    /// `<flip-page/>`: the page's messages go out newest first; the page is the same.
-    flip: bool,
-    query_id: Option<String>,
+    query: Query,
     iq_id: Option<String>,
     from: String,
     to: String,
@@ -628,7 +794,7 @@ impl Reply {
             warn!("archive flush before a query failed: {e}");
         }
         let mut out = String::new();
-        let page = match self.store.mam_query(&self.archive, &self.query) {
+        let page = match self.store.mam_query(&self.archive, &self.query.filter) {
             Ok(page) => page,
             Err(e) => {
                 let condition = match e {
@@ -650,160 +816,111 @@ impl Reply {
             }
         };
         let mut items: Vec<_> = page.items.iter().collect();
-        if self.flip {
+        if self.query.flip {
             items.reverse();
         }
+        let addressing = (self.archive_jid.as_str(), self.to.as_str());
         for (id, stamp, xml) in items {
             let xml = String::from_utf8_lossy(xml);
-            let Some(rest) = xml.strip_prefix("<message") else {
-                continue;
-            };
-            let _ = write!(
-                out,
-                "<message from='{}' to='{}'><result xmlns='{NS}'",
-                Esc(&self.archive_jid),
-                Esc(&self.to)
-            );
-            if let Some(query_id) = &self.query_id {
-                let _ = write!(out, " queryid='{}'", Esc(query_id));
-            }
-            let _ = write!(
-                out,
-                " id='{}'><forwarded xmlns='{NS_FORWARD}'><delay xmlns='{NS_DELAY}' stamp='{}'/>\
-                 <message xmlns='jabber:client'{rest}</forwarded></result></message>",
-                encode_id(*id),
-                crate::time::format_datetime(*stamp)
-            );
+            let query_id = self.query.query_id.as_deref();
+            write_result(&mut out, addressing, query_id, (*id, *stamp, &xml));
         }
-        stanza::open_reply(
+        stanza::write_iq_result_with(
             &mut out,
-            Kind::Iq,
-            "result",
             self.iq_id.as_deref(),
             &self.from,
             &self.to,
+            |out| write_fin(out, &page),
         );
-        let _ = write!(
-            out,
-            "><fin xmlns='{NS}' complete='{}'><set xmlns='{NS_RSM}'>",
-            page.complete
-        );
-        if let (Some(first), Some(last)) = (page.items.first(), page.items.last()) {
-            let _ = write!(
-                out,
-                "<first index='{}'>{}</first><last>{}</last>",
-                page.first_index,
-                encode_id(first.0),
-                encode_id(last.0)
-            );
-        }
-        let _ = write!(out, "<count>{}</count></set></fin></iq>", page.count);
         out
     }
+}
+
+/// One archived message (`id`, `stamp`, the stored `<message>`) as a `<result/>` (§4.2)
+/// from `archive_jid` to `to`: the stored message is forwarded as it was delivered.
+fn write_result(
+    out: &mut String,
+    (archive_jid, to): (&str, &str),
+    query_id: Option<&str>,
+    (id, stamp, xml): (u64, u64, &str),
+) {
+    let Some(rest) = xml.strip_prefix("<message") else {
+        return;
+    };
+    let (id, stamp) = (encode_id(id), crate::time::format_datetime(stamp));
+    Element::new("message")
+        .attr("from", archive_jid)
+        .attr("to", to)
+        .children(out, |out| {
+            Element::new("result")
+                .ns(NS)
+                .attr_opt("queryid", query_id)
+                .attr("id", &id)
+                .children(out, |out| {
+                    Element::new("forwarded")
+                        .ns(NS_FORWARD)
+                        .children(out, |out| {
+                            Element::new("delay")
+                                .ns(NS_DELAY)
+                                .attr("stamp", &stamp)
+                                .empty(out);
+                            out.push_str("<message xmlns='jabber:client'");
+                            out.push_str(rest);
+                        });
+                });
+        });
+}
+
+/// The `<fin/>` that ends a query's results (§4.2) with its XEP-0059 `<set/>`.
+fn write_fin(out: &mut String, page: &ArchivePage) {
+    let complete = if page.complete { "true" } else { "false" };
+    Element::new("fin")
+        .ns(NS)
+        .attr("complete", complete)
+        .children(out, |out| {
+            Element::new("set").ns(NS_RSM).children(out, |out| {
+                if let (Some(first), Some(last)) = (page.items.first(), page.items.last()) {
+                    let index = page.first_index.to_string();
+                    Element::new("first")
+                        .attr("index", &index)
+                        .text(out, &encode_id(first.0));
+                    Element::new("last").text(out, &encode_id(last.0));
+                }
+                Element::new("count").text(out, &page.count.to_string());
+            });
+        });
 }
 
 /// The `<metadata/>` answer (§5): the archive's first and last message, nothing when empty.
 fn metadata(store: &Store, archive: &str, id: Option<&str>, from: &str, to: &str) -> String {
     let mut out = String::new();
-    let bounds = match store.mam_bounds(archive) {
-        Ok(bounds) => bounds,
+    match store.mam_bounds(archive) {
+        Ok(bounds) => {
+            stanza::write_iq_result_with(&mut out, id, from, to, |out| {
+                write_metadata(out, bounds);
+            });
+        }
         Err(e) => {
             warn!("{archive}: archive metadata failed: {e}");
             let error = StanzaError::new(StanzaCondition::ResourceConstraint);
             stanza::write_error_reply(&mut out, Kind::Iq, id, from, to, &error);
-            return out;
         }
-    };
-    stanza::open_reply(&mut out, Kind::Iq, "result", id, from, to);
-    let _ = write!(out, "><metadata xmlns='{NS}'>");
-    for (name, (id, stamp)) in ["start", "end"]
-        .into_iter()
-        .zip(bounds.into_iter().flatten())
-    {
-        let _ = write!(
-            out,
-            "<{name} id='{}' timestamp='{}'/>",
-            encode_id(id),
-            crate::time::format_datetime(stamp)
-        );
     }
-    out.push_str("</metadata></iq>");
     out
 }
 
-/// The filters (§4.1) and paging (XEP-0059) of a `<query/>`. Malformed values are
-/// `bad-request`; fields and paging this server does not implement `feature-not-implemented`;
-/// an id that no archive could hold `item-not-found`.
-fn parse_query(query: Node) -> Result<ArchiveQuery, StanzaCondition> {
-    let mut parsed = ArchiveQuery {
-        with: None,
-        start: None,
-        end: None,
-        after_id: None,
-        before_id: None,
-        ids: None,
-        page: PageAt::First,
-        max: MAX_PAGE,
-    };
-    if let Some(form) = stanza::child(query, "x", NS_DATA) {
-        for field in form
-            .children()
-            .filter(|c| c.has_tag_name((NS_DATA, "field")))
-        {
-            let value = stanza::child_text(field, "value", NS_DATA)
-                .unwrap_or_default()
-                .trim();
-            let time = || crate::time::parse_datetime(value).ok_or(StanzaCondition::BadRequest);
-            // §4.1.3: an id no archive could hold is missing from this one too.
-            let id = |text: &str| decode_id(text.trim()).ok_or(StanzaCondition::ItemNotFound);
-            match field.attribute("var").unwrap_or_default() {
-                "FORM_TYPE" if value == NS => {}
-                "FORM_TYPE" => return Err(StanzaCondition::BadRequest),
-                "with" => {
-                    let jid = Jid::parse(value).map_err(|_| StanzaCondition::BadRequest)?;
-                    parsed.with = Some(jid.as_str().to_owned());
-                }
-                "start" => parsed.start = Some(time()?),
-                "end" => parsed.end = Some(time()?),
-                "after-id" => parsed.after_id = Some(id(value)?),
-                "before-id" => parsed.before_id = Some(id(value)?),
-                "ids" => {
-                    let values = || {
-                        field
-                            .children()
-                            .filter(|c| c.has_tag_name((NS_DATA, "value")))
-                    };
-                    if values().count() > MAX_IDS {
-                        return Err(StanzaCondition::PolicyViolation);
-                    }
-                    let mut ids = values()
-                        .map(|v| id(v.text().unwrap_or_default()))
-                        .collect::<Result<Vec<u64>, _>>()?;
-                    ids.sort_unstable();
-                    ids.dedup();
-                    parsed.ids = Some(ids);
-                }
-                _ => return Err(StanzaCondition::FeatureNotImplemented),
-            }
+/// `<metadata/>` with the (id, stamp) of the archive's first and last message, if any.
+fn write_metadata(out: &mut String, bounds: Option<[(u64, u64); 2]>) {
+    Element::new("metadata").ns(NS).children(out, |out| {
+        let Some([start, end]) = bounds else { return };
+        for (name, (id, stamp)) in [("start", start), ("end", end)] {
+            let (id, stamp) = (encode_id(id), crate::time::format_datetime(stamp));
+            Element::new(name)
+                .attr("id", &id)
+                .attr("timestamp", &stamp)
+                .empty(out);
         }
-    }
-    if let Some(set) = stanza::child(query, "set", NS_RSM) {
-        for child in set.children().filter(Node::is_element) {
-            let text = child.text().unwrap_or_default().trim();
-            let id = || decode_id(text).ok_or(StanzaCondition::ItemNotFound);
-            match child.tag_name().name() {
-                "max" => {
-                    let max: usize = text.parse().map_err(|_| StanzaCondition::BadRequest)?;
-                    parsed.max = max.min(MAX_PAGE);
-                }
-                "after" => parsed.page = PageAt::After(id()?),
-                "before" if text.is_empty() => parsed.page = PageAt::Last,
-                "before" => parsed.page = PageAt::Before(id()?),
-                _ => return Err(StanzaCondition::FeatureNotImplemented),
-            }
-        }
-    }
-    Ok(parsed)
+    });
 }
 
 // ----- retention -----------------------------------------------------------------------------
@@ -852,7 +969,274 @@ mod tests {
 
     fn parse(xml: &str) -> Result<ArchiveQuery, StanzaCondition> {
         let doc = roxmltree::Document::parse(xml).unwrap();
-        parse_query(doc.root_element())
+        Query::parse(doc.root_element()).map(|q| q.filter)
+    }
+
+    fn request(xml: &str, ty: IqType) -> Result<Request, StanzaCondition> {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        Request::parse(doc.root_element(), ty)
+    }
+
+    fn archive_request(xml: &str, ty: IqType) -> Result<ArchiveRequest, StanzaCondition> {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        ArchiveRequest::parse(doc.root_element(), ty)
+    }
+
+    fn no_filter() -> ArchiveQuery {
+        ArchiveQuery {
+            with: None,
+            start: None,
+            end: None,
+            after_id: None,
+            before_id: None,
+            ids: None,
+            page: PageAt::First,
+            max: MAX_PAGE,
+        }
+    }
+
+    #[test]
+    fn a_query_get_asks_for_the_form() {
+        let q = format!("<query xmlns='{NS}' queryid='q'/>");
+        assert_eq!(
+            request(&q, IqType::Get),
+            Ok(Request::Archive(ArchiveRequest::Form))
+        );
+    }
+
+    #[test]
+    fn a_query_set_is_a_search_with_its_queryid_and_flip() {
+        let q = format!("<query xmlns='{NS}' queryid='q1'><flip-page/></query>");
+        let expected = Query {
+            filter: no_filter(),
+            flip: true,
+            query_id: Some("q1".into()),
+        };
+        assert_eq!(
+            request(&q, IqType::Set),
+            Ok(Request::Archive(ArchiveRequest::Query(expected)))
+        );
+        let plain = format!("<query xmlns='{NS}'/>");
+        let Ok(Request::Archive(ArchiveRequest::Query(q))) = request(&plain, IqType::Set) else {
+            panic!("a bare query is a search");
+        };
+        assert_eq!((q.flip, q.query_id, q.filter), (false, None, no_filter()));
+    }
+
+    #[test]
+    fn rsm_after_before_and_max_page_the_search() {
+        let set = |inner: &str| {
+            parse(&format!(
+                "<query xmlns='{NS}'><set xmlns='{NS_RSM}'>{inner}</set></query>"
+            ))
+        };
+        let page = |inner| set(inner).map(|q| (q.page, q.max));
+        assert_eq!(page("<max>5</max>"), Ok((PageAt::First, 5)));
+        assert_eq!(page("<after>a</after>"), Ok((PageAt::After(10), MAX_PAGE)));
+        assert_eq!(
+            page("<before>b</before>"),
+            Ok((PageAt::Before(11), MAX_PAGE))
+        );
+        assert_eq!(page("<before/>"), Ok((PageAt::Last, MAX_PAGE)));
+        assert_eq!(set("<max>many</max>"), Err(StanzaCondition::BadRequest));
+        assert_eq!(
+            set("<before>zz</before>"),
+            Err(StanzaCondition::ItemNotFound)
+        );
+        assert_eq!(
+            set("<index>3</index>"),
+            Err(StanzaCondition::FeatureNotImplemented)
+        );
+    }
+
+    #[test]
+    fn form_fields_with_start_end_are_checked() {
+        let field = |var: &str, value: &str| {
+            parse(&format!(
+                "<query xmlns='{NS}'><x xmlns='{NS_DATA}'><field var='{var}'><value>{value}</value></field></x></query>"
+            ))
+        };
+        assert_eq!(
+            field("end", "1970-01-01T00:02:00Z").map(|q| q.end),
+            Ok(Some(120))
+        );
+        assert_eq!(
+            field("with", "a@b/c").map(|q| q.with),
+            Ok(Some("a@b/c".into()))
+        );
+        assert_eq!(field("with", "@nobody"), Err(StanzaCondition::BadRequest));
+        assert_eq!(field("end", "soon"), Err(StanzaCondition::BadRequest));
+        assert_eq!(field("before-id", ""), Err(StanzaCondition::ItemNotFound));
+    }
+
+    #[test]
+    fn metadata_is_a_get() {
+        let m = format!("<metadata xmlns='{NS}'/>");
+        assert_eq!(
+            request(&m, IqType::Get),
+            Ok(Request::Archive(ArchiveRequest::Metadata))
+        );
+        assert_eq!(request(&m, IqType::Set), Err(StanzaCondition::BadRequest));
+    }
+
+    #[test]
+    fn prefs_get_and_set() {
+        let get = format!("<prefs xmlns='{NS}'/>");
+        assert_eq!(request(&get, IqType::Get), Ok(Request::GetPrefs));
+        let set =
+            format!("<prefs xmlns='{NS}' default='never'><always><jid>a@h</jid></always></prefs>");
+        let expected = Prefs {
+            default: DefaultMode::Never,
+            always: vec!["a@h".into()],
+            never: Vec::new(),
+        };
+        assert_eq!(request(&set, IqType::Set), Ok(Request::SetPrefs(expected)));
+    }
+
+    #[test]
+    fn malformed_prefs_are_bad_request() {
+        for bad in [
+            format!("<prefs xmlns='{NS}'/>"),
+            format!("<prefs xmlns='{NS}' default='sometimes'/>"),
+            format!("<prefs xmlns='{NS}' default='always'><never><jid>@x</jid></never></prefs>"),
+        ] {
+            assert_eq!(
+                request(&bad, IqType::Set),
+                Err(StanzaCondition::BadRequest),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_payloads_are_not_implemented() {
+        let other = format!("<archive xmlns='{NS}'/>");
+        assert_eq!(
+            request(&other, IqType::Get),
+            Err(StanzaCondition::FeatureNotImplemented)
+        );
+        // A room's archive has no preferences.
+        let prefs = format!("<prefs xmlns='{NS}'/>");
+        assert_eq!(
+            archive_request(&prefs, IqType::Get),
+            Err(StanzaCondition::FeatureNotImplemented)
+        );
+    }
+
+    #[test]
+    fn the_form_lists_the_fields_a_query_may_use() {
+        let mut out = String::new();
+        write_form(&mut out);
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let x = stanza::child(doc.root_element(), "x", NS_DATA).expect("form");
+        assert_eq!(x.attribute("type"), Some("form"));
+        let vars: Vec<_> = x.children().filter_map(|f| f.attribute("var")).collect();
+        assert_eq!(
+            vars,
+            [
+                "FORM_TYPE",
+                "with",
+                "start",
+                "end",
+                "before-id",
+                "after-id",
+                "ids"
+            ]
+        );
+        let form_type = x.first_element_child().unwrap();
+        assert_eq!(stanza::child_text(form_type, "value", NS_DATA), Some(NS));
+    }
+
+    #[test]
+    fn a_result_forwards_the_stored_message() {
+        let mut out = String::new();
+        let stored = "<message to='a@h'><body>hi &amp; bye</body></message>";
+        write_result(&mut out, ("a@h", "a@h/r"), Some("q'1"), (0xab, 60, stored));
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let message = doc.root_element();
+        assert_eq!(
+            (message.attribute("from"), message.attribute("to")),
+            (Some("a@h"), Some("a@h/r"))
+        );
+        let result = stanza::child(message, "result", NS).expect("result");
+        assert_eq!(
+            (result.attribute("queryid"), result.attribute("id")),
+            (Some("q'1"), Some("ab"))
+        );
+        let forwarded = stanza::child(result, "forwarded", NS_FORWARD).expect("forwarded");
+        let delay = stanza::child(forwarded, "delay", NS_DELAY).expect("delay");
+        assert_eq!(delay.attribute("stamp"), Some("1970-01-01T00:01:00Z"));
+        let inner = stanza::child(forwarded, "message", "jabber:client").expect("message");
+        assert_eq!(
+            stanza::child_text(inner, "body", "jabber:client"),
+            Some("hi & bye")
+        );
+    }
+
+    #[test]
+    fn fin_carries_the_page_bounds_and_count() {
+        let page = ArchivePage {
+            items: vec![(1, 0, Vec::new()), (0x1f, 0, Vec::new())],
+            count: 7,
+            first_index: 3,
+            complete: false,
+        };
+        let mut out = String::new();
+        write_fin(&mut out, &page);
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let fin = doc.root_element();
+        assert_eq!(fin.tag_name().namespace(), Some(NS));
+        assert_eq!(fin.attribute("complete"), Some("false"));
+        let set = stanza::child(fin, "set", NS_RSM).expect("set");
+        let first = stanza::child(set, "first", NS_RSM).expect("first");
+        assert_eq!(
+            (first.attribute("index"), first.text()),
+            (Some("3"), Some("1"))
+        );
+        assert_eq!(stanza::child_text(set, "last", NS_RSM), Some("1f"));
+        assert_eq!(stanza::child_text(set, "count", NS_RSM), Some("7"));
+        let empty = ArchivePage {
+            items: Vec::new(),
+            count: 0,
+            first_index: 0,
+            complete: true,
+        };
+        let mut out = String::new();
+        write_fin(&mut out, &empty);
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let set = doc.root_element().first_element_child().unwrap();
+        let names: Vec<_> = set.children().map(|c| c.tag_name().name()).collect();
+        assert_eq!(names, ["count"]);
+    }
+
+    #[test]
+    fn metadata_names_the_first_and_last_message() {
+        let mut out = String::new();
+        write_metadata(&mut out, Some([(1, 0), (2, 60)]));
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let end = stanza::child(doc.root_element(), "end", NS).expect("end");
+        assert_eq!(
+            (end.attribute("id"), end.attribute("timestamp")),
+            (Some("2"), Some("1970-01-01T00:01:00Z"))
+        );
+        let mut out = String::new();
+        write_metadata(&mut out, None);
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        assert_eq!(doc.root_element().children().count(), 0);
+    }
+
+    #[test]
+    fn an_added_stanza_id_parses_and_is_found_again() {
+        let mut message = "<message to='b@h'><body>hi</body></message>".to_owned();
+        add_stanza_id(&mut message, "b@h", 0x2a);
+        let doc = roxmltree::Document::parse(&message).unwrap();
+        let sid = stanza::child(doc.root_element(), "stanza-id", NS_SID).expect("stanza-id");
+        assert_eq!(
+            (sid.attribute("by"), sid.attribute("id")),
+            (Some("b@h"), Some("2a"))
+        );
+        assert_eq!(stanza_id_by("b@h", &message), Some(0x2a));
+        assert_eq!(stanza_id_by("c@h", &message), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! other rooms, never touches the store directly (it hands [`Room::record`] to the caller) and
 //! never routes to anyone who is not an occupant, except invitations.
 
-use super::form::{RoomConfig, NS_DATA};
+use super::form::{ConfigForm, RoomConfig, NS_DATA};
 use super::history::{self, Past};
 use super::{Ctx, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER};
 use crate::feature::Deferred;
@@ -13,8 +13,9 @@ use crate::offline::{Pending, NS_DELAY};
 use crate::route::account_exists;
 use crate::router::{MessageTarget, Session};
 use crate::server::Server;
-use crate::stanza::{self, ErrorType, IqType, Kind, MessageType, StanzaCondition, StanzaError};
+use crate::stanza::{self, ErrorType, IqType, MessageType, StanzaCondition, StanzaError};
 use crate::time;
+use crate::xml::build::Element;
 use crate::xml::{write_element, Esc, NS_CLIENT};
 use roxmltree::Node;
 use std::collections::{HashMap, VecDeque};
@@ -96,6 +97,221 @@ impl Role {
         ]
         .into_iter()
         .find(|r| r.name() == text)
+    }
+}
+
+/// What a joining occupant's `<history/>` asks for (§7.2.14). Values that are no number
+/// or date are ignored, as if absent: the occupant still joins.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HistoryRequest {
+    max_stanzas: Option<u64>,
+    max_chars: Option<u64>,
+    seconds: Option<u64>,
+    /// Unix seconds.
+    since: Option<u64>,
+}
+
+impl HistoryRequest {
+    /// From the join presence's `<x xmlns='…muc'/>`, if it had one.
+    fn parse(muc: Option<Node>) -> HistoryRequest {
+        let Some(history) = muc.and_then(|x| stanza::child(x, "history", NS_MUC)) else {
+            return HistoryRequest::default();
+        };
+        let number = |name| history.attribute(name)?.trim().parse::<u64>().ok();
+        HistoryRequest {
+            max_stanzas: number("maxstanzas"),
+            max_chars: number("maxchars"),
+            seconds: number("seconds"),
+            since: history.attribute("since").and_then(time::parse_datetime),
+        }
+    }
+}
+
+/// A mediated invitation or its decline (§7.8.2): a message to the room with `muc#user`.
+#[derive(Debug, PartialEq, Eq)]
+enum UserMessage<'a> {
+    /// Invite the bare JID `invitee`.
+    Invite {
+        invitee: Jid,
+        reason: Option<&'a str>,
+    },
+    /// Tell `inviter` the invitation was declined.
+    Decline {
+        inviter: Jid,
+        reason: Option<&'a str>,
+    },
+}
+
+impl<'a> UserMessage<'a> {
+    /// A `<decline/>` wins over an `<invite/>`; neither is `bad-request`, a `to` that is
+    /// missing or no JID `jid-malformed`.
+    fn parse(x: Node<'a, '_>) -> Result<UserMessage<'a>, StanzaCondition> {
+        let to = |element: Node| {
+            element
+                .attribute("to")
+                .and_then(|to| Jid::parse(to).ok())
+                .ok_or(StanzaCondition::JidMalformed)
+        };
+        if let Some(decline) = stanza::child(x, "decline", NS_USER) {
+            return Ok(UserMessage::Decline {
+                inviter: to(decline)?,
+                reason: stanza::child_text(decline, "reason", NS_USER),
+            });
+        }
+        let invite = stanza::child(x, "invite", NS_USER).ok_or(StanzaCondition::BadRequest)?;
+        Ok(UserMessage::Invite {
+            invitee: to(invite)?.bare(),
+            reason: stanza::child_text(invite, "reason", NS_USER),
+        })
+    }
+}
+
+/// A `muc#owner` request (§10), tied to the iq type that may carry it.
+#[derive(Debug, PartialEq, Eq)]
+enum OwnerRequest<'a> {
+    /// `get`: the configuration form (§10.2).
+    GetConfig,
+    /// `set` with a submitted form (§10.2).
+    Configure(ConfigForm<'a>),
+    /// `set` with a cancelled form (§10.1.3).
+    Cancel,
+    /// `set` with `<destroy/>` (§10.9): the alternate venue and the reason, passed on as
+    /// given.
+    Destroy {
+        venue: Option<&'a str>,
+        reason: Option<&'a str>,
+    },
+}
+
+impl<'a> OwnerRequest<'a> {
+    /// A `set` with neither `<destroy/>` nor a form of type `submit` or `cancel` is
+    /// `bad-request`; a form that cannot be applied is `not-acceptable` (§10.2) with the
+    /// reason as text.
+    fn parse(query: Node<'a, '_>, ty: IqType) -> Result<OwnerRequest<'a>, StanzaError<'static>> {
+        if ty == IqType::Get {
+            return Ok(OwnerRequest::GetConfig);
+        }
+        if let Some(destroy) = stanza::child(query, "destroy", NS_OWNER) {
+            return Ok(OwnerRequest::Destroy {
+                venue: destroy.attribute("jid"),
+                reason: stanza::child_text(destroy, "reason", NS_OWNER),
+            });
+        }
+        let bad_request = || StanzaError::new(StanzaCondition::BadRequest);
+        let form = stanza::child(query, "x", NS_DATA).ok_or_else(bad_request)?;
+        match form.attribute("type") {
+            Some("submit") => ConfigForm::parse(form)
+                .map(OwnerRequest::Configure)
+                .map_err(|why| StanzaError::new(StanzaCondition::NotAcceptable).with_text(why)),
+            Some("cancel") => Ok(OwnerRequest::Cancel),
+            _ => Err(bad_request()),
+        }
+    }
+}
+
+/// A `muc#admin` request (§8, §9), tied to the iq type that may carry it.
+#[derive(Debug, PartialEq, Eq)]
+enum AdminRequest<'a> {
+    /// `get`: who holds an affiliation or a role (§8.5, §9.2, §9.5, §9.8, §10.5, §10.8).
+    List(Listed),
+    /// `set`: role and affiliation changes, applied in order.
+    Change(Vec<AdminChange<'a>>),
+}
+
+/// What a list request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listed {
+    Affiliation(Affiliation),
+    Role(Role),
+}
+
+/// One `<item/>` of an admin `set`: an item with a `role` changes the role, otherwise its
+/// `affiliation` changes the affiliation.
+#[derive(Debug, PartialEq, Eq)]
+enum AdminChange<'a> {
+    Role(RoleChange<'a>),
+    Affiliation(AffiliationChange<'a>),
+}
+
+/// Kick, voice or moderator by nick (§8.2–§8.5, §9.6–§9.7).
+#[derive(Debug, PartialEq, Eq)]
+struct RoleChange<'a> {
+    nick: &'a str,
+    role: Role,
+    reason: Option<&'a str>,
+}
+
+/// Membership, ban, admin or owner by bare JID or by an occupant's nick (§9.1–§9.5).
+#[derive(Debug, PartialEq, Eq)]
+struct AffiliationChange<'a> {
+    target: Target<'a>,
+    affiliation: Affiliation,
+    reason: Option<&'a str>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    /// A bare JID (a full one names its bare JID).
+    Jid(Jid),
+    Nick(&'a str),
+}
+
+impl<'a> AdminRequest<'a> {
+    /// A request without an `<item/>` is `bad-request`, as is a list request naming no
+    /// known affiliation or role and any change item that is malformed ([`AdminChange::parse`]).
+    fn parse(query: Node<'a, '_>, ty: IqType) -> Result<AdminRequest<'a>, StanzaCondition> {
+        let mut items = query
+            .children()
+            .filter(|c| c.has_tag_name((NS_ADMIN, "item")))
+            .peekable();
+        let first = *items.peek().ok_or(StanzaCondition::BadRequest)?;
+        if ty == IqType::Get {
+            let affiliation = first.attribute("affiliation").and_then(Affiliation::parse);
+            let role = first.attribute("role").and_then(Role::parse);
+            return match (affiliation, role) {
+                (Some(affiliation), _) => Ok(AdminRequest::List(Listed::Affiliation(affiliation))),
+                (None, Some(role)) => Ok(AdminRequest::List(Listed::Role(role))),
+                (None, None) => Err(StanzaCondition::BadRequest),
+            };
+        }
+        items
+            .map(AdminChange::parse)
+            .collect::<Result<_, _>>()
+            .map(AdminRequest::Change)
+    }
+}
+
+impl<'a> AdminChange<'a> {
+    /// An unknown role or affiliation, or no `nick` (role) or neither `jid` nor `nick`
+    /// (affiliation) is `bad-request`; a `jid` that is no JID is `jid-malformed`.
+    fn parse(item: Node<'a, '_>) -> Result<AdminChange<'a>, StanzaCondition> {
+        let reason = stanza::child_text(item, "reason", NS_ADMIN);
+        let nick = item.attribute("nick");
+        if let Some(role) = item.attribute("role") {
+            return Ok(AdminChange::Role(RoleChange {
+                role: Role::parse(role).ok_or(StanzaCondition::BadRequest)?,
+                nick: nick.ok_or(StanzaCondition::BadRequest)?,
+                reason,
+            }));
+        }
+        let affiliation = item
+            .attribute("affiliation")
+            .ok_or(StanzaCondition::BadRequest)?;
+        let affiliation = Affiliation::parse(affiliation).ok_or(StanzaCondition::BadRequest)?;
+        let target = match (item.attribute("jid"), nick) {
+            (Some(jid), _) => Target::Jid(
+                Jid::parse(jid)
+                    .map_err(|_| StanzaCondition::JidMalformed)?
+                    .bare(),
+            ),
+            (None, Some(nick)) => Target::Nick(nick),
+            (None, None) => return Err(StanzaCondition::BadRequest),
+        };
+        Ok(AdminChange::Affiliation(AffiliationChange {
+            target,
+            affiliation,
+            reason,
+        }))
     }
 }
 
@@ -398,21 +614,15 @@ impl Room {
 
     /// §7.2.14: what `<history/>` asks for, oldest first, each with a delay from the room.
     fn send_history(&self, server: &Server, session: &Session, muc: Option<Node>) {
-        let history = muc.and_then(|x| stanza::child(x, "history", NS_MUC));
-        let number = |name| history.and_then(|h| h.attribute(name)?.trim().parse::<u64>().ok());
-        let max_stanzas = number("maxstanzas").unwrap_or(u64::MAX);
-        let mut max_chars = number("maxchars").unwrap_or(u64::MAX);
+        let wanted = HistoryRequest::parse(muc);
+        let max_stanzas = wanted.max_stanzas.unwrap_or(u64::MAX);
+        let mut max_chars = wanted.max_chars.unwrap_or(u64::MAX);
         let now = time::unix_now();
-        let not_before = [
-            number("seconds").map(|s| now.saturating_sub(s)),
-            history
-                .and_then(|h| h.attribute("since"))
-                .and_then(time::parse_datetime),
-        ]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(0);
+        let not_before = [wanted.seconds.map(|s| now.saturating_sub(s)), wanted.since]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0);
         let mut picked: Vec<String> = Vec::new();
         for past in self.history.iter().rev() {
             if picked.len() as u64 >= max_stanzas || past.at < not_before {
@@ -438,21 +648,20 @@ impl Room {
 
     /// §7.2.15: the subject always follows the history, empty when there is none.
     fn send_subject(&self, server: &Server, session: &Session) {
-        let to = session.jid.as_str();
-        let xml = match &self.subject {
-            Some((nick, text)) => format!(
-                "<message type='groupchat' from='{}/{}' to='{}'><subject>{}</subject></message>",
-                Esc(self.jid.as_str()),
-                Esc(nick),
-                Esc(to),
-                Esc(text)
-            ),
-            None => format!(
-                "<message type='groupchat' from='{}' to='{}'><subject/></message>",
-                Esc(self.jid.as_str()),
-                Esc(to)
-            ),
+        // §7.2.15: from the occupant who set it, or the room when none did.
+        let from = match &self.subject {
+            Some((nick, _)) => format!("{}/{nick}", self.jid),
+            None => self.jid.as_str().to_owned(),
         };
+        let mut xml = String::new();
+        Element::new("message")
+            .attr("type", "groupchat")
+            .attr("from", &from)
+            .attr("to", session.jid.as_str())
+            .children(&mut xml, |out| match &self.subject {
+                Some((_, text)) => Element::new("subject").text(out, text),
+                None => Element::new("subject").empty(out),
+            });
         server.deliver(session, xml.into(), false);
     }
 
@@ -559,17 +768,7 @@ impl Room {
         session: &Session,
         status: &Status,
     ) -> String {
-        let mut xml = String::with_capacity(256);
-        let _ = write!(
-            xml,
-            "<presence from='{}/{}' to='{}'",
-            Esc(self.jid.as_str()),
-            Esc(&subject.nick),
-            Esc(session.jid.as_str())
-        );
-        if status.unavailable {
-            xml.push_str(" type='unavailable'");
-        }
+        let from = format!("{}/{}", self.jid, subject.nick);
         let role = if status.unavailable && status.new_nick.is_none() {
             Role::None
         } else {
@@ -580,35 +779,43 @@ impl Room {
         } else {
             Affiliation::None
         };
-        let _ = write!(
-            xml,
-            ">{}<x xmlns='{NS_USER}'><item affiliation='{}' role='{}'",
-            subject.presence,
-            affiliation.name(),
-            role.name()
-        );
         let sees_jid = self.config.whois_anyone
             || viewer.role == Role::Moderator
             || std::ptr::eq(subject, viewer);
-        if sees_jid {
-            if let Some(first) = subject.sessions.first() {
-                let _ = write!(xml, " jid='{}'", Esc(first.jid.as_str()));
-            }
-        }
-        if let Some(nick) = status.new_nick {
-            let _ = write!(xml, " nick='{}'", Esc(nick));
-        }
-        match status.reason {
-            Some(reason) => {
-                let _ = write!(xml, "><reason>{}</reason></item>", Esc(reason));
-            }
-            None => xml.push_str("/>"),
-        }
-        for code in status.codes {
-            let _ = write!(xml, "<status code='{code}'/>");
-        }
-        xml.push_str(status.extra);
-        xml.push_str("</x></presence>");
+        let jid = subject
+            .sessions
+            .first()
+            .filter(|_| sees_jid)
+            .map(|first| first.jid.as_str());
+        let mut xml = String::with_capacity(256);
+        Element::new("presence")
+            .attr("from", &from)
+            .attr("to", session.jid.as_str())
+            .attr_opt("type", status.unavailable.then_some("unavailable"))
+            .children(&mut xml, |out| {
+                // The occupant's own presence children, as stored.
+                out.push_str(&subject.presence);
+                Element::new("x").ns(NS_USER).children(out, |out| {
+                    let item = Element::new("item")
+                        .attr("affiliation", affiliation.name())
+                        .attr("role", role.name())
+                        .attr_opt("jid", jid)
+                        .attr_opt("nick", status.new_nick);
+                    match status.reason {
+                        Some(reason) => item.children(out, |out| {
+                            Element::new("reason").text(out, reason);
+                        }),
+                        None => item.empty(out),
+                    }
+                    for code in status.codes {
+                        Element::new("status")
+                            .attr("code", &code.to_string())
+                            .empty(out);
+                    }
+                    // Written by this module with Element (`<destroy/>`).
+                    out.push_str(status.extra);
+                });
+            });
         xml
     }
 
@@ -622,28 +829,25 @@ impl Room {
         inner: &str,
         delayed: Option<u64>,
     ) -> String {
+        let from = format!("{}/{nick}", self.jid);
+        let stamp = delayed.map(time::format_datetime);
         let mut xml = String::with_capacity(inner.len() + 200);
-        let _ = write!(
-            xml,
-            "<message type='groupchat' from='{}/{}' to='{}'",
-            Esc(self.jid.as_str()),
-            Esc(nick),
-            Esc(to)
-        );
-        if let Some(id) = id {
-            let _ = write!(xml, " id='{}'", Esc(id));
-        }
-        xml.push('>');
-        xml.push_str(inner);
-        if let Some(at) = delayed {
-            let _ = write!(
-                xml,
-                "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/>",
-                Esc(self.jid.as_str()),
-                time::format_datetime(at)
-            );
-        }
-        xml.push_str("</message>");
+        Element::new("message")
+            .attr("type", "groupchat")
+            .attr("from", &from)
+            .attr("to", to)
+            .attr_opt("id", id)
+            .children(&mut xml, |out| {
+                // The message's children, already re-serialised by `on_groupchat`.
+                out.push_str(inner);
+                if let Some(stamp) = &stamp {
+                    Element::new("delay")
+                        .ns(NS_DELAY)
+                        .attr("from", self.jid.as_str())
+                        .attr("stamp", stamp)
+                        .empty(out);
+                }
+            });
         xml
     }
 
@@ -694,11 +898,11 @@ impl Room {
         } else {
             ctx.server.random_id()
         };
-        let _ = write!(
-            inner,
-            "<stanza-id xmlns='{NS_SID}' id='{sid}' by='{}'/>",
-            Esc(by)
-        );
+        Element::new("stanza-id")
+            .ns(NS_SID)
+            .attr("id", &sid)
+            .attr("by", by)
+            .empty(&mut inner);
         for viewer in &self.occupants {
             for session in &viewer.sessions {
                 let xml = self.message_xml(&nick, session.jid.as_str(), stanza.id, &inner, None);
@@ -758,24 +962,19 @@ impl Room {
 
     /// §7.8.2 mediated invitations and their declines (a normal message with `muc#user`).
     pub fn on_user_message(&mut self, ctx: &mut Ctx, x: Node) -> (Deferred, Option<Persist>) {
-        if let Some(decline) = stanza::child(x, "decline", NS_USER) {
-            self.forward_decline(ctx, decline);
-            return (Deferred::None, None);
-        }
-        let Some(invite) = stanza::child(x, "invite", NS_USER) else {
-            ctx.error(StanzaCondition::BadRequest);
-            return (Deferred::None, None);
+        let (invitee, reason) = match UserMessage::parse(x) {
+            Ok(UserMessage::Decline { inviter, reason }) => {
+                self.forward_decline(ctx, &inviter, reason);
+                return (Deferred::None, None);
+            }
+            Ok(UserMessage::Invite { invitee, reason }) => (invitee, reason),
+            Err(condition) => {
+                ctx.error(condition);
+                return (Deferred::None, None);
+            }
         };
         let Some(inviter) = self.by_session(ctx.session.id) else {
             ctx.error(StanzaCondition::NotAcceptable);
-            return (Deferred::None, None);
-        };
-        let Some(invitee) = invite
-            .attribute("to")
-            .and_then(|to| Jid::parse(to).ok())
-            .map(|jid| jid.bare())
-        else {
-            ctx.error(StanzaCondition::JidMalformed);
             return (Deferred::None, None);
         };
         if local_user(ctx.server, &invitee).is_none() {
@@ -801,40 +1000,39 @@ impl Room {
                 record = self.saved();
             }
         }
-        let mut xml = format!(
-            "<message from='{}' to='{}'><x xmlns='{NS_USER}'><invite from='{}'>",
-            Esc(self.jid.as_str()),
-            Esc(invitee.as_str()),
-            Esc(ctx.session.jid.as_str())
-        );
-        if let Some(reason) = stanza::child_text(invite, "reason", NS_USER) {
-            let _ = write!(xml, "<reason>{}</reason>", Esc(reason));
-        }
-        xml.push_str("</invite>");
-        if let Some(password) = &self.config.password {
-            let _ = write!(xml, "<password>{}</password>", Esc(password));
-        }
-        xml.push_str("</x><body>You are invited to a chat room.</body></message>");
+        let mut xml = String::new();
+        Element::new("message")
+            .attr("from", self.jid.as_str())
+            .attr("to", invitee.as_str())
+            .children(&mut xml, |out| {
+                Element::new("x").ns(NS_USER).children(out, |out| {
+                    Element::new("invite")
+                        .attr("from", ctx.session.jid.as_str())
+                        .children(out, |out| write_reason(out, reason));
+                    if let Some(password) = &self.config.password {
+                        Element::new("password").text(out, password);
+                    }
+                });
+                Element::new("body").text(out, "You are invited to a chat room.");
+            });
         (deliver_to_user(ctx, &invitee, xml), record)
     }
 
     /// A decline goes back to the inviter with the decliner's bare JID (§7.8.2).
-    fn forward_decline(&self, ctx: &mut Ctx, decline: Node) {
-        let Some(inviter) = decline.attribute("to").and_then(|to| Jid::parse(to).ok()) else {
-            ctx.error(StanzaCondition::JidMalformed);
-            return;
-        };
-        let mut xml = format!(
-            "<message from='{}' to='{}'><x xmlns='{NS_USER}'><decline from='{}'>",
-            Esc(self.jid.as_str()),
-            Esc(inviter.as_str()),
-            Esc(ctx.session.jid.bare().as_str())
-        );
-        if let Some(reason) = stanza::child_text(decline, "reason", NS_USER) {
-            let _ = write!(xml, "<reason>{}</reason>", Esc(reason));
-        }
-        xml.push_str("</decline></x></message>");
-        deliver_to_user(ctx, &inviter, xml);
+    fn forward_decline(&self, ctx: &mut Ctx, inviter: &Jid, reason: Option<&str>) {
+        let decliner = ctx.session.jid.bare();
+        let mut xml = String::new();
+        Element::new("message")
+            .attr("from", self.jid.as_str())
+            .attr("to", inviter.as_str())
+            .children(&mut xml, |out| {
+                Element::new("x").ns(NS_USER).children(out, |out| {
+                    Element::new("decline")
+                        .attr("from", decliner.as_str())
+                        .children(out, |out| write_reason(out, reason));
+                });
+            });
+        deliver_to_user(ctx, inviter, xml);
     }
 
     // ----- iq -------------------------------------------------------------------------------
@@ -879,11 +1077,11 @@ impl Room {
 
     /// disco#info of the room (§6.4) with the `muc#roominfo` form.
     pub fn write_info(&self, out: &mut String) {
-        let _ = write!(
-            out,
-            "<identity category='conference' type='text' name='{}'/>",
-            Esc(self.display_name())
-        );
+        Element::new("identity")
+            .attr("category", "conference")
+            .attr("type", "text")
+            .attr("name", self.display_name())
+            .empty(out);
         let config = &self.config;
         let features = [
             super::NS_MUC,
@@ -926,29 +1124,38 @@ impl Room {
             .into_iter()
             .filter(|_| config.archive);
         for feature in features.into_iter().chain(archive) {
-            let _ = write!(out, "<feature var='{feature}'/>");
+            Element::new("feature").attr("var", feature).empty(out);
         }
-        let _ = write!(
-            out,
-            "<x xmlns='{NS_DATA}' type='result'>\
-             <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field>\
-             <field var='muc#roominfo_description'><value>{}</value></field>\
-             <field var='muc#roominfo_occupants'><value>{}</value></field>\
-             <field var='muc#roominfo_subject'><value>{}</value></field>\
-             <field var='muc#roomconfig_roomname'><value>{}</value></field>",
-            Esc(&config.description),
-            self.occupant_count(),
-            Esc(self.subject.as_ref().map_or("", |(_, text)| text)),
-            Esc(self.display_name()),
-        );
-        // XEP-0486 §2: the avatar's hash, so clients fetch the vCard only when it changed.
-        if let Some(photo) = self.vcard.as_ref().and_then(|v| v.photo.as_deref()) {
-            let _ = write!(
-                out,
-                "<field var='muc#roominfo_avatarhash' type='text-multi'><value>{photo}</value></field>"
-            );
-        }
-        out.push_str("</x>");
+        let occupants = self.occupant_count().to_string();
+        let subject = self.subject.as_ref().map_or("", |(_, text)| text);
+        let field = |out: &mut String, var, value| {
+            Element::new("field")
+                .attr("var", var)
+                .children(out, |out| Element::new("value").text(out, value));
+        };
+        Element::new("x")
+            .ns(NS_DATA)
+            .attr("type", "result")
+            .children(out, |out| {
+                Element::new("field")
+                    .attr("var", "FORM_TYPE")
+                    .attr("type", "hidden")
+                    .children(out, |out| {
+                        Element::new("value").text(out, "http://jabber.org/protocol/muc#roominfo");
+                    });
+                field(out, "muc#roominfo_description", &config.description);
+                field(out, "muc#roominfo_occupants", &occupants);
+                field(out, "muc#roominfo_subject", subject);
+                field(out, "muc#roomconfig_roomname", self.display_name());
+                // XEP-0486 §2: the avatar's hash, so clients fetch the vCard only when it
+                // changed.
+                if let Some(photo) = self.vcard.as_ref().and_then(|v| v.photo.as_deref()) {
+                    Element::new("field")
+                        .attr("var", "muc#roominfo_avatarhash")
+                        .attr("type", "text-multi")
+                        .children(out, |out| Element::new("value").text(out, photo));
+                }
+            });
     }
 
     /// A XEP-0313 query of the room's archive (§3.3.2): for occupants, and for members of a
@@ -976,39 +1183,43 @@ impl Room {
             ctx.error(StanzaCondition::Forbidden);
             return None;
         }
+        let request = match OwnerRequest::parse(query, ty) {
+            Ok(request) => request,
+            Err(error) => {
+                ctx.fail(&error);
+                return None;
+            }
+        };
         let to = ctx.session.jid.as_str();
         let from = &*self.jid.as_str().to_owned();
-        if ty == IqType::Get {
-            stanza::open_reply(ctx.out, Kind::Iq, "result", ctx.stanza.id, from, to);
-            let _ = write!(ctx.out, "><query xmlns='{NS_OWNER}'>");
-            self.config.write_form(ctx.out);
-            ctx.out.push_str("</query></iq>");
-            return None;
-        }
-        if let Some(destroy) = stanza::child(query, "destroy", NS_OWNER) {
-            self.destroy(ctx.server, destroy);
-            stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
-            return Some(Persist::Delete);
-        }
-        let Some(form) = stanza::child(query, "x", NS_DATA) else {
-            ctx.error(StanzaCondition::BadRequest);
-            return None;
-        };
-        match form.attribute("type") {
-            Some("submit") => {}
-            Some("cancel") => {
+        match request {
+            OwnerRequest::GetConfig => {
+                stanza::write_iq_result_with(ctx.out, ctx.stanza.id, from, to, |out| {
+                    Element::new("query")
+                        .ns(NS_OWNER)
+                        .children(out, |out| self.config.write_form(out));
+                });
+                None
+            }
+            OwnerRequest::Destroy { venue, reason } => {
+                self.destroy(ctx.server, venue, reason);
+                stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
+                Some(Persist::Delete)
+            }
+            OwnerRequest::Cancel => {
                 // §10.1.3: cancelling the first configuration destroys the new room.
                 if self.locked {
                     self.destroyed = true;
                 }
                 stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
-                return None;
+                None
             }
-            _ => {
-                ctx.error(StanzaCondition::BadRequest);
-                return None;
-            }
+            OwnerRequest::Configure(form) => self.configure(ctx, &form),
         }
+    }
+
+    /// A submitted configuration (§10.2): applied whole or not at all.
+    fn configure(&mut self, ctx: &mut Ctx, form: &ConfigForm) -> Option<Persist> {
         let config = match self.config.apply(form, ctx.max_occupants) {
             Ok(config) => config,
             Err(why) => {
@@ -1016,11 +1227,12 @@ impl Room {
                 return None;
             }
         };
+        let from = &*self.jid.as_str().to_owned();
         let was_persistent = self.config.persistent;
         let was_locked = std::mem::replace(&mut self.locked, false);
         self.config = config;
         self.trim_history();
-        stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
+        stanza::write_iq_result(ctx.out, ctx.stanza.id, from, ctx.session.jid.as_str());
         if self.config.members_only {
             self.remove_where(ctx.server, &[322], |room, o| {
                 room.affiliation(&o.jid) < Affiliation::Member
@@ -1030,11 +1242,16 @@ impl Room {
             // §10.2.1: occupants learn that the configuration changed.
             for viewer in &self.occupants {
                 for session in &viewer.sessions {
-                    let xml = format!(
-                        "<message type='groupchat' from='{}' to='{}'><x xmlns='{NS_USER}'><status code='104'/></x></message>",
-                        Esc(from),
-                        Esc(session.jid.as_str())
-                    );
+                    let mut xml = String::new();
+                    Element::new("message")
+                        .attr("type", "groupchat")
+                        .attr("from", from)
+                        .attr("to", session.jid.as_str())
+                        .children(&mut xml, |out| {
+                            Element::new("x").ns(NS_USER).children(out, |out| {
+                                Element::new("status").attr("code", "104").empty(out);
+                            });
+                        });
                     ctx.server.deliver(session, xml.into(), false);
                 }
             }
@@ -1047,16 +1264,15 @@ impl Room {
     }
 
     /// §10.9: every occupant is told, with the alternate venue if there is one.
-    fn destroy(&mut self, server: &Server, destroy: Node) {
-        let mut extra = String::from("<destroy");
-        if let Some(jid) = destroy.attribute("jid") {
-            let _ = write!(extra, " jid='{}'", Esc(jid));
-        }
-        extra.push('>');
-        if let Some(reason) = stanza::child_text(destroy, "reason", NS_OWNER) {
-            let _ = write!(extra, "<reason>{}</reason>", Esc(reason));
-        }
-        extra.push_str("</destroy>");
+    fn destroy(&mut self, server: &Server, venue: Option<&str>, reason: Option<&str>) {
+        let mut extra = String::new();
+        Element::new("destroy")
+            .attr_opt("jid", venue)
+            .children(&mut extra, |out| {
+                if let Some(reason) = reason {
+                    Element::new("reason").text(out, reason);
+                }
+            });
         let status = Status {
             unavailable: true,
             extra: &extra,
@@ -1101,40 +1317,30 @@ impl Room {
     /// `muc#admin` (§8, §9): list retrieval, role and affiliation changes.
     /// Saves the record when affiliations changed in a persistent room.
     pub fn on_admin(&mut self, ctx: &mut Ctx, ty: IqType, query: Node) -> Option<Persist> {
+        let changes = match AdminRequest::parse(query, ty) {
+            Ok(AdminRequest::List(listed)) => {
+                self.write_list(ctx, listed);
+                return None;
+            }
+            Ok(AdminRequest::Change(changes)) => changes,
+            Err(condition) => {
+                ctx.error(condition);
+                return None;
+            }
+        };
         let actor_jid = ctx.session.jid.bare();
         let actor_affiliation = self.affiliation(&actor_jid);
-        let actor_role = self
-            .by_session(ctx.session.id)
-            .map_or(Role::None, |i| self.occupants[i].role);
-        let items: Vec<Node> = query
-            .children()
-            .filter(|c| c.has_tag_name((NS_ADMIN, "item")))
-            .collect();
-        let Some(first) = items.first() else {
-            ctx.error(StanzaCondition::BadRequest);
-            return None;
-        };
-        if ty == IqType::Get {
-            self.write_list(ctx, *first, actor_affiliation, actor_role);
-            return None;
-        }
+        let actor_role = self.role_of(ctx.session);
         let mut changed = false;
-        for item in items {
-            let result = match (item.attribute("role"), item.attribute("affiliation")) {
-                (Some(role), _) => {
-                    self.set_role(ctx.server, item, role, actor_affiliation, actor_role)
+        for change in changes {
+            let result = match change {
+                AdminChange::Role(change) => {
+                    self.set_role(ctx.server, change, actor_affiliation, actor_role)
                 }
-                (None, Some(affiliation)) => {
+                AdminChange::Affiliation(change) => {
                     changed = true;
-                    self.change_affiliation(
-                        ctx.server,
-                        item,
-                        affiliation,
-                        &actor_jid,
-                        actor_affiliation,
-                    )
+                    self.change_affiliation(ctx.server, change, &actor_jid, actor_affiliation)
                 }
-                (None, None) => Err(StanzaCondition::BadRequest),
             };
             if let Err(condition) = result {
                 ctx.error(condition);
@@ -1150,71 +1356,69 @@ impl Room {
         changed.then(|| self.saved()).flatten()
     }
 
-    fn write_list(
-        &self,
-        ctx: &mut Ctx,
-        item: Node,
-        actor_affiliation: Affiliation,
-        actor_role: Role,
-    ) {
-        let mut items = String::new();
-        if let Some(affiliation) = item.attribute("affiliation").and_then(Affiliation::parse) {
-            if actor_affiliation < Affiliation::Admin || affiliation == Affiliation::None {
-                ctx.error(StanzaCondition::Forbidden);
-                return;
+    /// The role of `session`'s occupant; `none` when it is not in the room.
+    fn role_of(&self, session: &Session) -> Role {
+        self.by_session(session.id)
+            .map_or(Role::None, |i| self.occupants[i].role)
+    }
+
+    /// Answers a list request (§8.5, §9.2, §9.5, §9.8, §10.5, §10.8): admins and owners see
+    /// affiliations (`none` is everyone else, so no list), moderators see roles.
+    fn write_list(&self, ctx: &mut Ctx, listed: Listed) {
+        let allowed = match listed {
+            Listed::Affiliation(affiliation) => {
+                affiliation != Affiliation::None
+                    && self.affiliation(&ctx.session.jid.bare()) >= Affiliation::Admin
             }
-            for (jid, _) in self.affiliations.iter().filter(|(_, a)| **a == affiliation) {
-                let _ = write!(
-                    items,
-                    "<item affiliation='{}' jid='{}'/>",
-                    affiliation.name(),
-                    Esc(jid.as_str())
-                );
-            }
-        } else if let Some(role) = item.attribute("role").and_then(Role::parse) {
-            if actor_role != Role::Moderator {
-                ctx.error(StanzaCondition::Forbidden);
-                return;
-            }
-            for occupant in self.occupants.iter().filter(|o| o.role == role) {
-                let _ = write!(
-                    items,
-                    "<item role='{}' nick='{}' affiliation='{}' jid='{}'/>",
-                    role.name(),
-                    Esc(&occupant.nick),
-                    self.affiliation(&occupant.jid).name(),
-                    Esc(occupant.jid.as_str())
-                );
-            }
-        } else {
-            ctx.error(StanzaCondition::BadRequest);
+            Listed::Role(_) => self.role_of(ctx.session) == Role::Moderator,
+        };
+        if !allowed {
+            ctx.error(StanzaCondition::Forbidden);
             return;
         }
-        stanza::open_reply(
-            ctx.out,
-            Kind::Iq,
-            "result",
-            ctx.stanza.id,
-            self.jid.as_str(),
-            ctx.session.jid.as_str(),
-        );
-        let _ = write!(ctx.out, "><query xmlns='{NS_ADMIN}'>{items}</query></iq>");
+        let to = ctx.session.jid.as_str();
+        stanza::write_iq_result_with(ctx.out, ctx.stanza.id, self.jid.as_str(), to, |out| {
+            Element::new("query")
+                .ns(NS_ADMIN)
+                .children(out, |out| self.write_items(out, listed));
+        });
+    }
+
+    /// The `<item/>`s of everyone holding the affiliation or role `listed`.
+    fn write_items(&self, out: &mut String, listed: Listed) {
+        match listed {
+            Listed::Affiliation(affiliation) => {
+                for (jid, _) in self.affiliations.iter().filter(|(_, a)| **a == affiliation) {
+                    Element::new("item")
+                        .attr("affiliation", affiliation.name())
+                        .attr("jid", jid.as_str())
+                        .empty(out);
+                }
+            }
+            Listed::Role(role) => {
+                for occupant in self.occupants.iter().filter(|o| o.role == role) {
+                    Element::new("item")
+                        .attr("role", role.name())
+                        .attr("nick", &occupant.nick)
+                        .attr("affiliation", self.affiliation(&occupant.jid).name())
+                        .attr("jid", occupant.jid.as_str())
+                        .empty(out);
+                }
+            }
+        }
     }
 
     /// Kick, voice and moderator changes by nick (§8.2–§8.5, §9.6–§9.7).
     fn set_role(
         &mut self,
         server: &Server,
-        item: Node,
-        role: &str,
+        RoleChange { nick, role, reason }: RoleChange,
         actor_affiliation: Affiliation,
         actor_role: Role,
     ) -> Result<(), StanzaCondition> {
-        let role = Role::parse(role).ok_or(StanzaCondition::BadRequest)?;
         if actor_role != Role::Moderator {
             return Err(StanzaCondition::Forbidden);
         }
-        let nick = item.attribute("nick").ok_or(StanzaCondition::BadRequest)?;
         let index = self.by_nick(nick).ok_or(StanzaCondition::ItemNotFound)?;
         let target = &self.occupants[index];
         let target_affiliation = self.affiliation(&target.jid);
@@ -1228,7 +1432,6 @@ impl Room {
         {
             return Err(StanzaCondition::NotAllowed);
         }
-        let reason = stanza::child_text(item, "reason", NS_ADMIN);
         if role == Role::None {
             let gone = self.occupants.remove(index);
             self.announce_removal(
@@ -1259,24 +1462,24 @@ impl Room {
     fn change_affiliation(
         &mut self,
         server: &Server,
-        item: Node,
-        affiliation: &str,
+        change: AffiliationChange,
         actor: &Jid,
         actor_affiliation: Affiliation,
     ) -> Result<(), StanzaCondition> {
-        let affiliation = Affiliation::parse(affiliation).ok_or(StanzaCondition::BadRequest)?;
+        let AffiliationChange {
+            target,
+            affiliation,
+            reason,
+        } = change;
         if actor_affiliation < Affiliation::Admin {
             return Err(StanzaCondition::Forbidden);
         }
-        let target = match (item.attribute("jid"), item.attribute("nick")) {
-            (Some(jid), _) => Jid::parse(jid)
-                .map_err(|_| StanzaCondition::JidMalformed)?
-                .bare(),
-            (None, Some(nick)) => {
+        let target = match target {
+            Target::Jid(jid) => jid,
+            Target::Nick(nick) => {
                 let index = self.by_nick(nick).ok_or(StanzaCondition::ItemNotFound)?;
                 self.occupants[index].jid.clone()
             }
-            (None, None) => return Err(StanzaCondition::BadRequest),
         };
         let current = self.affiliation(&target);
         if actor_affiliation < Affiliation::Owner
@@ -1305,7 +1508,6 @@ impl Room {
             return Err(StanzaCondition::Conflict);
         }
         self.set_affiliation(target.clone(), affiliation);
-        let reason = stanza::child_text(item, "reason", NS_ADMIN);
         let code = if affiliation == Affiliation::Outcast {
             Some(301)
         } else if self.config.members_only && affiliation < Affiliation::Member {
@@ -1479,6 +1681,13 @@ impl Room {
     }
 }
 
+/// A `<reason/>` passed on from an invitation or decline, when it had one.
+fn write_reason(out: &mut String, reason: Option<&str>) {
+    if let Some(reason) = reason {
+        Element::new("reason").text(out, reason);
+    }
+}
+
 /// A presence's children as the room passes them on: the join element (which may hold the
 /// room password) stays behind.
 fn presence_children(presence: Node) -> String {
@@ -1530,6 +1739,248 @@ fn deliver_to_user(ctx: &mut Ctx, to: &Jid, xml: String) -> Deferred {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn admin(items: &str, ty: IqType) -> Result<AdminRequest<'static>, StanzaCondition> {
+        // Leaked so the parsed request may borrow it: a test's few bytes.
+        let xml = format!("<query xmlns='{NS_ADMIN}'>{items}</query>").leak();
+        let doc = Box::leak(Box::new(roxmltree::Document::parse(xml).unwrap()));
+        AdminRequest::parse(doc.root_element(), ty)
+    }
+
+    fn owner(payload: &str, ty: IqType) -> Result<OwnerRequest<'static>, StanzaError<'static>> {
+        // Leaked so the parsed request may borrow it: a test's few bytes.
+        let xml = format!("<query xmlns='{NS_OWNER}'>{payload}</query>").leak();
+        let doc = Box::leak(Box::new(roxmltree::Document::parse(xml).unwrap()));
+        OwnerRequest::parse(doc.root_element(), ty)
+    }
+
+    #[test]
+    fn owner_get_asks_for_the_form() {
+        assert_eq!(owner("", IqType::Get), Ok(OwnerRequest::GetConfig));
+    }
+
+    #[test]
+    fn owner_destroy_carries_venue_and_reason() {
+        let destroy = "<destroy jid='new@rooms'><reason>moved</reason></destroy>";
+        assert_eq!(
+            owner(destroy, IqType::Set),
+            Ok(OwnerRequest::Destroy {
+                venue: Some("new@rooms"),
+                reason: Some("moved"),
+            })
+        );
+        assert_eq!(
+            owner("<destroy/>", IqType::Set),
+            Ok(OwnerRequest::Destroy {
+                venue: None,
+                reason: None
+            })
+        );
+    }
+
+    #[test]
+    fn owner_submit_and_cancel() {
+        let submit = format!(
+            "<x xmlns='{NS_DATA}' type='submit'><field var='muc#roomconfig_roomname'><value>n</value></field></x>"
+        );
+        let Ok(OwnerRequest::Configure(form)) = owner(&submit, IqType::Set) else {
+            panic!("a submitted form configures");
+        };
+        let config = RoomConfig::new(10, 5);
+        assert_eq!(config.apply(&form, 10).unwrap().name.as_ref(), "n");
+        let cancel = format!("<x xmlns='{NS_DATA}' type='cancel'/>");
+        assert_eq!(owner(&cancel, IqType::Set), Ok(OwnerRequest::Cancel));
+    }
+
+    #[test]
+    fn owner_set_without_destroy_or_form_is_bad_request() {
+        for payload in [
+            String::new(),
+            format!("<x xmlns='{NS_DATA}' type='form'/>"),
+            format!("<x xmlns='{NS_DATA}'/>"),
+            "<x xmlns='jabber:x:oob' type='submit'/>".to_owned(),
+        ] {
+            assert_eq!(
+                owner(&payload, IqType::Set),
+                Err(StanzaError::new(StanzaCondition::BadRequest)),
+                "{payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unacceptable_form_is_not_acceptable_with_the_reason() {
+        let submit = format!(
+            "<x xmlns='{NS_DATA}' type='submit'><field var='muc#roomconfig_nosuch'><value>1</value></field></x>"
+        );
+        assert_eq!(
+            owner(&submit, IqType::Set),
+            Err(StanzaError::new(StanzaCondition::NotAcceptable).with_text("unknown field"))
+        );
+    }
+
+    #[test]
+    fn admin_get_lists_an_affiliation_or_a_role() {
+        assert_eq!(
+            admin("<item affiliation='outcast'/>", IqType::Get),
+            Ok(AdminRequest::List(Listed::Affiliation(
+                Affiliation::Outcast
+            )))
+        );
+        assert_eq!(
+            admin("<item role='moderator'/>", IqType::Get),
+            Ok(AdminRequest::List(Listed::Role(Role::Moderator)))
+        );
+        // An unknown affiliation falls back to the role beside it.
+        assert_eq!(
+            admin("<item affiliation='king' role='visitor'/>", IqType::Get),
+            Ok(AdminRequest::List(Listed::Role(Role::Visitor)))
+        );
+    }
+
+    #[test]
+    fn admin_get_without_a_known_list_is_bad_request() {
+        for items in [
+            "",
+            "<item/>",
+            "<item role='king'/>",
+            "<other affiliation='member'/>",
+        ] {
+            assert_eq!(
+                admin(items, IqType::Get),
+                Err(StanzaCondition::BadRequest),
+                "{items}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_set_changes_roles_by_nick() {
+        assert_eq!(
+            admin(
+                "<item nick='ca' role='none'><reason>calm down</reason></item>",
+                IqType::Set
+            ),
+            Ok(AdminRequest::Change(vec![AdminChange::Role(RoleChange {
+                nick: "ca",
+                role: Role::None,
+                reason: Some("calm down"),
+            })]))
+        );
+    }
+
+    #[test]
+    fn admin_set_changes_affiliations_by_jid_or_nick() {
+        let bob = Jid::parse("bob@localhost").unwrap();
+        assert_eq!(
+            admin(
+                "<item jid='bob@localhost/phone' nick='x' affiliation='admin'/>\
+                 <item nick='ca' affiliation='outcast'/>",
+                IqType::Set
+            ),
+            Ok(AdminRequest::Change(vec![
+                AdminChange::Affiliation(AffiliationChange {
+                    target: Target::Jid(bob),
+                    affiliation: Affiliation::Admin,
+                    reason: None,
+                }),
+                AdminChange::Affiliation(AffiliationChange {
+                    target: Target::Nick("ca"),
+                    affiliation: Affiliation::Outcast,
+                    reason: None,
+                }),
+            ]))
+        );
+    }
+
+    #[test]
+    fn malformed_admin_items_are_bad_request() {
+        for items in [
+            "",
+            "<item nick='ca'/>",
+            "<item nick='ca' role='king'/>",
+            "<item role='none'/>",
+            "<item jid='a@h' affiliation='king'/>",
+            "<item affiliation='member'/>",
+            // One bad item refuses the whole request.
+            "<item nick='ca' role='none'/><item nick='ca'/>",
+        ] {
+            assert_eq!(
+                admin(items, IqType::Set),
+                Err(StanzaCondition::BadRequest),
+                "{items}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_admin_item_with_a_bad_jid_is_jid_malformed() {
+        assert_eq!(
+            admin("<item jid='@h' affiliation='member'/>", IqType::Set),
+            Err(StanzaCondition::JidMalformed)
+        );
+    }
+
+    #[test]
+    fn affiliation_lists_parse() {
+        let mut room = Room::new(
+            Jid::parse("l@rooms.localhost").unwrap(),
+            RoomConfig::new(10, 5),
+        );
+        room.set_affiliation(Jid::parse("a@localhost").unwrap(), Affiliation::Member);
+        room.set_affiliation(Jid::parse("c@localhost").unwrap(), Affiliation::Owner);
+        let mut out = String::new();
+        Element::new("query")
+            .ns(NS_ADMIN)
+            .children(&mut out, |out| {
+                room.write_items(out, Listed::Affiliation(Affiliation::Member));
+            });
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let items: Vec<_> = doc
+            .root_element()
+            .children()
+            .map(|i| (i.attribute("affiliation"), i.attribute("jid")))
+            .collect();
+        assert_eq!(items, [(Some("member"), Some("a@localhost"))]);
+    }
+
+    #[test]
+    fn role_lists_parse() {
+        let mut room = Room::new(
+            Jid::parse("l@rooms.localhost").unwrap(),
+            RoomConfig::new(10, 5),
+        );
+        let jid = Jid::parse("a@localhost").unwrap();
+        room.set_affiliation(jid.clone(), Affiliation::Admin);
+        room.occupants.push(Occupant {
+            nick: "<al>".into(),
+            jid,
+            sessions: Vec::new(),
+            role: Role::Moderator,
+            presence: "".into(),
+            allowance: BURST,
+            filled: Instant::now(),
+        });
+        let mut out = String::new();
+        Element::new("query")
+            .ns(NS_ADMIN)
+            .children(&mut out, |out| {
+                room.write_items(out, Listed::Role(Role::Moderator));
+                room.write_items(out, Listed::Role(Role::Visitor));
+            });
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let item = doc.root_element().first_element_child().unwrap();
+        assert_eq!(
+            ["role", "nick", "affiliation", "jid"].map(|a| item.attribute(a)),
+            [
+                Some("moderator"),
+                Some("<al>"),
+                Some("admin"),
+                Some("a@localhost")
+            ]
+        );
+        assert_eq!(doc.root_element().children().count(), 1);
+    }
 
     #[test]
     fn records_round_trip() {
@@ -1620,6 +2071,129 @@ mod tests {
         assert_eq!(kept, [2, 3, 4], "the newest, oldest first");
         assert!(!smaller.restore_history(b"\x07damaged"));
         assert_eq!(smaller.history.len(), 3, "a damaged record changes nothing");
+    }
+
+    #[test]
+    fn a_room_message_parses_with_its_delay() {
+        let room = Room::new(
+            Jid::parse("m@rooms.localhost").unwrap(),
+            RoomConfig::new(10, 5),
+        );
+        let inner = "<body xmlns='jabber:client'>a &amp; b</body>";
+        let xml = room.message_xml("n'1", "a@localhost/r", Some("i<"), inner, Some(60));
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let message = doc.root_element();
+        assert_eq!(
+            ["type", "from", "to", "id"].map(|a| message.attribute(a)),
+            [
+                Some("groupchat"),
+                Some("m@rooms.localhost/n'1"),
+                Some("a@localhost/r"),
+                Some("i<")
+            ]
+        );
+        assert_eq!(
+            stanza::child_text(message, "body", NS_CLIENT),
+            Some("a & b")
+        );
+        let delay = stanza::child(message, "delay", NS_DELAY).expect("delay");
+        assert_eq!(
+            (delay.attribute("from"), delay.attribute("stamp")),
+            (Some("m@rooms.localhost"), Some("1970-01-01T00:01:00Z"))
+        );
+    }
+
+    #[test]
+    fn room_info_parses_with_its_form() {
+        let mut config = RoomConfig::new(10, 5);
+        config.name = "<Den>".into();
+        config.archive = true;
+        let room = Room::new(Jid::parse("d@rooms.localhost").unwrap(), config);
+        let mut out = String::new();
+        Element::new("query")
+            .ns(crate::disco::NS_INFO)
+            .children(&mut out, |out| room.write_info(out));
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let query = doc.root_element();
+        let identity = stanza::child(query, "identity", crate::disco::NS_INFO).expect("identity");
+        assert_eq!(identity.attribute("name"), Some("<Den>"));
+        let features: Vec<_> = query
+            .children()
+            .filter_map(|c| c.attribute("var"))
+            .collect();
+        assert!(features.contains(&crate::mam::NS), "{features:?}");
+        let form = stanza::child(query, "x", NS_DATA).expect("form");
+        let name = form
+            .children()
+            .find(|f| f.attribute("var") == Some("muc#roomconfig_roomname"))
+            .expect("name");
+        assert_eq!(stanza::child_text(name, "value", NS_DATA), Some("<Den>"));
+    }
+
+    fn user_message(x: &str) -> Result<UserMessage<'static>, StanzaCondition> {
+        // Leaked so the parsed message may borrow it: a test's few bytes.
+        let xml = format!("<x xmlns='{NS_USER}'>{x}</x>").leak();
+        let doc = Box::leak(Box::new(roxmltree::Document::parse(xml).unwrap()));
+        UserMessage::parse(doc.root_element())
+    }
+
+    #[test]
+    fn an_invitation_names_a_bare_invitee() {
+        assert_eq!(
+            user_message("<invite to='b@localhost/phone'><reason>come</reason></invite>"),
+            Ok(UserMessage::Invite {
+                invitee: Jid::parse("b@localhost").unwrap(),
+                reason: Some("come"),
+            })
+        );
+    }
+
+    #[test]
+    fn a_decline_goes_back_to_the_inviter() {
+        assert_eq!(
+            user_message("<invite to='c@localhost'/><decline to='a@localhost/r'/>"),
+            Ok(UserMessage::Decline {
+                inviter: Jid::parse("a@localhost/r").unwrap(),
+                reason: None,
+            })
+        );
+    }
+
+    #[test]
+    fn invitations_without_a_valid_to_are_refused() {
+        assert_eq!(user_message(""), Err(StanzaCondition::BadRequest));
+        for x in [
+            "<invite/>",
+            "<invite to='@x'/>",
+            "<decline/>",
+            "<decline to=''/>",
+        ] {
+            assert_eq!(user_message(x), Err(StanzaCondition::JidMalformed), "{x}");
+        }
+    }
+
+    #[test]
+    fn history_requests_read_numbers_and_dates() {
+        let parse = |history: &str| {
+            let xml = format!("<x xmlns='{NS_MUC}'>{history}</x>");
+            let doc = roxmltree::Document::parse(&xml).unwrap();
+            HistoryRequest::parse(Some(doc.root_element()))
+        };
+        assert_eq!(
+            parse("<history maxstanzas=' 5 ' maxchars='0' seconds='60' since='1970-01-01T00:01:00Z'/>"),
+            HistoryRequest {
+                max_stanzas: Some(5),
+                max_chars: Some(0),
+                seconds: Some(60),
+                since: Some(60),
+            }
+        );
+        assert_eq!(
+            parse("<history maxstanzas='-1' since='yesterday'/>"),
+            HistoryRequest::default()
+        );
+        assert_eq!(parse(""), HistoryRequest::default());
+        assert_eq!(HistoryRequest::parse(None), HistoryRequest::default());
     }
 
     #[test]

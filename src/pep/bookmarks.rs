@@ -7,9 +7,8 @@
 use super::{notify, Access, NodeConfig};
 use crate::server::Server;
 use crate::store::{PepItem, Publish, StoreError};
-use crate::xml::{Esc, EscAttr};
+use crate::xml::build::Element;
 use roxmltree::Node;
-use std::fmt::Write;
 use std::future::Future;
 use std::rc::Rc;
 
@@ -19,6 +18,66 @@ pub const NODE: &str = "urn:xmpp:bookmarks:1";
 pub const NS_LEGACY: &str = "storage:bookmarks";
 /// XEP-0411 §3: what the account advertises so clients know the two stay in step.
 pub const NS_CONVERSION: &str = "urn:xmpp:bookmarks-conversion:0";
+
+/// One bookmarked room as both forms carry it: a XEP-0402 item payload (the room's JID is
+/// the item id) and a XEP-0048 `<conference/>` (the JID an attribute).
+#[derive(Debug, PartialEq, Eq)]
+struct Conference<'a> {
+    name: Option<&'a str>,
+    autojoin: bool,
+    nick: Option<&'a str>,
+    password: Option<&'a str>,
+}
+
+impl<'a> Conference<'a> {
+    /// A `<conference/>` whose children are in `ns`; `autojoin` is `true` or `1`.
+    fn parse(conference: Node<'a, '_>, ns: &str) -> Conference<'a> {
+        Conference {
+            name: conference.attribute("name"),
+            autojoin: matches!(conference.attribute("autojoin"), Some("true" | "1")),
+            nick: crate::stanza::child_text(conference, "nick", ns),
+            password: crate::stanza::child_text(conference, "password", ns),
+        }
+    }
+
+    fn autojoin(&self) -> &'static str {
+        if self.autojoin {
+            "true"
+        } else {
+            "false"
+        }
+    }
+
+    fn write_children(&self, out: &mut String) {
+        for (name, text) in [("nick", self.nick), ("password", self.password)] {
+            if let Some(text) = text {
+                Element::new(name).text(out, text);
+            }
+        }
+    }
+
+    /// The XEP-0402 item payload.
+    fn write_item(&self, out: &mut String) {
+        let element = Element::new("conference")
+            .ns(NODE)
+            .attr("autojoin", self.autojoin())
+            .attr_opt("name", self.name);
+        if self.nick.is_none() && self.password.is_none() {
+            element.empty(out);
+        } else {
+            element.children(out, |out| self.write_children(out));
+        }
+    }
+
+    /// The XEP-0048 `<conference/>` of the room `jid`.
+    fn write_legacy(&self, jid: &str, out: &mut String) {
+        Element::new("conference")
+            .attr("jid", jid)
+            .attr("autojoin", self.autojoin())
+            .attr_opt("name", self.name)
+            .children(out, |out| self.write_children(out));
+    }
+}
 
 /// XEP-0411 §3: each `<conference/>` of a legacy storage element as a XEP-0402 item:
 /// (room JID as item id, `<conference xmlns='urn:xmpp:bookmarks:1'/>` payload).
@@ -31,22 +90,8 @@ fn convert(storage: Node) -> Vec<(String, Vec<u8>)> {
         let Some(jid) = conference.attribute("jid").filter(|j| !j.is_empty()) else {
             continue;
         };
-        let autojoin = matches!(conference.attribute("autojoin"), Some("true" | "1"));
-        let mut xml = format!("<conference xmlns='{NODE}' autojoin='{autojoin}'");
-        if let Some(name) = conference.attribute("name") {
-            let _ = write!(xml, " name='{}'", EscAttr(name));
-        }
-        let mut children = String::new();
-        for child in ["nick", "password"] {
-            if let Some(text) = crate::stanza::child_text(conference, child, NS_LEGACY) {
-                let _ = write!(children, "<{child}>{}</{child}>", Esc(text));
-            }
-        }
-        if children.is_empty() {
-            xml.push_str("/>");
-        } else {
-            let _ = write!(xml, ">{children}</conference>");
-        }
+        let mut xml = String::new();
+        Conference::parse(conference, NS_LEGACY).write_item(&mut xml);
         items.retain(|(id, _)| id != jid);
         items.push((jid.to_owned(), xml.into_bytes()));
     }
@@ -106,36 +151,23 @@ pub fn from_private(
 
 /// XEP-0411 §4: the legacy element for a set of XEP-0402 items (id = room JID).
 fn legacy(items: &[PepItem]) -> String {
-    let mut xml = format!("<storage xmlns='{NS_LEGACY}'>");
-    for item in items.iter().rev() {
-        let Ok(text) = std::str::from_utf8(&item.payload) else {
-            continue;
-        };
-        let Ok(doc) = roxmltree::Document::parse(text) else {
-            continue;
-        };
-        let conference = doc.root_element();
-        if !conference.has_tag_name((NODE, "conference")) {
-            continue;
-        }
-        let autojoin = matches!(conference.attribute("autojoin"), Some("true" | "1"));
-        let _ = write!(
-            xml,
-            "<conference jid='{}' autojoin='{autojoin}'",
-            EscAttr(&item.id)
-        );
-        if let Some(name) = conference.attribute("name") {
-            let _ = write!(xml, " name='{}'", EscAttr(name));
-        }
-        xml.push('>');
-        for child in ["nick", "password"] {
-            if let Some(text) = crate::stanza::child_text(conference, child, NODE) {
-                let _ = write!(xml, "<{child}>{}</{child}>", Esc(text));
+    let mut xml = String::new();
+    Element::new("storage")
+        .ns(NS_LEGACY)
+        .children(&mut xml, |out| {
+            for item in items.iter().rev() {
+                let Ok(text) = std::str::from_utf8(&item.payload) else {
+                    continue;
+                };
+                let Ok(doc) = roxmltree::Document::parse(text) else {
+                    continue;
+                };
+                let conference = doc.root_element();
+                if conference.has_tag_name((NODE, "conference")) {
+                    Conference::parse(conference, NODE).write_legacy(&item.id, out);
+                }
             }
-        }
-        xml.push_str("</conference>");
-    }
-    xml.push_str("</storage>");
+        });
     xml
 }
 
@@ -201,5 +233,62 @@ mod tests {
                 ("c@rooms.h".into(), "<conference xmlns='urn:xmpp:bookmarks:1' autojoin='false'/>".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_conference_reads_the_same_from_either_form() {
+        let legacy = "<conference xmlns='storage:bookmarks' jid='r@h' autojoin='1' name='R'>\
+            <nick>me</nick><password/></conference>";
+        let item = "<conference xmlns='urn:xmpp:bookmarks:1' autojoin='true' name='R'>\
+            <nick>me</nick><password></password></conference>";
+        let expected = Conference {
+            name: Some("R"),
+            autojoin: true,
+            nick: Some("me"),
+            password: Some(""),
+        };
+        let doc = roxmltree::Document::parse(legacy).unwrap();
+        assert_eq!(Conference::parse(doc.root_element(), NS_LEGACY), expected);
+        let doc = roxmltree::Document::parse(item).unwrap();
+        assert_eq!(Conference::parse(doc.root_element(), NODE), expected);
+    }
+
+    #[test]
+    fn a_conference_without_attributes_or_children_is_a_plain_one() {
+        let doc =
+            roxmltree::Document::parse("<conference xmlns='urn:xmpp:bookmarks:1' autojoin='yes'/>")
+                .unwrap();
+        assert_eq!(
+            Conference::parse(doc.root_element(), NODE),
+            Conference {
+                name: None,
+                autojoin: false,
+                nick: None,
+                password: None
+            }
+        );
+    }
+
+    #[test]
+    fn both_written_forms_parse_back() {
+        let conference = Conference {
+            name: Some("A & 'B'"),
+            autojoin: false,
+            nick: Some("<me>"),
+            password: None,
+        };
+        let mut item = String::new();
+        conference.write_item(&mut item);
+        let doc = roxmltree::Document::parse(&item).unwrap();
+        assert!(doc.root_element().has_tag_name((NODE, "conference")));
+        assert_eq!(Conference::parse(doc.root_element(), NODE), conference);
+        let mut legacy = String::new();
+        Element::new("storage")
+            .ns(NS_LEGACY)
+            .children(&mut legacy, |out| conference.write_legacy("r@h", out));
+        let doc = roxmltree::Document::parse(&legacy).unwrap();
+        let written = doc.root_element().first_element_child().unwrap();
+        assert_eq!(written.attribute("jid"), Some("r@h"));
+        assert_eq!(Conference::parse(written, NS_LEGACY), conference);
     }
 }

@@ -23,10 +23,10 @@ use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, StanzaCondition, StanzaError};
 use crate::store::{PepItem, Publish, StoreError};
-use crate::xml::{write_element, Esc};
+use crate::xml::build::Element;
+use crate::xml::write_element;
 use log::warn;
 use roxmltree::Node;
-use std::fmt::Write;
 use std::rc::Rc;
 
 pub const NS: &str = "http://jabber.org/protocol/pubsub";
@@ -34,6 +34,7 @@ pub const NS_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 pub const NS_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 pub const NS_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
 const NS_DATA: &str = "jabber:x:data";
+const NS_NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
 
 /// What an account advertises for its PEP service (XEP-0163 §9): only what works.
 pub const FEATURES: [&str; 14] = [
@@ -177,24 +178,39 @@ fn pubsub_error(condition: StanzaCondition, app: &'static str) -> StanzaError<'s
 /// `<message type='headline'>` carrying `payload` (`<items/>` or `<delete/>`) in a XEP-0060
 /// §7.1.2.1 event.
 fn event(owner: &Jid, to: &Jid, payload: &str) -> String {
-    format!(
-        "<message from='{}' to='{}' type='headline'><event xmlns='{NS_EVENT}'>{payload}</event></message>",
-        Esc(owner.as_str()),
-        Esc(to.as_str()),
-    )
+    let mut out = String::new();
+    Element::new("message")
+        .attr("from", owner.as_str())
+        .attr("to", to.as_str())
+        .attr("type", "headline")
+        .children(&mut out, |out| {
+            Element::new("event")
+                .ns(NS_EVENT)
+                .children(out, |out| out.push_str(payload));
+        });
+    out
 }
 
-/// The `<items/>` of an event: `inner` (items or retractions) of `node`.
+/// The `<items/>` of an event: `inner` (items or retractions, already written) of `node`.
 fn items_event(node: &str, inner: &str) -> String {
-    format!("<items node='{}'>{inner}</items>", Esc(node))
+    let mut out = String::new();
+    Element::new("items")
+        .attr("node", node)
+        .children(&mut out, |out| out.push_str(inner));
+    out
 }
 
+/// An `<item/>` with its stored payload, which is written as it was stored.
 fn item_xml(id: &str, payload: &[u8]) -> String {
-    format!(
-        "<item id='{}'>{}</item>",
-        Esc(id),
-        String::from_utf8_lossy(payload)
-    )
+    let mut out = String::new();
+    write_item(&mut out, id, payload);
+    out
+}
+
+fn write_item(out: &mut String, id: &str, payload: &[u8]) {
+    Element::new("item")
+        .attr("id", id)
+        .children(out, |out| out.push_str(&String::from_utf8_lossy(payload)));
 }
 
 fn owner_jid(server: &Server, owner: &str) -> Option<Jid> {
@@ -385,57 +401,249 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
     let Some(pubsub) = iq.payload_named("pubsub", &reply, out) else {
         return Deferred::None;
     };
-    // The action, not an XEP-0059 `<set/>` next to it.
-    let Some(action) = pubsub
-        .children()
-        .find(|c| c.is_element() && c.tag_name().namespace() != Some(page::NS_RSM))
-    else {
-        reply.fail(out, StanzaCondition::BadRequest);
-        return Deferred::None;
+    let addressed = match Addressed::parse(pubsub, iq.ty) {
+        Ok(addressed) => addressed,
+        Err(error) => {
+            reply.error(out, &error);
+            return Deferred::None;
+        }
     };
-    let ns = pubsub.tag_name().namespace().unwrap_or_default();
-    let Some(node) = action.attribute("node").filter(|n| !n.is_empty()) else {
-        reply.error(
-            out,
-            &pubsub_error(StanzaCondition::BadRequest, "nodeid-required"),
-        );
+    if addressed.verb.owner_only() && owner != user {
+        reply.fail(out, StanzaCondition::Forbidden);
         return Deferred::None;
+    }
+    let action = match Action::parse(&addressed, pubsub, &server.config().pep) {
+        Ok(action) => action,
+        Err(error) => {
+            reply.error(out, &error);
+            return Deferred::None;
+        }
     };
     let request = Request {
         server,
         owner,
-        node,
+        node: addressed.node,
         reply,
     };
-    let own = owner == user;
-    match (ns, action.tag_name().name(), iq.ty) {
-        (NS, "items", IqType::Get) => {
-            request.items(user, pubsub, action, out);
+    match action {
+        Action::Items { wanted, paging } => {
+            request.items(user, &wanted, &paging, out);
             Deferred::None
         }
-        (NS, "publish", IqType::Set) if own => request.publish(pubsub, action, out),
-        (NS, "retract", IqType::Set) if own => request.retract(action, out),
-        (NS, "subscribe", IqType::Set) => request.subscribe(session, action, out),
-        (NS, "unsubscribe", IqType::Set) => request.unsubscribe(session, action, out),
-        (NS_OWNER, "delete", IqType::Set) if own => request.delete(out),
-        (NS_OWNER, "configure", IqType::Get) if own => {
+        Action::Publish(publication) => request.publish(publication, out),
+        Action::Retract { id, notify } => request.retract(id, notify, out),
+        Action::Subscribe(action) => request.subscribe(session, action, out),
+        Action::Unsubscribe(action) => request.unsubscribe(session, action, out),
+        Action::Delete => request.delete(out),
+        Action::GetConfig => {
             request.configuration(out);
             Deferred::None
         }
-        (NS_OWNER, "configure", IqType::Set) if own => request.configure(action, out),
-        (NS, "publish" | "retract", IqType::Set) | (NS_OWNER, "delete" | "configure", _) => {
-            request.reply.fail(out, StanzaCondition::Forbidden);
-            Deferred::None
-        }
-        _ => {
-            request.reply.error(
-                out,
-                &StanzaError::new(StanzaCondition::FeatureNotImplemented)
-                    .with_app("unsupported", NS_ERRORS),
-            );
-            Deferred::None
-        }
+        Action::Configure(options) => request.configure(options, out),
     }
+}
+
+/// What a `<pubsub/>` asks of which node: the first part of its parse, enough to decide
+/// whether the asker may ask it at all.
+struct Addressed<'a> {
+    node: &'a str,
+    verb: Verb,
+    /// The action element (`<items/>`, `<publish/>`, …).
+    action: Node<'a, 'a>,
+}
+
+/// The actions hearth's PEP service answers, each with the iq type that carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verb {
+    Items,
+    Publish,
+    Retract,
+    Subscribe,
+    Unsubscribe,
+    Delete,
+    GetConfig,
+    Configure,
+}
+
+impl Verb {
+    /// XEP-0163 §4: only the account's owner publishes, retracts and manages its nodes.
+    fn owner_only(self) -> bool {
+        !matches!(self, Verb::Items | Verb::Subscribe | Verb::Unsubscribe)
+    }
+}
+
+impl<'a> Addressed<'a> {
+    /// No action element (an XEP-0059 `<set/>` beside it does not count) is `bad-request`;
+    /// no `node` the pubsub `nodeid-required`; an action this service does not offer
+    /// `feature-not-implemented` with `unsupported` (as XEP-0060 §7.1.3.2 answers an
+    /// unsupported publish), except an owner `delete` that is no `set`, which is
+    /// `forbidden`.
+    fn parse(pubsub: Node<'a, 'a>, ty: IqType) -> Result<Addressed<'a>, StanzaError<'static>> {
+        let action = pubsub
+            .children()
+            .find(|c| c.is_element() && c.tag_name().namespace() != Some(page::NS_RSM))
+            .ok_or(StanzaError::new(StanzaCondition::BadRequest))?;
+        let node = action
+            .attribute("node")
+            .filter(|n| !n.is_empty())
+            .ok_or(pubsub_error(StanzaCondition::BadRequest, "nodeid-required"))?;
+        let ns = pubsub.tag_name().namespace().unwrap_or_default();
+        let verb = match (ns, action.tag_name().name(), ty) {
+            (NS, "items", IqType::Get) => Verb::Items,
+            (NS, "publish", IqType::Set) => Verb::Publish,
+            (NS, "retract", IqType::Set) => Verb::Retract,
+            (NS, "subscribe", IqType::Set) => Verb::Subscribe,
+            (NS, "unsubscribe", IqType::Set) => Verb::Unsubscribe,
+            (NS_OWNER, "delete", IqType::Set) => Verb::Delete,
+            (NS_OWNER, "configure", IqType::Get) => Verb::GetConfig,
+            (NS_OWNER, "configure", IqType::Set) => Verb::Configure,
+            (NS_OWNER, "delete", _) => return Err(StanzaError::new(StanzaCondition::Forbidden)),
+            _ => {
+                return Err(StanzaError::new(StanzaCondition::FeatureNotImplemented)
+                    .with_app("unsupported", NS_ERRORS))
+            }
+        };
+        Ok(Addressed { node, verb, action })
+    }
+}
+
+/// A PEP request on one node, parsed.
+#[derive(Debug, PartialEq, Eq)]
+enum Action<'a> {
+    /// §6.5: the items named by id (all when none is), paged.
+    Items {
+        wanted: Vec<&'a str>,
+        paging: page::Paging,
+    },
+    /// §7.1 with §7.1.5 publish-options.
+    Publish(Publication<'a>),
+    /// §7.2: one item by id; `notify`: subscribers hear of it.
+    Retract {
+        id: &'a str,
+        notify: bool,
+    },
+    /// §6.1 and §6.2, read by [`subscriptions`].
+    Subscribe(Node<'a, 'a>),
+    Unsubscribe(Node<'a, 'a>),
+    /// §8.4.
+    Delete,
+    /// §8.2: the configuration form.
+    GetConfig,
+    /// §8.2.4: a submitted form's options; `None` when it was cancelled.
+    Configure(Option<Options>),
+}
+
+/// One item to publish.
+#[derive(Debug, PartialEq, Eq)]
+struct Publication<'a> {
+    /// The item id the publisher chose, if any.
+    id: Option<&'a str>,
+    /// The item's payload, serialised.
+    xml: String,
+    /// What `<publish-options/>` requires of the node.
+    options: Options,
+}
+
+impl<'a> Action<'a> {
+    /// The details of `addressed`'s action, checked against the `pep` limits; each error is
+    /// the one XEP-0060 names for it.
+    fn parse(
+        addressed: &Addressed<'a>,
+        pubsub: Node<'a, 'a>,
+        pep: &crate::config::Pep,
+    ) -> Result<Action<'a>, StanzaError<'static>> {
+        let action = addressed.action;
+        let items = || action.children().filter(|c| c.has_tag_name((NS, "item")));
+        Ok(match addressed.verb {
+            Verb::Items => Action::Items {
+                paging: page::Paging::parse(pubsub, action)
+                    .map_err(|_| StanzaError::new(StanzaCondition::BadRequest))?,
+                wanted: items().filter_map(|c| c.attribute("id")).collect(),
+            },
+            Verb::Publish => Action::Publish(Publication::parse(pubsub, action, pep)?),
+            Verb::Retract => Action::Retract {
+                id: items()
+                    .next()
+                    .and_then(|i| i.attribute("id"))
+                    .ok_or(pubsub_error(StanzaCondition::BadRequest, "item-required"))?,
+                notify: matches!(action.attribute("notify"), Some("true" | "1")),
+            },
+            Verb::Subscribe => Action::Subscribe(action),
+            Verb::Unsubscribe => Action::Unsubscribe(action),
+            Verb::Delete => Action::Delete,
+            Verb::GetConfig => Action::GetConfig,
+            Verb::Configure => {
+                let form = action
+                    .children()
+                    .find(|c| c.has_tag_name((NS_DATA, "x")))
+                    .ok_or(StanzaError::new(StanzaCondition::BadRequest))?;
+                if form.attribute("type") == Some("cancel") {
+                    Action::Configure(None)
+                } else {
+                    let options = parse_options(form, pep.max_items)
+                        .ok_or(StanzaError::new(StanzaCondition::NotAcceptable))?;
+                    Action::Configure(Some(options))
+                }
+            }
+        })
+    }
+}
+
+impl<'a> Publication<'a> {
+    /// XEP-0060 §7.1.3 error cases: exactly one item with exactly one payload
+    /// (`item-required`, `payload-required`, `invalid-payload` otherwise), no bigger than
+    /// `pep.max_item_bytes` (`payload-too-big`); publish-options hearth cannot meet are
+    /// `precondition-not-met` (§7.1.5).
+    fn parse(
+        pubsub: Node<'a, 'a>,
+        action: Node<'a, 'a>,
+        pep: &crate::config::Pep,
+    ) -> Result<Publication<'a>, StanzaError<'static>> {
+        let items: Vec<Node> = action
+            .children()
+            .filter(|c| c.has_tag_name((NS, "item")))
+            .collect();
+        let [item] = items.as_slice() else {
+            let app = if items.is_empty() {
+                "item-required"
+            } else {
+                "invalid-payload"
+            };
+            return Err(pubsub_error(StanzaCondition::BadRequest, app));
+        };
+        let payloads: Vec<Node> = item.children().filter(Node::is_element).collect();
+        let [payload] = payloads.as_slice() else {
+            let app = if payloads.is_empty() {
+                "payload-required"
+            } else {
+                "invalid-payload"
+            };
+            return Err(pubsub_error(StanzaCondition::BadRequest, app));
+        };
+        let mut xml = String::new();
+        write_element(&mut xml, *payload, "", &[]);
+        if xml.len() > pep.max_item_bytes as usize {
+            return Err(pubsub_error(
+                StanzaCondition::NotAcceptable,
+                "payload-too-big",
+            ));
+        }
+        let form = stanza::child(pubsub, "publish-options", NS)
+            .and_then(|o| o.children().find(|c| c.has_tag_name((NS_DATA, "x"))));
+        let options = match form {
+            None => Options::default(),
+            Some(form) => parse_options(form, pep.max_items).ok_or_else(precondition_not_met)?,
+        };
+        Ok(Publication {
+            id: item.attribute("id").filter(|id| !id.is_empty()),
+            xml,
+            options,
+        })
+    }
+}
+
+fn precondition_not_met() -> StanzaError<'static> {
+    pubsub_error(StanzaCondition::Conflict, "precondition-not-met")
 }
 
 /// One request on one node of one account.
@@ -471,11 +679,7 @@ impl Request<'_> {
     /// XEP-0060 §6.5: all items (oldest first), the newest `max_items`, or those asked by id;
     /// a page of them with XEP-0059, and never more than `pep.max_reply_bytes` of items (§6.5.4:
     /// the newest that fit, the truncation told with an RSM `<set/>`).
-    fn items(&self, user: &str, pubsub: Node, action: Node, out: &mut String) {
-        let Ok(paging) = page::Paging::parse(pubsub, action) else {
-            self.reply.fail(out, StanzaCondition::BadRequest);
-            return;
-        };
+    fn items(&self, user: &str, wanted: &[&str], paging: &page::Paging, out: &mut String) {
         let Some(config) = self.existing(out) else {
             return;
         };
@@ -491,11 +695,6 @@ impl Request<'_> {
                 return;
             }
         };
-        let wanted: Vec<&str> = action
-            .children()
-            .filter(|c| c.has_tag_name((NS, "item")))
-            .filter_map(|c| c.attribute("id"))
-            .collect();
         if !wanted.is_empty() {
             items.retain(|item| wanted.contains(&item.id.as_str()));
         }
@@ -514,71 +713,32 @@ impl Request<'_> {
                 return;
             }
         };
-        let mut payload = format!("<pubsub xmlns='{NS}'><items node='{}'>", Esc(self.node));
-        for item in items.get(page.items.clone()).unwrap_or_default() {
-            payload.push_str(&item_xml(&item.id, &item.payload));
-        }
-        payload.push_str("</items>");
-        if page.with_set {
-            page.write_set(&ids, &mut payload);
-        }
-        payload.push_str("</pubsub>");
+        let mut payload = String::new();
+        Element::new("pubsub").ns(NS).children(&mut payload, |out| {
+            Element::new("items")
+                .attr("node", self.node)
+                .children(out, |out| {
+                    for item in items.get(page.items.clone()).unwrap_or_default() {
+                        write_item(out, &item.id, &item.payload);
+                    }
+                });
+            if page.with_set {
+                page.write_set(&ids, out);
+            }
+        });
         self.reply.result_with(out, &payload);
     }
 
     /// XEP-0060 §7.1 with XEP-0163 auto-create and §7.1.5 publish-options.
-    fn publish(self, pubsub: Node, action: Node, out: &mut String) -> Deferred {
+    fn publish(self, publication: Publication, out: &mut String) -> Deferred {
         let pep = &self.server.config().pep;
-        let items: Vec<Node> = action
-            .children()
-            .filter(|c| c.has_tag_name((NS, "item")))
-            .collect();
-        let [item] = items.as_slice() else {
-            let app = if items.is_empty() {
-                "item-required"
-            } else {
-                "invalid-payload"
-            };
-            self.reply
-                .error(out, &pubsub_error(StanzaCondition::BadRequest, app));
-            return Deferred::None;
-        };
-        let payloads: Vec<Node> = item.children().filter(Node::is_element).collect();
-        let [payload] = payloads.as_slice() else {
-            let app = if payloads.is_empty() {
-                "payload-required"
-            } else {
-                "invalid-payload"
-            };
-            self.reply
-                .error(out, &pubsub_error(StanzaCondition::BadRequest, app));
-            return Deferred::None;
-        };
-        let mut xml = String::new();
-        write_element(&mut xml, *payload, "", &[]);
-        if xml.len() > pep.max_item_bytes as usize {
-            self.reply.error(
-                out,
-                &pubsub_error(StanzaCondition::NotAcceptable, "payload-too-big"),
-            );
-            return Deferred::None;
-        }
-        let form = stanza::child(pubsub, "publish-options", NS)
-            .and_then(|o| o.children().find(|c| c.has_tag_name((NS_DATA, "x"))));
-        let options = match form.map(|form| parse_options(form, pep.max_items)) {
-            None => Options::default(),
-            Some(Some(options)) => options,
-            Some(None) => {
-                self.precondition_not_met(out);
-                return Deferred::None;
-            }
-        };
+        let Publication { id, xml, options } = publication;
         let config = match self.config() {
             Ok(Some(config)) => {
                 let differs = options.access.is_some_and(|a| a != config.access)
                     || options.max_items.is_some_and(|m| m != config.max_items);
                 if differs {
-                    self.precondition_not_met(out);
+                    self.reply.error(out, &precondition_not_met());
                     return Deferred::None;
                 }
                 config
@@ -596,7 +756,7 @@ impl Request<'_> {
                 return Deferred::None;
             }
         };
-        let id = match item.attribute("id").filter(|id| !id.is_empty()) {
+        let id = match id {
             Some(id) => id.to_owned(),
             None => self.server.random_id(),
         };
@@ -616,16 +776,16 @@ impl Request<'_> {
             let mut out = String::new();
             match write.await {
                 Ok(()) => {
-                    reply.result_with(
-                        &mut out,
-                        &format!(
-                            "<pubsub xmlns='{NS}'><publish node='{}'><item id='{}'/></publish></pubsub>",
-                            Esc(&node),
-                            Esc(&id)
-                        ),
+                    let mut payload = String::new();
+                    write_published(&mut payload, &node, &id);
+                    reply.result_with(&mut out, &payload);
+                    notify(
+                        &server,
+                        &owner,
+                        &node,
+                        config.access,
+                        &item_xml(&id, xml.as_bytes()),
                     );
-                    let inner = format!("<item id='{}'>{xml}</item>", Esc(&id));
-                    notify(&server, &owner, &node, config.access, &inner);
                     if node == avatar::METADATA {
                         avatar::metadata_published(&server, &owner, &xml).await;
                     } else if node == bookmarks::NODE {
@@ -650,30 +810,11 @@ impl Request<'_> {
         (self.server.clone(), owner, node, self.reply)
     }
 
-    fn precondition_not_met(&self, out: &mut String) {
-        self.reply.error(
-            out,
-            &pubsub_error(StanzaCondition::Conflict, "precondition-not-met"),
-        );
-    }
-
-    /// XEP-0060 §7.2: one item by id; subscribers hear of it when `notify` is true.
-    fn retract(self, action: Node, out: &mut String) -> Deferred {
+    /// XEP-0060 §7.2: one item by id; subscribers hear of it when `tell` is true.
+    fn retract(self, id: &str, tell: bool, out: &mut String) -> Deferred {
         let Some(config) = self.existing(out) else {
             return Deferred::None;
         };
-        let Some(id) = action
-            .children()
-            .find(|c| c.has_tag_name((NS, "item")))
-            .and_then(|i| i.attribute("id"))
-        else {
-            self.reply.error(
-                out,
-                &pubsub_error(StanzaCondition::BadRequest, "item-required"),
-            );
-            return Deferred::None;
-        };
-        let tell = matches!(action.attribute("notify"), Some("true" | "1"));
         let write = self.server.store.pep_retract(self.owner, self.node, id);
         let id = id.to_owned();
         let (server, owner, node, reply) = self.detach();
@@ -686,7 +827,8 @@ impl Request<'_> {
                         bookmarks::to_private(&server, &owner).await;
                     }
                     if tell {
-                        let inner = format!("<retract id='{}'/>", Esc(&id));
+                        let mut inner = String::new();
+                        Element::new("retract").attr("id", &id).empty(&mut inner);
                         notify(&server, &owner, &node, config.access, &inner);
                     }
                 }
@@ -721,7 +863,10 @@ impl Request<'_> {
                     out
                 }
                 Ok(()) => {
-                    let payload = format!("<delete node='{}'/>", Esc(&node));
+                    let mut payload = String::new();
+                    Element::new("delete")
+                        .attr("node", &node)
+                        .empty(&mut payload);
                     broadcast(
                         &server,
                         &owner,
@@ -744,39 +889,18 @@ impl Request<'_> {
         let Some(config) = self.existing(out) else {
             return;
         };
-        let mut payload = format!(
-            "<pubsub xmlns='{NS_OWNER}'><configure node='{}'><x xmlns='{NS_DATA}' type='form'>\
-             <field var='FORM_TYPE' type='hidden'><value>{NS}#node_config</value></field>",
-            Esc(self.node)
-        );
-        let _ = write!(
-            payload,
-            "<field var='pubsub#access_model' type='list-single'><value>{}</value>\
-             <option><value>open</value></option><option><value>presence</value></option>\
-             <option><value>whitelist</value></option></field>\
-             <field var='pubsub#max_items' type='text-single'><value>{}</value></field>\
-             </x></configure></pubsub>",
-            config.access.name(),
-            config.max_items
-        );
+        let mut payload = String::new();
+        write_configuration(&mut payload, self.node, config);
         self.reply.result_with(out, &payload);
     }
 
-    /// XEP-0060 §8.2.4: a submitted form changes the node; a bad value is `not-acceptable`.
-    fn configure(self, action: Node, out: &mut String) -> Deferred {
+    /// XEP-0060 §8.2.4: a submitted form changes the node; a cancelled one nothing.
+    fn configure(self, options: Option<Options>, out: &mut String) -> Deferred {
         let Some(config) = self.existing(out) else {
             return Deferred::None;
         };
-        let Some(form) = action.children().find(|c| c.has_tag_name((NS_DATA, "x"))) else {
-            self.reply.fail(out, StanzaCondition::BadRequest);
-            return Deferred::None;
-        };
-        if form.attribute("type") == Some("cancel") {
+        let Some(options) = options else {
             self.reply.result(out);
-            return Deferred::None;
-        }
-        let Some(options) = parse_options(form, self.server.config().pep.max_items) else {
-            self.reply.fail(out, StanzaCondition::NotAcceptable);
             return Deferred::None;
         };
         let config = NodeConfig {
@@ -796,9 +920,312 @@ impl Request<'_> {
     }
 }
 
+/// The `<pubsub/>` of a publish result (§7.1.2): the node and the item's id.
+fn write_published(out: &mut String, node: &str, id: &str) {
+    Element::new("pubsub").ns(NS).children(out, |out| {
+        Element::new("publish")
+            .attr("node", node)
+            .children(out, |out| Element::new("item").attr("id", id).empty(out));
+    });
+}
+
+/// The owner `<pubsub/>` with `node`'s configuration form (§8.2.1).
+fn write_configuration(out: &mut String, node: &str, config: NodeConfig) {
+    let max_items = config.max_items.to_string();
+    let value = |out: &mut String, text: &str| Element::new("value").text(out, text);
+    Element::new("pubsub").ns(NS_OWNER).children(out, |out| {
+        Element::new("configure")
+            .attr("node", node)
+            .children(out, |out| {
+                Element::new("x")
+                    .ns(NS_DATA)
+                    .attr("type", "form")
+                    .children(out, |out| {
+                        Element::new("field")
+                            .attr("var", "FORM_TYPE")
+                            .attr("type", "hidden")
+                            .children(out, |out| value(out, NS_NODE_CONFIG));
+                        Element::new("field")
+                            .attr("var", "pubsub#access_model")
+                            .attr("type", "list-single")
+                            .children(out, |out| {
+                                value(out, config.access.name());
+                                for access in [Access::Open, Access::Presence, Access::Whitelist] {
+                                    Element::new("option")
+                                        .children(out, |out| value(out, access.name()));
+                                }
+                            });
+                        Element::new("field")
+                            .attr("var", "pubsub#max_items")
+                            .attr("type", "text-single")
+                            .children(out, |out| value(out, &max_items));
+                    });
+            });
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both stages of a request's parse, as `handle` runs them (for the owner).
+    fn request(ns: &str, inner: &str, ty: IqType) -> Result<Action<'static>, StanzaError<'static>> {
+        // Leaked so the parsed request may borrow it: a test's few bytes.
+        let xml = format!("<pubsub xmlns='{ns}'>{inner}</pubsub>").leak();
+        let doc = Box::leak(Box::new(roxmltree::Document::parse(xml).unwrap()));
+        let pubsub = doc.root_element();
+        let pep = crate::config::Pep {
+            max_item_bytes: 64,
+            ..crate::config::Pep::default()
+        };
+        let addressed = Addressed::parse(pubsub, ty)?;
+        Action::parse(&addressed, pubsub, &pep)
+    }
+
+    fn pubsub(inner: &str) -> Result<Action<'static>, StanzaError<'static>> {
+        request(NS, inner, IqType::Set)
+    }
+
+    fn app_error(
+        condition: StanzaCondition,
+        app: &'static str,
+    ) -> Result<Action<'static>, StanzaError<'static>> {
+        Err(pubsub_error(condition, app))
+    }
+
+    #[test]
+    fn items_by_id_and_paged() {
+        let Ok(Action::Items { wanted, .. }) = request(
+            NS,
+            "<items node='n' max_items='2'><item id='a'/><item id='b'/></items>",
+            IqType::Get,
+        ) else {
+            panic!("an items request");
+        };
+        assert_eq!(wanted, ["a", "b"]);
+        assert_eq!(
+            request(NS, "<items node='n' max_items='lots'/>", IqType::Get),
+            Err(StanzaError::new(StanzaCondition::BadRequest))
+        );
+    }
+
+    #[test]
+    fn a_publish_carries_its_item_and_options() {
+        let options = "<publish-options><x xmlns='jabber:x:data' type='submit'>\
+            <field var='pubsub#access_model'><value>open</value></field></x></publish-options>";
+        let got = pubsub(&format!(
+            "<publish node='n'><item id='i'><p xmlns='urn:p'>hi</p></item></publish>{options}"
+        ));
+        assert_eq!(
+            got,
+            Ok(Action::Publish(Publication {
+                id: Some("i"),
+                xml: "<p xmlns='urn:p'>hi</p>".into(),
+                options: Options {
+                    access: Some(Access::Open),
+                    max_items: None
+                },
+            }))
+        );
+        let Ok(Action::Publish(publication)) =
+            pubsub("<publish node='n'><item id=''><p xmlns='urn:p'/></item></publish>")
+        else {
+            panic!("a publish");
+        };
+        assert_eq!(publication.id, None, "an empty id is no id");
+    }
+
+    #[test]
+    fn malformed_publishes_name_the_pubsub_error() {
+        let bad = StanzaCondition::BadRequest;
+        assert_eq!(
+            pubsub("<publish node='n'/>"),
+            app_error(bad, "item-required")
+        );
+        assert_eq!(
+            pubsub("<publish node='n'><item><a xmlns='x'/></item><item><a xmlns='x'/></item></publish>"),
+            app_error(bad, "invalid-payload")
+        );
+        assert_eq!(
+            pubsub("<publish node='n'><item/></publish>"),
+            app_error(bad, "payload-required")
+        );
+        assert_eq!(
+            pubsub("<publish node='n'><item><a xmlns='x'/><b xmlns='x'/></item></publish>"),
+            app_error(bad, "invalid-payload")
+        );
+        let big = "x".repeat(100);
+        assert_eq!(
+            pubsub(&format!(
+                "<publish node='n'><item><a xmlns='x'>{big}</a></item></publish>"
+            )),
+            app_error(StanzaCondition::NotAcceptable, "payload-too-big")
+        );
+        let roster = "<publish node='n'><item><a xmlns='x'/></item></publish><publish-options>\
+            <x xmlns='jabber:x:data' type='submit'><field var='pubsub#access_model'><value>roster</value></field></x>\
+            </publish-options>";
+        assert_eq!(
+            pubsub(roster),
+            app_error(StanzaCondition::Conflict, "precondition-not-met")
+        );
+    }
+
+    #[test]
+    fn a_retract_names_one_item() {
+        assert_eq!(
+            pubsub("<retract node='n' notify='1'><item id='i'/></retract>"),
+            Ok(Action::Retract {
+                id: "i",
+                notify: true
+            })
+        );
+        assert_eq!(
+            pubsub("<retract node='n'><item id='i'/></retract>"),
+            Ok(Action::Retract {
+                id: "i",
+                notify: false
+            })
+        );
+        assert_eq!(
+            pubsub("<retract node='n'><item/></retract>"),
+            app_error(StanzaCondition::BadRequest, "item-required")
+        );
+    }
+
+    #[test]
+    fn owner_delete_and_configure() {
+        let owner = |inner: &str, ty| request(NS_OWNER, inner, ty);
+        assert_eq!(owner("<delete node='n'/>", IqType::Set), Ok(Action::Delete));
+        assert_eq!(
+            owner("<delete node='n'/>", IqType::Get),
+            Err(StanzaError::new(StanzaCondition::Forbidden))
+        );
+        assert_eq!(
+            owner("<configure node='n'/>", IqType::Get),
+            Ok(Action::GetConfig)
+        );
+        let form = |ty: &str, value: &str| {
+            format!(
+                "<configure node='n'><x xmlns='jabber:x:data' type='{ty}'>\
+                <field var='pubsub#max_items'><value>{value}</value></field></x></configure>"
+            )
+        };
+        assert_eq!(
+            owner(&form("submit", "3"), IqType::Set),
+            Ok(Action::Configure(Some(Options {
+                access: None,
+                max_items: Some(3)
+            })))
+        );
+        assert_eq!(
+            owner(&form("cancel", "x"), IqType::Set),
+            Ok(Action::Configure(None))
+        );
+        assert_eq!(
+            owner(&form("submit", "0"), IqType::Set),
+            Err(StanzaError::new(StanzaCondition::NotAcceptable))
+        );
+        assert_eq!(
+            owner("<configure node='n'/>", IqType::Set),
+            Err(StanzaError::new(StanzaCondition::BadRequest))
+        );
+    }
+
+    #[test]
+    fn unaddressed_or_unknown_actions_are_refused() {
+        assert_eq!(
+            pubsub("<set xmlns='http://jabber.org/protocol/rsm'/>"),
+            Err(StanzaError::new(StanzaCondition::BadRequest))
+        );
+        assert_eq!(
+            pubsub("<publish><item><a xmlns='x'/></item></publish>"),
+            app_error(StanzaCondition::BadRequest, "nodeid-required")
+        );
+        assert_eq!(
+            pubsub("<publish node=''/>"),
+            app_error(StanzaCondition::BadRequest, "nodeid-required")
+        );
+        assert_eq!(
+            pubsub("<purge node='n'/>"),
+            app_error(StanzaCondition::FeatureNotImplemented, "unsupported")
+        );
+        assert_eq!(
+            request(NS, "<publish node='n'/>", IqType::Get),
+            app_error(StanzaCondition::FeatureNotImplemented, "unsupported")
+        );
+    }
+
+    #[test]
+    fn only_reads_and_subscriptions_are_open_to_others() {
+        let open = [Verb::Items, Verb::Subscribe, Verb::Unsubscribe];
+        for verb in [
+            Verb::Items,
+            Verb::Publish,
+            Verb::Retract,
+            Verb::Subscribe,
+            Verb::Unsubscribe,
+            Verb::Delete,
+            Verb::GetConfig,
+            Verb::Configure,
+        ] {
+            assert_eq!(verb.owner_only(), !open.contains(&verb), "{verb:?}");
+        }
+    }
+
+    #[test]
+    fn events_carry_their_items() {
+        let owner = Jid::parse("a@h").unwrap();
+        let to = Jid::parse("b@h/r").unwrap();
+        let inner = item_xml("i&1", b"<p xmlns='urn:p'>x</p>");
+        let xml = event(&owner, &to, &items_event("n'1", &inner));
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let message = doc.root_element();
+        assert_eq!(
+            ["from", "to", "type"].map(|a| message.attribute(a)),
+            [Some("a@h"), Some("b@h/r"), Some("headline")]
+        );
+        let items = stanza::child(message, "event", NS_EVENT)
+            .and_then(|e| stanza::child(e, "items", NS_EVENT))
+            .expect("items");
+        assert_eq!(items.attribute("node"), Some("n'1"));
+        let item = stanza::child(items, "item", NS_EVENT).expect("item");
+        assert_eq!(item.attribute("id"), Some("i&1"));
+        assert_eq!(stanza::child_text(item, "p", "urn:p"), Some("x"));
+    }
+
+    #[test]
+    fn the_publish_result_names_node_and_item() {
+        let mut out = String::new();
+        write_published(&mut out, "n<", "i'");
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let publish = stanza::child(doc.root_element(), "publish", NS).expect("publish");
+        assert_eq!(publish.attribute("node"), Some("n<"));
+        let item = stanza::child(publish, "item", NS).expect("item");
+        assert_eq!(item.attribute("id"), Some("i'"));
+    }
+
+    #[test]
+    fn the_configuration_form_reads_back_as_options() {
+        let mut out = String::new();
+        let config = NodeConfig {
+            access: Access::Whitelist,
+            max_items: 7,
+        };
+        write_configuration(&mut out, "n", config);
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let configure =
+            stanza::child(doc.root_element(), "configure", NS_OWNER).expect("configure");
+        assert_eq!(configure.attribute("node"), Some("n"));
+        let form = stanza::child(configure, "x", NS_DATA).expect("form");
+        assert_eq!(form.attribute("type"), Some("form"));
+        assert_eq!(
+            parse_options(form, 10),
+            Some(Options {
+                access: Some(Access::Whitelist),
+                max_items: Some(7)
+            })
+        );
+    }
 
     #[test]
     fn config_round_trips_and_options_parse() {

@@ -250,6 +250,20 @@ pub fn write_iq_result(out: &mut String, id: Option<&str>, from: &str, to: &str)
     out.push_str("/>");
 }
 
+/// An iq result carrying the payload `payload` writes (with `xml::build::Element`).
+pub fn write_iq_result_with(
+    out: &mut String,
+    id: Option<&str>,
+    from: &str,
+    to: &str,
+    payload: impl FnOnce(&mut String),
+) {
+    open_reply(out, Kind::Iq, "result", id, from, to);
+    out.push('>');
+    payload(out);
+    out.push_str("</iq>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
