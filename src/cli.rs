@@ -310,7 +310,7 @@ fn run(command: Command) -> Result<(), Failure> {
             crate::systemd::log_to_journal(&mut logger);
             logger.init();
             let path = config.as_deref();
-            crate::server::run(load_config("serve", path)?, path, crate::features::ALL)
+            crate::run::run(load_config("serve", path)?, path, crate::features::ALL)
                 .map_err(|error| Failure::runtime("serve", error))?;
         }
         Command::Check { config } => {

@@ -8,7 +8,7 @@
 //! [`MAX_HELD_BYTES`].
 
 use crate::feature::{Feature, StreamStage};
-use crate::router::Session;
+use crate::router::{Hold, Session};
 use crate::stanza::{MessageType, Stanza, StanzaType};
 use crate::xml::build::Element;
 use crate::xml::NS_CLIENT;
@@ -33,20 +33,6 @@ pub const FEATURE: Feature = Feature {
     }),
     ..Feature::NONE
 };
-
-/// Whether a queued stanza may wait for an inactive client, and what
-/// supersedes it. The key is the id of the sending session, which stands
-/// for the sender's full JID for as long as that session lives.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Hold {
-    /// Written at once (and flushes what is held, to keep the order).
-    #[default]
-    Urgent,
-    /// Available or unavailable presence of this session.
-    Presence(u64),
-    /// A message carrying only a chat state, from this session.
-    ChatState(u64),
-}
 
 /// How a message from `sender` waits: chat-state-only messages (no body,
 /// nothing but XEP-0085 states and a thread) may, anything else may not.

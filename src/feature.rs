@@ -141,7 +141,11 @@ pub struct Feature {
     pub account_deleting: Option<fn(&Server, &str)>,
     /// An account's deletion was committed.
     pub account_deleted: Option<fn(&Rc<Server>, &str) -> Wait>,
-    /// The server is stopping: hand pending writes to the store.
+    /// The server begins to stop (every stream is told to close): end what it holds open.
+    pub stopping: Option<fn(&Server)>,
+    /// Whether it still holds sessions a graceful stop waits for.
+    pub draining: Option<fn(&Server) -> bool>,
+    /// The streams have ended: hand pending writes to the store before it closes.
     pub shutdown: Option<fn(&Server)>,
     /// A task that runs as long as the server (periodic clean-up, batched writes).
     pub background: Option<Background>,
@@ -175,6 +179,8 @@ impl Feature {
         user_offline: None,
         account_deleting: None,
         account_deleted: None,
+        stopping: None,
+        draining: None,
         shutdown: None,
         background: None,
     };

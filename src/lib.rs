@@ -40,6 +40,7 @@ pub mod reply;
 pub mod roster;
 pub mod route;
 pub mod router;
+pub mod run;
 pub mod sasl;
 pub mod server;
 pub mod sm;

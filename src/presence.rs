@@ -6,13 +6,13 @@
 //! Subscription stanzas go to [`crate::subscription`]; this module never changes a roster.
 
 use crate::blocking::{self, Verdict};
-use crate::csi::Hold;
 use crate::feature::Deferred;
 use crate::feature::{Feature, Wait};
 use crate::jid::Jid;
 use crate::offline::NS_DELAY;
 use crate::privacy::StanzaKind;
 use crate::route::{forwarded, reply_error, served_here};
+use crate::router::Hold;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, PresenceType, Stanza, StanzaCondition};
@@ -44,19 +44,6 @@ pub struct PendingLast(RefCell<std::collections::HashMap<Box<str>, LastPresence>
 
 /// When a user went offline (Unix seconds) and the presence they left with.
 type LastPresence = (u64, Rc<str>);
-
-/// What a session remembers about its own presence. Empty, it holds no heap memory.
-#[derive(Debug, Default)]
-pub struct State {
-    /// The last broadcast available presence, `from` stamped and without `to`: what a
-    /// probe or a new subscriber gets. Shared by every copy sent.
-    current: RefCell<Option<Rc<str>>>,
-    /// Addresses given available presence outside the subscription (RFC 6121 §4.6), told
-    /// `unavailable` when the session goes offline.
-    directed: RefCell<Vec<Jid>>,
-    /// Verified entity capabilities (XEP-0115), shared with every session announcing them.
-    pub(crate) caps: RefCell<Option<crate::pep::caps::Features>>,
-}
 
 /// RFC 6121 §4.7.2.3: priority is -128..=127, absent means 0.
 pub fn priority(stanza: &Stanza) -> Option<i8> {

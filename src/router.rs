@@ -4,7 +4,6 @@
 //! store or writes to a socket. Each connection owns a [`Mailbox`] through
 //! which the router hands it serialised stanzas.
 
-use crate::csi::Hold;
 use crate::jid::Jid;
 use crate::stanza::{MessageType, StanzaCondition, StreamCondition};
 use std::cell::{Cell, RefCell};
@@ -208,6 +207,33 @@ impl Mailbox {
     }
 }
 
+/// Whether a queued stanza may wait for an inactive client, and what
+/// supersedes it. The key is the id of the sending session, which stands
+/// for the sender's full JID for as long as that session lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hold {
+    /// Written at once (and flushes what is held, to keep the order).
+    #[default]
+    Urgent,
+    /// Available or unavailable presence of this session.
+    Presence(u64),
+    /// A message carrying only a chat state, from this session.
+    ChatState(u64),
+}
+
+/// What a session remembers about its own presence (kept and read by the presence feature). Empty, it holds no heap memory.
+#[derive(Debug, Default)]
+pub struct PresenceState {
+    /// The last broadcast available presence, `from` stamped and without `to`: what a
+    /// probe or a new subscriber gets. Shared by every copy sent.
+    pub current: RefCell<Option<Rc<str>>>,
+    /// Addresses given available presence outside the subscription (RFC 6121 §4.6), told
+    /// `unavailable` when the session goes offline.
+    pub directed: RefCell<Vec<Jid>>,
+    /// Verified entity capabilities (XEP-0115), shared with every session announcing them.
+    pub caps: RefCell<Option<Rc<[Box<str>]>>>,
+}
+
 /// A bound resource: what the router needs to deliver to it.
 #[derive(Debug)]
 pub struct Session {
@@ -219,7 +245,7 @@ pub struct Session {
     pub priority: Cell<i8>,
     /// Asked for the roster, so gets roster pushes (RFC 6121 §2.1.6).
     pub interested: Cell<bool>,
-    pub presence: crate::presence::State,
+    pub presence: PresenceState,
     /// Wants copies of its user's other conversations (XEP-0280).
     pub carbons: Cell<bool>,
 }

@@ -30,6 +30,10 @@ const REQUEST_IDLE: Duration = Duration::from_secs(1);
 /// Stream management is part of the stream (c2s); this offers it.
 pub const FEATURE: Feature = Feature {
     name: "sm",
+    state: Some(crate::feature::init::<Parking>),
+    // Parked sessions end with the server; their queued messages go to offline storage.
+    stopping: Some(|server| server.state::<Parking>().close_all()),
+    draining: Some(|server| server.state::<Parking>().count() > 0),
     enabled: |config| config.sm.enabled,
     stream_features: Some(|_, stage, out| {
         if stage == StreamStage::Authenticated {
@@ -387,7 +391,11 @@ pub async fn park(
     // is stopping: it ends at once.
     let mailbox = session.mailbox.clone();
     mailbox.set_held(state.unacked_bytes());
-    if let Some(id) = state.id.clone().filter(|_| !server.sm.stopping.get()) {
+    if let Some(id) = state
+        .id
+        .clone()
+        .filter(|_| !server.state::<Parking>().stopping.get())
+    {
         let (taken, resumed) = smol::channel::bounded::<()>(1);
         info!(
             "{}: connection lost, session kept for resumption",
@@ -403,7 +411,7 @@ pub async fn park(
             _taken: taken,
         };
         server
-            .sm
+            .state::<Parking>()
             .slots
             .borrow_mut()
             .insert(id.clone(), Slot::Parked(parked));
@@ -420,14 +428,14 @@ pub async fn park(
             ),
         )
         .await;
-        let Some(parked) = server.sm.unpark(&id) else {
+        let Some(parked) = server.state::<Parking>().unpark(&id) else {
             // Resumed by a new connection.
             return;
         };
         info!("{}: not resumed, ending the session", parked.session.jid);
         (session, state) = (parked.session, parked.state);
     }
-    let ending = &server.sm.ending;
+    let ending = &server.state::<Parking>().ending;
     ending.set(ending.get() + 1);
     state.keep_unacked(server, &session).await;
     server.protection.unbind_account(session.jid.user());
@@ -435,6 +443,12 @@ pub async fn park(
     drop(state);
     crate::c2s::return_memory(&mailbox);
     ending.set(ending.get() - 1);
+}
+
+impl crate::feature::State for Parking {
+    fn new(_config: &crate::config::Config, _store: &crate::store::Store) -> Self {
+        Parking::default()
+    }
 }
 
 #[cfg(test)]

@@ -387,7 +387,7 @@ pub fn carry_out(server: &Server, outcome: Outcome) {
     for delivery in outcome.deliveries {
         match delivery {
             Delivery::Stanza { to, xml } => {
-                presence::deliver_to_user(server, &to, xml.into(), crate::csi::Hold::Urgent)
+                presence::deliver_to_user(server, &to, xml.into(), crate::router::Hold::Urgent)
             }
             Delivery::Presence {
                 from,
@@ -445,7 +445,12 @@ pub fn account_deleted(server: &Server, jid: &str, unlinked: &[crate::store::Unl
         for (ty, due) in [("unsubscribe", unsubscribe), ("unsubscribed", unsubscribed)] {
             if due {
                 let xml = stanza(ty, jid, to.as_str());
-                presence::deliver_to_user(server, &gone.user, xml.into(), crate::csi::Hold::Urgent);
+                presence::deliver_to_user(
+                    server,
+                    &gone.user,
+                    xml.into(),
+                    crate::router::Hold::Urgent,
+                );
             }
         }
     }

@@ -84,7 +84,11 @@ impl Connection {
             mut state,
             csi,
             ..
-        }) = self.server.sm.take(previd, user).await
+        }) = self
+            .server
+            .state::<crate::sm::Parking>()
+            .take(previd, user)
+            .await
         else {
             self.write_failed("item-not-found");
             return Ok(());
@@ -126,7 +130,9 @@ impl Connection {
     /// This connection now carries the resumable session `id`.
     fn register_live(&self, id: &str) {
         if let (Some(user), Some(tcp)) = (&self.user, self.transport.tcp()) {
-            self.server.sm.live(id, user, tcp.clone());
+            self.server
+                .state::<crate::sm::Parking>()
+                .live(id, user, tcp.clone());
         }
     }
 

@@ -865,7 +865,7 @@ impl Connection {
         }
         if let Some(state) = &mut sm {
             if let Some(id) = &state.id {
-                self.server.sm.forget(id);
+                self.server.state::<crate::sm::Parking>().forget(id);
             }
             state.keep_unacked(&self.server, &session).await;
         }
