@@ -105,7 +105,7 @@ impl Connection {
         server.replace_connection_mailbox(self.stream.conn_id, self.stream.mailbox.clone());
         crate::push::resumed(&server, &session);
         info!("{}: session resumed from {}", session.jid, self.stream.peer);
-        let mut bound = Bound::resumed(session, csi);
+        let mut bound = Bound::new(session, csi);
         let resumed = bound.resume(&mut self.stream, state, h, previd).await;
         self.stage = Stage::Bound(bound);
         resumed
