@@ -2,7 +2,8 @@
 //! `jabber:iq:auth` login (XEP-0078). Passwords are checked against SCRAM
 //! credentials from the store and never leave this function's stack.
 
-use super::{Connection, End, Stage, NS_IQ_AUTH, NS_SASL};
+use super::stream::{End, Stream};
+use super::{Login, NS_IQ_AUTH, NS_SASL};
 use crate::config::Auth as AuthConfig;
 use crate::jid::Jid;
 use crate::sasl::{base64, Credentials, Exchange, Failure, Mechanism, Step};
@@ -13,6 +14,7 @@ use crate::xml::Esc;
 use log::info;
 use roxmltree::Node;
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// RFC 6120 §6.4.5 allows 2 to 5 retries; then the stream ends.
@@ -48,8 +50,13 @@ pub fn is_legacy_auth(stanza: &Stanza) -> bool {
             .is_some_and(|p| p.tag_name().namespace() == Some(NS_IQ_AUTH))
 }
 
-impl Connection {
-    pub(super) fn on_sasl(&mut self, node: Node) -> Result<(), End> {
+impl Login {
+    /// One SASL element (RFC 6120 §6.4): the account, once an exchange succeeded.
+    pub(super) fn on_sasl(
+        &mut self,
+        stream: &mut Stream,
+        node: Node,
+    ) -> Result<Option<Box<str>>, End> {
         let data = || -> Result<Vec<u8>, Failure> {
             match node.text().map(str::trim) {
                 None | Some("") => Ok(Vec::new()),
@@ -57,8 +64,8 @@ impl Connection {
                 Some(text) => base64::decode(text).ok_or(Failure::IncorrectEncoding),
             }
         };
-        let store = self.server.store.clone();
-        let server = self.server.clone();
+        let store = stream.server.store.clone();
+        let server = stream.server.clone();
         let locked = |user: &str| {
             let limits = &server.config().limits;
             server
@@ -81,10 +88,9 @@ impl Connection {
         let (step, next) = match node.tag_name().name() {
             "auth" => {
                 self.sasl = None;
-                let tls = self.transport.is_tls();
-                let binding = self.transport.channel_binding();
-                let offered =
-                    offered_mechanisms(&self.server.config().auth, tls, binding.is_some());
+                let tls = stream.transport.is_tls();
+                let binding = stream.transport.channel_binding();
+                let offered = offered_mechanisms(&server.config().auth, tls, binding.is_some());
                 let mechanism = node
                     .attribute("mechanism")
                     .and_then(Mechanism::from_name)
@@ -101,7 +107,7 @@ impl Connection {
                         Exchange::start(
                             mechanism,
                             initial.as_deref(),
-                            &self.server.config().domain,
+                            &server.config().domain,
                             binding.as_ref().map(|data| &data[..]),
                             &mut lookup,
                         )
@@ -132,54 +138,48 @@ impl Connection {
             Step::Challenge(challenge) => {
                 self.sasl = next.map(|exchange| SaslState(exchange, named));
                 let _ = write!(
-                    self.out,
+                    stream.out,
                     "<challenge xmlns='{NS_SASL}'>{}</challenge>",
                     base64::encode(&challenge)
                 );
-                Ok(())
+                Ok(None)
             }
             Step::Success {
                 username,
                 additional_data,
             } => {
-                let _ = write!(self.out, "<success xmlns='{NS_SASL}'>");
+                let _ = write!(stream.out, "<success xmlns='{NS_SASL}'>");
                 if !additional_data.is_empty() {
-                    self.out.push_str(&base64::encode(&additional_data));
+                    stream.out.push_str(&base64::encode(&additional_data));
                 }
-                self.out.push_str("</success>");
-                info!("{}: authenticated as {username}", self.peer);
-                self.server
+                stream.out.push_str("</success>");
+                info!("{}: authenticated as {username}", stream.peer);
+                server
                     .protection
-                    .login_succeeded(self.peer.ip(), &username);
-                self.user = Some(username.into());
-                self.stage = Stage::Authenticated;
-                self.restart_stream();
-                Ok(())
+                    .login_succeeded(stream.peer.ip(), &username);
+                Ok(Some(username.into()))
             }
             Step::Failure(failure) => {
                 // Every failure slows the address down (a cheap malformed
                 // or aborted exchange must not be repeatable at full
                 // speed); only a wrong proof is held against the account.
                 let account = named.filter(|_| failure == Failure::NotAuthorized);
-                self.delay_login_failure(account.as_deref());
+                stream.delay_login_failure(account.as_deref());
                 let _ = write!(
-                    self.out,
+                    stream.out,
                     "<failure xmlns='{NS_SASL}'><{}/></failure>",
                     failure.condition()
                 );
-                self.count_failure()
+                self.count_failure(stream.peer).map(|()| None)
             }
         }
     }
 
     /// One failed negotiation step on this stream; too many end it.
-    pub(super) fn count_failure(&mut self) -> Result<(), End> {
-        self.auth_failures = self.auth_failures.saturating_add(1);
-        info!(
-            "{}: authentication failure {}",
-            self.peer, self.auth_failures
-        );
-        if self.auth_failures >= MAX_AUTH_FAILURES {
+    pub(super) fn count_failure(&mut self, peer: SocketAddr) -> Result<(), End> {
+        self.failures = self.failures.saturating_add(1);
+        info!("{peer}: authentication failure {}", self.failures);
+        if self.failures >= MAX_AUTH_FAILURES {
             return Err(End::Error(
                 StreamCondition::PolicyViolation,
                 Some("too many failed authentication attempts"),
@@ -188,76 +188,91 @@ impl Connection {
         Ok(())
     }
 
-    /// XEP-0078: `get` lists the fields, `set` logs in and binds at once.
-    pub(super) fn on_legacy_auth(&mut self, iq: &Stanza) -> Result<(), End> {
-        let domain = self.server.config().domain.clone();
+    /// XEP-0078: `get` lists the fields, `set` logs in. The account and the
+    /// resource to bind it to at once, when the password was right.
+    pub(super) fn on_legacy_auth<'a>(
+        &mut self,
+        stream: &mut Stream,
+        iq: &Stanza<'a, '_>,
+    ) -> Result<Option<(Box<str>, &'a str)>, End> {
+        let domain = stream.server.config().domain.clone();
         let Some(query) = iq.payload() else {
             return Err(End::Error(StreamCondition::NotAuthorized, None));
         };
         let field = |name| stanza::child_text(query, name, NS_IQ_AUTH).map(str::trim);
         if iq.ty == StanzaType::Iq(IqType::Get) {
-            stanza::open_reply(&mut self.out, Kind::Iq, "result", iq.id, "", "");
+            stanza::open_reply(&mut stream.out, Kind::Iq, "result", iq.id, "", "");
             let _ = write!(
-                self.out,
+                stream.out,
                 "><query xmlns='{NS_IQ_AUTH}'><username>{}</username><password/><resource/></query></iq>",
                 Esc(field("username").unwrap_or_default())
             );
-            return Ok(());
+            return Ok(None);
         }
-        let reply_error = |out: &mut String, condition| {
-            stanza::write_error_reply(
-                out,
-                Kind::Iq,
-                iq.id,
-                &domain,
-                "",
-                &StanzaError::new(condition),
-            );
-        };
+        let reply_error = |out: &mut String, condition| legacy_error(out, iq, &domain, condition);
         let (Some(username), Some(password), Some(resource)) =
             (field("username"), field("password"), field("resource"))
         else {
-            reply_error(&mut self.out, StanzaCondition::NotAcceptable);
-            self.delay_login_failure(None);
-            return self.count_failure();
+            reply_error(&mut stream.out, StanzaCondition::NotAcceptable);
+            stream.delay_login_failure(None);
+            return self.count_failure(stream.peer).map(|()| None);
         };
         if username.is_empty() || resource.is_empty() {
-            reply_error(&mut self.out, StanzaCondition::NotAcceptable);
-            self.delay_login_failure(None);
-            return self.count_failure();
+            reply_error(&mut stream.out, StanzaCondition::NotAcceptable);
+            stream.delay_login_failure(None);
+            return self.count_failure(stream.peer).map(|()| None);
         }
         let user = Jid::from_parts(Some(username), &domain, None)
             .ok()
             .and_then(|jid| jid.local().map(str::to_owned));
         let credentials = user.as_deref().and_then(|user| {
-            self.server
+            stream
+                .server
                 .store
                 .credentials(user)
                 .ok()
                 .flatten()
                 .and_then(|bytes| Credentials::from_bytes(&bytes))
         });
-        let limits = &self.server.config().limits;
+        let limits = &stream.server.config().limits;
         let locked = (user.as_deref()).is_some_and(|u| {
-            self.server
+            stream
+                .server
                 .protection
                 .account_locked(limits, u, Instant::now())
         });
         let verified = !locked && credentials.is_some_and(|c| c.verify_plain(password));
         let (true, Some(user)) = (verified, user) else {
-            self.delay_login_failure(Some(username));
-            reply_error(&mut self.out, StanzaCondition::NotAuthorized);
-            return self.count_failure();
+            stream.delay_login_failure(Some(username));
+            reply_error(&mut stream.out, StanzaCondition::NotAuthorized);
+            return self.count_failure(stream.peer).map(|()| None);
         };
-        info!("{}: authenticated as {user} (legacy auth)", self.peer);
-        self.server
-            .protection
-            .login_succeeded(self.peer.ip(), &user);
-        self.user = Some(user.into());
-        match self.bind_session(Some(resource)) {
-            Ok(_) => stanza::write_iq_result(&mut self.out, iq.id, "", ""),
-            Err(condition) => reply_error(&mut self.out, condition),
-        }
-        Ok(())
+        info!("{}: authenticated as {user} (legacy auth)", stream.peer);
+        (stream.server.protection).login_succeeded(stream.peer.ip(), &user);
+        Ok(Some((user.into(), resource)))
     }
+}
+
+/// XEP-0078's answer to a login: the result once bound, or why not.
+pub fn legacy_reply(
+    out: &mut String,
+    iq: &Stanza,
+    domain: &str,
+    bound: Result<(), StanzaCondition>,
+) {
+    match bound {
+        Ok(()) => stanza::write_iq_result(out, iq.id, "", ""),
+        Err(condition) => legacy_error(out, iq, domain, condition),
+    }
+}
+
+fn legacy_error(out: &mut String, iq: &Stanza, domain: &str, condition: StanzaCondition) {
+    stanza::write_error_reply(
+        out,
+        Kind::Iq,
+        iq.id,
+        domain,
+        "",
+        &StanzaError::new(condition),
+    );
 }

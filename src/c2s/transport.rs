@@ -1,4 +1,4 @@
-//! The byte pipe under a client stream: plain TCP until STARTTLS, then TLS
+//! The byte pipe under a stream (of any kind): plain TCP until STARTTLS, then TLS
 //! (or TLS from the first byte on the XEP-0368 port). Reads go through one
 //! per-thread scratch buffer straight into the stream framer, so an idle
 //! connection holds no read buffer of its own.
