@@ -31,6 +31,10 @@ pub const NS_ERRORS: &str = "urn:xmpp:blocking:errors";
 
 pub const FEATURE: Feature = Feature {
     name: "blocking",
+    gate: Some(gate),
+    admit: Some(|server, from, session| {
+        allows(server, from, &session.jid, StanzaKind::Message) == Verdict::Allow
+    }),
     state: Some(crate::feature::init::<Blocklists>),
     iq: &[NS],
     on_iq: |iq, out| Some(handle(iq, out)),

@@ -9,11 +9,11 @@
 use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;
 use crate::jid::Jid;
-use crate::mam::NS_SID;
 use crate::offline::NS_HINTS;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, MessageType, Stanza, StanzaType};
+use crate::stanza_id::{add_stanza_id, NS_SID};
 use crate::xml::{write_element_without, Esc, NS_CLIENT};
 use std::fmt::Write;
 use std::rc::Rc;
@@ -31,6 +31,17 @@ const IM_PAYLOADS: [&str; 3] = [
 
 pub const FEATURE: Feature = Feature {
     name: "carbons",
+    message_routed: Some(|server, routed| {
+        copy(
+            server,
+            routed.sender,
+            routed.stanza,
+            routed.recipient,
+            routed.delivered,
+            routed.xml,
+            routed.sent_id,
+        )
+    }),
     iq: &[NS],
     on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
     server_disco: &[NS],
@@ -142,7 +153,7 @@ pub fn copy(
             },
         );
         if let Some(id) = sent_id {
-            crate::mam::add_stanza_id(&mut sent, own.as_str(), id);
+            add_stanza_id(&mut sent, own.as_str(), id);
         }
         sent
     });
@@ -153,7 +164,7 @@ pub fn copy(
     });
     let ty = stanza.node.attribute("type");
     // A copied chat state may wait for an inactive client like the original.
-    let hold = crate::csi::message_hold(stanza, sender);
+    let hold = crate::router::Hold::of_message(stanza, sender);
     let sent_copies = senders.filter_map(|s| Some(("sent", s, sent.as_deref()?)));
     let received_copies = receivers.filter_map(|s| Some(("received", s, received.as_deref()?)));
     for (direction, session, original) in sent_copies.chain(received_copies) {

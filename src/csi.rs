@@ -8,14 +8,11 @@
 //! [`MAX_HELD_BYTES`].
 
 use crate::feature::{Feature, StreamStage};
-use crate::router::{Hold, Session};
-use crate::stanza::{MessageType, Stanza, StanzaType};
+use crate::router::Hold;
 use crate::xml::build::Element;
-use crate::xml::NS_CLIENT;
 use std::rc::Rc;
 
 pub const NS: &str = "urn:xmpp:csi:0";
-const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 
 /// Past this many held items, or this many held bytes, everything is
 /// flushed: an inactive client's buffer stays small whatever its contacts do.
@@ -33,30 +30,6 @@ pub const FEATURE: Feature = Feature {
     }),
     ..Feature::NONE
 };
-
-/// How a message from `sender` waits: chat-state-only messages (no body,
-/// nothing but XEP-0085 states and a thread) may, anything else may not.
-pub fn message_hold(stanza: &Stanza, sender: &Session) -> Hold {
-    if matches!(
-        stanza.ty,
-        StanzaType::Message(MessageType::Error | MessageType::Groupchat)
-    ) {
-        return Hold::Urgent;
-    }
-    let mut states = 0;
-    for child in stanza.node.children().filter(|c| c.is_element()) {
-        match child.tag_name().namespace() {
-            Some(NS_CHATSTATES) => states += 1,
-            Some(NS_CLIENT) if child.tag_name().name() == "thread" => {}
-            _ => return Hold::Urgent,
-        }
-    }
-    if states == 0 {
-        Hold::Urgent
-    } else {
-        Hold::ChatState(sender.id)
-    }
-}
 
 /// One connection's indicated state and what waits for it. Active and
 /// empty, it holds no heap memory.

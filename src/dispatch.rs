@@ -4,18 +4,19 @@
 //! appended to its output; work that must wait for the disk is returned as
 //! [`Deferred`] so the connection task can await it in order.
 
-use crate::feature::{self, Deferred};
+use crate::feature::{self, Deferred, Routed};
 use crate::iq::{Iq, IqTarget};
 use crate::jid::Jid;
 use crate::offline::{self, Pending};
-use crate::privacy::StanzaKind;
 use crate::route::{account_exists, forwarded, reply_error, reply_unavailable, served_here};
-use crate::router::{MessageTarget, Session};
+use crate::router::{Hold, MessageTarget, Session};
 use crate::server::Server;
 use crate::stanza::{self, IqType, MessageType, Stanza, StanzaCondition, StanzaType};
-use crate::{blocking, carbons, csi, presence, vcard};
 use log::info;
 use std::rc::Rc;
+
+/// RFC 3921 session establishment, offered as optional (RFC 6121 App. E) and answered here.
+pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 
 pub fn handle(
     server: &Rc<Server>,
@@ -36,12 +37,13 @@ pub fn handle(
         StanzaType::Message(ty) => on_message(server, session, stanza, ty, out),
         StanzaType::Presence(ty) => {
             if let Some(to) = &stanza.to {
-                if !blocking::gate(server, session, stanza, to, out) {
+                if !gates_pass(server, session, stanza, to, out) {
                     return Deferred::None;
                 }
             }
-            vcard::with_photo_update(server, session, stanza, |stanza| {
-                presence::on_presence(server, session, stanza, ty, out)
+            let handler = server.features().iter().find_map(|f| f.on_presence);
+            handler.map_or(Deferred::None, |handle| {
+                handle(server, session, stanza, ty, out)
             })
         }
         StanzaType::Iq(ty) => on_iq(server, session, stanza, ty, out),
@@ -64,7 +66,7 @@ fn on_message(
         // Messages to the server itself carry nothing hearth acts on.
         return Deferred::None;
     };
-    if !blocking::gate(server, session, stanza, &to, out) {
+    if !gates_pass(server, session, stanza, &to, out) {
         return Deferred::None;
     }
     if !account_exists(server, local) {
@@ -75,20 +77,21 @@ fn on_message(
     let storable = offline::is_storable(stanza);
     match target {
         MessageTarget::Sessions(sessions) => {
-            let (xml, sent_id) = crate::mam::delivered(server, session, stanza, &to, local);
+            let (xml, sent_id) = prepare(server, session, stanza, &to, local);
             let xml: Rc<str> = xml.into();
-            let hold = csi::message_hold(stanza, session);
-            // Each resource's own privacy list (XEP-0016 §2 rule 1) has the last word.
+            let hold = Hold::of_message(stanza, session);
+            let admits = |s: &Session| {
+                server
+                    .features()
+                    .iter()
+                    .filter_map(|f| f.admit)
+                    .all(|admit| admit(server, &session.jid, s))
+            };
             let delivered: Vec<_> = sessions
                 .into_iter()
-                .filter(|s| {
-                    blocking::allows(server, &session.jid, &s.jid, StanzaKind::Message)
-                        == blocking::Verdict::Allow
-                        && server.deliver_as(s, xml.clone(), storable, hold)
-                })
+                .filter(|s| admits(s) && server.deliver_as(s, xml.clone(), storable, hold))
                 .collect();
-            carbons::copy(server, session, stanza, local, &delivered, &xml, sent_id);
-            crate::push::on_message(server, session, stanza, local, &delivered);
+            routed(server, session, stanza, local, &delivered, &xml, sent_id);
             if delivered.is_empty() && storable {
                 return Deferred::StoreOffline(Pending::new(
                     server,
@@ -101,9 +104,8 @@ fn on_message(
             Deferred::None
         }
         MessageTarget::Offline if storable => {
-            let (xml, sent_id) = crate::mam::delivered(server, session, stanza, &to, local);
-            carbons::copy(server, session, stanza, local, &[], &xml, sent_id);
-            crate::push::on_message(server, session, stanza, local, &[]);
+            let (xml, sent_id) = prepare(server, session, stanza, &to, local);
+            routed(server, session, stanza, local, &[], &xml, sent_id);
             Deferred::StoreOffline(Pending::new(
                 server,
                 local,
@@ -120,6 +122,58 @@ fn on_message(
     }
 }
 
+/// Every declared gate lets the stanza from `session` go on to `to`.
+fn gates_pass(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    to: &Jid,
+    out: &mut String,
+) -> bool {
+    server
+        .features()
+        .iter()
+        .filter_map(|f| f.gate)
+        .all(|gate| gate(server, session, stanza, to, out))
+}
+
+/// The message as its recipient gets it, by the declared preparer (which archives it).
+fn prepare(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    to: &Jid,
+    local: &str,
+) -> (String, Option<u64>) {
+    match server.features().iter().find_map(|f| f.prepare_message) {
+        Some(prepare) => prepare(server, session, stanza, to, local),
+        None => (forwarded(stanza, &session.jid), None),
+    }
+}
+
+/// Tells the features that watch routed messages (copies, notifications).
+fn routed(
+    server: &Server,
+    sender: &Session,
+    stanza: &Stanza,
+    recipient: &str,
+    delivered: &[Rc<Session>],
+    xml: &str,
+    sent_id: Option<u64>,
+) {
+    let routed = Routed {
+        sender,
+        stanza,
+        recipient,
+        delivered,
+        xml,
+        sent_id,
+    };
+    for watch in server.features().iter().filter_map(|f| f.message_routed) {
+        watch(server, &routed);
+    }
+}
+
 fn on_iq(
     server: &Rc<Server>,
     session: &Rc<Session>,
@@ -129,7 +183,7 @@ fn on_iq(
 ) -> Deferred {
     if let Some(to) = &stanza.to {
         if !served_here(server, session, stanza, to, out)
-            || !blocking::gate(server, session, stanza, to, out)
+            || !gates_pass(server, session, stanza, to, out)
         {
             return Deferred::None;
         }
@@ -182,7 +236,7 @@ fn on_iq(
         target,
         payload,
     };
-    if ns == crate::c2s::NS_SESSION && target == IqTarget::Server && ty == IqType::Set {
+    if ns == NS_SESSION && target == IqTarget::Server && ty == IqType::Set {
         // RFC 3921's session establishment, a no-op kept for old clients (RFC 6121 App. E).
         stanza::write_iq_result(out, stanza.id, "", session.jid.as_str());
         return Deferred::None;

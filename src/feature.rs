@@ -15,10 +15,11 @@
 
 use crate::config::Config;
 use crate::iq::Iq;
+use crate::jid::Jid;
 use crate::offline::Pending;
 use crate::router::Session;
 use crate::server::Server;
-use crate::stanza::{Stanza, StreamCondition};
+use crate::stanza::{PresenceType, Stanza, StreamCondition};
 use crate::store::Store;
 use smol::LocalExecutor;
 use std::any::Any;
@@ -56,6 +57,33 @@ pub type SessionHook = fn(&Rc<Server>, &Rc<Session>) -> Wait;
 
 /// A task that runs as long as the server.
 pub type Background = fn(Rc<Server>) -> Pin<Box<dyn Future<Output = ()>>>;
+
+/// Decides whether a stanza from `session` may go to `to` at all (block lists): false when
+/// it must not, with the answer the feature's XEP names already in `out`.
+pub type Gate = fn(&Server, &Session, &Stanza, &Jid, &mut String) -> bool;
+
+/// Whether a message from `from` may reach this one session of its recipient (a session's
+/// own privacy list has the last word, XEP-0016 §2).
+pub type Admit = fn(&Server, &Jid, &Session) -> bool;
+
+/// Writes a message to a local user (`to`, localpart `recipient`) as that user gets it,
+/// archiving it where it is kept: the XML, and the sender's archive id for its copies.
+pub type Prepare = fn(&Server, &Session, &Stanza, &Jid, &str) -> (String, Option<u64>);
+
+/// A message to a local user after it was routed: `delivered` are the sessions that took
+/// it (none when it is kept offline), `xml` what they got.
+pub struct Routed<'a, 'b> {
+    pub sender: &'a Session,
+    pub stanza: &'a Stanza<'b, 'b>,
+    pub recipient: &'a str,
+    pub delivered: &'a [Rc<Session>],
+    pub xml: &'a str,
+    pub sent_id: Option<u64>,
+}
+
+/// Handles presence stanzas from a session (after the gates).
+pub type PresenceHandler =
+    fn(&Rc<Server>, &Rc<Session>, &Stanza, PresenceType, &mut String) -> Deferred;
 
 /// Handles every stanza addressed to a service sub-domain (or a JID in it).
 pub type ServiceHandler = fn(&Rc<Server>, &Rc<Session>, &Stanza, &mut String) -> Deferred;
@@ -121,6 +149,20 @@ pub struct Feature {
     pub on_server_response: Option<fn(&Server, &Session, &Stanza)>,
     /// Answers to iq results and errors addressed to an account's bare JID.
     pub on_account_response: Option<AccountResponse>,
+    /// Checks every stanza from a session to another address before it is routed.
+    pub gate: Option<Gate>,
+    /// Checks a message against each session of its recipient.
+    pub admit: Option<Admit>,
+    /// Writes (and archives) a message for its recipient; the first feature declaring one
+    /// does it, otherwise the message goes as sent with its sender stamped.
+    pub prepare_message: Option<Prepare>,
+    /// Sees every message routed to a local user (copies, notifications).
+    pub message_routed: Option<fn(&Server, &Routed)>,
+    /// A message for an offline user (as prepared) could not be stored: undo what
+    /// preparing it did.
+    pub offline_refused: Option<fn(&Server, &str, &str)>,
+    /// Handles presence stanzas; the first feature declaring it does.
+    pub on_presence: Option<PresenceHandler>,
     /// disco#info features of the server's own JID.
     pub server_disco: &'static [&'static str],
     /// disco#info nodes of the server's JID it answers as the JID itself (XEP-0115's
@@ -167,6 +209,12 @@ impl Feature {
         enabled: always,
         iq: &[],
         on_iq: no_iq,
+        gate: None,
+        admit: None,
+        prepare_message: None,
+        message_routed: None,
+        offline_refused: None,
+        on_presence: None,
         on_server_response: None,
         on_account_response: None,
         server_disco: &[],

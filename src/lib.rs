@@ -45,6 +45,7 @@ pub mod sasl;
 pub mod server;
 pub mod sm;
 pub mod stanza;
+pub mod stanza_id;
 pub mod store;
 pub mod stun;
 pub mod subscription;

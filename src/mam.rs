@@ -22,6 +22,7 @@ use crate::offline::{NS_DELAY, NS_HINTS};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
+use crate::stanza_id::{add_stanza_id, decode_id, encode_id, NS_SID};
 use crate::store::{ArchiveBatch, ArchivePage, ArchiveQuery, PageAt, Store, StoreError};
 use crate::xml::build::Element;
 use crate::xml::EscAttr;
@@ -35,7 +36,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub const NS: &str = "urn:xmpp:mam:2";
-pub const NS_SID: &str = "urn:xmpp:sid:0";
 /// `before-id`/`after-id`/`ids`, flipped pages and archive metadata (XEP-0313 §7).
 pub const NS_EXTENDED: &str = "urn:xmpp:mam:2#extended";
 const NS_RSM: &str = "http://jabber.org/protocol/rsm";
@@ -59,6 +59,12 @@ pub const FEATURE: Feature = Feature {
     // Archive rows routed so far are queued before the deletion, which then takes them.
     account_deleting: Some(|server, _| flush(server)),
     shutdown: Some(flush),
+    prepare_message: Some(delivered),
+    offline_refused: Some(|server, user, xml| {
+        if let Some(id) = archived_id(server, user, xml) {
+            refused(server, user, id);
+        }
+    }),
     background: Some(|server| Box::pin(background(server))),
     ..Feature::NONE
 };
@@ -115,18 +121,6 @@ impl Mam {
         self.last_id.set(id);
         id
     }
-}
-
-/// An archive id as clients see it: lower-case hex.
-pub fn encode_id(id: u64) -> String {
-    format!("{id:x}")
-}
-
-fn decode_id(text: &str) -> Option<u64> {
-    if text.is_empty() || text.len() > 16 {
-        return None;
-    }
-    u64::from_str_radix(text, 16).ok()
 }
 
 /// Adds messages to the pending batch (`add` puts them there) and makes sure
@@ -236,20 +230,6 @@ pub fn delivered(
         add_stanza_id(&mut xml, by.as_str(), id);
     }
     (xml, for_sender.then_some(id))
-}
-
-/// Ends `message` (a whole `<message>` element with content) with the XEP-0359
-/// `<stanza-id/>` of archive `by`.
-pub fn add_stanza_id(message: &mut String, by: &str, id: u64) {
-    if let Some(open) = message.strip_suffix("</message>").map(str::len) {
-        message.truncate(open);
-        Element::new("stanza-id")
-            .ns(NS_SID)
-            .attr("by", by)
-            .attr("id", &encode_id(id))
-            .empty(message);
-        message.push_str("</message>");
-    }
 }
 
 /// The recipient's archive id in a message as [`delivered`] wrote it for `recipient`.

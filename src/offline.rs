@@ -78,10 +78,11 @@ impl Pending {
     /// Commits the message; if it cannot be kept the sender is told, so
     /// nothing accepted is silently lost.
     pub async fn store(self, server: &Server, out: &mut String) {
-        let archived = crate::mam::archived_id(server, &self.user, &self.xml);
-        let result = keep(server, &self.user, self.xml.into_bytes()).await;
-        if let (Err(_), Some(id)) = (&result, archived) {
-            crate::mam::refused(server, &self.user, id);
+        let result = keep(server, &self.user, self.xml.clone().into_bytes()).await;
+        if result.is_err() {
+            for refused in server.features().iter().filter_map(|f| f.offline_refused) {
+                refused(server, &self.user, &self.xml);
+            }
         }
         let condition = match result {
             Ok(()) => return,

@@ -31,6 +31,11 @@ const MAX_DIRECTED: usize = 32;
 
 pub const FEATURE: Feature = Feature {
     name: "presence",
+    on_presence: Some(|server, session, stanza, ty, out| {
+        crate::vcard::with_photo_update(server, session, stanza, |stanza| {
+            on_presence(server, session, stanza, ty, out)
+        })
+    }),
     state: Some(crate::feature::init::<PendingLast>),
     session_ended: Some(session_ended),
     account_deleting: Some(account_deleted),

@@ -52,6 +52,15 @@ const ID_PREFIX: &str = "push-";
 
 pub const FEATURE: Feature = Feature {
     name: "push",
+    message_routed: Some(|server, routed| {
+        on_message(
+            server,
+            routed.sender,
+            routed.stanza,
+            routed.recipient,
+            routed.delivered,
+        )
+    }),
     state: Some(crate::feature::init::<Push>),
     enabled: |config| config.push.enabled,
     iq: &[NS],

@@ -5,7 +5,10 @@
 //! which the router hands it serialised stanzas.
 
 use crate::jid::Jid;
-use crate::stanza::{MessageType, StanzaCondition, StreamCondition};
+use crate::stanza::{MessageType, Stanza, StanzaCondition, StanzaType, StreamCondition};
+use crate::xml::NS_CLIENT;
+
+const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -219,6 +222,32 @@ pub enum Hold {
     Presence(u64),
     /// A message carrying only a chat state, from this session.
     ChatState(u64),
+}
+
+impl Hold {
+    /// How a message from `sender` waits: chat-state-only messages (no body,
+    /// nothing but XEP-0085 states and a thread) may, anything else may not.
+    pub fn of_message(stanza: &Stanza, sender: &Session) -> Hold {
+        if matches!(
+            stanza.ty,
+            StanzaType::Message(MessageType::Error | MessageType::Groupchat)
+        ) {
+            return Hold::Urgent;
+        }
+        let mut states = 0;
+        for child in stanza.node.children().filter(|c| c.is_element()) {
+            match child.tag_name().namespace() {
+                Some(NS_CHATSTATES) => states += 1,
+                Some(NS_CLIENT) if child.tag_name().name() == "thread" => {}
+                _ => return Hold::Urgent,
+            }
+        }
+        if states == 0 {
+            Hold::Urgent
+        } else {
+            Hold::ChatState(sender.id)
+        }
+    }
 }
 
 /// What a session remembers about its own presence (kept and read by the presence feature). Empty, it holds no heap memory.

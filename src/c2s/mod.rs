@@ -21,7 +21,7 @@ mod transport;
 
 pub use transport::Transport;
 
-use crate::dispatch;
+use crate::dispatch::{self, NS_SESSION};
 use crate::feature::{Deferred, StreamStage};
 use crate::jid::{Jid, SessionJid};
 use crate::router::{Mailbox, Outbound, Session};
@@ -46,7 +46,6 @@ pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 pub const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
-pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 pub const NS_IQ_AUTH: &str = "jabber:iq:auth";
 /// XEP-0478: the stanza size limit, told to the client after authentication.
 pub const NS_LIMITS: &str = "urn:xmpp:stream-limits:0";
