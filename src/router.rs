@@ -8,6 +8,11 @@ use crate::jid::Jid;
 use crate::stanza::{MessageType, Stanza, StanzaCondition, StanzaType, StreamCondition};
 use crate::xml::NS_CLIENT;
 
+/// A session that once held this much for its client leaves enough freed heap
+/// behind to hand back to the system as soon as it ends, whoever else stays
+/// connected (glibc keeps freed pages otherwise, see [`crate::memory`]).
+const LARGE_SESSION_BYTES: usize = 256 * 1024;
+
 const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -104,6 +109,14 @@ impl Mailbox {
     /// Bytes waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.get()
+    }
+
+    /// After a session that held a lot for its client (its connection's buffers, or a
+    /// parked session's queues) is gone: the freed heap goes back at once.
+    pub fn return_memory(&self) {
+        if self.peak_bytes() >= LARGE_SESSION_BYTES {
+            crate::memory::trim_heap();
+        }
     }
 
     /// The most [`Mailbox::budget_used`] ever was.

@@ -441,7 +441,7 @@ pub async fn park(
     server.protection.unbind_account(session.jid.user());
     crate::dispatch::session_ended(server, &session).await;
     drop(state);
-    crate::c2s::return_memory(&mailbox);
+    mailbox.return_memory();
     ending.set(ending.get() - 1);
 }
 

@@ -50,11 +50,6 @@ pub const NS_IQ_AUTH: &str = "jabber:iq:auth";
 /// XEP-0478: the stanza size limit, told to the client after authentication.
 pub const NS_LIMITS: &str = "urn:xmpp:stream-limits:0";
 
-/// A session that once held this much for its client leaves enough freed heap
-/// behind to hand back to the system as soon as it ends, whoever else stays
-/// connected (glibc keeps freed pages otherwise, see [`crate::memory`]).
-const LARGE_SESSION_BYTES: usize = 256 * 1024;
-
 // Every connected client holds one `Connection` and one `Session` for as long
 // as it stays, and a 512 MiB board is meant to hold thousands of them: a field
 // added here is paid once per session. Grow these bounds deliberately. On
@@ -165,17 +160,9 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_
         server.protection.release(peer.ip(), conn_id, authenticated);
     }
     server.unregister_connection(conn_id);
-    return_memory(&mailbox);
+    mailbox.return_memory();
     if let Some((session, state, csi)) = parked {
         crate::sm::park(&server, session, state, csi).await;
-    }
-}
-
-/// After a session that held a lot for its client (its connection's buffers,
-/// or a parked session's queues) is gone: the freed heap goes back at once.
-pub(crate) fn return_memory(mailbox: &Mailbox) {
-    if mailbox.peak_bytes() >= LARGE_SESSION_BYTES {
-        crate::memory::trim_heap();
     }
 }
 
