@@ -390,7 +390,10 @@ impl Router {
     /// priority get normal and chat messages; headlines go to all of them;
     /// errors are silently ignored (§8.5.2.1.1).
     fn bare_message_targets(&self, to: &Jid, ty: MessageType) -> MessageTarget {
-        let local = to.local().unwrap_or_default();
+        // The dispatcher routes here only addresses of local accounts.
+        let Some(local) = to.local() else {
+            return MessageTarget::Drop;
+        };
         let eligible = || {
             self.resources(local)
                 .iter()

@@ -198,7 +198,7 @@ fn top_level_stanzas(bytes: &[u8]) -> Vec<&[u8]> {
     {
         i += offset;
         let mut quote = None;
-        let Some(len) = bytes[i..].iter().position(|&b| {
+        let Some(len) = bytes.get(i..).unwrap_or_default().iter().position(|&b| {
             match quote {
                 Some(q) if b == q => quote = None,
                 Some(_) => {}
@@ -210,15 +210,18 @@ fn top_level_stanzas(bytes: &[u8]) -> Vec<&[u8]> {
             break;
         };
         let end = i + len + 1;
-        let tag = &bytes[i + 1..i + len];
+        // `len` ≥ 1: the byte at `i` is `<`, not `>`.
+        let Some(tag) = bytes.get(i + 1..i + len) else {
+            break;
+        };
         match tag.first() {
             Some(b'?' | b'!') => {}
             Some(b'/') => {
                 if depth > 0 {
                     depth -= 1;
                     if depth == 0 {
-                        if let Some(s) = start.take() {
-                            found.push(&bytes[s..end]);
+                        if let Some(stanza) = start.take().and_then(|s| bytes.get(s..end)) {
+                            found.push(stanza);
                         }
                     }
                 }
@@ -228,7 +231,7 @@ fn top_level_stanzas(bytes: &[u8]) -> Vec<&[u8]> {
                     .iter()
                     .position(|b| b.is_ascii_whitespace() || *b == b'/')
                     .unwrap_or(tag.len());
-                let name = &tag[..name_len];
+                let name = tag.get(..name_len).unwrap_or(tag);
                 let self_closing = tag.last() == Some(&b'/');
                 if depth == 0 && name == b"stream:stream" {
                     i = end;
@@ -240,8 +243,8 @@ fn top_level_stanzas(bytes: &[u8]) -> Vec<&[u8]> {
                 if !self_closing {
                     depth += 1;
                 } else if depth == 0 {
-                    if let Some(s) = start.take() {
-                        found.push(&bytes[s..end]);
+                    if let Some(stanza) = start.take().and_then(|s| bytes.get(s..end)) {
+                        found.push(stanza);
                     }
                 }
             }

@@ -277,9 +277,9 @@ fn verification_string<'a>(query: Node<'a, '_>) -> Option<(String, Vec<&'a str>)
     identities.sort_unstable();
     features.sort_unstable();
     forms.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let duplicates = identities.windows(2).any(|w| w[0] == w[1])
-        || features.windows(2).any(|w| w[0] == w[1])
-        || forms.windows(2).any(|w| w[0].0 == w[1].0);
+    let duplicates = identities.windows(2).any(|w| matches!(w, [a, b] if a == b))
+        || features.windows(2).any(|w| matches!(w, [a, b] if a == b))
+        || forms.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0));
     if duplicates {
         return None;
     }
