@@ -14,8 +14,8 @@ use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, MessageType, Stanza, StanzaType};
 use crate::stanza_id::{add_stanza_id, NS_SID};
-use crate::xml::{write_element_without, Esc, NS_CLIENT};
-use std::fmt::Write;
+use crate::xml::build::Element;
+use crate::xml::{write_element_without, NS_CLIENT};
 use std::rc::Rc;
 
 pub const NS: &str = "urn:xmpp:carbons:2";
@@ -162,7 +162,8 @@ pub fn copy(
         let rest = received.strip_prefix("<message")?;
         Some(format!("<message xmlns='{NS_CLIENT}'{rest}"))
     });
-    let ty = stanza.node.attribute("type");
+    // Only chat and normal messages are copied (`eligible`); normal is the absent type.
+    let ty = (stanza.ty == StanzaType::Message(MessageType::Chat)).then_some("chat");
     // A copied chat state may wait for an inactive client like the original.
     let hold = crate::router::Hold::of_message(stanza, sender);
     let sent_copies = senders.filter_map(|s| Some(("sent", s, sent.as_deref()?)));
@@ -177,19 +178,19 @@ pub fn copy(
 /// original's type (§7–8).
 fn wrap(to: &Jid, ty: Option<&str>, direction: &str, original: &str) -> String {
     let mut xml = String::with_capacity(original.len() + 200);
-    let _ = write!(
-        xml,
-        "<message from='{}' to='{}'",
-        Esc(to.bare().as_str()),
-        Esc(to.as_str())
-    );
-    if let Some(ty) = ty {
-        let _ = write!(xml, " type='{}'", Esc(ty));
-    }
-    let _ = write!(
-        xml,
-        "><{direction} xmlns='{NS}'><forwarded xmlns='{NS_FORWARD}'>{original}</forwarded></{direction}></message>"
-    );
+    let bare = to.bare();
+    Element::new("message")
+        .attr("from", bare.as_str())
+        .attr("to", to.as_str())
+        .attr_opt("type", ty)
+        .children(&mut xml, |xml| {
+            Element::new(direction).ns(NS).children(xml, |xml| {
+                // The original is already serialised (and escaped) XML.
+                Element::new("forwarded")
+                    .ns(NS_FORWARD)
+                    .children(xml, |xml| xml.push_str(original));
+            });
+        });
     xml
 }
 
