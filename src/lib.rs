@@ -55,5 +55,6 @@ pub mod tls;
 pub mod upload;
 pub mod usercache;
 pub mod vcard;
+pub mod verdict;
 pub mod version;
 pub mod xml;

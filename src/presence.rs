@@ -5,12 +5,10 @@
 //! logout.
 //! Subscription stanzas go to [`crate::subscription`]; this module never changes a roster.
 
-use crate::blocking::{self, Verdict};
 use crate::feature::Deferred;
 use crate::feature::{Feature, Wait};
 use crate::jid::Jid;
 use crate::offline::NS_DELAY;
-use crate::privacy::StanzaKind;
 use crate::route::{forwarded, reply_error, served_here};
 use crate::router::Hold;
 use crate::router::Session;
@@ -19,6 +17,7 @@ use crate::stanza::{self, PresenceType, Stanza, StanzaCondition};
 use crate::store::StoreError;
 use crate::subscription;
 use crate::time;
+use crate::verdict::{self, StanzaKind, Verdict};
 use crate::xml::{Esc, NS_CLIENT};
 use log::warn;
 use std::cell::RefCell;
@@ -150,7 +149,7 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
         // lists (XEP-0016) may hold it back too, each resource's own active list deciding
         // whether it hears (XEP-0016 §2 rule 1).
         for to in router.resources(local).iter().filter(|s| s.available.get()) {
-            if blocking::allows(server, &session.jid, &to.jid, StanzaKind::Presence)
+            if verdict::allows(server, &session.jid, &to.jid, StanzaKind::Presence)
                 == Verdict::Allow
             {
                 server.deliver_as(to, xml.clone(), false, Hold::Presence(session.id));
@@ -170,7 +169,7 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
 /// so the resource that sent a broadcast presence gets it too, `from` its full JID. It is
 /// written with the replies to that resource's own stanzas (before whatever else its presence
 /// brings), so an inactive client (XEP-0352) gets it at once; block and privacy lists never
-/// apply between a user's own resources ([`blocking::allows`]).
+/// apply between a user's own resources ([`verdict::allows`]).
 fn echo(session: &Session, xml: &str, out: &mut String) {
     out.push_str(&addressed(xml, session.jid.as_str()));
 }
@@ -180,7 +179,7 @@ fn echo(session: &Session, xml: &str, out: &mut String) {
 fn answer_probe(server: &Server, contact: &str, to: &Jid, out: &mut String) {
     let blocked =
         Jid::from_parts(Some(contact), &server.config().domain, None).is_ok_and(|contact| {
-            blocking::allows(server, &contact, to, StanzaKind::Presence) != Verdict::Allow
+            verdict::allows(server, &contact, to, StanzaKind::Presence) != Verdict::Allow
         });
     if blocked {
         return;

@@ -5,18 +5,17 @@
 //! request pending is a pre-approval (§3.4): kept on the item, it answers the contact's
 //! later request at once.
 
-use crate::blocking::{self, Verdict};
 use crate::feature::Deferred;
 use crate::feature::{Feature, StreamStage, Wait};
 use crate::jid::Jid;
 use crate::presence;
-use crate::privacy::StanzaKind;
 use crate::roster;
 use crate::route::{reply_error, served_here};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{PresenceType, Stanza, StanzaCondition};
 use crate::store::{RosterItem, RosterTxn, StoreError, Stored};
+use crate::verdict::{self, StanzaKind, Verdict};
 use crate::xml::build::Element;
 use crate::xml::{write_element, Esc, NS_CLIENT};
 use log::warn;
@@ -439,7 +438,7 @@ pub fn account_deleted(server: &Server, jid: &str, unlinked: &[crate::store::Unl
             continue;
         };
         // Like any subscription stanza, none reaches a user who blocks the account.
-        if blocking::allows(server, &from, &to, StanzaKind::OtherPresence) != Verdict::Allow {
+        if verdict::allows(server, &from, &to, StanzaKind::OtherPresence) != Verdict::Allow {
             continue;
         }
         for (ty, due) in [("unsubscribe", unsubscribe), ("unsubscribed", unsubscribed)] {

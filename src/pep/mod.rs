@@ -11,18 +11,17 @@ pub mod caps;
 mod page;
 mod subscriptions;
 
-use crate::blocking::{self, Verdict};
 use crate::feature::Deferred;
 use crate::feature::Feature;
 use crate::iq::Iq;
 use crate::iq::IqTarget;
 use crate::jid::Jid;
-use crate::privacy::StanzaKind;
 use crate::reply::IqReply;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, StanzaCondition, StanzaError};
 use crate::store::{PepItem, Publish, StoreError};
+use crate::verdict::{self, StanzaKind, Verdict};
 use crate::xml::build::Element;
 use crate::xml::write_element;
 use log::warn;
@@ -307,7 +306,7 @@ fn broadcast(
     let mut reached: Vec<u64> = Vec::new();
     let mut send = |to: &Rc<Session>| {
         if !reached.contains(&to.id)
-            && blocking::allows(server, &from, &to.jid, StanzaKind::Message) == Verdict::Allow
+            && verdict::allows(server, &from, &to.jid, StanzaKind::Message) == Verdict::Allow
         {
             reached.push(to.id);
             server.deliver(to, event(&from, &to.jid, payload).into(), false);
