@@ -4,11 +4,11 @@
 //! delivery point asks for are [`crate::verdict::privacy_lists`]'s; this module never routes
 //! a stanza itself.
 
+use crate::audience;
 use crate::feature::Deferred;
 use crate::feature::Feature;
 use crate::iq::Iq;
 use crate::jid::Jid;
-use crate::presence;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{IqType, StanzaCondition};
@@ -280,14 +280,14 @@ fn hidden(server: &Server, user: &str) -> Hidden {
     let denied = |from: &Jid, to: &Jid| {
         verdict::allows(server, from, to, StanzaKind::Presence) != Verdict::Allow
     };
-    for contact in presence::contacts(server, user, |item| item.from) {
+    for contact in audience::contacts(server, user, |item| item.from) {
         for theirs in available(contact.local().unwrap_or_default()) {
             for own in mine.iter().filter(|own| denied(&own.jid, &theirs.jid)) {
                 pairs.push((own.jid.jid().clone(), theirs.clone()));
             }
         }
     }
-    for contact in presence::contacts(server, user, |item| item.to) {
+    for contact in audience::contacts(server, user, |item| item.to) {
         for theirs in available(contact.local().unwrap_or_default()) {
             for own in mine.iter().filter(|own| denied(&theirs.jid, &own.jid)) {
                 pairs.push((theirs.jid.jid().clone(), own.clone()));

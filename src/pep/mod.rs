@@ -300,7 +300,7 @@ fn broadcast(
     let interest = caps::notify_feature(node);
     let mut users = vec![from.clone()];
     if access != Access::Whitelist {
-        users.extend(crate::presence::contacts(server, owner, |item| item.from));
+        users.extend(crate::audience::contacts(server, owner, |item| item.from));
     }
     let router = server.router.borrow();
     let mut reached: Vec<u64> = Vec::new();
@@ -335,7 +335,7 @@ pub fn deliver_last(server: &Server, session: &Session, out: &mut String) {
     let user = session.jid.user();
     let mut owners = vec![user.to_owned()];
     owners.extend(
-        crate::presence::contacts(server, user, |item| item.to)
+        crate::audience::contacts(server, user, |item| item.to)
             .iter()
             .filter_map(|jid| jid.local().map(str::to_owned)),
     );
