@@ -1,5 +1,5 @@
 //! Who hears a local user: their local contacts as their roster's subscription states say
-//! ([`contacts`]), each user's available sessions, and presence addressed to those sessions
+//! (`contacts`), each user's available sessions, and presence addressed to those sessions
 //! on a user's behalf. Presence, subscriptions, privacy lists and PEP all ask it. It decides
 //! nothing about whether a stanza may pass ([`crate::verdict`]) and changes no roster.
 

@@ -1,6 +1,6 @@
 //! Privacy lists (XEP-0016) in memory: the items of each user's lists, parsed, their default
 //! list and the active list of each session, and the privacy half of the verdict
-//! ([`allows`]). Users with lists keep them parsed in memory while they have a session
+//! (`allows`). Users with lists keep them parsed in memory while they have a session
 //! ([`UserCache`]); for offline users (offline storage) they are read from the store.
 //! Subscription and group items read the owner's roster item at most once per check, so
 //! roster changes apply at once (§2 rule 9). The commands are [`crate::privacy`]'s.
