@@ -26,8 +26,8 @@ use blocklist::Blocklists;
 pub const NS_BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 
 /// The check for every delivery point (message, iq, presence): block lists, then privacy
-/// lists ([`privacy_lists::allows`]). The server's own address and a user's own addresses are never
-/// blocked.
+/// lists (`privacy_lists::allows`). The server's own address and a user's own addresses are
+/// never blocked.
 pub fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) -> Verdict {
     let ours: &str = &server.config().domain;
     let is_server = |jid: &Jid| jid.local().is_none() && jid.domain() == ours;

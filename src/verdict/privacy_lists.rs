@@ -21,6 +21,7 @@ use std::rc::Rc;
 
 pub const NS: &str = "jabber:iq:privacy";
 
+/// How privacy list items select a kind of stanza: only these lists need it.
 impl StanzaKind {
     /// The child element that selects this kind on the recipient's list (0: none does).
     fn inbound(self) -> u8 {

@@ -31,7 +31,7 @@ impl StanzaKind {
     }
 }
 
-/// What the block lists say about a stanza from `from` to `to`.
+/// What the block lists and privacy lists say about a stanza from `from` to `to`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
