@@ -1,33 +1,26 @@
 //! Communications blocking (XEP-0191): the block list commands (get, block, unblock,
-//! unblock-all, with pushes) and the verdict every delivery point asks for ([`allows`],
-//! [`gate`]). This module owns who blocks whom in memory; it never routes a stanza itself.
-//!
-//! Cost per routed stanza: one hash-set lookup for users without a list. Users with a list
-//! keep it in memory while they have a session ([`UserCache`]); for offline users (offline
-//! storage) it is read from the store.
+//! unblock-all, with pushes) and the presence a block hides (§3.3). Who blocks whom in memory,
+//! and the verdict every delivery point asks for, are [`crate::verdict`]'s; this module never
+//! routes a stanza itself.
 
 use crate::feature::Deferred;
 use crate::feature::Feature;
 use crate::iq::Iq;
 use crate::jid::Jid;
-use crate::privacy::{self, StanzaKind};
-use crate::route::reply_unavailable;
 use crate::router::Session;
 use crate::server::Server;
-use crate::stanza::{
-    self, ErrorType, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType,
-};
-use crate::store::{Store, StoreError};
-use crate::usercache::UserCache;
+use crate::stanza::{IqType, StanzaCondition};
+use crate::verdict::blocklist::Blocklists;
+use crate::verdict::{matches, write_unavailable};
 use crate::xml::build::Element;
 use log::warn;
 use roxmltree::Node;
-use std::cell::RefCell;
-use std::collections::HashSet;
 use std::rc::Rc;
 
+/// The delivery points ask for the verdict here too.
+pub use crate::verdict::{allows, gate, Verdict};
+
 pub const NS: &str = "urn:xmpp:blocking";
-pub const NS_ERRORS: &str = "urn:xmpp:blocking:errors";
 
 pub const FEATURE: Feature = Feature {
     name: "blocking",
@@ -43,180 +36,10 @@ pub const FEATURE: Feature = Feature {
     ..Feature::NONE
 };
 
-/// Who blocks whom, as far as the event loop needs to know.
-pub struct Blocklists {
-    /// Users whose list may be non-empty; `None` when it could not be read at startup (then
-    /// every check reads the store: slower, never wrong).
-    nonempty: RefCell<Option<HashSet<Box<str>>>>,
-    lists: UserCache<Rc<[Jid]>>,
-}
-
-impl Blocklists {
-    /// One scan of the block table's keys at startup.
-    pub fn load(store: &Store) -> Blocklists {
-        let nonempty = match store.blocking_users() {
-            Ok(users) => Some(users.into_iter().map(String::into_boxed_str).collect()),
-            Err(e) => {
-                warn!("cannot list block lists ({e}); reading them for every stanza");
-                None
-            }
-        };
-        Blocklists {
-            nonempty: RefCell::new(nonempty),
-            lists: UserCache::default(),
-        }
-    }
-
-    /// `user`'s list, from memory when they are online.
-    fn list(&self, server: &Server, user: &str) -> Result<Rc<[Jid]>, StoreError> {
-        let may_have_one = self
-            .nonempty
-            .borrow()
-            .as_ref()
-            .is_none_or(|users| users.contains(user));
-        if !may_have_one {
-            return Ok(Rc::from([]));
-        }
-        self.lists.get_or_load(server, user, || {
-            let list: Rc<[Jid]> = server
-                .store
-                .blocklist(user)?
-                .iter()
-                .filter_map(|jid| Jid::parse(jid).ok())
-                .collect();
-            if list.is_empty() {
-                // E.g. the account was deleted: no need to read it again.
-                if let Some(users) = self.nonempty.borrow_mut().as_mut() {
-                    users.remove(user);
-                }
-            }
-            Ok(list)
-        })
-    }
-
-    /// Whether local `user` blocks `jid`. A list that cannot be read blocks everything:
-    /// failing open would deliver what the user asked never to see.
-    fn blocks(&self, server: &Server, user: &str, jid: &Jid) -> bool {
-        match self.list(server, user) {
-            Ok(list) => list.iter().any(|item| matches(item, jid)),
-            Err(e) => {
-                warn!("{user}: cannot read the block list ({e}); refusing {jid}");
-                true
-            }
-        }
-    }
-
-    /// `user`'s list was just written: the next check reads it again.
-    fn changed(&self, user: &str) {
-        self.lists.forget(user);
-        if let Some(users) = self.nonempty.borrow_mut().as_mut() {
-            users.insert(user.into());
-        }
-    }
-}
-
 /// The user's last session ended: keep nothing of theirs in memory.
 pub fn user_offline(server: &Server, user: &str) {
     server.state::<Blocklists>().lists.forget(user);
 }
-
-/// XEP-0191 §6 (the XEP-0016 §2.1 rules): a full JID or `domain/resource` item matches only
-/// itself, a bare JID matches any of its resources, a domain matches everything at it.
-pub(crate) fn matches(item: &Jid, jid: &Jid) -> bool {
-    if item.domain() != jid.domain() {
-        return false;
-    }
-    match (item.local(), item.resource()) {
-        (None, None) => true,
-        (Some(local), None) => jid.local() == Some(local),
-        _ => item == jid,
-    }
-}
-
-/// What the block lists say about a stanza from `from` to `to`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    /// The (local) sender blocked the recipient: XEP-0191 §3.3 `<not-acceptable/>` +
-    /// `<blocked/>` to the sender.
-    SenderBlocks,
-    /// The (local) recipient blocked the sender: `<service-unavailable/>` for messages and
-    /// iq requests, silence for presence and everything else.
-    RecipientBlocks,
-}
-
-/// The check for every delivery point (message, iq, presence): block lists, then privacy
-/// lists ([`privacy::allows`]). The server's own address and a user's own addresses are never
-/// blocked.
-pub fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) -> Verdict {
-    let ours: &str = &server.config().domain;
-    let is_server = |jid: &Jid| jid.local().is_none() && jid.domain() == ours;
-    if is_server(from)
-        || is_server(to)
-        || (from.local() == to.local() && from.domain() == to.domain())
-    {
-        return Verdict::Allow;
-    }
-    let blocks = |owner: &Jid, other: &Jid| {
-        owner.domain() == ours
-            && owner
-                .local()
-                .is_some_and(|user| server.state::<Blocklists>().blocks(server, user, other))
-    };
-    if blocks(from, to) {
-        Verdict::SenderBlocks
-    } else if blocks(to, from) {
-        Verdict::RecipientBlocks
-    } else {
-        privacy::allows(server, from, to, kind)
-    }
-}
-
-/// [`allows`] applied to a stanza from `session` to `to`: false when it must not go on, with
-/// the answer XEP-0191 §3.3 asks for already in `out`.
-pub fn gate(
-    server: &Server,
-    session: &Session,
-    stanza: &Stanza,
-    to: &Jid,
-    out: &mut String,
-) -> bool {
-    match allows(server, &session.jid, to, StanzaKind::of(stanza)) {
-        Verdict::Allow => true,
-        Verdict::SenderBlocks => {
-            if !stanza.is_error() {
-                stanza::write_error_reply(
-                    out,
-                    stanza.kind,
-                    stanza.id,
-                    to.as_str(),
-                    session.jid.as_str(),
-                    &BLOCKED,
-                );
-            }
-            false
-        }
-        Verdict::RecipientBlocks => {
-            let answered = match stanza.ty {
-                StanzaType::Message(ty) => ty != MessageType::Error,
-                StanzaType::Iq(ty) => matches!(ty, IqType::Get | IqType::Set),
-                StanzaType::Presence(_) => false,
-            };
-            if answered {
-                reply_unavailable(server, session, stanza, out);
-            }
-            false
-        }
-    }
-}
-
-/// XEP-0191 §3.3: what a user who blocked the recipient is told when sending to them.
-const BLOCKED: StanzaError<'static> = StanzaError {
-    condition: StanzaCondition::NotAcceptable,
-    kind: ErrorType::Cancel,
-    text: None,
-    app: Some(("blocked", NS_ERRORS)),
-};
 
 /// A change to the list, as requested and as pushed.
 #[derive(Debug, PartialEq)]
@@ -368,16 +191,6 @@ fn push(server: &Server, user: &str, change: &Change) {
     }
 }
 
-/// The `unavailable` presence from `from` that tells `to` it can no longer see `from`
-/// (after a block here, or a privacy list change in [`privacy`]).
-pub(crate) fn write_unavailable(out: &mut String, from: &Jid, to: &Jid) {
-    Element::new("presence")
-        .attr("type", "unavailable")
-        .attr("from", from.as_str())
-        .attr("to", to.as_str())
-        .empty(out);
-}
-
 /// §3.3: a newly blocked contact who is online here stops seeing the user as available.
 fn hide_from(server: &Server, user: &str, blocked: &[Jid]) {
     let router = server.router.borrow();
@@ -400,12 +213,6 @@ fn hide_from(server: &Server, user: &str, blocked: &[Jid]) {
             write_unavailable(&mut xml, &own.jid, &contact.jid);
             server.deliver(contact, xml.into(), false);
         }
-    }
-}
-
-impl crate::feature::State for Blocklists {
-    fn new(_config: &crate::config::Config, store: &crate::store::Store) -> Self {
-        Blocklists::load(store)
     }
 }
 
@@ -553,70 +360,5 @@ mod tests {
             assert!(payload.has_tag_name((NS, name)), "{out}");
             assert_eq!(item_jids(payload), jids, "{out}");
         }
-    }
-
-    #[test]
-    fn blocked_error_is_not_acceptable_with_blocked_xep_0191_s3_3() {
-        let out = xml(|out| {
-            stanza::write_error_reply(
-                out,
-                stanza::Kind::Message,
-                Some("m1"),
-                "b@h",
-                "u@h/r",
-                &BLOCKED,
-            )
-        });
-        let doc = roxmltree::Document::parse(&out).unwrap();
-        let message = doc.root_element();
-        assert_eq!(message.attribute("type"), Some("error"));
-        assert_eq!(message.attribute("from"), Some("b@h"));
-        assert_eq!(message.attribute("to"), Some("u@h/r"));
-        let error = message.first_element_child().unwrap();
-        assert_eq!(error.attribute("type"), Some("cancel"));
-        let conditions: Vec<_> = error
-            .children()
-            .filter(|c| c.is_element())
-            .map(|c| (c.tag_name().namespace(), c.tag_name().name()))
-            .collect();
-        assert_eq!(
-            conditions,
-            [
-                (Some(stanza::error::NS_STANZA_ERRORS), "not-acceptable"),
-                (Some(NS_ERRORS), "blocked"),
-            ]
-        );
-    }
-
-    #[test]
-    fn unavailable_goes_from_the_user_to_the_contact() {
-        let out = xml(|out| write_unavailable(out, &jid("u@h/r"), &jid("c@h/x")));
-        let doc = roxmltree::Document::parse(&out).unwrap();
-        let presence = doc.root_element();
-        assert_eq!(presence.tag_name().name(), "presence");
-        assert_eq!(presence.attribute("type"), Some("unavailable"));
-        assert_eq!(presence.attribute("from"), Some("u@h/r"));
-        assert_eq!(presence.attribute("to"), Some("c@h/x"));
-    }
-
-    #[test]
-    fn matching_rules() {
-        let full = jid("bob@h/phone");
-        let bare = jid("bob@h");
-        let domain = jid("h");
-        let domain_resource = jid("h/r");
-        assert!(matches(&full, &jid("bob@h/phone")));
-        assert!(!matches(&full, &jid("bob@h/laptop")));
-        assert!(!matches(&full, &bare));
-        assert!(matches(&bare, &jid("bob@h/laptop")));
-        assert!(matches(&bare, &bare));
-        assert!(!matches(&bare, &jid("bobby@h")));
-        assert!(!matches(&bare, &jid("bob@other")));
-        assert!(matches(&domain, &jid("anyone@h/x")));
-        assert!(matches(&domain, &jid("h")));
-        assert!(!matches(&domain, &jid("anyone@sub.h")));
-        assert!(matches(&domain_resource, &jid("h/r")));
-        assert!(!matches(&domain_resource, &jid("a@h/r")));
-        assert!(matches(&jid("BOB@h"), &jid("bob@h/x")));
     }
 }

@@ -5,6 +5,7 @@
 //! bytes. One single-threaded event loop ([`server`]) holds every session.
 #![deny(unsafe_code)]
 
+pub mod audience;
 pub mod blocking;
 pub mod c2s;
 pub mod carbons;
@@ -38,6 +39,7 @@ pub mod register;
 pub mod reload;
 pub mod reply;
 pub mod roster;
+pub mod roster_push;
 pub mod route;
 pub mod router;
 pub mod run;
@@ -56,5 +58,6 @@ pub mod tls;
 pub mod upload;
 pub mod usercache;
 pub mod vcard;
+pub mod verdict;
 pub mod version;
 pub mod xml;

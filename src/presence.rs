@@ -5,12 +5,11 @@
 //! logout.
 //! Subscription stanzas go to [`crate::subscription`]; this module never changes a roster.
 
-use crate::blocking::{self, Verdict};
+use crate::audience::{addressed, contacts, deliver_to_user, unavailable_from};
 use crate::feature::Deferred;
 use crate::feature::{Feature, Wait};
 use crate::jid::Jid;
 use crate::offline::NS_DELAY;
-use crate::privacy::StanzaKind;
 use crate::route::{forwarded, reply_error, served_here};
 use crate::router::Hold;
 use crate::router::Session;
@@ -19,6 +18,7 @@ use crate::stanza::{self, PresenceType, Stanza, StanzaCondition};
 use crate::store::StoreError;
 use crate::subscription;
 use crate::time;
+use crate::verdict::{self, StanzaKind, Verdict};
 use crate::xml::{Esc, NS_CLIENT};
 use log::warn;
 use std::cell::RefCell;
@@ -58,12 +58,6 @@ pub fn priority(stanza: &Stanza) -> Option<i8> {
     }
 }
 
-/// A presence serialised without `to`, addressed to `to`.
-fn addressed(xml: &str, to: &str) -> String {
-    let rest = xml.strip_prefix("<presence").unwrap_or(xml);
-    format!("<presence to='{}'{rest}", Esc(to))
-}
-
 /// A presence with one more child element at its end.
 fn with_child(mut xml: String, child: &str) -> String {
     if let Some(open) = xml.strip_suffix("/>").map(str::len) {
@@ -79,21 +73,6 @@ fn with_child(mut xml: String, child: &str) -> String {
     xml
 }
 
-fn unavailable_from(from: &Jid) -> String {
-    format!(
-        "<presence type='unavailable' from='{}'/>",
-        Esc(from.as_str())
-    )
-}
-
-/// Queues `xml` for every available resource of a local user.
-pub fn deliver_to_user(server: &Server, local: &str, xml: Rc<str>, hold: Hold) {
-    let router = server.router.borrow();
-    for session in router.resources(local).iter().filter(|s| s.available.get()) {
-        server.deliver_as(session, xml.clone(), false, hold);
-    }
-}
-
 /// A bare JID reaches the user's available resources, a full JID that resource.
 fn deliver_to_jid(server: &Server, to: &Jid, xml: Rc<str>, hold: Hold) {
     let Some(local) = to.local() else { return };
@@ -102,45 +81,6 @@ fn deliver_to_jid(server: &Server, to: &Jid, xml: Rc<str>, hold: Hold) {
     } else if let Some(session) = server.router.borrow().find(to) {
         server.deliver_as(session, xml, false, hold);
     }
-}
-
-/// The presence of each available resource of `from` (or `unavailable` from each) to the
-/// bare JID of `to`: after a subscription is approved or cancelled (RFC 6121 §3).
-pub fn send_presence_of(server: &Server, from: &str, to: &str, available: bool) {
-    let to_jid = format!("{to}@{}", server.config().domain);
-    let router = server.router.borrow();
-    for session in router.resources(from).iter().filter(|s| s.available.get()) {
-        let xml = if available {
-            match session.presence.current.borrow().as_deref() {
-                Some(current) => addressed(current, &to_jid),
-                None => continue,
-            }
-        } else {
-            addressed(&unavailable_from(&session.jid), &to_jid)
-        };
-        deliver_to_user(server, to, xml.into(), Hold::Presence(session.id));
-    }
-}
-
-/// Local contacts whose roster item on `user`'s roster satisfies `wanted`.
-pub(crate) fn contacts(
-    server: &Server,
-    user: &str,
-    wanted: fn(&crate::store::RosterItem) -> bool,
-) -> Vec<Jid> {
-    let roster = match server.store.roster(user) {
-        Ok(roster) => roster,
-        Err(e) => {
-            warn!("{user}: cannot read roster: {e}");
-            return Vec::new();
-        }
-    };
-    roster
-        .live()
-        .filter(|item| wanted(item))
-        .filter_map(|item| Jid::parse(&item.jid).ok())
-        .filter(|jid| jid.domain() == server.config().domain && jid.local().is_some())
-        .collect()
 }
 
 /// RFC 6121 §4.2.2 / §4.4.2 / §4.5.2: to every contact subscribed `from` the user and to the
@@ -155,7 +95,7 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
         // lists (XEP-0016) may hold it back too, each resource's own active list deciding
         // whether it hears (XEP-0016 §2 rule 1).
         for to in router.resources(local).iter().filter(|s| s.available.get()) {
-            if blocking::allows(server, &session.jid, &to.jid, StanzaKind::Presence)
+            if verdict::allows(server, &session.jid, &to.jid, StanzaKind::Presence)
                 == Verdict::Allow
             {
                 server.deliver_as(to, xml.clone(), false, Hold::Presence(session.id));
@@ -175,7 +115,7 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
 /// so the resource that sent a broadcast presence gets it too, `from` its full JID. It is
 /// written with the replies to that resource's own stanzas (before whatever else its presence
 /// brings), so an inactive client (XEP-0352) gets it at once; block and privacy lists never
-/// apply between a user's own resources ([`blocking::allows`]).
+/// apply between a user's own resources ([`verdict::allows`]).
 fn echo(session: &Session, xml: &str, out: &mut String) {
     out.push_str(&addressed(xml, session.jid.as_str()));
 }
@@ -185,7 +125,7 @@ fn echo(session: &Session, xml: &str, out: &mut String) {
 fn answer_probe(server: &Server, contact: &str, to: &Jid, out: &mut String) {
     let blocked =
         Jid::from_parts(Some(contact), &server.config().domain, None).is_ok_and(|contact| {
-            blocking::allows(server, &contact, to, StanzaKind::Presence) != Verdict::Allow
+            verdict::allows(server, &contact, to, StanzaKind::Presence) != Verdict::Allow
         });
     if blocked {
         return;

@@ -1,6 +1,6 @@
 //! The roster (RFC 6121 §2) with versioning (XEP-0237): a user's get, set and remove of
-//! their own roster, and roster pushes to the user's interested resources (those that asked
-//! for the roster). Only the user may touch their roster; subscription states change only
+//! their own roster, each change pushed to the user's interested resources
+//! ([`crate::roster_push`]). Only the user may touch their roster; subscription states change only
 //! through [`crate::subscription`], never through a roster set.
 
 use crate::feature::Deferred;
@@ -8,6 +8,7 @@ use crate::feature::{Feature, StreamStage};
 use crate::iq::Iq;
 use crate::iq::IqTarget;
 use crate::jid::Jid;
+use crate::roster_push::{push_id, write_item, write_push};
 use crate::route::reply_error;
 use crate::router::Session;
 use crate::server::Server;
@@ -19,7 +20,7 @@ use log::warn;
 use roxmltree::Node;
 use std::rc::Rc;
 
-pub const NS: &str = "jabber:iq:roster";
+pub use crate::roster_push::NS;
 pub const NS_VERSIONING: &str = "urn:xmpp:features:rosterver";
 
 /// Longest item name or group name accepted, in bytes (RFC 6121 §2.1.2.4, §2.1.2.5).
@@ -36,51 +37,6 @@ pub const FEATURE: Feature = Feature {
     }),
     ..Feature::NONE
 };
-
-/// One `<item/>` as RFC 6121 §2.1.2 describes it.
-fn write_item(out: &mut String, stored: &Stored) {
-    let item = &stored.item;
-    let element = Element::new("item").attr("jid", &item.jid);
-    if stored.removed {
-        element.attr("subscription", "remove").empty(out);
-        return;
-    }
-    let subscription = match (item.to, item.from) {
-        (false, false) => "none",
-        (true, false) => "to",
-        (false, true) => "from",
-        (true, true) => "both",
-    };
-    let element = element
-        .attr_opt("name", item.name.as_deref())
-        .attr("subscription", subscription)
-        .attr_opt("ask", item.ask.then_some("subscribe"))
-        .attr_opt("approved", item.approved.then_some("true"));
-    if item.groups.is_empty() {
-        element.empty(out);
-        return;
-    }
-    element.children(out, |out| {
-        for group in &item.groups {
-            Element::new("group").text(out, group);
-        }
-    });
-}
-
-/// A roster push (RFC 6121 §2.1.6) of one item to `to`, carrying its version (XEP-0237).
-fn write_push(out: &mut String, id: &str, to: &Jid, stored: &Stored) {
-    let ver = stored.ver.to_string();
-    Element::new("iq")
-        .attr("type", "set")
-        .attr("id", id)
-        .attr("to", to.as_str())
-        .children(out, |out| {
-            Element::new("query")
-                .ns(NS)
-                .attr("ver", &ver)
-                .children(out, |out| write_item(out, stored));
-        });
-}
 
 /// RFC 6121 §2.1.4: the result of a get with the whole roster, and its version when the
 /// client versions its roster (XEP-0237).
@@ -102,20 +58,6 @@ fn write_roster<'s>(
                 .attr_opt("ver", ver.as_deref())
                 .children(out, |out| items.for_each(|stored| write_item(out, stored)));
         });
-}
-
-/// A roster push (RFC 6121 §2.1.6) to every interested resource of `user`.
-pub fn push(server: &Server, user: &str, stored: &Stored) {
-    let router = server.router.borrow();
-    for session in router.resources(user).iter().filter(|s| s.interested.get()) {
-        let mut xml = String::new();
-        write_push(&mut xml, &push_id(server), &session.jid, stored);
-        server.deliver(session, xml.into(), false);
-    }
-}
-
-fn push_id(server: &Server) -> String {
-    format!("push{}", server.next_id())
 }
 
 /// A roster request, checked.

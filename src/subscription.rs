@@ -5,18 +5,17 @@
 //! request pending is a pre-approval (§3.4): kept on the item, it answers the contact's
 //! later request at once.
 
-use crate::blocking::{self, Verdict};
+use crate::audience::{deliver_to_user, send_presence_of};
 use crate::feature::Deferred;
 use crate::feature::{Feature, StreamStage, Wait};
 use crate::jid::Jid;
-use crate::presence;
-use crate::privacy::StanzaKind;
-use crate::roster;
+use crate::roster_push;
 use crate::route::{reply_error, served_here};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{PresenceType, Stanza, StanzaCondition};
 use crate::store::{RosterItem, RosterTxn, StoreError, Stored};
+use crate::verdict::{self, StanzaKind, Verdict};
 use crate::xml::build::Element;
 use crate::xml::{write_element, Esc, NS_CLIENT};
 use log::warn;
@@ -382,19 +381,19 @@ pub fn handle(
 /// Sends what a committed change calls for: roster pushes first, then stanzas.
 pub fn carry_out(server: &Server, outcome: Outcome) {
     for (user, stored) in &outcome.pushes {
-        roster::push(server, user, stored);
+        roster_push::push(server, user, stored);
     }
     for delivery in outcome.deliveries {
         match delivery {
             Delivery::Stanza { to, xml } => {
-                presence::deliver_to_user(server, &to, xml.into(), crate::router::Hold::Urgent)
+                deliver_to_user(server, &to, xml.into(), crate::router::Hold::Urgent)
             }
             Delivery::Presence {
                 from,
                 to,
                 available,
             } => {
-                presence::send_presence_of(server, &from, &to, available);
+                send_presence_of(server, &from, &to, available);
                 if available {
                     // What follows `from`'s presence now reaches `to`: its PEP too.
                     crate::pep::presence_granted(server, &from, &to);
@@ -431,7 +430,7 @@ pub fn account_deleted(server: &Server, jid: &str, unlinked: &[crate::store::Unl
     for gone in unlinked {
         let (mut unsubscribe, mut unsubscribed) = (gone.requested, false);
         if let Some((item, tombstone)) = &gone.item {
-            roster::push(server, &gone.user, tombstone);
+            roster_push::push(server, &gone.user, tombstone);
             unsubscribe |= item.from;
             unsubscribed = item.to || item.ask;
         }
@@ -439,18 +438,13 @@ pub fn account_deleted(server: &Server, jid: &str, unlinked: &[crate::store::Unl
             continue;
         };
         // Like any subscription stanza, none reaches a user who blocks the account.
-        if blocking::allows(server, &from, &to, StanzaKind::OtherPresence) != Verdict::Allow {
+        if verdict::allows(server, &from, &to, StanzaKind::OtherPresence) != Verdict::Allow {
             continue;
         }
         for (ty, due) in [("unsubscribe", unsubscribe), ("unsubscribed", unsubscribed)] {
             if due {
                 let xml = stanza(ty, jid, to.as_str());
-                presence::deliver_to_user(
-                    server,
-                    &gone.user,
-                    xml.into(),
-                    crate::router::Hold::Urgent,
-                );
+                deliver_to_user(server, &gone.user, xml.into(), crate::router::Hold::Urgent);
             }
         }
     }

@@ -11,18 +11,17 @@ pub mod caps;
 mod page;
 mod subscriptions;
 
-use crate::blocking::{self, Verdict};
 use crate::feature::Deferred;
 use crate::feature::Feature;
 use crate::iq::Iq;
 use crate::iq::IqTarget;
 use crate::jid::Jid;
-use crate::privacy::StanzaKind;
 use crate::reply::IqReply;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, StanzaCondition, StanzaError};
 use crate::store::{PepItem, Publish, StoreError};
+use crate::verdict::{self, StanzaKind, Verdict};
 use crate::xml::build::Element;
 use crate::xml::write_element;
 use log::warn;
@@ -301,13 +300,13 @@ fn broadcast(
     let interest = caps::notify_feature(node);
     let mut users = vec![from.clone()];
     if access != Access::Whitelist {
-        users.extend(crate::presence::contacts(server, owner, |item| item.from));
+        users.extend(crate::audience::contacts(server, owner, |item| item.from));
     }
     let router = server.router.borrow();
     let mut reached: Vec<u64> = Vec::new();
     let mut send = |to: &Rc<Session>| {
         if !reached.contains(&to.id)
-            && blocking::allows(server, &from, &to.jid, StanzaKind::Message) == Verdict::Allow
+            && verdict::allows(server, &from, &to.jid, StanzaKind::Message) == Verdict::Allow
         {
             reached.push(to.id);
             server.deliver(to, event(&from, &to.jid, payload).into(), false);
@@ -336,7 +335,7 @@ pub fn deliver_last(server: &Server, session: &Session, out: &mut String) {
     let user = session.jid.user();
     let mut owners = vec![user.to_owned()];
     owners.extend(
-        crate::presence::contacts(server, user, |item| item.to)
+        crate::audience::contacts(server, user, |item| item.to)
             .iter()
             .filter_map(|jid| jid.local().map(str::to_owned)),
     );
