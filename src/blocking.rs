@@ -17,8 +17,7 @@ use log::warn;
 use roxmltree::Node;
 use std::rc::Rc;
 
-/// The delivery points ask for the verdict here too.
-pub use crate::verdict::{allows, gate, Verdict};
+use crate::verdict::{allows, gate, StanzaKind, Verdict};
 
 pub const NS: &str = "urn:xmpp:blocking";
 

@@ -20,8 +20,7 @@ use roxmltree::Node;
 use std::rc::Rc;
 
 pub use crate::verdict::privacy_lists::NS;
-/// The delivery points name the kind of stanza they check here too.
-pub use crate::verdict::StanzaKind;
+use crate::verdict::StanzaKind;
 
 /// Lists one user may keep, and items one list may hold: the lists live in memory while the
 /// user is online, so their size is bounded (`<policy-violation/>` past it).
