@@ -25,11 +25,7 @@ pub fn handle(
     out: &mut String,
 ) -> Deferred {
     if let Some(to) = &stanza.to {
-        let config = server.config();
-        let service = feature::enabled(server.features(), &config)
-            .filter_map(|f| f.service.as_ref())
-            .find(|service| (service.serves)(server, to.domain()));
-        if let Some(service) = service {
+        if let Some(service) = server.hooks().service(server, to.domain()) {
             return (service.handle)(server, session, stanza, out);
         }
     }
@@ -41,8 +37,7 @@ pub fn handle(
                     return Deferred::None;
                 }
             }
-            let handler = server.features().iter().find_map(|f| f.on_presence);
-            handler.map_or(Deferred::None, |handle| {
+            server.hooks().on_presence.map_or(Deferred::None, |handle| {
                 handle(server, session, stanza, ty, out)
             })
         }
@@ -82,9 +77,9 @@ fn on_message(
             let hold = Hold::of_message(stanza, session);
             let admits = |s: &Session| {
                 server
-                    .features()
+                    .hooks()
+                    .admits
                     .iter()
-                    .filter_map(|f| f.admit)
                     .all(|admit| admit(server, &session.jid, s))
             };
             let delivered: Vec<_> = sessions
@@ -131,9 +126,9 @@ fn gates_pass(
     out: &mut String,
 ) -> bool {
     server
-        .features()
+        .hooks()
+        .gates
         .iter()
-        .filter_map(|f| f.gate)
         .all(|gate| gate(server, session, stanza, to, out))
 }
 
@@ -145,7 +140,7 @@ fn prepare(
     to: &Jid,
     local: &str,
 ) -> (String, Option<u64>) {
-    match server.features().iter().find_map(|f| f.prepare_message) {
+    match server.hooks().prepare_message {
         Some(prepare) => prepare(server, session, stanza, to, local),
         None => (forwarded(stanza, &session.jid), None),
     }
@@ -169,7 +164,7 @@ fn routed(
         xml,
         sent_id,
     };
-    for watch in server.features().iter().filter_map(|f| f.message_routed) {
+    for watch in &server.hooks().message_routed {
         watch(server, &routed);
     }
 }

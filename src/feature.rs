@@ -234,6 +234,44 @@ impl Feature {
     };
 }
 
+/// The message-path hooks and services of the declarations, gathered once at start-up so a
+/// routed stanza calls them without walking every declaration.
+pub struct Hooks {
+    pub services: Vec<&'static Feature>,
+    pub gates: Vec<Gate>,
+    pub admits: Vec<Admit>,
+    pub prepare_message: Option<Prepare>,
+    pub message_routed: Vec<fn(&Server, &Routed)>,
+    pub on_presence: Option<PresenceHandler>,
+}
+
+impl Hooks {
+    pub fn new(features: &[&'static Feature]) -> Hooks {
+        Hooks {
+            services: features
+                .iter()
+                .copied()
+                .filter(|f| f.service.is_some())
+                .collect(),
+            gates: features.iter().filter_map(|f| f.gate).collect(),
+            admits: features.iter().filter_map(|f| f.admit).collect(),
+            prepare_message: features.iter().find_map(|f| f.prepare_message),
+            message_routed: features.iter().filter_map(|f| f.message_routed).collect(),
+            on_presence: features.iter().find_map(|f| f.on_presence),
+        }
+    }
+
+    /// The service on `domain`, if one runs with these settings.
+    pub fn service(&self, server: &Server, domain: &str) -> Option<&'static Service> {
+        let config = server.config();
+        self.services
+            .iter()
+            .filter(|f| (f.enabled)(&config))
+            .filter_map(|f| f.service.as_ref())
+            .find(|service| (service.serves)(server, domain))
+    }
+}
+
 /// The declarations of the features that run with the current settings.
 pub fn enabled<'a>(
     features: &'a [&'static Feature],

@@ -4,7 +4,7 @@
 //! feature; protocol logic lives in the feature modules.
 
 use crate::config::Config;
-use crate::feature::{Feature, State};
+use crate::feature::{Feature, Hooks, State};
 use crate::limits::{Counters, Protection};
 use crate::router::{Mailbox, Router, Session};
 use crate::stanza::StreamCondition;
@@ -26,8 +26,12 @@ const RELEASE_MIN_PEAK: usize = 32;
 pub struct Server {
     /// What every feature declares; the core reaches features only through these.
     features: &'static [&'static Feature],
-    /// Each feature's [`State`], by type.
-    states: RefCell<Vec<(TypeId, Rc<dyn Any>)>>,
+    /// The declarations' message-path hooks, gathered once.
+    hooks: Hooks,
+    /// Each declared feature's [`State`], by type: made at start-up, never changed.
+    states: Box<[(TypeId, Rc<dyn Any>)]>,
+    /// States asked for that no declaration made (a unit test's server), made on first use.
+    extra_states: RefCell<Vec<(TypeId, Rc<dyn Any>)>>,
     /// Swapped whole by a reload; see [`Server::config`].
     config: RefCell<Rc<Config>>,
     pub store: Store,
@@ -68,7 +72,9 @@ impl Server {
         Server {
             protection: Protection::new(&config),
             features,
-            states: RefCell::new(states),
+            hooks: Hooks::new(features),
+            states,
+            extra_states: RefCell::default(),
             config: RefCell::new(Rc::new(config)),
             store,
             router: RefCell::default(),
@@ -92,20 +98,30 @@ impl Server {
     /// A feature's state. Made at start-up for every declared feature; one asked for that
     /// no declaration made (a unit test's server) is made on first use.
     pub fn state<T: State>(&self) -> Rc<T> {
-        // Asked several times per routed stanza: a scan of a dozen type ids, no hashing.
+        // Asked several times per routed stanza: a scan of a dozen type ids in a slice that
+        // never changes (no borrow, no hashing).
         let wanted = TypeId::of::<T>();
-        let found = self
-            .states
+        let declared = self.states.iter().find(|(id, _)| *id == wanted);
+        if let Some(state) = declared.and_then(|(_, s)| s.clone().downcast::<T>().ok()) {
+            return state;
+        }
+        let extra = self
+            .extra_states
             .borrow()
             .iter()
             .find(|(id, _)| *id == wanted)
             .map(|(_, state)| state.clone());
-        if let Some(state) = found.and_then(|s| s.downcast::<T>().ok()) {
+        if let Some(state) = extra.and_then(|s| s.downcast::<T>().ok()) {
             return state;
         }
         let state = Rc::new(T::new(&self.config(), &self.store));
-        self.states.borrow_mut().push((wanted, state.clone()));
+        self.extra_states.borrow_mut().push((wanted, state.clone()));
         state
+    }
+
+    /// The message-path hooks of the declarations.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
     }
 
     /// The settings in effect now. A reload may replace them at any await, so a handler

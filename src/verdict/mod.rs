@@ -37,11 +37,12 @@ pub fn allows(server: &Server, from: &Jid, to: &Jid, kind: StanzaKind) -> Verdic
     {
         return Verdict::Allow;
     }
+    let lists = server.state::<Blocklists>();
     let blocks = |owner: &Jid, other: &Jid| {
         owner.domain() == ours
             && owner
                 .local()
-                .is_some_and(|user| server.state::<Blocklists>().blocks(server, user, other))
+                .is_some_and(|user| lists.blocks(server, user, other))
     };
     if blocks(from, to) {
         Verdict::SenderBlocks
