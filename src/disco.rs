@@ -7,7 +7,6 @@ use crate::iq::{Iq, IqTarget};
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::xml::build::Element;
-use std::fmt::Write;
 
 pub const NS_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
@@ -135,11 +134,12 @@ pub fn service_query(
         stanza::write_error_reply(out, Kind::Iq, stanza.id, from, to, &error);
         return true;
     }
-    stanza::open_reply(out, Kind::Iq, "result", stanza.id, from, to);
-    let _ = write!(out, "><query xmlns='{ns}'>");
-    if ns == NS_INFO {
-        info(out);
-    }
-    out.push_str("</query></iq>");
+    stanza::write_iq_result_with(out, stanza.id, from, to, |out| {
+        Element::new("query").ns(ns).children(out, |out| {
+            if ns == NS_INFO {
+                info(out);
+            }
+        });
+    });
     true
 }
