@@ -5,6 +5,16 @@
 //! addressed to its domain, and rooms never hold more than their occupants' sessions (no
 //! copies of session state).
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod form;
 mod history;
 mod room;
@@ -502,5 +512,46 @@ pub fn session_ended(server: &Server, session: &Session) {
 impl crate::feature::State for Muc {
     fn new(config: &crate::config::Config, store: &crate::store::Store) -> Self {
         Muc::load(config, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disco(query: &str) -> Option<Result<Disco, StanzaCondition>> {
+        let doc = roxmltree::Document::parse(query).unwrap();
+        Disco::parse(doc.root_element())
+    }
+
+    #[test]
+    fn info_and_items_queries_xep_0030_s3_s4() {
+        assert_eq!(
+            disco("<query xmlns='http://jabber.org/protocol/disco#info'/>"),
+            Some(Ok(Disco::Info))
+        );
+        assert_eq!(
+            disco("<query xmlns='http://jabber.org/protocol/disco#items'/>"),
+            Some(Ok(Disco::Items))
+        );
+    }
+
+    #[test]
+    fn a_node_or_another_element_is_item_not_found() {
+        for query in [
+            "<query xmlns='http://jabber.org/protocol/disco#info' node='x'/>",
+            "<info xmlns='http://jabber.org/protocol/disco#info'/>",
+        ] {
+            assert_eq!(
+                disco(query),
+                Some(Err(StanzaCondition::ItemNotFound)),
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_namespace_is_not_a_disco_query() {
+        assert_eq!(disco("<ping xmlns='urn:xmpp:ping'/>"), None);
     }
 }

@@ -4,16 +4,6 @@
 //! when the room is persistent) under the account vCard size limit; this module never
 //! stores anything itself.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use super::room::{Persist, Room};
 use super::Ctx;
 use crate::stanza::{self, IqType, StanzaCondition};
