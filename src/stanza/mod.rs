@@ -378,4 +378,58 @@ mod tests {
         assert!(out.starts_with("<message type='error' id='m1' from='bob@localhost' to='alice@localhost/a'><error type='cancel'>"));
         assert!(out.ends_with("</message>"));
     }
+
+    #[test]
+    fn replies_escape_their_addresses_and_leave_out_empty_ones() {
+        let mut out = String::new();
+        write_iq_result(&mut out, Some("a'<b"), "", "c&d@h/r");
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let iq = doc.root_element();
+        assert_eq!(iq.attribute("type"), Some("result"));
+        assert_eq!(iq.attribute("id"), Some("a'<b"));
+        assert_eq!(iq.attribute("from"), None);
+        assert_eq!(iq.attribute("to"), Some("c&d@h/r"));
+        assert_eq!(iq.children().count(), 0);
+    }
+
+    #[test]
+    fn an_error_reply_carries_condition_text_and_application_condition_rfc6120_s8_3_2() {
+        let mut out = String::new();
+        let error = StanzaError::new(StanzaCondition::NotAcceptable)
+            .with_text("too <big>")
+            .with_app("file-too-large", "urn:x");
+        write_error_reply(&mut out, Kind::Iq, Some("1"), "h", "a@h/r", &error);
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let iq = doc.root_element();
+        assert_eq!(iq.attribute("type"), Some("error"));
+        let error = iq.first_element_child().unwrap();
+        assert_eq!(error.attribute("type"), Some("modify"));
+        let names: Vec<_> = error
+            .children()
+            .map(|c| (c.tag_name().namespace().unwrap(), c.tag_name().name()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (error::NS_STANZA_ERRORS, "not-acceptable"),
+                (error::NS_STANZA_ERRORS, "text"),
+                ("urn:x", "file-too-large")
+            ]
+        );
+        assert_eq!(
+            child_text(error, "text", error::NS_STANZA_ERRORS),
+            Some("too <big>")
+        );
+    }
+
+    #[test]
+    fn a_result_with_payload_wraps_what_the_payload_writes() {
+        let mut out = String::new();
+        write_iq_result_with(&mut out, Some("1"), "h", "a@h/r", |out| {
+            Element::new("query").ns("urn:q").empty(out);
+        });
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let query = doc.root_element().first_element_child().unwrap();
+        assert!(query.has_tag_name(("urn:q", "query")));
+    }
 }
