@@ -7,7 +7,6 @@ use crate::iq::{Iq, IqTarget};
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::xml::build::Element;
-use std::fmt::Write;
 
 pub const NS_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
@@ -118,9 +117,29 @@ pub fn service_query(
     to: &str,
     info: impl FnOnce(&mut String),
 ) -> bool {
-    let Some(query) = stanza.payload() else {
-        return false;
+    let ns = match service_disco(stanza) {
+        None => return false,
+        Some(Ok(ns)) => ns,
+        Some(Err(condition)) => {
+            let error = StanzaError::new(condition);
+            stanza::write_error_reply(out, Kind::Iq, stanza.id, from, to, &error);
+            return true;
+        }
     };
+    stanza::write_iq_result_with(out, stanza.id, from, to, |out| {
+        Element::new("query").ns(ns).children(out, |out| {
+            if ns == NS_INFO {
+                info(out);
+            }
+        });
+    });
+    true
+}
+
+/// The namespace of a disco#info or disco#items get to a service's own JID; a query naming
+/// a `node` is `item-not-found` (services have none). `None`: not such a query.
+fn service_disco<'a>(stanza: &Stanza<'a, '_>) -> Option<Result<&'a str, StanzaCondition>> {
+    let query = stanza.payload()?;
     let ns = query.tag_name().namespace().unwrap_or_default();
     let for_service = stanza.to.as_ref().is_some_and(|j| j.local().is_none());
     if stanza.ty != StanzaType::Iq(IqType::Get)
@@ -128,18 +147,53 @@ pub fn service_query(
         || query.tag_name().name() != "query"
         || !(ns == NS_INFO || ns == NS_ITEMS)
     {
-        return false;
+        return None;
     }
     if query.attribute("node").is_some() {
-        let error = StanzaError::new(StanzaCondition::ItemNotFound);
-        stanza::write_error_reply(out, Kind::Iq, stanza.id, from, to, &error);
-        return true;
+        return Some(Err(StanzaCondition::ItemNotFound));
     }
-    stanza::open_reply(out, Kind::Iq, "result", stanza.id, from, to);
-    let _ = write!(out, "><query xmlns='{ns}'>");
-    if ns == NS_INFO {
-        info(out);
+    Some(Ok(ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(iq: &str, expected: Option<Result<&str, StanzaCondition>>) {
+        let wrapped = format!("<w xmlns='jabber:client'>{iq}</w>");
+        let doc = roxmltree::Document::parse(&wrapped).unwrap();
+        let stanza = Stanza::parse(doc.root_element().first_element_child().unwrap()).unwrap();
+        assert_eq!(service_disco(&stanza), expected, "{iq}");
     }
-    out.push_str("</query></iq>");
-    true
+
+    #[test]
+    fn info_and_items_gets_to_a_service_xep_0030_s3_s4() {
+        check(
+            "<iq type='get' id='1' to='upload.h'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            Some(Ok(NS_INFO)),
+        );
+        check(
+            "<iq type='get' id='1' to='upload.h'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+            Some(Ok(NS_ITEMS)),
+        );
+    }
+
+    #[test]
+    fn a_node_is_item_not_found() {
+        check(
+            "<iq type='get' id='1' to='upload.h'><query xmlns='http://jabber.org/protocol/disco#info' node='n'/></iq>",
+            Some(Err(StanzaCondition::ItemNotFound)),
+        );
+    }
+
+    #[test]
+    fn sets_other_payloads_and_user_jids_are_not_service_queries() {
+        for iq in [
+            "<iq type='set' id='1' to='upload.h'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "<iq type='get' id='1' to='upload.h'><request xmlns='urn:xmpp:http:upload:0'/></iq>",
+            "<iq type='get' id='1' to='a@upload.h'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+        ] {
+            check(iq, None);
+        }
+    }
 }

@@ -2,11 +2,21 @@
 //! server on its behalf) replies to a ping with an empty result; the
 //! server's own keepalive ping and how a client shows it understands pings.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;
-use crate::stanza::{IqType, Stanza, StanzaType};
-use crate::xml::Esc;
-use std::fmt::Write;
+use crate::stanza::{self, IqType, Kind, Stanza, StanzaType};
+use crate::xml::build::Element;
+use roxmltree::Node;
 
 pub const NS: &str = "urn:xmpp:ping";
 
@@ -21,22 +31,31 @@ pub const FEATURE: Feature = Feature {
     ..Feature::NONE
 };
 
-pub fn handle(iq: &Iq, out: &mut String) -> bool {
-    if iq.ty != IqType::Get || iq.payload.tag_name().name() != "ping" {
-        return false;
+/// A `<ping/>` get (§3, §4.2): it carries nothing but its name.
+#[derive(Debug, PartialEq)]
+struct Ping;
+
+impl Ping {
+    /// `None` for anything but a get of `<ping/>`: not this feature's request, so the
+    /// dispatcher answers it as it answers any unknown payload.
+    fn parse(ty: IqType, payload: Node) -> Option<Ping> {
+        (ty == IqType::Get && payload.has_tag_name((NS, "ping"))).then_some(Ping)
     }
+}
+
+pub fn handle(iq: &Iq, out: &mut String) -> bool {
+    let Some(Ping) = Ping::parse(iq.ty, iq.payload) else {
+        return false;
+    };
     iq.reply().result(out);
     true
 }
 
 /// §4.1 server-to-client ping: the keepalive probe of a silent session.
 pub fn write_keepalive(out: &mut String, id: u64, domain: &str, to: &str) {
-    let _ = write!(
-        out,
-        "<iq type='get' id='{KEEPALIVE_ID}{id}' from='{}' to='{}'><ping xmlns='{NS}'/></iq>",
-        Esc(domain),
-        Esc(to)
-    );
+    let id = format!("{KEEPALIVE_ID}{id}");
+    stanza::reply(Kind::Iq, "get", Some(&id), domain, to)
+        .children(out, |out| Element::new("ping").ns(NS).empty(out));
 }
 
 /// Whether a client's stanza shows it speaks XEP-0199: a ping of its own, or the result
@@ -82,6 +101,25 @@ mod tests {
         assert!(!shows(
             "<message id='m'><ping xmlns='urn:xmpp:ping'/></message>"
         ));
+    }
+
+    fn ping(ty: IqType, payload: &str) -> Option<Ping> {
+        let doc = roxmltree::Document::parse(payload).unwrap();
+        Ping::parse(ty, doc.root_element())
+    }
+
+    #[test]
+    fn a_get_of_ping_is_a_ping_xep_0199_s4_2() {
+        assert_eq!(
+            ping(IqType::Get, "<ping xmlns='urn:xmpp:ping'/>"),
+            Some(Ping)
+        );
+    }
+
+    #[test]
+    fn a_set_or_another_element_is_not_a_ping() {
+        assert_eq!(ping(IqType::Set, "<ping xmlns='urn:xmpp:ping'/>"), None);
+        assert_eq!(ping(IqType::Get, "<pong xmlns='urn:xmpp:ping'/>"), None);
     }
 
     #[test]

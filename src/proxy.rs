@@ -8,6 +8,16 @@
 //! when they hang up. It must never relay before activation, for an activation that does
 //! not come from the initiator named in the hash, or to a target that is not a local user.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use crate::disco;
 use crate::feature::Deferred;
 use crate::feature::{Feature, Service};
@@ -16,8 +26,9 @@ use crate::listener::{self, timed, RefusalLog};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Stanza, StanzaCondition, StanzaError, StanzaType};
-use crate::xml::Esc;
+use crate::xml::build::Element;
 use log::{info, warn};
+use roxmltree::Node;
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{Shutdown, TcpListener, TcpStream};
@@ -130,43 +141,88 @@ pub fn dst_addr(sid: &str, initiator: &str, target: &str) -> String {
     hex
 }
 
+/// A bytestreams request to the proxy's own JID (XEP-0065 §6.3).
+#[derive(Debug, PartialEq)]
+enum Request<'a> {
+    /// A get of `<query/>`: where the streamhost is (§6.3.2).
+    Streamhost,
+    /// A set: relay the pair of session `sid` from the asker to `target` (§6.3.4).
+    Activate { sid: &'a str, target: Jid },
+}
+
+impl<'a> Request<'a> {
+    /// `None` when the payload is not a `<query/>` (or there is none): the proxy answers
+    /// such an iq `service-unavailable`. An activation without `sid` or `<activate/>` is
+    /// `bad-request`, with a target that is not a JID `jid-malformed`.
+    fn parse(ty: IqType, query: Node<'a, '_>) -> Option<Result<Self, StanzaCondition>> {
+        if !query.has_tag_name((NS, "query")) {
+            return None;
+        }
+        match ty {
+            IqType::Get => Some(Ok(Request::Streamhost)),
+            IqType::Set => Some(Request::activation(query)),
+            IqType::Result | IqType::Error => None,
+        }
+    }
+
+    fn activation(query: Node<'a, '_>) -> Result<Self, StanzaCondition> {
+        let sid = query.attribute("sid").ok_or(StanzaCondition::BadRequest)?;
+        let target =
+            stanza::child_text(query, "activate", NS).ok_or(StanzaCondition::BadRequest)?;
+        let target = Jid::parse(target.trim()).map_err(|_| StanzaCondition::JidMalformed)?;
+        Ok(Request::Activate { sid, target })
+    }
+}
+
 /// Every stanza whose `to` is on the proxy's domain.
 pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut String) -> Deferred {
     let proxy = &server.state::<Proxy>();
     let from = proxy.domain().unwrap_or_default();
     let to = session.jid.as_str();
     let answered = disco::service_query(out, stanza, from, to, |out| {
-        out.push_str("<identity category='proxy' type='bytestreams' name='SOCKS5 Bytestreams'/>");
+        Element::new("identity")
+            .attr("category", "proxy")
+            .attr("type", "bytestreams")
+            .attr("name", "SOCKS5 Bytestreams")
+            .empty(out);
         for feature in [NS, disco::NS_INFO, disco::NS_ITEMS] {
-            let _ = write!(out, "<feature var='{feature}'/>");
+            Element::new("feature").attr("var", feature).empty(out);
         }
     });
     if answered {
         return Deferred::None;
     }
-    let query = stanza
-        .payload()
-        .filter(|q| q.has_tag_name((NS, "query")))
-        .filter(|_| stanza.to.as_ref().is_some_and(|j| j.local().is_none()));
-    let reply = match (stanza.ty, query) {
-        (StanzaType::Iq(IqType::Get), Some(_)) => match proxy.streamhost.get() {
+    let for_service = stanza.to.as_ref().is_some_and(|j| j.local().is_none());
+    let request = match stanza.ty {
+        StanzaType::Iq(ty @ (IqType::Get | IqType::Set)) => stanza
+            .payload()
+            .filter(|_| for_service)
+            .and_then(|query| Request::parse(ty, query)),
+        StanzaType::Iq(IqType::Result | IqType::Error) => return Deferred::None,
+        StanzaType::Message(_) if stanza.is_error() => return Deferred::None,
+        StanzaType::Presence(_) => return Deferred::None,
+        StanzaType::Message(_) => None,
+    };
+    let reply = match request {
+        Some(Ok(Request::Streamhost)) => match proxy.streamhost.get() {
             Some((host, port)) => {
-                stanza::open_reply(out, stanza.kind, "result", stanza.id, from, to);
-                let _ = write!(
-                    out,
-                    "><query xmlns='{NS}'><streamhost jid='{}' host='{}' port='{port}'/></query></iq>",
-                    Esc(from),
-                    Esc(host)
-                );
+                let port = port.to_string();
+                stanza::reply(stanza.kind, "result", stanza.id, from, to).children(out, |out| {
+                    Element::new("query").ns(NS).children(out, |out| {
+                        Element::new("streamhost")
+                            .attr("jid", from)
+                            .attr("host", host)
+                            .attr("port", &port)
+                            .empty(out);
+                    });
+                });
                 return Deferred::None;
             }
             None => Err(StanzaCondition::ServiceUnavailable),
         },
-        (StanzaType::Iq(IqType::Set), Some(query)) => activate(server, session, query),
-        (StanzaType::Iq(IqType::Result | IqType::Error), _) => return Deferred::None,
-        (StanzaType::Message(_), _) if stanza.is_error() => return Deferred::None,
-        (StanzaType::Presence(_), _) => return Deferred::None,
-        _ => Err(StanzaCondition::ServiceUnavailable),
+        Some(Ok(Request::Activate { sid, target })) => activate(server, session, sid, &target),
+        Some(Err(condition)) => Err(condition),
+        None => Err(StanzaCondition::ServiceUnavailable),
     };
     match reply {
         Ok(()) => stanza::write_iq_result(out, stanza.id, from, to),
@@ -182,12 +238,10 @@ pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut Str
 fn activate(
     server: &Server,
     session: &Session,
-    query: roxmltree::Node,
+    sid: &str,
+    target: &Jid,
 ) -> Result<(), StanzaCondition> {
     let proxy = &server.state::<Proxy>();
-    let sid = query.attribute("sid").ok_or(StanzaCondition::BadRequest)?;
-    let target = stanza::child_text(query, "activate", NS).ok_or(StanzaCondition::BadRequest)?;
-    let target = Jid::parse(target.trim()).map_err(|_| StanzaCondition::JidMalformed)?;
     // §6.3.3: a proxy that will not act for this request says `not-allowed`. It relays
     // between local users only, so strangers cannot use it to reach anyone else.
     let local = target.domain() == server.config().domain
@@ -423,7 +477,11 @@ async fn pump(mut from: TcpStream, mut to: TcpStream, budget: &Cell<u64>) -> End
                     break Ended::OverBudget;
                 };
                 budget.set(left);
-                if to.write_all(&buf[..n]).await.is_err() {
+                // A read never reports more than the buffer holds.
+                let Some(read) = buf.get(..n) else {
+                    break Ended::Done;
+                };
+                if to.write_all(read).await.is_err() {
                     break Ended::Done;
                 }
             }
@@ -491,6 +549,59 @@ impl crate::feature::State for Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(ty: IqType, query: &str, expected: Option<Result<Request, StanzaCondition>>) {
+        let doc = roxmltree::Document::parse(query).unwrap();
+        assert_eq!(Request::parse(ty, doc.root_element()), expected, "{query}");
+    }
+
+    const NS_Q: &str = "xmlns='http://jabber.org/protocol/bytestreams'";
+
+    #[test]
+    fn a_get_asks_for_the_streamhost_xep_0065_s6_3_2() {
+        check(
+            IqType::Get,
+            &format!("<query {NS_Q}/>"),
+            Some(Ok(Request::Streamhost)),
+        );
+    }
+
+    #[test]
+    fn a_set_activates_sid_towards_target_xep_0065_s6_3_4() {
+        check(
+            IqType::Set,
+            &format!("<query {NS_Q} sid='s1'><activate> bob@localhost/r </activate></query>"),
+            Some(Ok(Request::Activate {
+                sid: "s1",
+                target: Jid::parse("bob@localhost/r").unwrap(),
+            })),
+        );
+    }
+
+    #[test]
+    fn an_activation_without_sid_or_activate_is_bad_request() {
+        for query in [
+            format!("<query {NS_Q}><activate>bob@localhost</activate></query>"),
+            format!("<query {NS_Q} sid='s1'/>"),
+        ] {
+            check(IqType::Set, &query, Some(Err(StanzaCondition::BadRequest)));
+        }
+    }
+
+    #[test]
+    fn an_activation_of_a_bad_jid_is_jid_malformed() {
+        check(
+            IqType::Set,
+            &format!("<query {NS_Q} sid='s1'><activate>a@b@c</activate></query>"),
+            Some(Err(StanzaCondition::JidMalformed)),
+        );
+    }
+
+    #[test]
+    fn another_payload_is_not_a_request() {
+        check(IqType::Get, "<query xmlns='urn:other'/>", None);
+        check(IqType::Get, &format!("<streamhost {NS_Q}/>"), None);
+    }
 
     #[test]
     fn dst_addr_is_sha1_of_the_three() {

@@ -8,6 +8,16 @@
 //! secrets) and never waits for an app server: a notification is sent and forgotten
 //! unless its answer is an error.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use crate::feature::Deferred;
 use crate::feature::Feature;
 use crate::iq::Iq;
@@ -19,12 +29,12 @@ use crate::server::Server;
 use crate::stanza::error::NS_STANZA_ERRORS;
 use crate::stanza::{self, IqType, MessageType, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::store::{PushRegistration, StoreError};
-use crate::xml::{write_element, Esc, EscAttr, NS_CLIENT};
+use crate::xml::build::Element;
+use crate::xml::{write_element, NS_CLIENT};
 use log::{debug, info, warn};
 use roxmltree::Node;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -450,38 +460,52 @@ fn publish(
     include_body: bool,
 ) -> String {
     let mut xml = String::with_capacity(512 + registration.options.len());
-    let _ = write!(
-        xml,
-        "<iq type='set' from='{}' to='{}' id='{ID_PREFIX}{id}'><pubsub xmlns='{NS_PUBSUB}'>\
-         <publish node='{}'><item><notification xmlns='{NS}'><x xmlns='{NS_DATA}' type='form'>\
-         <field var='FORM_TYPE' type='hidden'><value>{SUMMARY}</value></field>",
-        EscAttr(from),
-        EscAttr(&registration.jid),
-        EscAttr(&registration.node)
-    );
+    let id = format!("{ID_PREFIX}{id}");
     // The XEP leaves open what to count; every notification stands for one event (as
     // Prosody's mod_cloud_notify does), and the app server only needs to know there is news.
-    let mut field = |var: &str, value: &str| {
-        let _ = write!(
-            xml,
-            "<field var='{var}'><value>{}</value></field>",
-            Esc(value)
-        );
+    let fields = [
+        ("message-count", Some("1")),
+        ("last-message-sender", summary.sender),
+        ("last-message-body", summary.body.filter(|_| include_body)),
+    ];
+    let field = |out: &mut String, var: &str, ty: Option<&str>, value: &str| {
+        Element::new("field")
+            .attr("var", var)
+            .attr_opt("type", ty)
+            .children(out, |out| Element::new("value").text(out, value));
     };
-    field("message-count", "1");
-    if let Some(sender) = summary.sender {
-        field("last-message-sender", sender);
-    }
-    if let Some(body) = summary.body.filter(|_| include_body) {
-        field("last-message-body", body);
-    }
-    xml.push_str("</x></notification></item></publish>");
-    if !registration.options.is_empty() {
-        xml.push_str("<publish-options>");
-        xml.push_str(&String::from_utf8_lossy(&registration.options));
-        xml.push_str("</publish-options>");
-    }
-    xml.push_str("</pubsub></iq>");
+    let notification = |out: &mut String| {
+        Element::new("notification").ns(NS).children(out, |out| {
+            Element::new("x")
+                .ns(NS_DATA)
+                .attr("type", "form")
+                .children(out, |out| {
+                    field(out, "FORM_TYPE", Some("hidden"), SUMMARY);
+                    for (var, value) in fields {
+                        if let Some(value) = value {
+                            field(out, var, None, value);
+                        }
+                    }
+                });
+        });
+    };
+    Element::new("iq")
+        .attr("type", "set")
+        .attr("from", from)
+        .attr("to", &registration.jid)
+        .attr("id", &id)
+        .children(&mut xml, |out| {
+            Element::new("pubsub").ns(NS_PUBSUB).children(out, |out| {
+                Element::new("publish")
+                    .attr("node", &registration.node)
+                    .children(out, |out| Element::new("item").children(out, notification));
+                if !registration.options.is_empty() {
+                    Element::new("publish-options").children(out, |out| {
+                        out.push_str(&String::from_utf8_lossy(&registration.options));
+                    });
+                }
+            });
+        });
     xml
 }
 
@@ -518,6 +542,32 @@ fn disable_failed(
     server.store.push_disable(user, jid, Some(node))
 }
 
+/// What an app server's error answer says (RFC 6120 §8.3.2): its condition, and whether it
+/// is only temporary (`type='wait'`).
+#[derive(Debug, PartialEq)]
+struct Failure<'a> {
+    condition: &'a str,
+    temporary: bool,
+}
+
+impl<'a> Failure<'a> {
+    /// An `<error/>` without a condition (or no `<error/>` at all) is
+    /// `undefined-condition`, and not temporary.
+    fn parse(error: Option<Node<'a, '_>>) -> Failure<'a> {
+        let condition = error
+            .and_then(|e| {
+                e.children()
+                    .find(|c| c.is_element() && c.tag_name().namespace() == Some(NS_STANZA_ERRORS))
+            })
+            .map_or("undefined-condition", |c| c.tag_name().name());
+        let temporary = error.and_then(|e| e.attribute("type")) == Some("wait");
+        Failure {
+            condition,
+            temporary,
+        }
+    }
+}
+
 /// A result or error addressed to `user`'s bare JID: the answer to a notification, when
 /// its id and sender match one in flight. An error other than a temporary one (`wait`)
 /// disables the registration; the answering session waits until that is stored.
@@ -543,14 +593,11 @@ pub fn on_response(server: &Server, session: &Session, stanza: &Stanza, user: &s
     if stanza.ty != StanzaType::Iq(IqType::Error) {
         return Deferred::None;
     }
-    let error = stanza.child("error", NS_CLIENT);
-    let condition = error
-        .and_then(|e| {
-            e.children()
-                .find(|c| c.is_element() && c.tag_name().namespace() == Some(NS_STANZA_ERRORS))
-        })
-        .map_or("undefined-condition", |c| c.tag_name().name());
-    if error.and_then(|e| e.attribute("type")) == Some("wait") {
+    let Failure {
+        condition,
+        temporary,
+    } = Failure::parse(stanza.child("error", NS_CLIENT));
+    if temporary {
         info!(
             "{user}: push notification to {} failed for now: {condition}",
             answered.jid
@@ -695,5 +742,50 @@ mod tests {
         };
         let xml = publish(8, "a@h", &bare, &quiet, true);
         assert!(!xml.contains("publish-options") && !xml.contains("last-message"));
+    }
+
+    fn failure(error: &str, expected: Failure) {
+        let xml = format!("<iq xmlns='jabber:client' type='error'>{error}</iq>");
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let error = stanza::child(doc.root_element(), "error", NS_CLIENT);
+        assert_eq!(Failure::parse(error), expected, "{error:?}");
+    }
+
+    #[test]
+    fn a_wait_error_is_temporary_rfc6120_s8_3_2() {
+        failure(
+            "<error type='wait'><resource-constraint \
+             xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+            Failure {
+                condition: "resource-constraint",
+                temporary: true,
+            },
+        );
+    }
+
+    #[test]
+    fn other_errors_are_for_good_xep_0357_s8() {
+        failure(
+            "<error type='cancel'><item-not-found \
+             xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+            Failure {
+                condition: "item-not-found",
+                temporary: false,
+            },
+        );
+    }
+
+    #[test]
+    fn an_error_without_condition_is_undefined() {
+        for error in ["<error type='wait'/>", ""] {
+            let temporary = !error.is_empty();
+            failure(
+                error,
+                Failure {
+                    condition: "undefined-condition",
+                    temporary,
+                },
+            );
+        }
     }
 }

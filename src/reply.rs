@@ -15,7 +15,6 @@
 use crate::jid::Jid;
 use crate::server::Server;
 use crate::stanza::{self, Kind, Stanza, StanzaCondition, StanzaError};
-use std::fmt::Write;
 
 pub struct IqReply {
     id: Option<String>,
@@ -43,14 +42,18 @@ impl IqReply {
         stanza::write_iq_result(out, self.id.as_deref(), &self.from, &self.to);
     }
 
-    /// A result carrying `payload` (already serialised).
+    /// A result carrying `payload` (already serialised, as stored data is).
     pub fn result_with(&self, out: &mut String, payload: &str) {
-        self.open_result(out);
-        let _ = write!(out, ">{payload}</iq>");
+        self.result_of(out, |out| out.push_str(payload));
+    }
+
+    /// A result carrying the payload `payload` writes (with `xml::build::Element`).
+    pub fn result_of(&self, out: &mut String, payload: impl FnOnce(&mut String)) {
+        stanza::write_iq_result_with(out, self.id.as_deref(), &self.from, &self.to, payload);
     }
 
     /// The start tag of a result, still open (no `>`), for a caller that writes its payload
-    /// straight after it and closes the iq itself.
+    /// straight after it and closes the iq itself; new code uses [`IqReply::result_of`].
     pub fn open_result(&self, out: &mut String) {
         stanza::open_reply(
             out,

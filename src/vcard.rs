@@ -2,6 +2,16 @@
 //! and persisted; and its avatar hash in the user's available presence (XEP-0153). This
 //! module owns vCard semantics; it never routes a stanza.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use crate::feature::Deferred;
 use crate::feature::Feature;
 use crate::iq::Iq;
@@ -11,10 +21,10 @@ use crate::sasl::base64;
 use crate::server::Server;
 use crate::stanza::{self, IqType, PresenceType, Stanza, StanzaCondition, StanzaError, StanzaType};
 use crate::usercache::UserCache;
+use crate::xml::build::Element;
 use crate::xml::{self, write_element, NS_CLIENT};
 use log::warn;
 use roxmltree::Node;
-use std::fmt::Write;
 use std::rc::Rc;
 
 pub const NS: &str = "vcard-temp";
@@ -74,17 +84,28 @@ pub fn with_photo_update<R>(
     let Some(hash) = photo_hash(server, user) else {
         return f(stanza);
     };
-    let mut wrapped = format!("<w xmlns='{NS_CLIENT}'>");
-    write_element(&mut wrapped, stanza.node, NS_CLIENT, &[]);
-    let update = format!("<x xmlns='{NS_UPDATE}'><photo>{hash}</photo></x>");
-    if let Some(open) = wrapped.strip_suffix("/>").map(str::len) {
-        wrapped.truncate(open);
-        let _ = write!(wrapped, ">{update}</presence>");
-    } else if let Some(open) = wrapped.strip_suffix("</presence>").map(str::len) {
-        wrapped.truncate(open);
-        let _ = write!(wrapped, "{update}</presence>");
-    }
-    wrapped.push_str("</w>");
+    let mut wrapped = String::new();
+    Element::new("w")
+        .ns(NS_CLIENT)
+        .children(&mut wrapped, |out| {
+            write_element(out, stanza.node, NS_CLIENT, &[]);
+            let update = |out: &mut String| {
+                Element::new("x")
+                    .ns(NS_UPDATE)
+                    .children(out, |out| Element::new("photo").text(out, &hash));
+            };
+            // The update goes in as the presence's last child.
+            if let Some(open) = out.strip_suffix("/>").map(str::len) {
+                out.truncate(open);
+                out.push('>');
+                update(out);
+                out.push_str("</presence>");
+            } else if let Some(open) = out.strip_suffix("</presence>").map(str::len) {
+                out.truncate(open);
+                update(out);
+                out.push_str("</presence>");
+            }
+        });
     // The stanza was parsed once already, so this parse cannot fail short of a bug;
     // if it does, the presence goes out as the client sent it.
     let Ok(doc) = xml::parse_stanza(&wrapped) else {
@@ -123,23 +144,65 @@ pub(crate) fn base64_photo_hash(binval: &str) -> Option<String> {
     Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A `vcard-temp` request, checked (XEP-0054 §3.1, §3.2).
+#[derive(Debug, PartialEq)]
+enum Request<'a, 'i> {
+    /// Anyone may read any account's vCard (the asker's own when sent to the server).
+    Get { user: &'a str },
+    /// Only the owner writes their own.
+    Set { user: &'a str, vcard: Node<'a, 'i> },
+}
+
+impl<'a, 'i> Request<'a, 'i> {
+    /// The payload is a `<vCard/>` (else bad-request); a set of another account's vCard is
+    /// `forbidden`. `None` for a result or error, which is no request.
+    fn parse(
+        ty: IqType,
+        target: IqTarget<'a>,
+        own: &'a str,
+        payload: Node<'a, 'i>,
+    ) -> Option<Result<Self, StanzaCondition>> {
+        if payload.tag_name().name() != "vCard" {
+            return Some(Err(StanzaCondition::BadRequest));
+        }
+        let user = match target {
+            IqTarget::Server => own,
+            IqTarget::Account(user) => user,
+        };
+        match ty {
+            IqType::Get => Some(Ok(Request::Get { user })),
+            IqType::Set if user != own => Some(Err(StanzaCondition::Forbidden)),
+            IqType::Set => Some(Ok(Request::Set {
+                user,
+                vcard: payload,
+            })),
+            IqType::Result | IqType::Error => None,
+        }
+    }
+}
+
+/// An empty vCard, the answer for a user who has none (§3.1 allows it).
+pub(crate) fn write_empty(out: &mut String) {
+    Element::new("vCard").ns(NS).empty(out);
+}
+
 /// `vcard-temp` get (own or another account's) and set (own only).
 pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
-    let (server, own) = (iq.server, iq.user());
+    let server = iq.server;
     let reply = iq.reply();
-    let Some(vcard) = iq.payload_named("vCard", &reply, out) else {
-        return Deferred::None;
+    let request = match Request::parse(iq.ty, iq.target, iq.user(), iq.payload) {
+        None => return Deferred::None,
+        Some(Err(condition)) => {
+            reply.fail(out, condition);
+            return Deferred::None;
+        }
+        Some(Ok(request)) => request,
     };
-    let user = match iq.target {
-        IqTarget::Server => own,
-        IqTarget::Account(user) => user,
-    };
-    match iq.ty {
-        IqType::Get => {
+    match request {
+        Request::Get { user } => {
             match server.store.vcard(user) {
                 Ok(Some(bytes)) => reply.result_with(out, &String::from_utf8_lossy(&bytes)),
-                // §3.1 allows an empty vCard for a user who has none.
-                Ok(None) => reply.result_with(out, &format!("<vCard xmlns='{NS}'/>")),
+                Ok(None) => reply.result_of(out, write_empty),
                 Err(e) => {
                     warn!("{user}: cannot read the vCard: {e}");
                     reply.fail(out, StanzaCondition::ResourceConstraint);
@@ -147,11 +210,7 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
             }
             Deferred::None
         }
-        IqType::Set if user != own => {
-            reply.fail(out, StanzaCondition::Forbidden);
-            Deferred::None
-        }
-        IqType::Set => {
+        Request::Set { user, vcard } => {
             let xml = match limited_xml(server, vcard) {
                 Ok(xml) => xml,
                 Err(error) => {
@@ -177,7 +236,6 @@ pub fn handle(iq: &Iq, out: &mut String) -> Deferred {
                 reply.after_write(result, "vCard")
             }))
         }
-        IqType::Result | IqType::Error => Deferred::None,
     }
 }
 
@@ -190,6 +248,51 @@ impl crate::feature::State for PhotoHashes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(ty: IqType, target: IqTarget, payload: &str, expected: Result<&str, StanzaCondition>) {
+        let doc = roxmltree::Document::parse(payload).unwrap();
+        let parsed = Request::parse(ty, target, "alice", doc.root_element()).unwrap();
+        let user = parsed.map(|request| match request {
+            Request::Get { user } | Request::Set { user, .. } => user,
+        });
+        assert_eq!(user, expected, "{payload}");
+    }
+
+    const VCARD: &str = "<vCard xmlns='vcard-temp'><FN>A</FN></vCard>";
+
+    #[test]
+    fn get_reads_own_or_any_account_xep_0054_s3_1() {
+        check(IqType::Get, IqTarget::Server, VCARD, Ok("alice"));
+        check(IqType::Get, IqTarget::Account("bob"), VCARD, Ok("bob"));
+    }
+
+    #[test]
+    fn set_writes_own_xep_0054_s3_2() {
+        check(IqType::Set, IqTarget::Server, VCARD, Ok("alice"));
+        check(IqType::Set, IqTarget::Account("alice"), VCARD, Ok("alice"));
+    }
+
+    #[test]
+    fn set_of_another_account_is_forbidden() {
+        check(
+            IqType::Set,
+            IqTarget::Account("bob"),
+            VCARD,
+            Err(StanzaCondition::Forbidden),
+        );
+    }
+
+    #[test]
+    fn another_element_is_bad_request() {
+        for ty in [IqType::Get, IqType::Set] {
+            check(
+                ty,
+                IqTarget::Server,
+                "<card xmlns='vcard-temp'/>",
+                Err(StanzaCondition::BadRequest),
+            );
+        }
+    }
 
     #[test]
     fn photo_hash_is_sha1_of_decoded_binval() {

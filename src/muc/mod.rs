@@ -5,6 +5,16 @@
 //! addressed to its domain, and rooms never hold more than their occupants' sessions (no
 //! copies of session state).
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod form;
 mod history;
 mod room;
@@ -17,17 +27,16 @@ use crate::jid::Jid;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{
-    self, IqType, Kind, MessageType, PresenceType, Stanza, StanzaCondition, StanzaError, StanzaType,
+    self, IqType, MessageType, PresenceType, Stanza, StanzaCondition, StanzaError, StanzaType,
 };
 use crate::store::Store;
-use crate::xml::Esc;
+use crate::xml::build::Element;
 use crate::{disco, ping};
 use form::RoomConfig;
 use log::{info, warn};
 use room::{Affiliation, Persist, Room};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write;
 use std::rc::Rc;
 
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
@@ -312,12 +321,18 @@ fn room_iq(ctx: &mut Ctx, room: &mut Room, ty: IqType) -> Option<Persist> {
         (NS_ADMIN, _) => room.on_admin(ctx, ty, query),
         (crate::vcard::NS, _) => vcard::on_iq(ctx, room, ty, query),
         (disco::NS_INFO | disco::NS_ITEMS, IqType::Get) => {
-            let from = room.jid.as_str().to_owned();
-            disco_reply(ctx, &from, query, |out| {
-                if ns == disco::NS_INFO {
-                    room.write_info(out);
+            match Disco::parse(query) {
+                Some(Ok(disco)) => {
+                    let from = room.jid.as_str().to_owned();
+                    disco_reply(ctx, &from, disco, |out| {
+                        if disco == Disco::Info {
+                            room.write_info(out);
+                        }
+                    });
                 }
-            });
+                Some(Err(condition)) => ctx.error(condition),
+                None => ctx.error(StanzaCondition::ServiceUnavailable),
+            }
             None
         }
         (ping::NS, IqType::Get) => {
@@ -345,43 +360,15 @@ fn service(ctx: &mut Ctx, ty: StanzaType) {
         .unwrap_or_default()
         .to_owned();
     let query = ctx.stanza.payload();
-    let ns = query
-        .and_then(|q| q.tag_name().namespace())
-        .unwrap_or_default();
     match (ty, query) {
-        (StanzaType::Iq(IqType::Get), Some(query)) if ns == disco::NS_INFO => {
-            disco_reply(ctx, &domain, query, |out| {
-                out.push_str("<identity category='conference' type='text' name='Chat rooms'/>");
-                for feature in [NS_MUC, disco::NS_INFO, disco::NS_ITEMS, ping::NS] {
-                    let _ = write!(out, "<feature var='{feature}'/>");
-                }
-            })
-        }
-        (StanzaType::Iq(IqType::Get), Some(query)) if ns == disco::NS_ITEMS => {
-            let muc = server.state::<Muc>();
-            let rooms = muc.rooms.borrow();
-            let mut listed: Vec<&Room> = rooms
-                .values()
-                .filter(|r| r.config.public && !r.locked)
-                .collect();
-            listed.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
-            disco_reply(ctx, &domain, query, |out| {
-                for room in listed {
-                    let _ = write!(
-                        out,
-                        "<item jid='{}' name='{} ({})'/>",
-                        Esc(room.jid.as_str()),
-                        Esc(room.display_name()),
-                        room.occupant_count()
-                    );
-                }
-            })
-        }
-        (StanzaType::Iq(IqType::Get), Some(query))
-            if ns == ping::NS && query.tag_name().name() == "ping" =>
-        {
-            stanza::write_iq_result(ctx.out, ctx.stanza.id, &domain, ctx.session.jid.as_str());
-        }
+        (StanzaType::Iq(IqType::Get), Some(query)) => match Disco::parse(query) {
+            Some(Ok(disco)) => service_disco(ctx, &domain, disco),
+            Some(Err(condition)) => ctx.error(condition),
+            None if query.has_tag_name((ping::NS, "ping")) => {
+                stanza::write_iq_result(ctx.out, ctx.stanza.id, &domain, ctx.session.jid.as_str());
+            }
+            None => ctx.error(StanzaCondition::ServiceUnavailable),
+        },
         (StanzaType::Iq(IqType::Get | IqType::Set) | StanzaType::Message(_), _) => {
             ctx.error(StanzaCondition::ServiceUnavailable)
         }
@@ -389,29 +376,78 @@ fn service(ctx: &mut Ctx, ty: StanzaType) {
     }
 }
 
-/// A disco#info or disco#items result from `from`; nodes are not supported.
-fn disco_reply(ctx: &mut Ctx, from: &str, query: roxmltree::Node, body: impl FnOnce(&mut String)) {
-    if query.tag_name().name() != "query" || query.attribute("node").is_some() {
-        ctx.error(StanzaCondition::ItemNotFound);
-        return;
+/// The service's identity and features (XEP-0045 §6.1), or its public rooms (§6.3).
+fn service_disco(ctx: &mut Ctx, domain: &str, disco: Disco) {
+    match disco {
+        Disco::Info => disco_reply(ctx, domain, disco, |out| {
+            Element::new("identity")
+                .attr("category", "conference")
+                .attr("type", "text")
+                .attr("name", "Chat rooms")
+                .empty(out);
+            for feature in [NS_MUC, disco::NS_INFO, disco::NS_ITEMS, ping::NS] {
+                Element::new("feature").attr("var", feature).empty(out);
+            }
+        }),
+        Disco::Items => {
+            let muc = ctx.server.state::<Muc>();
+            let rooms = muc.rooms.borrow();
+            let mut listed: Vec<&Room> = rooms
+                .values()
+                .filter(|r| r.config.public && !r.locked)
+                .collect();
+            listed.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
+            disco_reply(ctx, domain, disco, |out| {
+                for room in listed {
+                    let name = format!("{} ({})", room.display_name(), room.occupant_count());
+                    Element::new("item")
+                        .attr("jid", room.jid.as_str())
+                        .attr("name", &name)
+                        .empty(out);
+                }
+            })
+        }
     }
-    let ns = query.tag_name().namespace().unwrap_or_default();
-    stanza::open_reply(
-        ctx.out,
-        Kind::Iq,
-        "result",
-        ctx.stanza.id,
-        from,
-        ctx.session.jid.as_str(),
-    );
-    let _ = write!(ctx.out, "><query xmlns='{ns}'>");
-    body(ctx.out);
-    ctx.out.push_str("</query></iq>");
 }
 
-/// Writes are queued at call time and committed with the writer's next batch. Nothing
-/// waits for them: a failed write costs the room its state at the next restart only, while
-/// the room itself keeps working from memory.
+/// Which disco query a get to the service or a room is (XEP-0030 §3.1, §4.1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Disco {
+    Info,
+    Items,
+}
+
+impl Disco {
+    /// A `<query/>` in disco#info or disco#items; one naming a `node` asks for something
+    /// neither the service nor a room has: `item-not-found`. `None`: not a disco query.
+    fn parse(query: roxmltree::Node) -> Option<Result<Disco, StanzaCondition>> {
+        let disco = match query.tag_name().namespace() {
+            Some(disco::NS_INFO) => Disco::Info,
+            Some(disco::NS_ITEMS) => Disco::Items,
+            _ => return None,
+        };
+        if query.tag_name().name() != "query" || query.attribute("node").is_some() {
+            return Some(Err(StanzaCondition::ItemNotFound));
+        }
+        Some(Ok(disco))
+    }
+
+    fn ns(self) -> &'static str {
+        match self {
+            Disco::Info => disco::NS_INFO,
+            Disco::Items => disco::NS_ITEMS,
+        }
+    }
+}
+
+/// The result of a disco query from `from`, its `<query/>` filled by `body`.
+fn disco_reply(ctx: &mut Ctx, from: &str, disco: Disco, body: impl FnOnce(&mut String)) {
+    let to = ctx.session.jid.as_str();
+    stanza::write_iq_result_with(ctx.out, ctx.stanza.id, from, to, |out| {
+        Element::new("query").ns(disco.ns()).children(out, body);
+    });
+}
+
 fn persist(store: &Store, name: &str, record: Option<Persist>) {
     match record {
         Some(Persist::Save(record)) => drop(store.muc_save(name, record)),
@@ -476,5 +512,46 @@ pub fn session_ended(server: &Server, session: &Session) {
 impl crate::feature::State for Muc {
     fn new(config: &crate::config::Config, store: &crate::store::Store) -> Self {
         Muc::load(config, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disco(query: &str) -> Option<Result<Disco, StanzaCondition>> {
+        let doc = roxmltree::Document::parse(query).unwrap();
+        Disco::parse(doc.root_element())
+    }
+
+    #[test]
+    fn info_and_items_queries_xep_0030_s3_s4() {
+        assert_eq!(
+            disco("<query xmlns='http://jabber.org/protocol/disco#info'/>"),
+            Some(Ok(Disco::Info))
+        );
+        assert_eq!(
+            disco("<query xmlns='http://jabber.org/protocol/disco#items'/>"),
+            Some(Ok(Disco::Items))
+        );
+    }
+
+    #[test]
+    fn a_node_or_another_element_is_item_not_found() {
+        for query in [
+            "<query xmlns='http://jabber.org/protocol/disco#info' node='x'/>",
+            "<info xmlns='http://jabber.org/protocol/disco#info'/>",
+        ] {
+            assert_eq!(
+                disco(query),
+                Some(Err(StanzaCondition::ItemNotFound)),
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_namespace_is_not_a_disco_query() {
+        assert_eq!(disco("<ping xmlns='urn:xmpp:ping'/>"), None);
     }
 }

@@ -486,8 +486,10 @@ impl Room {
         let session = ctx.session;
         match self.by_session(session.id) {
             Some(i) if unavailable => self.leave(ctx.server, i, session, Some(ctx.stanza.node)),
-            Some(i) if &*self.occupants[i].nick == nick => {
-                self.occupants[i].presence = presence_children(ctx.stanza.node).into();
+            Some(i) if self.occupants.get(i).is_some_and(|o| &*o.nick == nick) => {
+                if let Some(occupant) = self.occupants.get_mut(i) {
+                    occupant.presence = presence_children(ctx.stanza.node).into();
+                }
                 self.broadcast_presence(ctx.server, i, &Status::default());
                 let muc = ctx.stanza.child("x", NS_MUC);
                 if muc.is_some() {
@@ -506,7 +508,8 @@ impl Room {
         let muc = ctx.stanza.child("x", NS_MUC);
         let held_by_other = self
             .by_nick(nick)
-            .is_some_and(|i| self.occupants[i].jid != bare);
+            .and_then(|i| self.occupants.get(i))
+            .is_some_and(|o| o.jid != bare);
         let refusal = if self.locked && affiliation != Affiliation::Owner {
             // §10.1.2: a locked room does not exist for anyone but its owner.
             Some(StanzaCondition::ItemNotFound)
@@ -539,9 +542,12 @@ impl Room {
         }
         let server = ctx.server;
         let session = ctx.session;
-        let (index, first) = match self.by_nick(nick) {
-            Some(i) => {
-                self.occupants[i].sessions.push(session.clone());
+        let held = self
+            .by_nick(nick)
+            .and_then(|i| Some((i, self.occupants.get_mut(i)?)));
+        let (index, first) = match held {
+            Some((i, occupant)) => {
+                occupant.sessions.push(session.clone());
                 (i, false)
             }
             None => {
@@ -574,7 +580,9 @@ impl Room {
         created: bool,
         muc: Option<Node>,
     ) {
-        let viewer = &self.occupants[index];
+        let Some(viewer) = self.occupants.get(index) else {
+            return;
+        };
         for (i, other) in self.occupants.iter().enumerate() {
             if i != index {
                 let xml = self.presence_xml(other, viewer, session, &Status::default());
@@ -600,7 +608,9 @@ impl Room {
 
     /// The new occupant's presence to every other occupant.
     fn broadcast_to_others(&self, server: &Server, index: usize) {
-        let subject = &self.occupants[index];
+        let Some(subject) = self.occupants.get(index) else {
+            return;
+        };
         for (i, viewer) in self.occupants.iter().enumerate() {
             if i == index {
                 continue;
@@ -681,7 +691,9 @@ impl Room {
                 ..Status::default()
             },
         );
-        let occupant = &mut self.occupants[index];
+        let Some(occupant) = self.occupants.get_mut(index) else {
+            return;
+        };
         occupant.nick = nick.into();
         occupant.presence = presence_children(ctx.stanza.node).into();
         self.broadcast_presence(ctx.server, index, &Status::default());
@@ -690,7 +702,9 @@ impl Room {
     /// One session leaves (§7.14) or is gone. The occupant leaves with its last session;
     /// until then only the leaving session hears of it.
     fn leave(&mut self, server: &Server, index: usize, session: &Session, presence: Option<Node>) {
-        let occupant = &mut self.occupants[index];
+        let Some(occupant) = self.occupants.get_mut(index) else {
+            return;
+        };
         let status = Status {
             unavailable: true,
             codes: &[110],
@@ -698,13 +712,10 @@ impl Room {
         };
         if occupant.sessions.len() > 1 {
             occupant.sessions.retain(|s| s.id != session.id);
-            let xml = self.presence_xml(
-                &self.occupants[index],
-                &self.occupants[index],
-                session,
-                &status,
-            );
-            server.deliver(session, xml.into(), false);
+            if let Some(occupant) = self.occupants.get(index) {
+                let xml = self.presence_xml(occupant, occupant, session, &status);
+                server.deliver(session, xml.into(), false);
+            }
             return;
         }
         let mut gone = self.occupants.remove(index);
@@ -723,7 +734,9 @@ impl Room {
 
     /// Sends `status` about `index` to every occupant, with 110 for the occupant itself.
     fn broadcast_presence(&self, server: &Server, index: usize, status: &Status) {
-        let subject = &self.occupants[index];
+        let Some(subject) = self.occupants.get(index) else {
+            return;
+        };
         let mut own_codes = vec![110];
         own_codes.extend_from_slice(status.codes);
         let own = Status {
@@ -854,11 +867,13 @@ impl Room {
     /// §7.4: a groupchat message goes to every occupant with a stanza-id from the room;
     /// a subject-only message changes the subject (§8.1).
     pub fn on_groupchat(&mut self, ctx: &mut Ctx) -> Option<Persist> {
-        let Some(index) = self.by_session(ctx.session.id) else {
+        let Some(occupant) = self
+            .by_session(ctx.session.id)
+            .and_then(|i| self.occupants.get_mut(i))
+        else {
             ctx.error(StanzaCondition::NotAcceptable);
             return None;
         };
-        let occupant = &mut self.occupants[index];
         if occupant.role < Role::Participant {
             ctx.error(StanzaCondition::Forbidden);
             return None;
@@ -935,7 +950,10 @@ impl Room {
 
     /// §7.5: a private message goes to every session of the addressed occupant.
     pub fn on_private_message(&self, ctx: &mut Ctx, nick: &str, ty: MessageType) {
-        let Some(from) = self.by_session(ctx.session.id) else {
+        let Some(from) = self
+            .by_session(ctx.session.id)
+            .and_then(|i| self.occupants.get(i))
+        else {
             ctx.error(StanzaCondition::NotAcceptable);
             return;
         };
@@ -943,12 +961,12 @@ impl Room {
             ctx.error(StanzaCondition::BadRequest);
             return;
         }
-        let Some(to) = self.by_nick(nick) else {
+        let Some(to) = self.by_nick(nick).and_then(|i| self.occupants.get(i)) else {
             ctx.error(StanzaCondition::ItemNotFound);
             return;
         };
-        let from = format!("{}/{}", self.jid, self.occupants[from].nick);
-        for session in &self.occupants[to].sessions {
+        let from = format!("{}/{}", self.jid, from.nick);
+        for session in &to.sessions {
             let mut xml = String::new();
             write_element(
                 &mut xml,
@@ -973,7 +991,10 @@ impl Room {
                 return (Deferred::None, None);
             }
         };
-        let Some(inviter) = self.by_session(ctx.session.id) else {
+        let Some(inviter) = self
+            .by_session(ctx.session.id)
+            .and_then(|i| self.occupants.get(i))
+        else {
             ctx.error(StanzaCondition::NotAcceptable);
             return (Deferred::None, None);
         };
@@ -981,7 +1002,7 @@ impl Room {
             ctx.error(StanzaCondition::ItemNotFound);
             return (Deferred::None, None);
         }
-        let inviter_affiliation = self.affiliation(&self.occupants[inviter].jid);
+        let inviter_affiliation = self.affiliation(&inviter.jid);
         let mut record = None;
         if self.config.members_only {
             // Only those who may grant membership invite into a members-only room; the
@@ -1040,7 +1061,10 @@ impl Room {
     /// An iq to `room/nick`: XEP-0410 self-ping is answered here, anything else between
     /// occupants is passed on with the sender's room JID (§7.5 / §17.3).
     pub fn on_occupant_iq(&self, ctx: &mut Ctx, nick: &str, ty: IqType) {
-        let Some(from) = self.by_session(ctx.session.id) else {
+        let Some(from) = self
+            .by_session(ctx.session.id)
+            .and_then(|i| self.occupants.get(i))
+        else {
             if matches!(ty, IqType::Get | IqType::Set) {
                 ctx.error(StanzaCondition::NotAcceptable);
             }
@@ -1050,21 +1074,22 @@ impl Room {
             .stanza
             .payload()
             .is_some_and(|p| p.has_tag_name((crate::ping::NS, "ping")));
-        if &*self.occupants[from].nick == nick && is_ping && ty == IqType::Get {
+        if &*from.nick == nick && is_ping && ty == IqType::Get {
             let own = format!("{}/{}", self.jid, nick);
             stanza::write_iq_result(ctx.out, ctx.stanza.id, &own, ctx.session.jid.as_str());
             return;
         }
         let target = self
             .by_nick(nick)
-            .and_then(|i| self.occupants[i].sessions.first());
+            .and_then(|i| self.occupants.get(i))
+            .and_then(|o| o.sessions.first());
         let Some(target) = target else {
             if matches!(ty, IqType::Get | IqType::Set) {
                 ctx.error(StanzaCondition::ItemNotFound);
             }
             return;
         };
-        let from = format!("{}/{}", self.jid, self.occupants[from].nick);
+        let from = format!("{}/{}", self.jid, from.nick);
         let mut xml = String::new();
         write_element(
             &mut xml,
@@ -1296,8 +1321,8 @@ impl Room {
         matches: impl Fn(&Room, &Occupant) -> bool,
     ) {
         let mut i = 0;
-        while i < self.occupants.len() {
-            if matches(self, &self.occupants[i]) {
+        while let Some(occupant) = self.occupants.get(i) {
+            if matches(self, occupant) {
                 let gone = self.occupants.remove(i);
                 self.announce_removal(
                     server,
@@ -1359,7 +1384,8 @@ impl Room {
     /// The role of `session`'s occupant; `none` when it is not in the room.
     fn role_of(&self, session: &Session) -> Role {
         self.by_session(session.id)
-            .map_or(Role::None, |i| self.occupants[i].role)
+            .and_then(|i| self.occupants.get(i))
+            .map_or(Role::None, |o| o.role)
     }
 
     /// Answers a list request (§8.5, §9.2, §9.5, §9.8, §10.5, §10.8): admins and owners see
@@ -1420,7 +1446,10 @@ impl Room {
             return Err(StanzaCondition::Forbidden);
         }
         let index = self.by_nick(nick).ok_or(StanzaCondition::ItemNotFound)?;
-        let target = &self.occupants[index];
+        let target = self
+            .occupants
+            .get(index)
+            .ok_or(StanzaCondition::ItemNotFound)?;
         let target_affiliation = self.affiliation(&target.jid);
         // Nobody acts on an admin or owner unless they outrank them, and only admins and
         // owners hand out or take away the moderator role.
@@ -1444,8 +1473,8 @@ impl Room {
                     ..Status::default()
                 },
             );
-        } else {
-            self.occupants[index].role = role;
+        } else if let Some(target) = self.occupants.get_mut(index) {
+            target.role = role;
             self.broadcast_presence(
                 server,
                 index,
@@ -1476,10 +1505,12 @@ impl Room {
         }
         let target = match target {
             Target::Jid(jid) => jid,
-            Target::Nick(nick) => {
-                let index = self.by_nick(nick).ok_or(StanzaCondition::ItemNotFound)?;
-                self.occupants[index].jid.clone()
-            }
+            Target::Nick(nick) => self
+                .by_nick(nick)
+                .and_then(|i| self.occupants.get(i))
+                .ok_or(StanzaCondition::ItemNotFound)?
+                .jid
+                .clone(),
         };
         let current = self.affiliation(&target);
         if actor_affiliation < Affiliation::Owner
@@ -1519,8 +1550,8 @@ impl Room {
             Some(code) => {
                 let codes = [code];
                 let mut i = 0;
-                while i < self.occupants.len() {
-                    if self.occupants[i].jid == target {
+                while let Some(occupant) = self.occupants.get(i) {
+                    if occupant.jid == target {
                         let gone = self.occupants.remove(i);
                         self.announce_removal(
                             server,
@@ -1540,8 +1571,11 @@ impl Room {
             None => {
                 let role = self.default_role(affiliation);
                 for i in 0..self.occupants.len() {
-                    if self.occupants[i].jid == target {
-                        self.occupants[i].role = role;
+                    let Some(occupant) = self.occupants.get_mut(i) else {
+                        continue;
+                    };
+                    if occupant.jid == target {
+                        occupant.role = role;
                         self.broadcast_presence(
                             server,
                             i,

@@ -6,11 +6,10 @@
 
 use super::room::{Persist, Room};
 use super::Ctx;
-use crate::stanza::{IqType, StanzaCondition};
-use crate::vcard::{self, NS, NS_UPDATE};
-use crate::xml::Esc;
+use crate::stanza::{self, IqType, StanzaCondition};
+use crate::vcard::{self, NS_UPDATE};
+use crate::xml::build::Element;
 use roxmltree::Node;
-use std::fmt::Write;
 
 /// A room's vCard as stored, and the hex SHA-1 of its photo (XEP-0153 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,34 +30,54 @@ impl RoomVcard {
     }
 }
 
+/// A `vcard-temp` request to the room's bare JID (XEP-0486 §3.1, §3.2).
+#[derive(Debug, PartialEq)]
+enum Request<'a, 'i> {
+    Get,
+    /// The new vCard; an empty one removes the room's.
+    Set(Node<'a, 'i>),
+}
+
+impl<'a, 'i> Request<'a, 'i> {
+    /// The payload is a `<vCard/>`, else `bad-request`; `None` for a result or error.
+    fn parse(ty: IqType, query: Node<'a, 'i>) -> Option<Result<Self, StanzaCondition>> {
+        if query.tag_name().name() != "vCard" {
+            return Some(Err(StanzaCondition::BadRequest));
+        }
+        match ty {
+            IqType::Get => Some(Ok(Request::Get)),
+            IqType::Set => Some(Ok(Request::Set(query))),
+            IqType::Result | IqType::Error => None,
+        }
+    }
+}
+
 /// A `vcard-temp` get or set addressed to the room's bare JID.
 pub fn on_iq(ctx: &mut Ctx, room: &mut Room, ty: IqType, query: Node) -> Option<Persist> {
-    if query.tag_name().name() != "vCard" {
-        ctx.error(StanzaCondition::BadRequest);
-        return None;
-    }
+    let request = match Request::parse(ty, query)? {
+        Ok(request) => request,
+        Err(condition) => {
+            ctx.error(condition);
+            return None;
+        }
+    };
     let from = room.jid.as_str();
     let to = ctx.session.jid.as_str();
-    match ty {
-        IqType::Get => {
-            let empty = format!("<vCard xmlns='{NS}'/>");
-            let xml = room.vcard.as_ref().map_or(empty.as_str(), |v| &v.xml);
-            crate::stanza::open_reply(
-                ctx.out,
-                crate::stanza::Kind::Iq,
-                "result",
-                ctx.stanza.id,
-                from,
-                to,
-            );
-            let _ = write!(ctx.out, ">{xml}</iq>");
+    match request {
+        Request::Get => {
+            stanza::write_iq_result_with(ctx.out, ctx.stanza.id, from, to, |out| {
+                match &room.vcard {
+                    Some(vcard) => out.push_str(&vcard.xml),
+                    None => vcard::write_empty(out),
+                }
+            });
             None
         }
-        IqType::Set if !room.is_owner(&ctx.session.jid.bare()) => {
+        Request::Set(_) if !room.is_owner(&ctx.session.jid.bare()) => {
             ctx.error(StanzaCondition::Forbidden);
             None
         }
-        IqType::Set => {
+        Request::Set(query) => {
             let xml = match vcard::limited_xml(ctx.server, query) {
                 Ok(xml) => xml,
                 Err(error) => {
@@ -70,13 +89,12 @@ pub fn on_iq(ctx: &mut Ctx, room: &mut Room, ty: IqType, query: Node) -> Option<
             let old_photo = room.vcard.as_ref().and_then(|v| v.photo.clone());
             let new_photo = new.as_ref().and_then(|v| v.photo.clone());
             room.vcard = new;
-            crate::stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
+            stanza::write_iq_result(ctx.out, ctx.stanza.id, from, to);
             if old_photo != new_photo {
                 announce(ctx, room, new_photo.as_deref());
             }
             room.saved()
         }
-        IqType::Result | IqType::Error => None,
     }
 }
 
@@ -85,13 +103,62 @@ pub fn on_iq(ctx: &mut Ctx, room: &mut Room, ty: IqType, query: Node) -> Option<
 fn announce(ctx: &Ctx, room: &Room, photo: Option<&str>) {
     for occupant in &room.occupants {
         for session in &occupant.sessions {
-            let xml = format!(
-                "<presence from='{}' to='{}'><x xmlns='{NS_UPDATE}'><photo>{}</photo></x></presence>",
-                Esc(room.jid.as_str()),
-                Esc(session.jid.as_str()),
-                photo.unwrap_or_default()
-            );
+            let mut xml = String::new();
+            write_update(&mut xml, room.jid.as_str(), session.jid.as_str(), photo);
             ctx.server.deliver(session, xml.into(), false);
+        }
+    }
+}
+
+fn write_update(out: &mut String, from: &str, to: &str, photo: Option<&str>) {
+    Element::new("presence")
+        .attr("from", from)
+        .attr("to", to)
+        .children(out, |out| {
+            Element::new("x").ns(NS_UPDATE).children(out, |out| {
+                Element::new("photo").text(out, photo.unwrap_or_default())
+            });
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(ty: IqType, query: &str, expected: Option<Result<bool, StanzaCondition>>) {
+        let doc = roxmltree::Document::parse(query).unwrap();
+        let parsed = Request::parse(ty, doc.root_element());
+        let is_set = parsed.map(|r| r.map(|r| matches!(r, Request::Set(_))));
+        assert_eq!(is_set, expected, "{query}");
+    }
+
+    #[test]
+    fn get_and_set_of_a_vcard_xep_0486_s3() {
+        check(IqType::Get, "<vCard xmlns='vcard-temp'/>", Some(Ok(false)));
+        check(IqType::Set, "<vCard xmlns='vcard-temp'/>", Some(Ok(true)));
+    }
+
+    #[test]
+    fn another_element_is_bad_request() {
+        check(
+            IqType::Get,
+            "<card xmlns='vcard-temp'/>",
+            Some(Err(StanzaCondition::BadRequest)),
+        );
+    }
+
+    #[test]
+    fn the_update_presence_carries_the_hash_or_an_empty_photo() {
+        for photo in [Some("abc"), None] {
+            let mut out = String::new();
+            write_update(&mut out, "room@muc.h", "a@h/r", photo);
+            let doc = roxmltree::Document::parse(&out).unwrap();
+            let presence = doc.root_element();
+            assert_eq!(presence.attribute("from"), Some("room@muc.h"));
+            let x = presence.first_element_child().unwrap();
+            assert!(x.has_tag_name((NS_UPDATE, "x")));
+            let hash = x.first_element_child().unwrap().text();
+            assert_eq!(hash, photo);
         }
     }
 }

@@ -4,15 +4,25 @@
 //! vCard set with a PHOTO publishes both items. It writes through the store directly, so
 //! one direction never triggers the other; it never parses anything but these payloads.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use super::{Access, NodeConfig};
 use crate::sasl::base64;
 use crate::server::Server;
 use crate::store::{Publish, StoreError};
 use crate::vcard;
-use crate::xml::{write_element, Esc};
+use crate::xml::build::Element;
+use crate::xml::write_element;
 use log::warn;
 use roxmltree::Node;
-use std::fmt::Write;
 use std::future::Future;
 use std::rc::Rc;
 
@@ -24,25 +34,56 @@ pub const NS_CONVERSION: &str = "urn:xmpp:pep-vcard-conversion:0";
 /// The vCard `vcard` (serialised, or none) with its PHOTO replaced by `photo` (removed
 /// when `None`). `None` when the stored vCard cannot be read back.
 fn with_photo(vcard: Option<&[u8]>, photo: Option<(&str, &str)>) -> Option<String> {
-    let mut xml = format!("<vCard xmlns='{}'>", vcard::NS);
-    if let Some(stored) = vcard {
-        let text = std::str::from_utf8(stored).ok()?;
-        let doc = roxmltree::Document::parse(text).ok()?;
-        for child in doc.root_element().children().filter(Node::is_element) {
-            if !child.has_tag_name((vcard::NS, "PHOTO")) {
-                write_element(&mut xml, child, vcard::NS, &[]);
+    let stored = match vcard {
+        Some(stored) => Some(roxmltree::Document::parse(std::str::from_utf8(stored).ok()?).ok()?),
+        None => None,
+    };
+    let mut xml = String::new();
+    Element::new("vCard")
+        .ns(vcard::NS)
+        .children(&mut xml, |out| {
+            let kept = stored.iter().flat_map(|doc| {
+                doc.root_element()
+                    .children()
+                    .filter(|c| c.is_element() && !c.has_tag_name((vcard::NS, "PHOTO")))
+            });
+            for child in kept {
+                write_element(out, child, vcard::NS, &[]);
             }
+            if let Some((mime, binval)) = photo {
+                Element::new("PHOTO").children(out, |out| {
+                    Element::new("TYPE").text(out, mime);
+                    Element::new("BINVAL").text(out, binval);
+                });
+            }
+        });
+    Some(xml)
+}
+
+/// What a published metadata item says about the vCard's photo (XEP-0084 §4.2, XEP-0398 §3.1).
+#[derive(Debug, PartialEq)]
+enum Metadata<'a> {
+    /// No `<info/>` for an image kept in PEP (an empty `<metadata/>`): no avatar.
+    Disabled,
+    /// The image of `id` (its hex SHA-1), of type `mime`, in the data node.
+    Photo { id: &'a str, mime: &'a str },
+}
+
+impl<'a> Metadata<'a> {
+    /// The first `<info/>` without a `url` (an image elsewhere is not the vCard's); `None`
+    /// when it lacks `id` or `type`: the vCard is then left as it is.
+    fn parse(metadata: Node<'a, '_>) -> Option<Metadata<'a>> {
+        let info = metadata
+            .children()
+            .find(|c| c.has_tag_name((METADATA, "info")) && c.attribute("url").is_none());
+        match info {
+            None => Some(Metadata::Disabled),
+            Some(info) => Some(Metadata::Photo {
+                id: info.attribute("id")?,
+                mime: info.attribute("type")?,
+            }),
         }
     }
-    if let Some((mime, binval)) = photo {
-        let _ = write!(
-            xml,
-            "<PHOTO><TYPE>{}</TYPE><BINVAL>{binval}</BINVAL></PHOTO>",
-            Esc(mime)
-        );
-    }
-    xml.push_str("</vCard>");
-    Some(xml)
 }
 
 /// After `owner` published `metadata` (serialised) to [`METADATA`]: the vCard follows.
@@ -50,17 +91,12 @@ pub async fn metadata_published(server: &Rc<Server>, owner: &str, metadata: &str
     let Ok(doc) = roxmltree::Document::parse(metadata) else {
         return;
     };
-    let info = doc
-        .root_element()
-        .children()
-        .find(|c| c.has_tag_name((METADATA, "info")) && c.attribute("url").is_none());
-    let photo = match info {
-        // XEP-0084 §4.2: an empty metadata element disables the avatar.
-        None => None,
-        Some(info) => {
-            let (Some(id), Some(mime)) = (info.attribute("id"), info.attribute("type")) else {
-                return;
-            };
+    let Some(metadata) = Metadata::parse(doc.root_element()) else {
+        return;
+    };
+    let photo = match metadata {
+        Metadata::Disabled => None,
+        Metadata::Photo { id, mime } => {
             let items = server.store.pep_items(owner, DATA).unwrap_or_default();
             let Some(item) = items.into_iter().find(|item| item.id == id) else {
                 return;
@@ -131,14 +167,11 @@ pub fn from_vcard(
         replace: true,
         items: vec![(id.to_owned(), payload.into_bytes())],
     };
-    let data = server.store.pep_publish(
-        owner,
-        publish(DATA, format!("<data xmlns='{DATA}'>{binval}</data>")),
-    );
-    let info = format!(
-        "<metadata xmlns='{METADATA}'><info id='{id}' bytes='{bytes}' type='{}'/></metadata>",
-        Esc(mime)
-    );
+    let mut data = String::new();
+    Element::new("data").ns(DATA).text(&mut data, &binval);
+    let data = server.store.pep_publish(owner, publish(DATA, data));
+    let mut info = String::new();
+    write_metadata(&mut info, id, bytes, mime);
     let metadata = server
         .store
         .pep_publish(owner, publish(METADATA, info.clone()));
@@ -154,6 +187,18 @@ pub fn from_vcard(
         super::notify(&server, &owner, METADATA, access, &inner);
         Ok(())
     })
+}
+
+/// The metadata item of one image (XEP-0084 §4.1).
+fn write_metadata(out: &mut String, id: &str, bytes: usize, mime: &str) {
+    let bytes = bytes.to_string();
+    Element::new("metadata").ns(METADATA).children(out, |out| {
+        Element::new("info")
+            .attr("id", id)
+            .attr("bytes", &bytes)
+            .attr("type", mime)
+            .empty(out);
+    });
 }
 
 #[cfg(test)]
@@ -176,5 +221,55 @@ mod tests {
             with_photo(None, None).unwrap(),
             "<vCard xmlns='vcard-temp'></vCard>"
         );
+    }
+
+    fn check(xml: &str, expected: Option<Metadata>) {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        assert_eq!(Metadata::parse(doc.root_element()), expected, "{xml}");
+    }
+
+    #[test]
+    fn an_info_names_the_image_xep_0084_s4_1() {
+        check(
+            "<metadata xmlns='urn:xmpp:avatar:metadata'>\
+             <info id='ab' bytes='3' type='image/png'/></metadata>",
+            Some(Metadata::Photo {
+                id: "ab",
+                mime: "image/png",
+            }),
+        );
+    }
+
+    #[test]
+    fn no_info_or_only_urls_disable_the_avatar_xep_0084_s4_2() {
+        for xml in [
+            "<metadata xmlns='urn:xmpp:avatar:metadata'/>",
+            "<metadata xmlns='urn:xmpp:avatar:metadata'>\
+             <info id='ab' bytes='3' type='image/png' url='https://x/a.png'/></metadata>",
+        ] {
+            check(xml, Some(Metadata::Disabled));
+        }
+    }
+
+    #[test]
+    fn an_info_without_id_or_type_is_ignored() {
+        for xml in [
+            "<metadata xmlns='urn:xmpp:avatar:metadata'><info bytes='3' type='image/png'/></metadata>",
+            "<metadata xmlns='urn:xmpp:avatar:metadata'><info id='ab' bytes='3'/></metadata>",
+        ] {
+            check(xml, None);
+        }
+    }
+
+    #[test]
+    fn the_metadata_item_describes_the_image() {
+        let mut out = String::new();
+        write_metadata(&mut out, "ab", 3, "image/svg+xml");
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let info = doc.root_element().first_element_child().unwrap();
+        assert!(info.has_tag_name((METADATA, "info")));
+        assert_eq!(info.attribute("id"), Some("ab"));
+        assert_eq!(info.attribute("bytes"), Some("3"));
+        assert_eq!(info.attribute("type"), Some("image/svg+xml"));
     }
 }

@@ -4,8 +4,18 @@
 //! first, as replies list them. This module owns the request's paging parameters and the
 //! page arithmetic; it never reads the store or checks access.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+use crate::xml::build::Element;
 use roxmltree::Node;
-use std::fmt::Write;
 use std::ops::Range;
 
 pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
@@ -151,21 +161,18 @@ pub struct Page {
 impl Page {
     /// The RSM `<set/>` (XEP-0059 §2) for this page; `ids` are the result set's item ids.
     pub fn write_set(&self, ids: &[&str], out: &mut String) {
-        let _ = write!(out, "<set xmlns='{NS_RSM}'>");
         let (first, last) = (
             ids.get(self.items.start),
             ids.get(self.items.end.wrapping_sub(1)),
         );
-        if let (false, Some(first), Some(last)) = (self.items.is_empty(), first, last) {
-            let _ = write!(
-                out,
-                "<first index='{}'>{}</first><last>{}</last>",
-                self.items.start,
-                crate::xml::Esc(first),
-                crate::xml::Esc(last)
-            );
-        }
-        let _ = write!(out, "<count>{}</count></set>", self.count);
+        Element::new("set").ns(NS_RSM).children(out, |out| {
+            if let (false, Some(first), Some(last)) = (self.items.is_empty(), first, last) {
+                let index = self.items.start.to_string();
+                Element::new("first").attr("index", &index).text(out, first);
+                Element::new("last").text(out, last);
+            }
+            Element::new("count").text(out, &self.count.to_string());
+        });
     }
 }
 

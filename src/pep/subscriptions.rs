@@ -3,6 +3,16 @@
 //! it. The subscription only says who wants notifications; it never grants access: the
 //! node's access model is checked again for every notification ([`super::broadcast`]).
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use super::{event, item_xml, items_event, may_read, owner_jid, pubsub_error, Request, NS};
 use crate::feature::Deferred;
 use crate::jid::Jid;
@@ -10,12 +20,31 @@ use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{StanzaCondition, StanzaError};
 use crate::store::StoreError;
-use crate::xml::Esc;
+use crate::xml::build::Element;
 use roxmltree::Node;
 use std::rc::Rc;
 
 /// Most explicit subscribers one node keeps: a user can name many resources.
 const MAX_SUBSCRIBERS: usize = 256;
+
+/// The JID a `<subscribe/>` or `<unsubscribe/>` names (§6.1.1, §6.2.1).
+#[derive(Debug, PartialEq)]
+struct Subscriber(Jid);
+
+impl TryFrom<Node<'_, '_>> for Subscriber {
+    type Error = StanzaError<'static>;
+
+    /// No `jid` is `bad-request` with `jid-required` (§6.1.3.3), one that is not a JID
+    /// `bad-request` with `invalid-jid`.
+    fn try_from(action: Node) -> Result<Self, Self::Error> {
+        let text = action
+            .attribute("jid")
+            .ok_or_else(|| pubsub_error(StanzaCondition::BadRequest, "jid-required"))?;
+        Jid::parse(text)
+            .map(Subscriber)
+            .map_err(|_| pubsub_error(StanzaCondition::BadRequest, "invalid-jid"))
+    }
+}
 
 impl Request<'_> {
     /// The JID an (un)subscribe names, which must be the requester's own, bare or full;
@@ -27,15 +56,12 @@ impl Request<'_> {
         mismatch: StanzaError<'static>,
         out: &mut String,
     ) -> Option<Jid> {
-        let Some(text) = action.attribute("jid") else {
-            let error = pubsub_error(StanzaCondition::BadRequest, "jid-required");
-            self.reply.error(out, &error);
-            return None;
-        };
-        let Ok(jid) = Jid::parse(text) else {
-            let error = pubsub_error(StanzaCondition::BadRequest, "invalid-jid");
-            self.reply.error(out, &error);
-            return None;
+        let jid = match Subscriber::try_from(action) {
+            Ok(Subscriber(jid)) => jid,
+            Err(error) => {
+                self.reply.error(out, &error);
+                return None;
+            }
         };
         if jid.bare() != session.jid.bare() {
             self.reply.error(out, &mismatch);
@@ -74,14 +100,7 @@ impl Request<'_> {
             let mut out = String::new();
             match write.await {
                 Ok(()) => {
-                    reply.result_with(
-                        &mut out,
-                        &format!(
-                            "<pubsub xmlns='{NS}'><subscription node='{}' jid='{}' subscription='subscribed'/></pubsub>",
-                            Esc(&node),
-                            Esc(jid.as_str())
-                        ),
-                    );
+                    reply.result_of(&mut out, |out| write_subscribed(out, &node, &jid));
                     send_last(&server, &owner, &node, &jid, &session, &mut out);
                 }
                 Err(StoreError::NotFound) => reply.fail(&mut out, StanzaCondition::ItemNotFound),
@@ -129,6 +148,17 @@ impl Request<'_> {
     }
 }
 
+/// The subscription made (§6.1.2).
+fn write_subscribed(out: &mut String, node: &str, jid: &Jid) {
+    Element::new("pubsub").ns(NS).children(out, |out| {
+        Element::new("subscription")
+            .attr("node", node)
+            .attr("jid", jid.as_str())
+            .attr("subscription", "subscribed")
+            .empty(out);
+    });
+}
+
 /// The node's last item to the available resources `jid` covers: the requester's in `out`
 /// (after its answer), the others' delivered.
 fn send_last(
@@ -157,5 +187,54 @@ fn send_last(
         } else {
             server.deliver(to, xml.into(), false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscriber(action: &str) -> Result<Subscriber, StanzaError<'static>> {
+        let doc = roxmltree::Document::parse(action).unwrap();
+        Subscriber::try_from(doc.root_element())
+    }
+
+    #[test]
+    fn the_action_names_a_jid_xep_0060_s6_1_1() {
+        assert_eq!(
+            subscriber(
+                "<subscribe xmlns='http://jabber.org/protocol/pubsub' node='n' jid='a@h/r'/>"
+            ),
+            Ok(Subscriber(Jid::parse("a@h/r").unwrap()))
+        );
+    }
+
+    #[test]
+    fn no_jid_is_jid_required_xep_0060_s6_1_3_3() {
+        let error = subscriber("<subscribe xmlns='http://jabber.org/protocol/pubsub' node='n'/>")
+            .unwrap_err();
+        assert_eq!(error.condition, StanzaCondition::BadRequest);
+        assert_eq!(error.app.map(|(name, _)| name), Some("jid-required"));
+    }
+
+    #[test]
+    fn a_bad_jid_is_invalid_jid() {
+        let error =
+            subscriber("<unsubscribe xmlns='http://jabber.org/protocol/pubsub' jid='a@b@c'/>")
+                .unwrap_err();
+        assert_eq!(error.condition, StanzaCondition::BadRequest);
+        assert_eq!(error.app.map(|(name, _)| name), Some("invalid-jid"));
+    }
+
+    #[test]
+    fn the_answer_names_node_jid_and_state() {
+        let mut out = String::new();
+        write_subscribed(&mut out, "n'1", &Jid::parse("a@h").unwrap());
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let sub = doc.root_element().first_element_child().unwrap();
+        assert!(sub.has_tag_name((NS, "subscription")));
+        assert_eq!(sub.attribute("node"), Some("n'1"));
+        assert_eq!(sub.attribute("jid"), Some("a@h"));
+        assert_eq!(sub.attribute("subscription"), Some("subscribed"));
     }
 }

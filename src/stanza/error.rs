@@ -2,6 +2,7 @@
 //! errors (§8.3) answer one stanza. This file owns their names, default
 //! types and XML form; it never decides *when* an error is sent.
 
+use crate::xml::build::Element;
 use crate::xml::Esc;
 use std::fmt::Write;
 
@@ -183,23 +184,22 @@ impl<'a> StanzaError<'a> {
 
     /// The `<error>` child element.
     pub fn write(&self, out: &mut String) {
-        let _ = write!(
-            out,
-            "<error type='{}'><{} xmlns='{NS_STANZA_ERRORS}'/>",
-            self.kind.name(),
-            self.condition.name()
-        );
-        if let Some(text) = self.text {
-            let _ = write!(
-                out,
-                "<text xmlns='{NS_STANZA_ERRORS}' xml:lang='en'>{}</text>",
-                Esc(text)
-            );
-        }
-        if let Some((name, ns)) = self.app {
-            let _ = write!(out, "<{name} xmlns='{ns}'/>");
-        }
-        out.push_str("</error>");
+        Element::new("error")
+            .attr("type", self.kind.name())
+            .children(out, |out| {
+                Element::new(self.condition.name())
+                    .ns(NS_STANZA_ERRORS)
+                    .empty(out);
+                if let Some(text) = self.text {
+                    Element::new("text")
+                        .ns(NS_STANZA_ERRORS)
+                        .attr("xml:lang", "en")
+                        .text(out, text);
+                }
+                if let Some((name, ns)) = self.app {
+                    Element::new(name).ns(ns).empty(out);
+                }
+            });
     }
 }
 

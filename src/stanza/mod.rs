@@ -18,6 +18,7 @@ pub mod error;
 pub use error::{ErrorType, StanzaCondition, StanzaError, StreamCondition};
 
 use crate::jid::Jid;
+use crate::xml::build::Element;
 use crate::xml::{Esc, NS_CLIENT};
 use roxmltree::Node;
 use std::fmt::Write;
@@ -214,8 +215,26 @@ pub fn child_text<'a>(node: Node<'a, '_>, name: &str, ns: &str) -> Option<&'a st
     child(node, name, ns).map(|c| c.text().unwrap_or(""))
 }
 
+/// The start of a reply stanza (`<kind type [id] [from] [to]`), as an [`Element`] the
+/// caller finishes with `empty`, `text` or `children`. An empty `from`/`to` is left out
+/// (the stream's own addresses apply, RFC 6120 §8.1.1–2).
+pub fn reply<'a>(
+    kind: Kind,
+    ty: &'a str,
+    id: Option<&'a str>,
+    from: &'a str,
+    to: &'a str,
+) -> Element<'a> {
+    Element::new(kind.name())
+        .attr("type", ty)
+        .attr_opt("id", id)
+        .attr_opt("from", Some(from).filter(|f| !f.is_empty()))
+        .attr_opt("to", Some(to).filter(|t| !t.is_empty()))
+}
+
 /// Writes the opening of a reply stanza: `<kind [type] [id] from to`, left
-/// open for attributes or content (the caller closes the tag).
+/// open for attributes or content (the caller closes the tag). For the callers
+/// outside the features that still append to an open tag; new code uses [`reply`].
 pub fn open_reply(out: &mut String, kind: Kind, ty: &str, id: Option<&str>, from: &str, to: &str) {
     let _ = write!(out, "<{} type='{ty}'", kind.name());
     if let Some(id) = id {
@@ -238,16 +257,12 @@ pub fn write_error_reply(
     to: &str,
     err: &StanzaError,
 ) {
-    open_reply(out, kind, "error", id, from, to);
-    out.push('>');
-    err.write(out);
-    let _ = write!(out, "</{}>", kind.name());
+    reply(kind, "error", id, from, to).children(out, |out| err.write(out));
 }
 
 /// An empty iq result.
 pub fn write_iq_result(out: &mut String, id: Option<&str>, from: &str, to: &str) {
-    open_reply(out, Kind::Iq, "result", id, from, to);
-    out.push_str("/>");
+    reply(Kind::Iq, "result", id, from, to).empty(out);
 }
 
 /// An iq result carrying the payload `payload` writes (with `xml::build::Element`).
@@ -258,10 +273,7 @@ pub fn write_iq_result_with(
     to: &str,
     payload: impl FnOnce(&mut String),
 ) {
-    open_reply(out, Kind::Iq, "result", id, from, to);
-    out.push('>');
-    payload(out);
-    out.push_str("</iq>");
+    reply(Kind::Iq, "result", id, from, to).children(out, payload);
 }
 
 #[cfg(test)]
@@ -365,5 +377,59 @@ mod tests {
         );
         assert!(out.starts_with("<message type='error' id='m1' from='bob@localhost' to='alice@localhost/a'><error type='cancel'>"));
         assert!(out.ends_with("</message>"));
+    }
+
+    #[test]
+    fn replies_escape_their_addresses_and_leave_out_empty_ones() {
+        let mut out = String::new();
+        write_iq_result(&mut out, Some("a'<b"), "", "c&d@h/r");
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let iq = doc.root_element();
+        assert_eq!(iq.attribute("type"), Some("result"));
+        assert_eq!(iq.attribute("id"), Some("a'<b"));
+        assert_eq!(iq.attribute("from"), None);
+        assert_eq!(iq.attribute("to"), Some("c&d@h/r"));
+        assert_eq!(iq.children().count(), 0);
+    }
+
+    #[test]
+    fn an_error_reply_carries_condition_text_and_application_condition_rfc6120_s8_3_2() {
+        let mut out = String::new();
+        let error = StanzaError::new(StanzaCondition::NotAcceptable)
+            .with_text("too <big>")
+            .with_app("file-too-large", "urn:x");
+        write_error_reply(&mut out, Kind::Iq, Some("1"), "h", "a@h/r", &error);
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let iq = doc.root_element();
+        assert_eq!(iq.attribute("type"), Some("error"));
+        let error = iq.first_element_child().unwrap();
+        assert_eq!(error.attribute("type"), Some("modify"));
+        let names: Vec<_> = error
+            .children()
+            .map(|c| (c.tag_name().namespace().unwrap(), c.tag_name().name()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (error::NS_STANZA_ERRORS, "not-acceptable"),
+                (error::NS_STANZA_ERRORS, "text"),
+                ("urn:x", "file-too-large")
+            ]
+        );
+        assert_eq!(
+            child_text(error, "text", error::NS_STANZA_ERRORS),
+            Some("too <big>")
+        );
+    }
+
+    #[test]
+    fn a_result_with_payload_wraps_what_the_payload_writes() {
+        let mut out = String::new();
+        write_iq_result_with(&mut out, Some("1"), "h", "a@h/r", |out| {
+            Element::new("query").ns("urn:q").empty(out);
+        });
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let query = doc.root_element().first_element_child().unwrap();
+        assert!(query.has_tag_name(("urn:q", "query")));
     }
 }

@@ -4,6 +4,16 @@
 //! never in the database; this module must never read or write file contents on the
 //! event loop (that is [`http`]'s job, in bounded pieces off the loop).
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 pub mod http;
 
 use crate::config::Config;
@@ -13,7 +23,7 @@ use crate::feature::{Feature, Service};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType};
-use crate::xml::Esc;
+use crate::xml::build::Element;
 use log::{info, warn};
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -238,58 +248,75 @@ pub fn handle(server: &Server, session: &Session, stanza: &Stanza, out: &mut Str
     let addressed_to_service = stanza.to.as_ref().is_some_and(|j| j.local().is_none());
     let max = server.config().upload.max_file_bytes;
     let answered = disco::service_query(out, stanza, from, to, |out| {
-        out.push_str("<identity category='store' type='file' name='HTTP File Upload'/>");
+        Element::new("identity")
+            .attr("category", "store")
+            .attr("type", "file")
+            .attr("name", "HTTP File Upload")
+            .empty(out);
         for feature in [NS, disco::NS_INFO, disco::NS_ITEMS] {
-            let _ = write!(out, "<feature var='{feature}'/>");
+            Element::new("feature").attr("var", feature).empty(out);
         }
         // XEP-0363 §7: the size limit as an XEP-0128 extension form.
-        let _ = write!(
-            out,
-            "<x xmlns='jabber:x:data' type='result'>\
-             <field var='FORM_TYPE' type='hidden'><value>{NS}</value></field>\
-             <field var='max-file-size'><value>{max}</value></field></x>"
-        );
+        let max = max.to_string();
+        Element::new("x")
+            .ns("jabber:x:data")
+            .attr("type", "result")
+            .children(out, |out| {
+                for (var, ty, value) in [
+                    ("FORM_TYPE", Some("hidden"), NS),
+                    ("max-file-size", None, max.as_str()),
+                ] {
+                    Element::new("field")
+                        .attr("var", var)
+                        .attr_opt("type", ty)
+                        .children(out, |out| Element::new("value").text(out, value));
+                }
+            });
     });
     if answered {
         return Deferred::None;
     }
-    let query = stanza.payload();
-    let (name, ns) = query.map_or(("", ""), |q| {
-        (
-            q.tag_name().name(),
-            q.tag_name().namespace().unwrap_or_default(),
-        )
-    });
-    match (stanza.ty, query) {
+    let request = match (stanza.ty, stanza.payload()) {
         (StanzaType::Iq(IqType::Get), Some(request))
-            if addressed_to_service && name == "request" && ns == NS =>
+            if addressed_to_service && request.has_tag_name((NS, "request")) =>
         {
-            match grant(server, session, request) {
-                Ok(xml) => {
-                    stanza::open_reply(out, Kind::Iq, "result", stanza.id, from, to);
-                    out.push('>');
-                    out.push_str(&xml);
-                    out.push_str("</iq>");
-                }
-                Err(Refusal::TooLarge(max)) => {
-                    stanza::open_reply(out, Kind::Iq, "error", stanza.id, from, to);
-                    let _ = write!(
-                        out,
-                        "><error type='modify'><not-acceptable xmlns='{}'/>\
-                         <text xmlns='{}' xml:lang='en'>File too large</text>\
-                         <file-too-large xmlns='{NS}'><max-file-size>{max}</max-file-size>\
-                         </file-too-large></error></iq>",
-                        stanza::error::NS_STANZA_ERRORS,
-                        stanza::error::NS_STANZA_ERRORS
-                    );
-                }
-                Err(Refusal::Error(error)) => fail(out, &error),
-            }
+            SlotRequest::try_from(request).map_err(Refusal::Error)
         }
-        _ if is_request => fail(out, &StanzaError::new(StanzaCondition::ServiceUnavailable)),
-        _ => {}
+        _ if is_request => {
+            fail(out, &StanzaError::new(StanzaCondition::ServiceUnavailable));
+            return Deferred::None;
+        }
+        _ => return Deferred::None,
+    };
+    let reply = stanza::reply(Kind::Iq, "result", stanza.id, from, to);
+    match request.and_then(|request| grant(server, session, &request)) {
+        Ok(slot) => reply.children(out, |out| slot.write(out)),
+        Err(Refusal::TooLarge(max)) => {
+            let max = max.to_string();
+            stanza::reply(Kind::Iq, "error", stanza.id, from, to).children(out, |out| {
+                write_too_large(out, &max);
+            });
+        }
+        Err(Refusal::Error(error)) => fail(out, &error),
     }
     Deferred::None
+}
+
+/// §5: `not-acceptable` with the service's limit in `<file-too-large/>`.
+fn write_too_large(out: &mut String, max: &str) {
+    Element::new("error")
+        .attr("type", "modify")
+        .children(out, |out| {
+            let ns = stanza::error::NS_STANZA_ERRORS;
+            Element::new("not-acceptable").ns(ns).empty(out);
+            Element::new("text")
+                .ns(ns)
+                .attr("xml:lang", "en")
+                .text(out, "File too large");
+            Element::new("file-too-large")
+                .ns(NS)
+                .children(out, |out| Element::new("max-file-size").text(out, max));
+        });
 }
 
 enum Refusal {
@@ -297,30 +324,79 @@ enum Refusal {
     Error(StanzaError<'static>),
 }
 
-/// Checks a slot request and records the slot; returns the `<slot/>` element.
-fn grant(server: &Server, session: &Session, request: roxmltree::Node) -> Result<String, Refusal> {
-    let bad = |text| Refusal::Error(StanzaError::new(StanzaCondition::BadRequest).with_text(text));
+/// A slot request (XEP-0363 §4): file name, size and content type.
+#[derive(Debug, PartialEq)]
+struct SlotRequest<'a> {
+    name: &'a str,
+    size: u64,
+    content_type: &'a str,
+}
+
+impl<'a> TryFrom<roxmltree::Node<'a, '_>> for SlotRequest<'a> {
+    type Error = StanzaError<'static>;
+
+    /// A name that is not one path segment, a missing, bad or zero size or an unusable
+    /// content type is `bad-request` with a text saying which.
+    fn try_from(request: roxmltree::Node<'a, '_>) -> Result<Self, Self::Error> {
+        let bad = |text| StanzaError::new(StanzaCondition::BadRequest).with_text(text);
+        let name = request.attribute("filename").unwrap_or_default();
+        if !valid_name(name) {
+            return Err(bad("Unusable file name"));
+        }
+        let size: u64 = request
+            .attribute("size")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("Missing or bad size"))?;
+        let content_type = request
+            .attribute("content-type")
+            .unwrap_or("application/octet-stream");
+        if !valid_content_type(content_type) {
+            return Err(bad("Unusable content type"));
+        }
+        if size == 0 {
+            // §4: the size is that of the file to upload; an empty file is nothing to
+            // share, and would take a quota slot of no bytes.
+            return Err(bad("Empty files are not accepted"));
+        }
+        Ok(SlotRequest {
+            name,
+            size,
+            content_type,
+        })
+    }
+}
+
+/// A granted slot: where to put the file (with the secret header) and where to get it.
+struct Granted {
+    url: String,
+    secret: String,
+}
+
+impl Granted {
+    /// `<slot/>` (§4).
+    fn write(&self, out: &mut String) {
+        Element::new("slot").ns(NS).children(out, |out| {
+            Element::new("put")
+                .attr("url", &self.url)
+                .children(out, |out| {
+                    Element::new("header")
+                        .attr("name", "Authorization")
+                        .text(out, &self.secret);
+                });
+            Element::new("get").attr("url", &self.url).empty(out);
+        });
+    }
+}
+
+/// Checks a slot request against the limits and quota and records the slot.
+fn grant(server: &Server, session: &Session, request: &SlotRequest) -> Result<Granted, Refusal> {
     let upload = &server.state::<Upload>();
     let config = &server.config().upload;
-    let name = request.attribute("filename").unwrap_or_default();
-    if !valid_name(name) {
-        return Err(bad("Unusable file name"));
-    }
-    let size: u64 = request
-        .attribute("size")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("Missing or bad size"))?;
-    let content_type = request
-        .attribute("content-type")
-        .unwrap_or("application/octet-stream");
-    if !valid_content_type(content_type) {
-        return Err(bad("Unusable content type"));
-    }
-    if size == 0 {
-        // XEP-0363 §4: the size is that of the file to upload; an empty file is nothing to
-        // share, and would take a quota slot of no bytes.
-        return Err(bad("Empty files are not accepted"));
-    }
+    let SlotRequest {
+        name,
+        size,
+        content_type,
+    } = *request;
     if size > config.max_file_bytes {
         return Err(Refusal::TooLarge(config.max_file_bytes));
     }
@@ -343,11 +419,6 @@ fn grant(server: &Server, session: &Session, request: roxmltree::Node) -> Result
     let token = format!("{}{}", server.random_id(), server.random_id());
     let secret = format!("{}{}", server.random_id(), server.random_id());
     let url = format!("{base}/upload/{token}/{}", percent_encode(name));
-    let xml = format!(
-        "<slot xmlns='{NS}'><put url='{url}'><header name='Authorization'>{secret}</header></put>\
-         <get url='{url}'/></slot>",
-        url = Esc(&url)
-    );
     upload.slots.borrow_mut().insert(
         token.into(),
         Slot {
@@ -355,12 +426,12 @@ fn grant(server: &Server, session: &Session, request: roxmltree::Node) -> Result
             name: name.into(),
             size,
             content_type: content_type.into(),
-            secret: secret.into(),
+            secret: secret.as_str().into(),
             granted: Instant::now(),
             busy: false,
         },
     );
-    Ok(xml)
+    Ok(Granted { url, secret })
 }
 
 /// Creates (or truncates) a file only the server's user can read, whatever the umask.
@@ -439,6 +510,79 @@ impl crate::feature::State for Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn slot(attrs: &str) -> Result<(String, u64, String), StanzaError<'static>> {
+        let xml = format!("<request xmlns='urn:xmpp:http:upload:0' {attrs}/>");
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        SlotRequest::try_from(doc.root_element())
+            .map(|r| (r.name.to_owned(), r.size, r.content_type.to_owned()))
+    }
+
+    fn bad(attrs: &str, text: &str) {
+        let error = slot(attrs).unwrap_err();
+        assert_eq!(error.condition, StanzaCondition::BadRequest, "{attrs}");
+        assert_eq!(error.text, Some(text), "{attrs}");
+    }
+
+    #[test]
+    fn a_request_names_file_size_and_type_xep_0363_s4() {
+        assert_eq!(
+            slot("filename='a b.jpg' size='12' content-type='image/jpeg'").unwrap(),
+            ("a b.jpg".into(), 12, "image/jpeg".into())
+        );
+        assert_eq!(
+            slot("filename='a' size='1'").unwrap().2,
+            "application/octet-stream"
+        );
+    }
+
+    #[test]
+    fn unusable_requests_are_bad_request_with_the_reason() {
+        bad("filename='../a' size='1'", "Unusable file name");
+        bad("size='1'", "Unusable file name");
+        bad("filename='a'", "Missing or bad size");
+        bad("filename='a' size='-1'", "Missing or bad size");
+        bad(
+            "filename='a' size='1' content-type='t\u{e9}xt'",
+            "Unusable content type",
+        );
+        bad("filename='a' size='0'", "Empty files are not accepted");
+    }
+
+    #[test]
+    fn file_too_large_carries_the_limit_xep_0363_s5() {
+        let mut out = String::new();
+        write_too_large(&mut out, "1024");
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let error = doc.root_element();
+        assert_eq!(error.attribute("type"), Some("modify"));
+        let ns = stanza::error::NS_STANZA_ERRORS;
+        assert!(error
+            .children()
+            .any(|c| c.has_tag_name((ns, "not-acceptable"))));
+        let large = error
+            .children()
+            .find(|c| c.has_tag_name((NS, "file-too-large")))
+            .unwrap();
+        assert_eq!(stanza::child_text(large, "max-file-size", NS), Some("1024"));
+    }
+
+    #[test]
+    fn the_slot_puts_with_the_secret_and_gets_from_the_same_url() {
+        let granted = Granted {
+            url: "https://h/upload/t/a%27b".into(),
+            secret: "s".into(),
+        };
+        let mut out = String::new();
+        granted.write(&mut out);
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let slot = doc.root_element();
+        let put = stanza::child(slot, "put", NS).unwrap();
+        let get = stanza::child(slot, "get", NS).unwrap();
+        assert_eq!(put.attribute("url"), Some("https://h/upload/t/a%27b"));
+        assert_eq!(get.attribute("url"), put.attribute("url"));
+        assert_eq!(stanza::child_text(put, "header", NS), Some("s"));
+    }
 
     #[test]
     fn names_are_one_segment() {

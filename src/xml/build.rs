@@ -20,8 +20,7 @@
 //! );
 //! ```
 
-use super::writer::{Esc, EscAttr};
-use std::fmt::Write;
+use super::writer::escape_into;
 
 /// An element's start tag, collected until it is written with
 /// [`Element::empty`], [`Element::text`] or [`Element::children`].
@@ -35,6 +34,7 @@ pub struct Element<'a> {
 
 impl<'a> Element<'a> {
     /// `name` is written as given (a hearth constant, never peer input).
+    #[inline]
     pub fn new(name: &'a str) -> Element<'a> {
         Element {
             name,
@@ -44,11 +44,13 @@ impl<'a> Element<'a> {
     }
 
     /// The default namespace (`xmlns='…'`).
+    #[inline]
     pub fn ns(self, ns: &'a str) -> Element<'a> {
         self.attr("xmlns", ns)
     }
 
     /// An attribute; `value` is escaped.
+    #[inline]
     pub fn attr(mut self, name: &'a str, value: &'a str) -> Element<'a> {
         if let Err(pair) = self.attrs.push((name, value)) {
             self.more.push(pair);
@@ -57,6 +59,7 @@ impl<'a> Element<'a> {
     }
 
     /// An attribute written only when there is a value.
+    #[inline]
     pub fn attr_opt(self, name: &'a str, value: Option<&'a str>) -> Element<'a> {
         match value {
             Some(value) => self.attr(name, value),
@@ -67,8 +70,14 @@ impl<'a> Element<'a> {
     fn open(&self, out: &mut String) {
         out.push('<');
         out.push_str(self.name);
+        // Straight pushes, not `write!`: these writers are on every reply's path, and the
+        // formatting machinery costs more than the copying.
         for (name, value) in self.attrs.iter().chain(&self.more) {
-            let _ = write!(out, " {name}='{}'", EscAttr(value));
+            out.push(' ');
+            out.push_str(name);
+            out.push_str("='");
+            let _ = escape_into(out, value, true);
+            out.push('\'');
         }
     }
 
@@ -87,7 +96,8 @@ impl<'a> Element<'a> {
     /// `<name …>text</name>`, the text escaped.
     pub fn text(self, out: &mut String, text: &str) {
         self.open(out);
-        let _ = write!(out, ">{}", Esc(text));
+        out.push('>');
+        let _ = escape_into(out, text, false);
         self.close(out);
     }
 

@@ -31,7 +31,13 @@ impl fmt::Display for EscAttr<'_> {
     }
 }
 
-fn escape_into<W: Write + ?Sized>(out: &mut W, text: &str, in_attribute: bool) -> fmt::Result {
+/// The escaping behind [`Esc`] (`in_attribute: false`) and [`EscAttr`], also called
+/// straight on a `String` by [`super::build`], which skips the formatting machinery.
+pub(super) fn escape_into<W: Write + ?Sized>(
+    out: &mut W,
+    text: &str,
+    in_attribute: bool,
+) -> fmt::Result {
     let mut plain_from = 0;
     for (index, byte) in text.bytes().enumerate() {
         let entity = match byte {
