@@ -10,16 +10,6 @@
 //! It must never let a password leave the process (SCRAM credentials are derived here, and only
 //! they reach the store or the control socket), nor leave the terminal with echo turned off.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::os::fd::{AsRawFd as _, RawFd};

@@ -5,16 +5,6 @@
 //! must never act on the settings (bind, create directories, read certificates): it only reads
 //! the one file and checks values that can be checked without touching anything else.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -3,16 +3,6 @@
 //! of the server's XEP-0115 hash. It only writes what `[contact]` says; it never checks or
 //! contacts an address.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::config::Contact;
 use crate::xml::Esc;
 use std::fmt::Write;

@@ -3,16 +3,6 @@
 //! short-lived TURN credentials derived from a shared secret. It owns the service list and
 //! the credential scheme; it never logs or echoes a secret.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::config::{Config, ExternalService, ServiceKind, Transport};
 use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;

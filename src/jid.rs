@@ -7,16 +7,6 @@
 //! `to_lowercase` as a stand-in for UsernameCaseMapped, the domainpart is
 //! lowercased (no IDNA/punycode conversion), the resource is kept as sent.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;

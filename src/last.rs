@@ -2,16 +2,6 @@
 //! since its last logout (0 while online) with the status it left, shown only to the account itself and to users
 //! subscribed to its presence. Queries to a full JID are routed to the client, not here.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;
 use crate::iq::IqTarget;

@@ -4,6 +4,17 @@
 //! [`dispatch`] and the [`router`] → sessions ([`c2s`]) or [`store`] →
 //! bytes. One single-threaded event loop ([`server`]) holds every session.
 #![deny(unsafe_code)]
+// Peer input must never panic the server: no unwrap/expect/panic and no indexing that can
+// go out of bounds outside tests (`get`, `?` and `let … else` instead).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod audience;
 pub mod blocking;

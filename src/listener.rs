@@ -3,16 +3,6 @@
 //! on open connections, with deadlines on socket work. It owns no protocol and must
 //! never block the loop.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use log::{error, info, warn};
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};

@@ -11,16 +11,6 @@
 //! Those pages stay in the page cache, shared and clean; unmapping them only stops counting
 //! them against the process and lets the kernel reclaim them first.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 

@@ -2,16 +2,6 @@
 //! server on its behalf) replies to a ping with an empty result; the
 //! server's own keepalive ping and how a client shows it understands pings.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaType};

@@ -8,16 +8,6 @@
 //! when they hang up. It must never relay before activation, for an activation that does
 //! not come from the initiator named in the hash, or to a target that is not a local user.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::disco;
 use crate::feature::Deferred;
 use crate::feature::{Feature, Service};

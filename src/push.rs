@@ -8,16 +8,6 @@
 //! secrets) and never waits for an app server: a notification is sent and forgotten
 //! unless its answer is an error.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::feature::Deferred;
 use crate::feature::Feature;
 use crate::iq::Iq;

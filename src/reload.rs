@@ -8,16 +8,6 @@
 //! settings tied to sockets, directories or service domains keep their start-up values;
 //! the one thing it may create is the self-signed certificate, when its files are gone.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::config::{self, Config};
 use crate::server::Server;
 use crate::tls;

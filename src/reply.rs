@@ -2,16 +2,6 @@
 //! parsed request is gone by then) and for their immediate errors alike. It only writes
 //! replies; it never decides which one.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::jid::Jid;
 use crate::server::Server;
 use crate::stanza::{self, Kind, Stanza, StanzaCondition, StanzaError};

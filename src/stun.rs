@@ -6,16 +6,6 @@
 //! most 44 bytes for a request of at least 20, within per-source and overall budgets, so a
 //! spoofed source gains little by reflecting off it.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::feature::Feature;
 use crate::limits::bucket::{Bucket, Refill};
 use log::{info, warn};

@@ -5,15 +5,6 @@
 //! It must never fail or stall the server: without systemd (variable unset) every call
 //! is a no-op, and a send error is logged, not returned. It never unsets the variable.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 #![deny(unsafe_code)] // narrows lib.rs' module-wide allow to `monotonic_usec` below
 
 use std::ffi::OsStr;

@@ -3,16 +3,6 @@
 //! are away. It never reads the store itself (the owner passes the loader) and never keeps a
 //! value once the user's last session has ended ([`UserCache::forget`]).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::server::Server;
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -2,16 +2,6 @@
 //! and persisted; and its avatar hash in the user's available presence (XEP-0153). This
 //! module owns vCard semantics; it never routes a stanza.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::feature::Deferred;
 use crate::feature::Feature;
 use crate::iq::Iq;

@@ -1,15 +1,5 @@
 //! XEP-0092 software version of the server.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::feature::{Deferred, Feature};
 use crate::iq::Iq;
 use crate::iq::IqTarget;

@@ -4,16 +4,6 @@
 //! vCard set with a PHOTO publishes both items. It writes through the store directly, so
 //! one direction never triggers the other; it never parses anything but these payloads.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use super::{Access, NodeConfig};
 use crate::sasl::base64;
 use crate::server::Server;

@@ -4,16 +4,6 @@
 //! first, as replies list them. This module owns the request's paging parameters and the
 //! page arithmetic; it never reads the store or checks access.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use crate::xml::build::Element;
 use roxmltree::Node;
 use std::ops::Range;

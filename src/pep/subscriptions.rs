@@ -3,16 +3,6 @@
 //! it. The subscription only says who wants notifications; it never grants access: the
 //! node's access model is checked again for every notification ([`super::broadcast`]).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use super::{event, item_xml, items_event, may_read, owner_jid, pubsub_error, Request, NS};
 use crate::feature::Deferred;
 use crate::jid::Jid;

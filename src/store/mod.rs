@@ -6,16 +6,6 @@
 //! admin writes (accounts) are synchronous for callers to run on a helper thread
 //! (`smol::unblock`). No redb type appears in the public API.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 mod accounts;
 mod blocking;
 pub mod files;

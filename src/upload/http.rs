@@ -6,16 +6,6 @@
 //! visible only once complete (written as `.part`, then renamed). This module must
 //! never hold a whole file in memory.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use super::{Stored, Upload};
 use crate::listener::{self, timed};
 use crate::server::Server;

@@ -4,16 +4,6 @@
 //! never in the database; this module must never read or write file contents on the
 //! event loop (that is [`http`]'s job, in bounded pieces off the loop).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod http;
 
 use crate::config::Config;

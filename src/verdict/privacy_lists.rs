@@ -180,7 +180,10 @@ pub(crate) fn parse_items(list: Node) -> Result<Vec<Item>, StanzaCondition> {
     }
     items.sort_by_key(|item| item.order);
     // §2.1: order values are unique within a list.
-    if items.windows(2).any(|pair| pair[0].order == pair[1].order) {
+    if items
+        .windows(2)
+        .any(|pair| matches!(pair, [a, b] if a.order == b.order))
+    {
         return Err(StanzaCondition::BadRequest);
     }
     Ok(items)

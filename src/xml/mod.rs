@@ -6,16 +6,6 @@
 //! [`crate::stanza`]'s job. Everything here treats peer input as hostile and
 //! reports problems as [`FramerError`] values that map 1:1 to stream errors.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod adversarial;
 pub mod build;
 pub mod framer;
