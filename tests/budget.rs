@@ -199,6 +199,18 @@ fn setup(server: &TestServer) -> (Client, Client) {
     (alice, bob)
 }
 
+/// What RSS may grow by besides the session's budget: allocator and buffer overhead (native:
+/// ~1.6 MB measured). Under qemu-user the RSS also holds the emulator's translation cache,
+/// which grows with the server code first run during the attack (armv7: ~7 MB measured);
+/// either bound is far below the ~25 MB the unbudgeted answers would take.
+fn slack() -> usize {
+    if emulated() {
+        12 * 1024 * 1024
+    } else {
+        6 * 1024 * 1024
+    }
+}
+
 /// The server settles (start-up memory release, the publisher's buffers): its RSS then.
 fn baseline(server: &TestServer) -> usize {
     std::thread::sleep(patience(Duration::from_millis(1500)));
@@ -224,7 +236,7 @@ fn pipelined_retrievals_never_read_are_throttled_within_the_budget() {
     still_chatting(&mut bob, &mut alice, "after");
     let peak = sampler.peak();
     assert!(
-        peak < before + BUDGET + 6 * 1024 * 1024,
+        peak < before + BUDGET + slack(),
         "RSS grew from {} KiB to {} KiB",
         before / 1024,
         peak / 1024
@@ -292,7 +304,7 @@ fn retrievals_read_but_never_acknowledged_end_in_resource_constraint() {
     server.wait_for_log("mallory@localhost/m: session ended");
     let peak = sampler.peak();
     assert!(
-        peak < before + BUDGET + 6 * 1024 * 1024,
+        peak < before + BUDGET + slack(),
         "RSS grew from {} KiB to {} KiB",
         before / 1024,
         peak / 1024
