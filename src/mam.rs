@@ -486,16 +486,7 @@ impl Query {
     /// `bad-request`; fields and paging this server does not implement
     /// `feature-not-implemented`; an id that no archive could hold `item-not-found`.
     fn parse(query: Node) -> Result<Query, StanzaCondition> {
-        let mut filter = ArchiveQuery {
-            with: None,
-            start: None,
-            end: None,
-            after_id: None,
-            before_id: None,
-            ids: None,
-            page: PageAt::First,
-            max: MAX_PAGE,
-        };
+        let mut filter = ArchiveQuery::all(PageAt::First, MAX_PAGE);
         if let Some(form) = stanza::child(query, "x", NS_DATA) {
             for field in form
                 .children()
@@ -963,16 +954,7 @@ mod tests {
     }
 
     fn no_filter() -> ArchiveQuery {
-        ArchiveQuery {
-            with: None,
-            start: None,
-            end: None,
-            after_id: None,
-            before_id: None,
-            ids: None,
-            page: PageAt::First,
-            max: MAX_PAGE,
-        }
+        ArchiveQuery::all(PageAt::First, MAX_PAGE)
     }
 
     #[test]

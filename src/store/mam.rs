@@ -201,6 +201,22 @@ pub struct ArchiveQuery {
     pub max: usize,
 }
 
+impl ArchiveQuery {
+    /// Every message of the archive, paged from `page`, at most `max` a page.
+    pub fn all(page: PageAt, max: usize) -> ArchiveQuery {
+        ArchiveQuery {
+            with: None,
+            start: None,
+            end: None,
+            after_id: None,
+            before_id: None,
+            ids: None,
+            page,
+            max,
+        }
+    }
+}
+
 /// Picks the page out of the matches as they are visited oldest first, counting them all
 /// but holding at most `max` ids: what a query costs in memory does not grow with the
 /// archive.
@@ -562,16 +578,7 @@ mod tests {
     }
 
     fn query(page: PageAt, max: usize) -> ArchiveQuery {
-        ArchiveQuery {
-            with: None,
-            start: None,
-            end: None,
-            after_id: None,
-            before_id: None,
-            ids: None,
-            page,
-            max,
-        }
+        ArchiveQuery::all(page, max)
     }
 
     fn ids(page: &ArchivePage) -> Vec<u64> {
