@@ -55,6 +55,7 @@ pub struct Config {
     pub stun: Stun,
     pub extdisco: ExtDisco,
     pub contact: Contact,
+    pub s2s: S2s,
 }
 
 /// XEP-0363 HTTP File Upload (`[upload]`): the service `upload.<domain>` and its HTTPS port.
@@ -616,6 +617,104 @@ impl Default for Push {
     }
 }
 
+/// Federation (`[s2s]`, RFC 6120 server-to-server streams): other XMPP servers, on the LAN or
+/// the public network, reach this one's users and it reaches theirs. Off by default: a server
+/// that federates is reachable by strangers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S2s {
+    pub enabled: bool,
+    /// Where other servers connect (RFC 6120 §3.2: port 5269).
+    #[serde(deserialize_with = "socket_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// Streams in both directions must be encrypted with STARTTLS before anything else.
+    pub require_encryption: bool,
+    /// Only peers whose certificate verifies (against the system's roots, or a pin below)
+    /// are accepted; off, a peer without one is authenticated by Server Dialback (XEP-0220),
+    /// the normal case on a LAN of self-signed certificates.
+    pub require_valid_certs: bool,
+    /// Peer domains allowed to federate; empty means every domain not denied.
+    #[serde(deserialize_with = "domains")]
+    pub allow: Vec<String>,
+    /// Peer domains refused in both directions.
+    #[serde(deserialize_with = "domains")]
+    pub deny: Vec<String>,
+    /// Where a peer is when DNS cannot say (a LAN): domain = "host:port".
+    #[serde(deserialize_with = "routes")]
+    pub routes: std::collections::BTreeMap<String, String>,
+    /// A peer's certificate, pinned by the SHA-256 fingerprint its `hearth check` and log
+    /// show (hex, colons optional): that certificate authenticates the peer as if a CA
+    /// had signed it, and no other does.
+    #[serde(deserialize_with = "pins")]
+    pub pins: std::collections::BTreeMap<String, String>,
+    /// A connection attempt (DNS, TCP, TLS, authentication) must finish within this.
+    #[serde(deserialize_with = "first_byte_secs")]
+    pub connect_timeout_secs: u32,
+    /// Stanzas for an unreachable peer wait at most this long, then bounce
+    /// (`remote-server-timeout`, presence dropped).
+    #[serde(deserialize_with = "first_byte_secs")]
+    pub queue_timeout_secs: u32,
+    /// A connection that carried nothing for this long is closed (both directions).
+    #[serde(deserialize_with = "timeout_secs")]
+    pub idle_timeout_secs: u32,
+    /// Bytes queued for one peer domain; a stanza past this bounces at once.
+    #[serde(deserialize_with = "queue_bytes")]
+    pub max_queue_bytes: u32,
+    /// Incoming connections from one peer domain, and from one IP address.
+    #[serde(deserialize_with = "positive_count")]
+    pub max_connections_per_domain: u32,
+    #[serde(deserialize_with = "positive_count")]
+    pub max_connections_per_ip: u32,
+    /// Incoming connections at one time from all peers together.
+    #[serde(deserialize_with = "positive_count")]
+    pub max_connections: u32,
+    /// An incoming connection must authenticate within this.
+    #[serde(deserialize_with = "first_byte_secs")]
+    pub auth_timeout_secs: u32,
+    /// Largest stanza a peer may send.
+    #[serde(deserialize_with = "stanza_bytes")]
+    pub max_stanza_bytes: u32,
+    /// Stanzas per second one peer domain may send on average, and in a burst.
+    #[serde(deserialize_with = "positive_count")]
+    pub stanzas_per_sec: u32,
+    #[serde(deserialize_with = "positive_count")]
+    pub stanza_burst: u32,
+}
+
+impl Default for S2s {
+    fn default() -> Self {
+        S2s {
+            enabled: false,
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 5269))],
+            require_encryption: true,
+            require_valid_certs: false,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            routes: Default::default(),
+            pins: Default::default(),
+            connect_timeout_secs: 15,
+            queue_timeout_secs: 60,
+            idle_timeout_secs: 600,
+            max_queue_bytes: 1024 * 1024,
+            max_connections_per_domain: 4,
+            max_connections_per_ip: 8,
+            max_connections: 200,
+            auth_timeout_secs: 30,
+            max_stanza_bytes: 256 * 1024,
+            stanzas_per_sec: 200,
+            stanza_burst: 1000,
+        }
+    }
+}
+
+impl S2s {
+    /// Whether federation with `domain` is allowed by the allow and deny lists.
+    pub fn allows(&self, domain: &str) -> bool {
+        !self.deny.iter().any(|d| d == domain)
+            && (self.allow.is_empty() || self.allow.iter().any(|d| d == domain))
+    }
+}
+
 impl Config {
     /// The file-upload service's domain, when the service is enabled.
     pub fn upload_domain(&self) -> Option<String> {
@@ -663,6 +762,7 @@ impl Default for Config {
             stun: Stun::default(),
             extdisco: ExtDisco::default(),
             contact: Contact::default(),
+            s2s: S2s::default(),
         }
     }
 }
@@ -916,6 +1016,57 @@ impl TryFrom<TlsFields> for Tls {
 fn domain<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let text = String::deserialize(deserializer)?;
     normalize_domain(&text).map_err(serde::de::Error::custom)
+}
+
+fn domains<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| normalize_domain(text).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// `domain = "host:port"`: the host a name or an IP address (IPv6 in brackets).
+fn routes<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let table = std::collections::BTreeMap::<String, String>::deserialize(deserializer)?;
+    let mut routes = std::collections::BTreeMap::new();
+    for (domain, target) in table {
+        let domain = normalize_domain(&domain).map_err(serde::de::Error::custom)?;
+        let valid = target.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "`{target}` is not a host and port like \"192.168.1.20:5269\""
+            )));
+        }
+        routes.insert(domain, target);
+    }
+    Ok(routes)
+}
+
+/// `domain = "AB:CD:…"`: a SHA-256 fingerprint, kept as 64 lowercase hex digits.
+fn pins<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let table = std::collections::BTreeMap::<String, String>::deserialize(deserializer)?;
+    let mut pins = std::collections::BTreeMap::new();
+    for (domain, fingerprint) in table {
+        let domain = normalize_domain(&domain).map_err(serde::de::Error::custom)?;
+        let hex: String = fingerprint
+            .chars()
+            .filter(|c| *c != ':')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(serde::de::Error::custom(format!(
+                "`{fingerprint}` is not a SHA-256 fingerprint (64 hex digits, colons optional)"
+            )));
+        }
+        pins.insert(domain, hex);
+    }
+    Ok(pins)
 }
 
 fn non_empty_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {

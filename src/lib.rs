@@ -54,6 +54,7 @@ pub mod roster_push;
 pub mod route;
 pub mod router;
 pub mod run;
+pub mod s2s;
 pub mod sasl;
 pub mod server;
 pub mod sm;
