@@ -204,6 +204,12 @@ impl SessionJid {
         (jid.local_len > 0 && !jid.is_bare()).then_some(SessionJid(jid))
     }
 
+    /// The address of an entity on another server as a sender stands for it: any JID
+    /// (see `router::Session::remote`).
+    pub fn remote(jid: Jid) -> SessionJid {
+        SessionJid(jid)
+    }
+
     /// The account's localpart.
     pub fn user(&self) -> &str {
         self.0.local().unwrap_or_default()

@@ -290,6 +290,11 @@ pub struct Session {
     pub presence: PresenceState,
     /// Wants copies of its user's other conversations (XEP-0280).
     pub carbons: Cell<bool>,
+    /// An entity on another server (federation), standing in for it as a sender and a
+    /// recipient: its `jid` is whatever address the peer used (a bare JID or a domain too,
+    /// not a local account), and its mailbox is the queue to the peer's server. It is never
+    /// bound in the router.
+    pub remote: bool,
 }
 
 /// Where a message addressed to a local user goes (RFC 6121 §8.5).
@@ -439,6 +444,7 @@ mod tests {
             interested: Cell::new(false),
             presence: Default::default(),
             carbons: Cell::new(false),
+            remote: false,
         })
     }
 

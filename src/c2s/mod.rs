@@ -888,6 +888,7 @@ fn bind_session(
         interested: Cell::new(false),
         presence: Default::default(),
         carbons: Cell::new(false),
+        remote: false,
     });
     if let Some(old) = server.router.borrow_mut().bind(session.clone()) {
         info!(

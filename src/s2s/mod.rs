@@ -5,3 +5,16 @@
 
 pub mod certs;
 pub mod resolve;
+
+use crate::jid::Jid;
+use crate::server::Server;
+use std::rc::Rc;
+
+/// Sends `xml` (one stanza, `from` stamped and `to` set) toward `to`'s server, opening the
+/// stream on demand. False when federation is off or refuses that domain: the caller then
+/// answers `remote-server-not-found`. A stanza that cannot be delivered later bounces to
+/// its sender (`storable` marks a message that must not vanish).
+pub fn send(server: &Server, to: &Jid, xml: Rc<str>, storable: bool) -> bool {
+    let _ = (server, to, xml, storable);
+    false
+}
