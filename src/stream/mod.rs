@@ -6,23 +6,22 @@
 //! the peer, a deadline). It knows nothing of what a stream negotiates.
 //!
 //! The seam: a stream kind is a [`Stream`] with its own negotiation on top.
-//! Client streams ([`super::Connection`]) add SASL, resource binding, Stream
-//! Management and CSI, each stage carrying what it has established. The
-//! server-to-server and component streams to come (issues 13 and 14) are to
-//! add their own stages (dialback or SASL EXTERNAL, the XEP-0114 handshake) the
-//! same way and reuse everything here. What a method needs from the layer
-//! above (whom to name in a log line, bytes that layer still holds for the
-//! peer, the bound address a rate warning goes to) it takes as an argument,
-//! so nothing here depends on a stage. It lives under `c2s` until a second
-//! stream kind exists, then moves to `crate::stream` as it is.
+//! Client streams ([`crate::c2s::Connection`]) add SASL, resource binding, Stream
+//! Management and CSI, each stage carrying what it has established; server-to-server
+//! streams ([`crate::s2s`]) add dialback or SASL EXTERNAL and the TLS client side. What a
+//! method needs from the layer above (whom to name in a log line, bytes that layer still
+//! holds for the peer, the bound address a rate warning goes to) it takes as an argument,
+//! so nothing here depends on a stage.
 
-use super::guard::Guard;
-use super::transport::{ReadError, Transport};
+pub mod guard;
+pub mod transport;
+
 use crate::limits::Counters;
 use crate::router::{Mailbox, Outbound};
 use crate::server::Server;
 use crate::stanza::StreamCondition;
 use crate::xml::{self, Event, Framer, FramerError, StreamHeader};
+use guard::Guard;
 use log::{debug, info};
 use smol::future;
 use smol::net::TcpStream;
@@ -32,6 +31,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use transport::{ReadError, Transport};
 
 /// How long and how much a closing stream still reads and drops.
 const LINGER: Duration = Duration::from_secs(1);
