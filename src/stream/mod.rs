@@ -232,6 +232,16 @@ impl Stream {
     /// Waits for input (unless reading is paused), mail for the peer, or
     /// `deadline`, whichever comes first. Input goes straight into the framer.
     pub async fn wait(&mut self, deadline: Instant) -> Wake {
+        self.wait_for(deadline, true).await
+    }
+
+    /// [`Stream::wait`] leaving the mailbox alone: while a stream negotiates, what is
+    /// queued for its peer waits.
+    pub async fn wait_input(&mut self, deadline: Instant) -> Wake {
+        self.wait_for(deadline, false).await
+    }
+
+    async fn wait_for(&mut self, deadline: Instant, take_mail: bool) -> Wake {
         let (paused_until, input_waiting) = (self.guard.paused_until, self.guard.input_waiting);
         let transport = &mut self.transport;
         let framer = &mut self.framer;
@@ -247,7 +257,13 @@ impl Stream {
                 None => future::poll_fn(|cx| transport.poll_fill(cx, framer).map(Wake::Read)).await,
             }
         };
-        let mail = future::poll_fn(|cx| mailbox.poll_recv(cx).map(Wake::Mail));
+        let mail = async {
+            if take_mail {
+                future::poll_fn(|cx| mailbox.poll_recv(cx).map(Wake::Mail)).await
+            } else {
+                future::pending().await
+            }
+        };
         let deadline = async {
             Timer::at(deadline).await;
             Wake::Deadline
