@@ -116,3 +116,100 @@ fn without_federation_other_domains_are_not_found() {
     let error = alice.expect_where(|e| e.name() == "message" && e.attr("id") == Some("x"));
     error.assert_error("cancel", "remote-server-not-found");
 }
+
+/// XEP-0220 §2.1: a peer that proves its domain with the key its authoritative server
+/// confirms is accepted, and its users' stanzas are delivered.
+#[test]
+fn a_peer_with_a_verified_key_is_accepted() {
+    let (a, b) = pair("", "");
+    a.add_user("alice");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='bob@{B}/x' to='alice@{A}' type='chat' id='f1'><body>via a fake peer</body></message>"
+    ));
+    let got = alice.expect_message_from(&format!("bob@{B}/x"));
+    assert_eq!(
+        got.child_text("body", "jabber:client"),
+        Some("via a fake peer")
+    );
+}
+
+/// RFC 6120 §4.9.3.9: a stanza whose `from` is not a domain the stream authenticated
+/// ends the stream with `invalid-from`, and nothing reaches the user.
+#[test]
+fn a_spoofed_from_domain_is_refused() {
+    let (a, b) = pair("", "");
+    a.add_user("alice");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='mallory@c.test/x' to='alice@{A}' type='chat'><body>trust me</body></message>"
+    ));
+    peer.expect_stream_error("invalid-from");
+    alice.expect_silence(std::time::Duration::from_millis(300));
+}
+
+/// No relaying: a peer's stanza for a domain this server does not serve ends the stream
+/// (`host-unknown`, RFC 6120 §4.9.3.6).
+#[test]
+fn a_relay_attempt_is_refused() {
+    let (a, b) = pair("", "");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='bob@{B}/x' to='carol@c.test' type='chat'><body>pass it on</body></message>"
+    ));
+    peer.expect_stream_error("host-unknown");
+}
+
+/// XEP-0220 §2.4: a key the claimed domain's server does not confirm is answered
+/// `invalid`, and the stream stays unauthenticated (stanzas on it are refused).
+#[test]
+fn a_wrong_dialback_key_is_refused() {
+    let (a, _b) = pair("", "");
+    let (mut peer, _id) = common::federation::fake_peer(&a, B);
+    peer.send(&format!(
+        "<db:result from='{B}' to='{A}'>{}</db:result>",
+        "0".repeat(64)
+    ));
+    let answer = peer.receive();
+    assert!(answer.is("result", "jabber:server:dialback"), "{answer}");
+    assert_eq!(answer.attr("type"), Some("invalid"), "{answer}");
+    peer.send(&format!(
+        "<message from='bob@{B}/x' to='alice@{A}' type='chat'><body>hi</body></message>"
+    ));
+    peer.expect_stream_error("not-authorized");
+}
+
+/// Dialback for a domain this server does not serve: `host-unknown`.
+#[test]
+fn dialback_for_an_unknown_domain_is_refused() {
+    let (a, b) = pair("", "");
+    let (mut peer, id) = common::federation::fake_peer(&a, B);
+    let key = common::federation::dialback_key(&b, "nobody.test", &id);
+    peer.send(&format!(
+        "<db:result from='{B}' to='nobody.test'>{key}</db:result>"
+    ));
+    peer.expect_stream_error("host-unknown");
+}
+
+/// A peer that vanishes (SIGKILL) mid-conversation: later messages to it come back to
+/// their sender as errors once it stays unreachable, none vanishes silently.
+#[test]
+fn a_killed_peer_bounces_messages() {
+    let (a, mut b) = pair("", "");
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut bob = Client::online(&b, "bob", "desk");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='before'><body>one</body></message>"
+    ));
+    bob.expect_message_from(&alice.jid);
+    b.kill();
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='after'><body>two</body></message>"
+    ));
+    let error = alice.expect_where(|e| e.name() == "message" && e.attr("id") == Some("after"));
+    error.assert_error("wait", "remote-server-timeout");
+}

@@ -279,20 +279,28 @@ async fn negotiate_out(
     let key = secret.key(remote, local, &id);
     dialback::write_result_request(&mut stream.out, local, remote, &key);
     loop {
-        let input = future::or(
-            async { Some(negotiate::next(&mut stream, deadline).await) },
-            async {
+        // Verification requests keep going out while we wait for our own answer: the peer
+        // may need ours answered before it can answer us.
+        link.write_requests(&mut stream.out);
+        negotiate::flush(&mut stream).await.map_err(fail)?;
+        let Some(input) = stream.next_input().map_err(fail)? else {
+            // Only reads and the request queue are raced: no write is ever cut short.
+            let woke = future::or(async { Some(stream.wait_input(deadline).await) }, async {
                 let request = link.requests.1.recv().await.ok()?;
                 let _ = link.requests.0.try_send(request);
                 None
-            },
-        )
-        .await;
-        let Some(input) = input else {
-            link.write_requests(&mut stream.out);
+            })
+            .await;
+            match woke {
+                Some(Wake::Read(Ok(0))) => return Err(fail(End::Gone)),
+                Some(Wake::Read(Err(ReadError::Io(_)))) => return Err(fail(End::Gone)),
+                Some(Wake::Read(Err(ReadError::Xml(e)))) => return Err(fail(framer_end(e))),
+                Some(Wake::Deadline) => return Err("dialback timed out".into()),
+                Some(_) | None => {}
+            }
             continue;
         };
-        let Input::Element(text) = input.map_err(fail)? else {
+        let Input::Element(text) = input else {
             return Err("unexpected stream restart".into());
         };
         let answer = crate::xml::parse_stanza(&text).ok().and_then(|doc| {
@@ -398,6 +406,10 @@ async fn serve(
         let item = match pending.take() {
             Some(item) => Some(item),
             None => {
+                // What negotiation read past its last element is handled first.
+                if let Err(end) = read_answers(&mut stream, link) {
+                    break (end, false);
+                }
                 link.write_requests(&mut stream.out);
                 if let Err(end) = negotiate::flush(&mut stream).await {
                     break (end, false);
