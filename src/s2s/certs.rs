@@ -39,9 +39,10 @@ pub enum Trust {
 
 /// What `chain` (the peer's, end entity first) proves for `domain`. A configured `pin`
 /// (64 lowercase hex, as `[s2s.pins]` keeps it) decides alone; otherwise the chain must
-/// verify against `roots` for `domain` as a DNS name, now (RFC 6120 §13.7.2: DNS-ID only,
-/// not SRV-ID or XmppAddr; the certificate must be fit for a server, `id-kp-serverAuth`,
-/// whichever side of the connection presented it).
+/// verify against `roots` for `domain` as a DNS name, now (RFC 6120 §13.7.2). webpki matches
+/// DNS-IDs only: a certificate naming the domain only as SRV-ID or XmppAddr (§13.7.1.2) does
+/// not verify. It must be fit for a server (`id-kp-serverAuth`) whichever side of the
+/// connection presented it.
 pub fn assess(
     chain: &[CertificateDer<'_>],
     domain: &str,
