@@ -220,8 +220,9 @@ async fn negotiate_out(
         End::Gone => "connection lost".to_owned(),
     };
     let (local, remote) = (&*link.local, &*link.remote);
+    let tls = server.s2s.tls().ok_or("no TLS settings")?;
     if direct_tls {
-        secure(&mut stream, remote).await?;
+        secure(&mut stream, &tls, remote).await?;
     }
     let (mut id, mut offered) = open(&mut stream, local, remote, deadline)
         .await
@@ -239,7 +240,7 @@ async fn negotiate_out(
                 Input::Element(text) if element_is(&text, NS_TLS, "proceed") => {}
                 _ => return Err("STARTTLS refused".into()),
             }
-            secure(&mut stream, remote).await?;
+            secure(&mut stream, &tls, remote).await?;
             (id, offered) = open(&mut stream, local, remote, deadline)
                 .await
                 .map_err(fail)?;
@@ -247,7 +248,8 @@ async fn negotiate_out(
     }
     link.write_requests(&mut stream.out);
     let pin = config.s2s.pins.get(remote).map(String::as_str);
-    let trust = certs::assess(stream.transport.peer_certificates(), remote, pin);
+    let roots = certs::Roots::system();
+    let trust = certs::assess(stream.transport.peer_certificates(), remote, pin, roots);
     match &trust {
         certs::Trust::PinMismatch => {
             return Err("its certificate is not the one pinned in [s2s.pins]".into())
@@ -343,15 +345,14 @@ fn element_is(wrapped: &str, ns: &str, name: &str) -> bool {
 }
 
 /// The TLS client handshake, naming the peer's domain.
-async fn secure(stream: &mut Stream, remote: &str) -> Result<(), String> {
+async fn secure(stream: &mut Stream, tls: &super::Tls, remote: &str) -> Result<(), String> {
     negotiate::flush(stream)
         .await
         .map_err(|_| "connection lost before TLS".to_owned())?;
-    let name = rustls::pki_types::ServerName::try_from(remote.to_owned())
-        .map_err(|_| format!("`{remote}` cannot be named in TLS"))?;
+    let name = certs::server_name(remote, stream.peer.ip());
     stream
         .transport
-        .connect_tls(certs::client_config(), name)
+        .connect_tls(tls.client.clone(), name)
         .await
         .map_err(|e| format!("TLS handshake failed: {e}"))
 }
