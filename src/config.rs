@@ -1988,6 +1988,7 @@ auth_timeout_secs = 1
                 admin: vec![],
                 support: vec!["xmpp:help@chat.example".into(), "https://x.example".into()],
             },
+            s2s: S2s::default(),
         };
         let text = custom.to_toml();
         assert_eq!(parse(&text).unwrap(), custom, "{text}");
