@@ -213,3 +213,62 @@ fn a_killed_peer_bounces_messages() {
     let error = alice.expect_where(|e| e.name() == "message" && e.attr("id") == Some("after"));
     error.assert_error("wait", "remote-server-timeout");
 }
+
+const NS_MUC: &str = "http://jabber.org/protocol/muc";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+
+/// XEP-0045 across servers: a user of another server joins a room (on the sub-domain,
+/// found by the route to its server), sees the room's occupant, and groupchat messages
+/// reach both. `host` runs the room, its `owner` creates it; `guest` is on `visitor`.
+fn room_across(host: &TestServer, owner: &str, visitor: &TestServer, guest: &str) {
+    host.add_user(owner);
+    visitor.add_user(guest);
+    let mut owner_client = Client::online(host, owner, "phone");
+    let mut guest_client = Client::online(visitor, guest, "desk");
+    let room = format!("lounge@rooms.{}", host.domain);
+    let occupant = |nick: &str| format!("{room}/{nick}");
+    owner_client.send(&format!(
+        "<presence to='{}'><x xmlns='{NS_MUC}'/></presence>",
+        occupant(owner)
+    ));
+    owner_client.expect_where(|e| e.name() == "presence" && e.is_from(&occupant(owner)));
+    // A new room is locked until configured: take the default configuration.
+    owner_client.send(&format!(
+        "<iq type='set' id='cfg' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+         <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+    ));
+    owner_client.expect_iq_result("cfg");
+    guest_client.send(&format!(
+        "<presence to='{}'><x xmlns='{NS_MUC}'/></presence>",
+        occupant(guest)
+    ));
+    let seen = guest_client.expect_where(|e| e.name() == "presence" && e.is_from(&occupant(owner)));
+    assert!(seen.find("x", NS_MUC_USER).is_some(), "{seen}");
+    let own = guest_client.expect_where(|e| e.name() == "presence" && e.is_from(&occupant(guest)));
+    assert!(own.find("x", NS_MUC_USER).is_some(), "{own}");
+    owner_client.expect_where(|e| e.name() == "presence" && e.is_from(&occupant(guest)));
+    guest_client.send(&format!(
+        "<message to='{room}' type='groupchat' id='g1'><body>hello room</body></message>"
+    ));
+    let got = owner_client.expect_where(|e| e.name() == "message" && e.is_from(&occupant(guest)));
+    assert_eq!(got.child_text("body", "jabber:client"), Some("hello room"));
+    let echo = guest_client.expect_where(|e| e.name() == "message" && e.is_from(&occupant(guest)));
+    assert_eq!(echo.attr("type"), Some("groupchat"));
+    owner_client.send(&format!(
+        "<message to='{room}' type='groupchat' id='g2'><body>welcome</body></message>"
+    ));
+    let got = guest_client.expect_where(|e| e.name() == "message" && e.is_from(&occupant(owner)));
+    assert_eq!(got.child_text("body", "jabber:client"), Some("welcome"));
+}
+
+#[test]
+fn a_remote_user_joins_a_local_room() {
+    let (a, b) = pair("", "");
+    room_across(&a, "alice", &b, "bob");
+}
+
+#[test]
+fn a_local_user_joins_a_remote_room() {
+    let (a, b) = pair("", "");
+    room_across(&b, "bob", &a, "alice");
+}
