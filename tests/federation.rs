@@ -272,3 +272,51 @@ fn a_local_user_joins_a_remote_room() {
     let (a, b) = pair("", "");
     room_across(&b, "bob", &a, "alice");
 }
+
+/// XEP-0280 §6 and XEP-0313 §3: a message to another server's user is copied to the
+/// sender's other carbon-enabled resources and kept in the sender's archive, as one to a
+/// local user is.
+#[test]
+fn a_message_out_is_carbon_copied_and_archived() {
+    let (a, b) = pair("", "");
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut phone = Client::online(&a, "alice", "phone");
+    phone.send("<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+    phone.expect_iq_result("cb");
+    let mut desk = Client::online(&a, "alice", "desk");
+    let mut bob = Client::online(&b, "bob", "desk");
+    desk.send(&format!(
+        "<message to='bob@{B}' type='chat' id='c1'><body>copied</body></message>"
+    ));
+    bob.expect_message_from(&desk.jid);
+    let copy = phone
+        .expect_where(|e| e.name() == "message" && e.find("sent", "urn:xmpp:carbons:2").is_some());
+    let forwarded = copy
+        .child("sent", "urn:xmpp:carbons:2")
+        .child("forwarded", "urn:xmpp:forward:0")
+        .child("message", "jabber:client");
+    assert_eq!(
+        forwarded.attr("to"),
+        Some(format!("bob@{B}").as_str()),
+        "{copy}"
+    );
+    assert_eq!(
+        forwarded.child_text("body", "jabber:client"),
+        Some("copied")
+    );
+    phone.send("<iq type='set' id='q'><query xmlns='urn:xmpp:mam:2' queryid='q'/></iq>");
+    let archived = phone
+        .expect_where(|e| e.name() == "message" && e.find("result", "urn:xmpp:mam:2").is_some());
+    let message = archived
+        .child("result", "urn:xmpp:mam:2")
+        .child("forwarded", "urn:xmpp:forward:0")
+        .child("message", "jabber:client");
+    assert_eq!(
+        message.attr("to"),
+        Some(format!("bob@{B}").as_str()),
+        "{archived}"
+    );
+    assert_eq!(message.child_text("body", "jabber:client"), Some("copied"));
+    phone.expect_iq_result("q");
+}
