@@ -320,3 +320,61 @@ fn a_message_out_is_carbon_copied_and_archived() {
     assert_eq!(message.child_text("body", "jabber:client"), Some("copied"));
     phone.expect_iq_result("q");
 }
+
+/// `hearth check` shows the certificate's SHA-256 fingerprint (what a peer's admin pins),
+/// the one the server logs.
+#[test]
+fn check_shows_the_fingerprint_a_peer_pins() {
+    let (a, _b) = pair("", "");
+    let logged = common::federation::fingerprint(&a);
+    let out = a.hearth(&["check"], "");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let shown = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# TLS certificate SHA-256 fingerprint: "))
+        .expect("fingerprint shown");
+    assert_eq!(shown, logged);
+    let s2s: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "[s2s]")
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(s2s.contains(&"enabled = true"), "{text}");
+}
+
+/// A pinned peer whose certificate is another is refused, whatever dialback says.
+#[test]
+fn a_pin_that_does_not_match_refuses_the_peer() {
+    let (a, b) = pair(
+        &format!("[s2s.pins]\n\"{B}\" = \"{}\"\n", "ab".repeat(32)),
+        "",
+    );
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='pin'><body>hi</body></message>"
+    ));
+    let error = alice.expect_where(|e| e.name() == "message" && e.attr("id") == Some("pin"));
+    error.assert_error("wait", "remote-server-timeout");
+    a.wait_for_log("not the one pinned");
+}
+
+/// XEP-0220 with a pinned certificate: the peer whose certificate is the pinned one is
+/// accepted, and the log says the pin vouched for it.
+#[test]
+fn a_matching_pin_authenticates_the_peer() {
+    let (a, b) = pair("", "");
+    common::federation::add_table(&a, "pins", B, &common::federation::fingerprint(&b));
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut bob = Client::online(&b, "bob", "desk");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='pinned'><body>hi</body></message>"
+    ));
+    bob.expect_message_from(&alice.jid);
+    a.wait_for_log(&format!("s2s {A} → {B}: connected"));
+    a.wait_for_log("(dialback, pinned certificate)");
+}

@@ -32,14 +32,30 @@ pub fn pair(s2s_a: &str, s2s_b: &str) -> (TestServer, TestServer) {
 
 /// Adds `[s2s.routes] domain = addr` to `server`'s config and reloads it.
 pub fn route(server: &TestServer, domain: &str, addr: SocketAddr) {
+    add_table(server, "routes", domain, &addr.to_string());
+}
+
+/// Adds `[s2s.TABLE] "domain" = "value"` to `server`'s config and reloads it (routes and
+/// pins change live).
+pub fn add_table(server: &TestServer, table: &str, domain: &str, value: &str) {
     let mut text = std::fs::read_to_string(&server.config).unwrap();
-    text.push_str(&format!("\n[s2s.routes]\n\"{domain}\" = \"{addr}\"\n"));
+    text.push_str(&format!("\n[s2s.{table}]\n\"{domain}\" = \"{value}\"\n"));
     std::fs::write(&server.config, text).unwrap();
     Command::new("kill")
         .args(["-HUP", &server.pid().to_string()])
         .status()
         .unwrap();
-    server.wait_for_log("s2s.routes");
+    server.wait_for_log(&format!("s2s.{table}.\"{domain}\""));
+}
+
+/// The SHA-256 fingerprint `server` logged for its certificate (`AB:CD:…`).
+pub fn fingerprint(server: &TestServer) -> String {
+    server
+        .log()
+        .lines()
+        .find_map(|l| l.split("TLS certificate SHA-256 fingerprint: ").nth(1))
+        .map(|f| f.trim().to_owned())
+        .expect("fingerprint logged")
 }
 
 /// The test as a peer server toward `server`, claiming to be `from`: an incoming stream,
