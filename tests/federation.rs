@@ -378,3 +378,69 @@ fn a_matching_pin_authenticates_the_peer() {
     a.wait_for_log(&format!("s2s {A} → {B}: connected"));
     a.wait_for_log("(dialback, pinned certificate)");
 }
+
+/// Opens a plain s2s stream to `server` claiming `from`, and reads the header and features.
+fn plain_peer(server: &TestServer, from: &str) -> Client {
+    let mut peer = Client::connect_to(server.s2s.expect("s2s port"), server.tls_client_config());
+    peer.send(&format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+         xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+         from='{from}' to='{}' version='1.0'>",
+        server.domain
+    ));
+    peer.header();
+    let features = peer.receive();
+    assert!(features.is("features", STREAM_NS), "{features}");
+    peer
+}
+
+/// A peer that does not authenticate within `s2s.auth_timeout_secs` is dropped
+/// (`connection-timeout`), so idle unauthenticated streams cannot pile up.
+#[test]
+fn an_unauthenticated_peer_is_dropped() {
+    let (a, _b) = pair("auth_timeout_secs = 1", "");
+    let mut peer = plain_peer(&a, B);
+    peer.expect_stream_error("connection-timeout");
+}
+
+/// `s2s.require_encryption`: dialback before STARTTLS ends the stream (`policy-violation`).
+#[test]
+fn dialback_before_tls_is_refused() {
+    let (a, _b) = pair("", "");
+    let mut peer = plain_peer(&a, B);
+    peer.send(&format!("<db:result from='{B}' to='{A}'>00</db:result>"));
+    peer.expect_stream_error("policy-violation");
+}
+
+/// `s2s.max_connections_per_ip`: one address cannot take every federation slot.
+#[test]
+fn connections_per_address_are_capped() {
+    let (a, _b) = pair("max_connections_per_ip = 2", "");
+    let _first = plain_peer(&a, B);
+    let _second = plain_peer(&a, B);
+    let mut third = Client::connect_to(a.s2s.unwrap(), a.tls_client_config());
+    third.expect_eof();
+    a.wait_for_log("s2s: refused");
+}
+
+/// `s2s.max_stanza_bytes`: an oversized stanza from a peer ends that stream
+/// (`policy-violation`); local users go on chatting.
+#[test]
+fn an_oversized_stanza_from_a_peer_ends_only_its_stream() {
+    let (a, b) = pair("max_stanza_bytes = 4096", "");
+    a.add_user("alice");
+    a.add_user("carol");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut carol = Client::online(&a, "carol", "phone");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='bob@{B}/x' to='alice@{A}' type='chat'><body>{}</body></message>",
+        "x".repeat(8192)
+    ));
+    peer.expect_stream_error("policy-violation");
+    carol.send(&format!(
+        "<message to='alice@{A}' type='chat' id='local'><body>still here</body></message>"
+    ));
+    let got = alice.expect_message_from(&carol.jid);
+    assert_eq!(got.child_text("body", "jabber:client"), Some("still here"));
+}
