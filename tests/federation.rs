@@ -444,3 +444,15 @@ fn an_oversized_stanza_from_a_peer_ends_only_its_stream() {
     let got = alice.expect_message_from(&carol.jid);
     assert_eq!(got.child_text("body", "jabber:client"), Some("still here"));
 }
+
+/// RFC 6120 §4.9.3.7: between servers a stanza needs both `from` and `to`; one without
+/// `to` ends the stream with `improper-addressing`.
+#[test]
+fn a_peers_stanza_without_to_is_improper_addressing() {
+    let (a, b) = pair("", "");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='bob@{B}/x' type='chat'><body>to whom?</body></message>"
+    ));
+    peer.expect_stream_error("improper-addressing");
+}
