@@ -456,3 +456,23 @@ fn a_peers_stanza_without_to_is_improper_addressing() {
     ));
     peer.expect_stream_error("improper-addressing");
 }
+
+/// `s2s.idle_timeout_secs`: a quiet stream is closed, and the next stanza opens a new one.
+#[test]
+fn idle_streams_close_and_reopen_on_demand() {
+    let (a, b) = pair("idle_timeout_secs = 1", "idle_timeout_secs = 1");
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut bob = Client::online(&b, "bob", "desk");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='i1'><body>one</body></message>"
+    ));
+    bob.expect_message_from(&alice.jid);
+    b.wait_for_log(&format!("s2s {A} → {B}: incoming stream closed"));
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='i2'><body>two</body></message>"
+    ));
+    let got = bob.expect_message_from(&alice.jid);
+    assert_eq!(got.child_text("body", "jabber:client"), Some("two"));
+}
