@@ -379,19 +379,9 @@ fn a_matching_pin_authenticates_the_peer() {
     a.wait_for_log("(dialback, pinned certificate)");
 }
 
-/// Opens a plain s2s stream to `server` claiming `from`, and reads the header and features.
+/// [`common::federation::plain_peer`] without its features.
 fn plain_peer(server: &TestServer, from: &str) -> Client {
-    let mut peer = Client::connect_to(server.s2s.expect("s2s port"), server.tls_client_config());
-    peer.send(&format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
-         xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
-         from='{from}' to='{}' version='1.0'>",
-        server.domain
-    ));
-    peer.header();
-    let features = peer.receive();
-    assert!(features.is("features", STREAM_NS), "{features}");
-    peer
+    common::federation::plain_peer(server, from).0
 }
 
 /// A peer that does not authenticate within `s2s.auth_timeout_secs` is dropped
