@@ -466,3 +466,21 @@ fn idle_streams_close_and_reopen_on_demand() {
     let got = bob.expect_message_from(&alice.jid);
     assert_eq!(got.child_text("body", "jabber:client"), Some("two"));
 }
+
+/// Each dialback request makes the server ask the claimed domain's server: one stream may
+/// have only a few in flight, the rest are answered `invalid` at once.
+#[test]
+fn dialback_requests_in_flight_are_capped() {
+    let (a, _b) = pair("", "");
+    let (mut peer, _id) = common::federation::fake_peer(&a, "x0.test");
+    for n in 0..6 {
+        peer.send(&format!(
+            "<db:result from='x{n}.test' to='{A}'>{}</db:result>",
+            "0".repeat(64)
+        ));
+    }
+    let first = peer.receive();
+    assert!(first.is("result", "jabber:server:dialback"), "{first}");
+    assert_eq!(first.attr("type"), Some("invalid"), "{first}");
+    a.wait_for_log("too many verifications at once");
+}
