@@ -484,3 +484,22 @@ fn dialback_requests_in_flight_are_capped() {
     assert_eq!(first.attr("type"), Some("invalid"), "{first}");
     a.wait_for_log("too many verifications at once");
 }
+
+/// RFC 6121 §4: presence is only as good as the path it came by. When a peer's server
+/// vanishes, the local users who had presence from its users get `unavailable` from them.
+#[test]
+fn a_lost_peer_leaves_its_users_unavailable() {
+    let (a, mut b) = pair("", "");
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut bob = Client::online(&b, "bob", "desk");
+    bob.send(&format!(
+        "<presence to='alice@{A}'><status>here</status></presence>"
+    ));
+    let seen = alice.expect_presence_from(&bob.jid);
+    assert_eq!(seen.attr("type"), None, "{seen}");
+    b.kill();
+    let gone = alice.expect_presence_from(&bob.jid);
+    assert_eq!(gone.attr("type"), Some("unavailable"), "{gone}");
+}

@@ -62,6 +62,15 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr) {
         verifying: Rc::default(),
     };
     let end = run(&server, &mut stream, &mut incoming).await;
+    // The peer vanished rather than closing: its users' presence is stale.
+    if matches!(
+        end,
+        End::Gone | End::Error(StreamCondition::ConnectionTimeout, _)
+    ) {
+        for domain in incoming.domains.borrow().iter() {
+            super::peer_lost(&server, domain);
+        }
+    }
     match &end {
         End::Error(condition, _) => info!("s2s {peer}: stream error {}", condition.name()),
         End::Gone => debug!("s2s {peer}: connection lost"),
@@ -468,6 +477,7 @@ async fn on_stanza(
     let Some(session) = server.s2s.remote(server, to.domain(), from) else {
         return Ok(());
     };
+    super::note_presence(&session, &stanza);
     let mut out = String::new();
     match crate::dispatch::handle(server, &session, &stanza, &mut out) {
         Deferred::StoreOffline(pending) => pending.store(server, &mut out).await,

@@ -109,6 +109,7 @@ pub async fn run(server: Rc<Server>, link: Rc<Link>) {
         };
         let Some((stream, how)) = connect(&server, &link).await else {
             give_up(&server, &link, first, StanzaCondition::RemoteServerTimeout);
+            super::peer_lost(&server, &link.remote);
             continue;
         };
         info!(
