@@ -142,7 +142,7 @@ fn to_remote(
     // No local recipient: `prepare` and the routed hooks see an empty one.
     let (xml, sent_id) = prepare(server, session, stanza, to, "");
     let storable = offline::is_storable(stanza);
-    if !crate::s2s::send(server, to, xml.as_str().into(), storable) {
+    if !server.send_remote(to, xml.as_str().into(), storable) {
         reply_remote_not_found(server, session, stanza, out);
         return;
     }

@@ -18,6 +18,7 @@ pub mod resolve;
 
 pub use link::Link;
 
+use crate::feature::{Feature, Starter, State};
 use crate::jid::{Jid, SessionJid};
 use crate::router::{Hold, Session};
 use crate::server::Server;
@@ -29,6 +30,62 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 pub const NS_SERVER: &str = "jabber:server";
+
+/// Federation's declaration: its listeners and start (when `[s2s]` is enabled) and its
+/// stop. The core routes to it only through `Server::send_remote`, which the start sets.
+pub const FEATURE: Feature = Feature {
+    name: "s2s",
+    state: Some(crate::feature::init::<Federation>),
+    listen: Some(listen),
+    stopping: Some(|server| federation(server).stop()),
+    ..Feature::NONE
+};
+
+/// Federation's state on this server.
+pub fn federation(server: &Server) -> Rc<Federation> {
+    server.state::<Federation>()
+}
+
+impl State for Federation {
+    fn new(_: &crate::config::Config, _: &crate::store::Store) -> Federation {
+        Federation::default()
+    }
+}
+
+/// Binds the federation port and reads what the streams need (the dialback secret, the
+/// certificate), so a problem stops the start at once; the starter begins serving.
+fn listen(config: &crate::config::Config) -> Result<Starter, String> {
+    if !config.s2s.enabled {
+        return Ok(Box::new(|_, _| {}));
+    }
+    let listeners = config
+        .s2s
+        .listen
+        .iter()
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .and_then(smol::net::TcpListener::try_from)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let secret = crate::store::files::server_secret(&config.data_dir)?;
+    let identity = crate::tls::load_for(config)?.identity;
+    Ok(Box::new(move |ex, server| {
+        let state = federation(server);
+        state.start(server, &secret, ex);
+        state.set_identity(&identity);
+        server.set_remote(Rc::new(send));
+        let s2s = &server.config().s2s;
+        let caps = crate::listener::Caps {
+            total: s2s.max_connections,
+            per_ip: s2s.max_connections_per_ip,
+        };
+        let owner = server.clone();
+        crate::listener::spawn_accept(ex, listeners, "s2s", caps, move |tcp, peer| {
+            incoming::serve(owner.clone(), tcp, peer)
+        });
+    }))
+}
 
 /// A local domain and a peer domain: what one outgoing stream authenticates.
 type Pair = (Box<str>, Box<str>);
@@ -247,8 +304,7 @@ pub fn note_presence(session: &Session, stanza: &stanza::Stanza) {
 /// presence from one of its entities gets `unavailable` from it, since no one will send it
 /// (RFC 6121 §4.3: presence is only as good as the path it came by).
 pub fn peer_lost(server: &Server, domain: &str) {
-    let lost: Vec<Rc<Session>> = server
-        .s2s
+    let lost: Vec<Rc<Session>> = federation(server)
         .remotes
         .borrow()
         .values()
@@ -311,7 +367,7 @@ pub fn send(server: &Server, to: &Jid, xml: Rc<str>, storable: bool) -> bool {
         return false;
     }
     let local = from_domain(&config.domain, &xml).to_owned();
-    let Some(link) = server.s2s.link(&local, to.domain()) else {
+    let Some(link) = federation(server).link(&local, to.domain()) else {
         return false;
     };
     let cap = config.s2s.max_queue_bytes as usize;
@@ -385,5 +441,3 @@ pub fn is_ours(server: &Server, domain: &str) -> bool {
     let config = server.config();
     domain == config.domain || server.hooks().service(server, domain).is_some()
 }
-
-pub use incoming::serve as serve_incoming;
