@@ -254,6 +254,11 @@ fn on_iq(
         reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
         return Deferred::None;
     };
+    if session.remote && ty == IqType::Set {
+        // Another server's user reads public data here; it changes nothing.
+        reply_error(server, session, stanza, StanzaCondition::Forbidden, out);
+        return Deferred::None;
+    }
     let ns = payload.tag_name().namespace().unwrap_or_default();
     let iq = Iq {
         server,

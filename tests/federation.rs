@@ -80,6 +80,24 @@ fn a_remote_user_gets_no_local_namesakes_roster() {
     let answer = remote_alice.expect_iq("r2");
     assert_eq!(answer.attr("type"), Some("error"), "{answer}");
     assert!(!answer.xml().contains("secret@x.test"), "{answer}");
+    // Nor change anything of theirs: a vCard set is refused, the local one unchanged.
+    local_alice
+        .send("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Local</FN></vCard></iq>");
+    local_alice.expect_iq_result("v1");
+    remote_alice.send(&format!(
+        "<iq type='set' id='v2' to='alice@{A}'><vCard xmlns='vcard-temp'><FN>Impostor</FN></vCard></iq>"
+    ));
+    remote_alice.expect_iq_error("v2", "auth", "forbidden");
+    remote_alice.send(&format!(
+        "<iq type='get' id='v3' to='alice@{A}'><vCard xmlns='vcard-temp'/></iq>"
+    ));
+    let card = remote_alice.expect_iq_result("v3");
+    assert_eq!(
+        card.child("vCard", "vcard-temp")
+            .child_text("FN", "vcard-temp"),
+        Some("Local"),
+        "{card}"
+    );
 }
 
 /// A server that cannot be reached: the message bounces to its sender with
