@@ -35,6 +35,11 @@ const MAX_DIRECTED: usize = 32;
 pub const FEATURE: Feature = Feature {
     name: "presence",
     on_presence: Some(|server, session, stanza, ty, out| {
+        if session.remote {
+            // Another server's user: no vCard of ours to announce (its localpart may name
+            // a different account here).
+            return on_presence(server, session, stanza, ty, out);
+        }
         crate::vcard::with_photo_update(server, session, stanza, |stanza| {
             on_presence(server, session, stanza, ty, out)
         })
