@@ -32,6 +32,7 @@ pub const FEATURE: Feature = Feature {
             Element::new("sub").ns(NS_PRE_APPROVAL).empty(out);
         }
     }),
+    account_deleting: Some(cancel_elsewhere),
     account_deleted: Some(forget_deleted),
     ..Feature::NONE
 };
@@ -536,6 +537,40 @@ pub fn carry_out(server: &Server, outcome: Outcome) -> bool {
         }
     }
     routed
+}
+
+/// The account `user` is being deleted: its contacts on other servers hear, while its roster
+/// is still stored, what they would if it cancelled both directions (RFC 6121 §3.3
+/// `unsubscribe` for a subscription or request it had, §3.2 `unsubscribed` for one it had
+/// granted), so their servers take it off their rosters' states. Local contacts are told by
+/// [`forget_deleted`] once the deletion commits.
+fn cancel_elsewhere(server: &Server, user: &str) {
+    let roster = match server.store.roster(user) {
+        Ok(roster) => roster,
+        Err(e) => {
+            warn!("{user}: contacts elsewhere not told of the deletion: {e}");
+            return;
+        }
+    };
+    let from = format!("{user}@{}", server.config().domain);
+    for item in roster.live() {
+        let Ok(contact) = Jid::parse(&item.jid) else {
+            continue;
+        };
+        if !audience::reaches(server, &contact) {
+            continue;
+        }
+        let cancels = [
+            ("unsubscribe", item.to || item.ask),
+            ("unsubscribed", item.from),
+        ];
+        for (ty, due) in cancels {
+            if due {
+                let xml = stanza(ty, &from, contact.as_str()).into();
+                crate::s2s::send(server, &contact, xml, false);
+            }
+        }
+    }
 }
 
 /// An account's deletion committed: it leaves its contacts' rosters. Queued once the account
