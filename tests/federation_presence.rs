@@ -274,3 +274,77 @@ fn a_probe_from_a_non_subscriber_elsewhere_reveals_nothing_rfc6121_4_3_2() {
     let mut alice = Client::online(&a, "alice", "again");
     alice.expect_silence(QUIET);
 }
+
+/// bob's roster item for alice, once all alice's server sends when she cancels both ways has
+/// reached him: the `unsubscribe` (§3.3.3: bob's `from` goes), the `unsubscribed` (§3.2.3:
+/// bob's `to` goes), each from alice's bare JID, and her unavailable presence (§3.2.2), in
+/// whatever order.
+fn bob_sees_alice_cancel_both_ways(bob: &mut Client, alice_full: &str) -> RosterItem {
+    let mut awaited = vec![
+        Some("unsubscribe"),
+        Some("unsubscribed"),
+        Some("unavailable"),
+    ];
+    while !awaited.is_empty() {
+        let presence = bob.expect_where(|s| s.name() == "presence");
+        let kind = presence.attr("type");
+        let from = if kind == Some("unavailable") {
+            alice_full
+        } else {
+            ALICE
+        };
+        assert!(presence.is_from(from), "{presence}");
+        let Some(at) = awaited.iter().position(|k| *k == kind) else {
+            panic!("unexpected: {presence}")
+        };
+        awaited.swap_remove(at);
+    }
+    item_on_roster(bob, ALICE)
+}
+
+#[test]
+fn removing_a_contact_elsewhere_cancels_both_subscriptions_rfc6121_2_5_2() {
+    let (a, b) = servers();
+    let mut alice = ready(&a, "alice", "a");
+    let mut bob = ready(&b, "bob", "b");
+    subscribe_both_ways(&mut alice, &mut bob);
+    let reply = roster_set(
+        &mut alice,
+        &format!("<item jid='{BOB}' subscription='remove'/>"),
+    );
+    assert_eq!(reply.attr("type"), Some("result"), "{reply}");
+    assert_eq!(
+        expect_push(&mut alice),
+        format!("<item jid='{BOB}' subscription='remove'/>").as_str()
+    );
+    // §2.5.2: alice's server sends both cancellations, and her unavailable presence.
+    let left = bob_sees_alice_cancel_both_ways(&mut bob, &alice.jid);
+    assert_eq!(
+        (left.subscription.as_str(), left.ask),
+        ("none", false),
+        "{left:?}"
+    );
+    // bob's server, told alice no longer hears him, told her he is gone (§3.3.3).
+    expect_presence(&mut alice, &bob.jid, Some("unavailable"));
+}
+
+#[test]
+fn a_deleted_account_cancels_its_subscriptions_elsewhere_rfc6121_3_2_3_3() {
+    let (a, b) = servers();
+    let mut alice = ready(&a, "alice", "a");
+    let mut bob = ready(&b, "bob", "b");
+    subscribe_both_ways(&mut alice, &mut bob);
+    let out = a.hearth(&["deluser", ALICE], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Her resource goes (§4.5.2), and it is as if she had cancelled both ways.
+    let left = bob_sees_alice_cancel_both_ways(&mut bob, &alice.jid);
+    assert_eq!(
+        (left.subscription.as_str(), left.ask),
+        ("none", false),
+        "{left:?}"
+    );
+}
