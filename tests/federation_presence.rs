@@ -348,3 +348,37 @@ fn a_deleted_account_cancels_its_subscriptions_elsewhere_rfc6121_3_2_3_3() {
         "{left:?}"
     );
 }
+
+#[test]
+fn a_room_on_the_other_server_is_joined_and_left_by_directed_presence_rfc6121_4_6_xep0045() {
+    let (a, b) = servers();
+    let room = "hall@rooms.b.test";
+    let mut bob = ready(&b, "bob", "b");
+    bob.send(&format!(
+        "<presence to='{room}/bo'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ));
+    bob.expect_where(|s| s.name() == "message" && s.find("subject", CLIENT_NS).is_some());
+    // An instant room (XEP-0045 §10.1.2), unlocked for others to join.
+    bob.send(&format!(
+        "<iq type='set' id='cfg' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+         <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+    ));
+    bob.expect_iq_result("cfg");
+
+    // alice's join is directed presence (RFC 6121 §4.6.1) to a full JID elsewhere.
+    let mut alice = ready(&a, "alice", "a");
+    alice.send(&format!(
+        "<presence to='{room}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ));
+    let own = alice.expect_presence_from(&format!("{room}/al"));
+    assert_eq!(own.attr("type"), None, "{own}");
+    let joined = bob.expect_presence_from(&format!("{room}/al"));
+    assert_eq!(joined.attr("type"), None, "{joined}");
+
+    // §4.6.3: her session ends without leaving; the room, a directed-presence recipient
+    // elsewhere, gets her unavailable and tells the occupants.
+    alice.send("</stream:stream>");
+    drop(alice);
+    let left = bob.expect_presence_from(&format!("{room}/al"));
+    assert_eq!(left.attr("type"), Some("unavailable"), "{left}");
+}
