@@ -109,6 +109,7 @@ pub async fn run(server: Rc<Server>, link: Rc<Link>) {
         };
         let Some((stream, how)) = connect(&server, &link).await else {
             give_up(&server, &link, first, StanzaCondition::RemoteServerTimeout);
+            super::peer_lost(&server, &link.remote);
             continue;
         };
         info!(
@@ -266,8 +267,16 @@ async fn negotiate_out(
             "<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>{}</auth>",
             crate::sasl::base64::encode(local.as_bytes())
         ));
-        match negotiate::next(&mut stream, deadline).await.map_err(fail)? {
-            Input::Element(text) if element_is(&text, NS_SASL, "success") => {
+        // Answers to our verification requests may come first.
+        let answer = loop {
+            match negotiate::next(&mut stream, deadline).await.map_err(fail)? {
+                Input::Element(text) if !took_verification(link, &text) => break Some(text),
+                Input::Element(_) => {}
+                Input::Open(_) => break None,
+            }
+        };
+        match answer {
+            Some(text) if element_is(&text, NS_SASL, "success") => {
                 stream.restart(max_stanza);
                 open(&mut stream, local, remote, deadline)
                     .await
@@ -305,17 +314,16 @@ async fn negotiate_out(
         let Input::Element(text) = input else {
             return Err("unexpected stream restart".into());
         };
-        let answer = crate::xml::parse_stanza(&text).ok().and_then(|doc| {
-            let node = doc.root_element().first_element_child()?;
-            let request = dialback::Request::parse(node)?;
-            Some((
-                request.verify,
-                request.ty.map(str::to_owned),
-                request.id.map(str::to_owned),
-            ))
+        if took_verification(link, &text) {
+            continue;
+        }
+        // Our own answer: `db:result` with a type.
+        let verdict = crate::xml::parse_stanza(&text).ok().and_then(|doc| {
+            let request = dialback::Request::parse(doc.root_element().first_element_child()?)?;
+            (!request.verify).then(|| request.ty.map(|ty| ty == "valid"))?
         });
-        match answer {
-            Some((false, Some(ty), _)) if ty == "valid" => {
+        match verdict {
+            Some(true) => {
                 let how = match trust {
                     certs::Trust::Pinned => "dialback, pinned certificate",
                     certs::Trust::Verified => "dialback, verified certificate",
@@ -323,13 +331,33 @@ async fn negotiate_out(
                 };
                 return Ok((stream, how));
             }
-            Some((false, Some(_), _)) => return Err("dialback refused by the peer".into()),
-            // A verification answer arriving early belongs to this link.
-            Some((true, Some(ty), Some(verified))) => {
-                link.answer_verification(&verified, ty == "valid")
-            }
-            _ => {}
+            Some(false) => return Err("dialback refused by the peer".into()),
+            None => {}
         }
+    }
+}
+
+/// Whether the element in `wrapped` answered one of our verification requests (then handed
+/// to its waiter).
+fn took_verification(link: &Link, wrapped: &str) -> bool {
+    let Ok(doc) = crate::xml::parse_stanza(wrapped) else {
+        return false;
+    };
+    let answer = doc
+        .root_element()
+        .first_element_child()
+        .and_then(dialback::Request::parse);
+    match answer {
+        Some(dialback::Request {
+            verify: true,
+            id: Some(id),
+            ty: Some(ty),
+            ..
+        }) => {
+            link.answer_verification(id, ty == "valid");
+            true
+        }
+        _ => false,
     }
 }
 

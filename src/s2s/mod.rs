@@ -211,6 +211,73 @@ impl Federation {
     }
 }
 
+/// Most local addresses remembered per remote entity as having its available presence.
+const MAX_WATCHERS: usize = 32;
+
+/// Notes an available or unavailable presence a remote entity sends a local address: who
+/// saw it available is told `unavailable` if its server is lost (see [`peer_lost`]). Kept
+/// in the remote session's `available` and `presence.directed`.
+pub fn note_presence(session: &Session, stanza: &stanza::Stanza) {
+    let (stanza::StanzaType::Presence(ty), Some(to)) = (stanza.ty, &stanza.to) else {
+        return;
+    };
+    let watcher = to.bare();
+    let mut watchers = session.presence.directed.borrow_mut();
+    match ty {
+        stanza::PresenceType::Available => {
+            session.available.set(true);
+            if !watchers.contains(&watcher) {
+                if watchers.len() >= MAX_WATCHERS {
+                    watchers.remove(0);
+                }
+                watchers.push(watcher);
+            }
+        }
+        stanza::PresenceType::Unavailable => {
+            watchers.retain(|w| *w != watcher);
+            if watchers.is_empty() {
+                session.available.set(false);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The connection to `domain`'s server was lost (not closed): every local user who had
+/// presence from one of its entities gets `unavailable` from it, since no one will send it
+/// (RFC 6121 §4.3: presence is only as good as the path it came by).
+pub fn peer_lost(server: &Server, domain: &str) {
+    let lost: Vec<Rc<Session>> = server
+        .s2s
+        .remotes
+        .borrow()
+        .values()
+        .filter(|s| s.jid.domain() == domain && s.available.get())
+        .cloned()
+        .collect();
+    for session in lost {
+        session.available.set(false);
+        let watchers = std::mem::take(&mut *session.presence.directed.borrow_mut());
+        for watcher in watchers {
+            let Some(user) = watcher.local() else {
+                continue;
+            };
+            let mut xml = String::new();
+            crate::xml::build::Element::new("presence")
+                .attr("type", "unavailable")
+                .attr("from", session.jid.as_str())
+                .attr("to", watcher.as_str())
+                .empty(&mut xml);
+            let xml: Rc<str> = xml.into();
+            let router = server.router.borrow();
+            for target in router.resources(user).iter().filter(|s| s.available.get()) {
+                server.deliver(target, xml.clone(), false);
+            }
+        }
+        info!("s2s {domain}: lost; {} is unavailable", session.jid);
+    }
+}
+
 /// A remote entity is gone (its server's link ended): the features that kept it (rooms)
 /// let it go. Only the hooks run: it was never bound and is no local user.
 fn end_remote(server: &Rc<Server>, session: &Rc<Session>) {
