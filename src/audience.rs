@@ -1,7 +1,7 @@
 //! Who hears a local user: their contacts as their roster's subscription states say (local
 //! users in `contacts`, addresses on other servers too in `contacts_everywhere`), each user's
 //! available sessions, and presence addressed to those sessions on a user's behalf; a bare
-//! JID elsewhere is reached through its server (`crate::s2s::send`). Presence, subscriptions,
+//! JID elsewhere is reached through its server (`Server::send_remote`). Presence, subscriptions,
 //! privacy lists and PEP all ask it. It decides nothing about whether a stanza may pass
 //! ([`crate::verdict`]) and changes no roster.
 
@@ -82,7 +82,7 @@ pub fn deliver_to_bare(server: &Server, to: &Jid, xml: Rc<str>, hold: Hold) -> b
         }
         return true;
     }
-    reaches(server, to) && crate::s2s::send(server, to, xml, false)
+    reaches(server, to) && server.send_remote(to, xml, false)
 }
 
 /// Queues `xml` for every available resource of a local user.

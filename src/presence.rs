@@ -86,7 +86,7 @@ fn with_child(mut xml: String, child: &str) -> String {
 fn deliver_to_jid(server: &Server, to: &Jid, xml: Rc<str>, hold: Hold) {
     if to.domain() != server.config().domain {
         if reaches(server, to) {
-            crate::s2s::send(server, to, xml, false);
+            server.send_remote(to, xml, false);
         }
         return;
     }
@@ -107,7 +107,7 @@ fn broadcast(server: &Server, session: &Session, xml: &str) {
         // §4.2.2, §4.4.2: to the contact's bare JID; its server delivers to its resources.
         if verdict::allows(server, &session.jid, &contact, StanzaKind::Presence) == Verdict::Allow {
             let xml = addressed(xml, contact.as_str()).into();
-            crate::s2s::send(server, &contact, xml, false);
+            server.send_remote(&contact, xml, false);
         }
     }
     for contact in contacts.local {
@@ -285,7 +285,7 @@ fn available(
     for contact in contacts.remote {
         if verdict::allows(server, &bare, &contact, StanzaKind::Presence) == Verdict::Allow {
             let xml = probe_stanza(&bare, &contact).into();
-            crate::s2s::send(server, &contact, xml, false);
+            server.send_remote(&contact, xml, false);
         }
     }
     // RFC 6121 §3.1.3: requests not yet answered are shown again at each login.
@@ -325,7 +325,7 @@ fn probe(server: &Server, session: &Session, to: &Jid, out: &mut String) {
     if to.domain() != server.config().domain {
         if reaches(server, to) {
             let xml = probe_stanza(&session.jid, &to.bare()).into();
-            crate::s2s::send(server, to, xml, false);
+            server.send_remote(to, xml, false);
         }
     } else if let Some(contact) = to.local() {
         answer_probe(server, contact, &session.jid, out);
@@ -494,6 +494,11 @@ pub fn account_deleted(server: &Server, user: &str) {
 
 /// The session ended, cleanly or not: contacts see it go `unavailable` either way.
 fn session_ended(server: &Rc<Server>, session: &Rc<Session>) -> Wait {
+    // Another server's entity whose link ended: its own server speaks for its presence
+    // (and `s2s::peer_lost` when that server vanished); rooms let it go in their own hook.
+    if session.remote {
+        return None;
+    }
     let xml = unavailable_from(&session.jid);
     let write = unavailable(server, session, &xml)?;
     let jid = session.jid.clone();

@@ -567,7 +567,7 @@ fn cancel_elsewhere(server: &Server, user: &str) {
         for (ty, due) in cancels {
             if due {
                 let xml = stanza(ty, &from, contact.as_str()).into();
-                crate::s2s::send(server, &contact, xml, false);
+                server.send_remote(&contact, xml, false);
             }
         }
     }
