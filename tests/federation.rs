@@ -521,3 +521,42 @@ fn a_lost_peer_leaves_its_users_unavailable() {
     let gone = alice.expect_presence_from(&bob.jid);
     assert_eq!(gone.attr("type"), Some("unavailable"), "{gone}");
 }
+
+/// `s2s.require_valid_certs`: a peer whose certificate neither verifies nor is pinned is
+/// refused even with a good dialback key, and so is the way out to it.
+#[test]
+fn require_valid_certs_refuses_dialback_alone() {
+    let (a, b) = pair("require_valid_certs = true", "");
+    a.add_user("alice");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let (mut peer, id) = common::federation::fake_peer(&a, B);
+    let key = common::federation::dialback_key(&b, A, &id);
+    peer.send(&format!("<db:result from='{B}' to='{A}'>{key}</db:result>"));
+    let answer = peer.receive();
+    assert_eq!(answer.attr("type"), Some("invalid"), "{answer}");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='rv'><body>hi</body></message>"
+    ));
+    let error = alice.expect_where(|e| e.name() == "message" && e.attr("id") == Some("rv"));
+    error.assert_error("wait", "remote-server-timeout");
+    a.wait_for_log("s2s.require_valid_certs");
+}
+
+/// `s2s.deny`: a denied domain is not reached (`remote-server-not-found` at once) and may
+/// not authenticate.
+#[test]
+fn a_denied_domain_is_refused_both_ways() {
+    let (a, b) = pair(&format!("deny = [\"{B}\"]"), "");
+    a.add_user("alice");
+    let mut alice = Client::online(&a, "alice", "phone");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='d'><body>hi</body></message>"
+    ));
+    let error = alice.expect_where(|e| e.name() == "message" && e.attr("id") == Some("d"));
+    error.assert_error("cancel", "remote-server-not-found");
+    let (mut peer, id) = common::federation::fake_peer(&a, B);
+    let key = common::federation::dialback_key(&b, A, &id);
+    peer.send(&format!("<db:result from='{B}' to='{A}'>{key}</db:result>"));
+    let answer = peer.receive();
+    assert_eq!(answer.attr("type"), Some("invalid"), "{answer}");
+}
