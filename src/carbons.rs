@@ -123,7 +123,8 @@ pub fn copy(
     if !eligible(stanza) {
         return;
     }
-    let user = sender.jid.user();
+    // Another server's user has no resources here to copy to.
+    let user = if sender.remote { "" } else { sender.jid.user() };
     let wants_copy = |s: &&Rc<Session>| {
         s.carbons.get() && s.id != sender.id && !delivered.iter().any(|d| d.id == s.id)
     };

@@ -1507,7 +1507,46 @@ impl Config {
         let _ = writeln!(out, "max_relay_bytes = {}", proxy.max_relay_bytes);
         let _ = writeln!(out, "max_relay_secs = {}", proxy.max_relay_secs);
         self.stun_to_toml(&mut out);
+        self.s2s_to_toml(&mut out);
         out
+    }
+
+    /// `[s2s]` with its routes and pins.
+    fn s2s_to_toml(&self, out: &mut String) {
+        let s2s = &self.s2s;
+        let list = |items: &[String]| {
+            let quoted: Vec<String> = items.iter().map(|item| quote(item)).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        let listen: Vec<String> = s2s.listen.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(out, "\n[s2s]");
+        let _ = writeln!(out, "enabled = {}", s2s.enabled);
+        let _ = writeln!(out, "listen = {}", list(&listen));
+        let _ = writeln!(out, "require_encryption = {}", s2s.require_encryption);
+        let _ = writeln!(out, "require_valid_certs = {}", s2s.require_valid_certs);
+        let _ = writeln!(out, "allow = {}", list(&s2s.allow));
+        let _ = writeln!(out, "deny = {}", list(&s2s.deny));
+        for (key, value) in [
+            ("connect_timeout_secs", s2s.connect_timeout_secs),
+            ("queue_timeout_secs", s2s.queue_timeout_secs),
+            ("idle_timeout_secs", s2s.idle_timeout_secs),
+            ("max_queue_bytes", s2s.max_queue_bytes),
+            ("max_connections_per_domain", s2s.max_connections_per_domain),
+            ("max_connections_per_ip", s2s.max_connections_per_ip),
+            ("max_connections", s2s.max_connections),
+            ("auth_timeout_secs", s2s.auth_timeout_secs),
+            ("max_stanza_bytes", s2s.max_stanza_bytes),
+            ("stanzas_per_sec", s2s.stanzas_per_sec),
+            ("stanza_burst", s2s.stanza_burst),
+        ] {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+        for (table, entries) in [("routes", &s2s.routes), ("pins", &s2s.pins)] {
+            let _ = writeln!(out, "\n[s2s.{table}]");
+            for (domain, value) in entries {
+                let _ = writeln!(out, "{} = {}", quote(domain), quote(value));
+            }
+        }
     }
 
     /// `[stun]`, `[[extdisco.services]]` and `[contact]`; secrets are masked.
@@ -1987,6 +2026,14 @@ auth_timeout_secs = 1
                 abuse: vec!["mailto:abuse@chat.example".into()],
                 admin: vec![],
                 support: vec!["xmpp:help@chat.example".into(), "https://x.example".into()],
+            },
+            s2s: S2s {
+                enabled: true,
+                listen: vec!["127.0.0.2:5269".parse().unwrap()],
+                allow: vec!["office.lan".into()],
+                routes: [("office.lan".to_string(), "192.168.1.20:5269".to_string())].into(),
+                pins: [("office.lan".to_string(), "ab".repeat(32))].into(),
+                ..S2s::default()
             },
         };
         let text = custom.to_toml();

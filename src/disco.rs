@@ -13,6 +13,7 @@ pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
 pub const FEATURE: Feature = Feature {
     name: "disco",
+    answers_remote: true,
     iq: &[NS_INFO, NS_ITEMS],
     on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
     server_disco: &[NS_INFO, NS_ITEMS],

@@ -26,6 +26,10 @@ pub fn handle(
 ) -> Deferred {
     if let Some(to) = &stanza.to {
         if let Some(service) = server.hooks().service(server, to.domain()) {
+            if session.remote && !service.federated {
+                reply_unavailable(server, session, stanza, out);
+                return Deferred::None;
+            }
             return (service.handle)(server, session, stanza, out);
         }
     }
@@ -237,7 +241,7 @@ fn on_iq(
         return Deferred::None;
     }
     let handled = features()
-        .filter(|f| f.iq.contains(&ns))
+        .filter(|f| f.iq.contains(&ns) && (f.answers_remote || !session.remote))
         .find_map(|f| (f.on_iq)(&iq, out));
     handled.unwrap_or_else(|| {
         reply_unavailable(server, session, stanza, out);

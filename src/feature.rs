@@ -96,6 +96,9 @@ pub struct Service {
     pub domain: fn(&Server) -> Option<String>,
     /// Its name in the server's disco#items.
     pub name: &'static str,
+    /// Serves other servers' users too (chat rooms); when false their stanzas to it are
+    /// answered `service-unavailable` (upload slots and relays are for local users).
+    pub federated: bool,
     pub handle: ServiceHandler,
 }
 
@@ -145,6 +148,9 @@ pub struct Feature {
     /// bare JID, and the handler for them.
     pub iq: &'static [&'static str],
     pub on_iq: IqHandler,
+    /// Its iq handler also answers other servers' entities (public information: disco,
+    /// ping, vCards, …); the requester is then a remote session and never an owner.
+    pub answers_remote: bool,
     /// Answers to iq results and errors addressed to the server (queries it sent).
     pub on_server_response: Option<fn(&Server, &Session, &Stanza)>,
     /// Answers to iq results and errors addressed to an account's bare JID.
@@ -209,6 +215,7 @@ impl Feature {
         enabled: always,
         iq: &[],
         on_iq: no_iq,
+        answers_remote: false,
         gate: None,
         admit: None,
         prepare_message: None,

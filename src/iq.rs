@@ -44,7 +44,9 @@ impl<'a> Iq<'a> {
     /// Whether the request is about the asker's own account: to the server or to their own
     /// bare JID.
     pub fn is_own(&self) -> bool {
-        self.target == IqTarget::Server || self.target == IqTarget::Account(self.user())
+        // Another server's user owns nothing here, whatever its localpart.
+        !self.session.remote
+            && (self.target == IqTarget::Server || self.target == IqTarget::Account(self.user()))
     }
 
     /// The answer to a request only the account's owner may make; any other is failed with

@@ -16,6 +16,7 @@ pub const NS: &str = "jabber:iq:last";
 
 pub const FEATURE: Feature = Feature {
     name: "last",
+    answers_remote: true,
     iq: &[NS],
     on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
     server_disco: &[NS],

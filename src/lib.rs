@@ -61,6 +61,7 @@ pub mod sm;
 pub mod stanza;
 pub mod stanza_id;
 pub mod store;
+pub mod stream;
 pub mod stun;
 pub mod subscription;
 #[allow(unsafe_code)] // sd_notify needs clock_gettime

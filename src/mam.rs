@@ -206,8 +206,9 @@ pub fn delivered(
     if !server.config().mam.enabled || !archivable(stanza) {
         return (xml, None);
     }
-    let sender_user = sender.jid.user();
-    let for_sender = wants(server, sender_user, to);
+    // Another server's user has no archive here, whatever its localpart.
+    let sender_user = if sender.remote { "" } else { sender.jid.user() };
+    let for_sender = !sender.remote && wants(server, sender_user, to);
     let for_recipient = recipient != sender_user && wants(server, recipient, &sender.jid);
     if !for_sender && !for_recipient {
         return (xml, None);

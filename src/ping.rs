@@ -15,6 +15,7 @@ const KEEPALIVE_ID: &str = "keepalive-";
 
 pub const FEATURE: Feature = Feature {
     name: "ping",
+    answers_remote: true,
     iq: &[NS],
     on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
     server_disco: &[NS],

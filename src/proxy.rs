@@ -49,6 +49,7 @@ pub const FEATURE: Feature = Feature {
         serves: |server, domain| server.state::<Proxy>().serves(domain),
         domain: |server| server.state::<Proxy>().domain().map(str::to_owned),
         name: "SOCKS5 Bytestreams",
+        federated: false,
         handle: |server, session, stanza, out| handle(server, session, stanza, out),
     }),
     ..Feature::NONE

@@ -69,6 +69,9 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.proxy.host.clone_from(&old.proxy.host);
     new.stun.enabled = old.stun.enabled;
     new.stun.listen.clone_from(&old.stun.listen);
+    // Federation's listeners; its routes, pins, lists and limits change live.
+    new.s2s.enabled = old.s2s.enabled;
+    new.s2s.listen.clone_from(&old.s2s.listen);
 }
 
 /// Dotted keys (`limits.max_stanza_bytes`) whose values differ, in file order. Compares

@@ -54,8 +54,10 @@ pub fn reply_error(
     );
 }
 
-/// Whether `to` is on this server's domain. hearth does not federate: a stanza for any other
-/// domain is answered with `remote-server-not-found` (RFC 6120 §8.3.3.16), and this is false.
+/// Whether `to` is on this server's domain. A local user's stanza for another domain leaves
+/// through federation (`from` stamped) and this is false; one federation cannot take (off,
+/// a refused domain) or a peer's (no relaying) is answered with `remote-server-not-found`
+/// (RFC 6120 §8.3.3.16).
 pub fn served_here(
     server: &Server,
     session: &Session,
@@ -64,6 +66,12 @@ pub fn served_here(
     out: &mut String,
 ) -> bool {
     if to.domain() != server.config().domain {
+        if !session.remote {
+            let xml = forwarded(stanza, &session.jid).into();
+            if crate::s2s::send(server, to, xml, crate::offline::is_storable(stanza)) {
+                return false;
+            }
+        }
         reply_error(
             server,
             session,

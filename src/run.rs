@@ -28,6 +28,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 struct Listeners {
     starttls: Vec<TcpListener>,
     direct_tls: Vec<TcpListener>,
+    /// Other servers' streams (federation), when `[s2s]` is enabled.
+    s2s: Vec<TcpListener>,
 }
 
 fn bind_all(config: &Config) -> Result<Listeners, String> {
@@ -49,6 +51,15 @@ fn bind_all(config: &Config) -> Result<Listeners, String> {
             .iter()
             .map(bind)
             .collect::<Result<_, _>>()?,
+        s2s: match config.s2s.enabled {
+            true => config
+                .s2s
+                .listen
+                .iter()
+                .map(bind)
+                .collect::<Result<_, _>>()?,
+            false => Vec::new(),
+        },
     })
 }
 
@@ -63,7 +74,8 @@ pub fn run(
     crate::store::files::restrict_new_files();
     create_private_dir(&config.data_dir)?;
     crate::store::files::warn_if_readable(&config.data_dir);
-    crate::sasl::set_decoy_secret(&crate::store::files::server_secret(&config.data_dir)?);
+    let server_secret = crate::store::files::server_secret(&config.data_dir)?;
+    crate::sasl::set_decoy_secret(&server_secret);
     // Absolute, so an admin sees which directory account commands must be pointed at.
     let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
     info!("data directory {}", data_dir.display());
@@ -105,6 +117,18 @@ pub fn run(
         }
         for start in starters {
             start(&ex, &server);
+        }
+        if server.config().s2s.enabled {
+            server.s2s.start(&server, &server_secret, &ex);
+            let s2s = &server.config().s2s;
+            let caps = crate::listener::Caps {
+                total: s2s.max_connections,
+                per_ip: s2s.max_connections_per_ip,
+            };
+            let owner = server.clone();
+            crate::listener::spawn_accept(&ex, listeners.s2s, "s2s", caps, move |tcp, peer| {
+                crate::s2s::serve_incoming(owner.clone(), tcp, peer)
+            });
         }
         let hooks = Rc::new(control::Hooks {
             delete: {
@@ -194,6 +218,7 @@ async fn shutdown(server: &Server) {
         server.connection_count()
     );
     server.close_all(StreamCondition::SystemShutdown);
+    server.s2s.stop();
     for hook in server.features().iter().filter_map(|f| f.stopping) {
         hook(server);
     }

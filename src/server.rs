@@ -46,6 +46,8 @@ pub struct Server {
     pub started: Instant,
     /// Connection admission, rate buckets, login delays, limit counters.
     pub protection: Protection,
+    /// Federation: links to other servers and the remote entities they carry.
+    pub s2s: crate::s2s::Federation,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     /// Most connections since memory was last handed back (see [`release_memory`]).
@@ -71,6 +73,7 @@ impl Server {
             .collect();
         Server {
             protection: Protection::new(&config),
+            s2s: Default::default(),
             features,
             hooks: Hooks::new(features),
             states,

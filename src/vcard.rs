@@ -22,6 +22,7 @@ pub const NS_UPDATE: &str = "vcard-temp:x:update";
 
 pub const FEATURE: Feature = Feature {
     name: "vcard",
+    answers_remote: true,
     state: Some(crate::feature::init::<PhotoHashes>),
     iq: &[NS],
     on_iq: |iq, out| Some(handle(iq, out)),

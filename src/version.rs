@@ -10,6 +10,7 @@ pub const NS: &str = "jabber:iq:version";
 
 pub const FEATURE: Feature = Feature {
     name: "version",
+    answers_remote: true,
     iq: &[NS],
     on_iq: |iq, out| handle(iq, out).then_some(Deferred::None),
     server_disco: &[NS],

@@ -2,7 +2,6 @@
 //! `jabber:iq:auth` login (XEP-0078). Passwords are checked against SCRAM
 //! credentials from the store and never leave this function's stack.
 
-use super::stream::{End, Stream};
 use super::{Login, NS_IQ_AUTH, NS_SASL};
 use crate::config::Auth as AuthConfig;
 use crate::jid::Jid;
@@ -10,6 +9,7 @@ use crate::sasl::{base64, Credentials, Exchange, Failure, Mechanism, Step};
 use crate::stanza::{
     self, IqType, Kind, Stanza, StanzaCondition, StanzaError, StanzaType, StreamCondition,
 };
+use crate::stream::{End, Stream};
 use crate::xml::Esc;
 use log::info;
 use roxmltree::Node;

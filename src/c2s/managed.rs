@@ -4,11 +4,11 @@
 //! live in [`crate::sm`]; this module never touches the router's delivery
 //! rules.
 
-use super::stream::{End, Stream};
 use super::{Bound, Connection, Stage};
 use crate::sm::{self, Parked, State, NS};
 use crate::stanza::error::NS_STANZA_ERRORS;
 use crate::stanza::StreamCondition;
+use crate::stream::{End, Stream};
 use crate::xml::Esc;
 use log::info;
 use std::fmt::Write;

@@ -14,12 +14,9 @@
 //! a stage without its data (the style of rustls's handshake states).
 
 mod auth;
-mod guard;
 mod managed;
-mod stream;
-mod transport;
 
-pub use transport::Transport;
+pub use crate::stream::transport::Transport;
 
 use crate::dispatch::{self, NS_SESSION};
 use crate::feature::{Deferred, StreamStage};
@@ -28,9 +25,11 @@ use crate::router::{Mailbox, Outbound, Session};
 use crate::sasl::CHANNEL_BINDING_TYPE;
 use crate::server::Server;
 use crate::stanza::{self, Kind, Rejection, Stanza, StanzaError, StreamCondition};
+use crate::stream::guard::Probe;
+use crate::stream::transport::ReadError;
+use crate::stream::{framer_end, End, Input, Stream, Wake, Who};
 use crate::xml::{self, Esc, StreamHeader, NS_CLIENT};
 use crate::{csi, offline, register};
-use guard::Probe;
 use log::{debug, info};
 use smol::net::TcpStream;
 use std::cell::Cell;
@@ -38,8 +37,6 @@ use std::fmt::{Display, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use stream::{framer_end, End, Input, Stream, Wake, Who};
-use transport::ReadError;
 
 pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 /// XEP-0440 SASL channel-binding type capability.
@@ -108,7 +105,7 @@ struct Connection {
 pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let keepalive = &server.config().keepalive;
     let timeout = Duration::from_secs(keepalive.ping_timeout_secs.into());
-    if let Err(e) = transport::abort_unacknowledged_after(&tcp, timeout) {
+    if let Err(e) = crate::stream::transport::abort_unacknowledged_after(&tcp, timeout) {
         debug!("{peer}: TCP_USER_TIMEOUT not set: {e}");
     }
     let mailbox = Rc::new(Mailbox::default());

@@ -43,6 +43,7 @@ pub const FEATURE: Feature = Feature {
         serves: |server, domain| server.state::<Muc>().serves(domain),
         domain: |server| server.state::<Muc>().domain().map(str::to_owned),
         name: "Chat rooms",
+        federated: true,
         handle,
     }),
     session_ended: Some(|server, session| {

@@ -55,6 +55,7 @@ pub const FEATURES: [&str; 14] = [
 
 pub const FEATURE: Feature = Feature {
     name: "pep",
+    answers_remote: true,
     iq: &[NS, NS_OWNER],
     on_iq: |iq, out| Some(handle(iq, out)),
     account_identities: &[("pubsub", "pep")],

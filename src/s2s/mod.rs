@@ -1,20 +1,295 @@
 //! Federation: server-to-server streams (RFC 6120) that make this server one node of the
-//! XMPP network. Stanzas for another domain leave through one outgoing stream per peer
-//! domain; peers' stanzas arrive on incoming streams, authenticated by certificate (SASL
-//! EXTERNAL, or a pinned fingerprint) or by Server Dialback (XEP-0220).
+//! XMPP network. Stanzas for another domain leave through one outgoing stream per pair of
+//! domains (a [`Link`], opened on demand, its queue bounded in bytes); peers' stanzas
+//! arrive on incoming streams, authenticated by certificate (SASL EXTERNAL, or a pinned
+//! fingerprint) or by Server Dialback (XEP-0220). A peer's entity is a *remote*
+//! [`Session`] to the rest of the server: the dispatcher, rooms and presence hand it
+//! stanzas as to anyone, and its mailbox is the link's queue.
+//!
+//! Streams are unidirectional (RFC 6120 §2.5.4, no piggybacking): answers to what arrives
+//! on an incoming stream leave by the outgoing link to the same domain.
 
 pub mod certs;
+pub mod dialback;
+mod incoming;
+mod link;
+mod negotiate;
 pub mod resolve;
 
-use crate::jid::Jid;
+pub use link::Link;
+
+use crate::jid::{Jid, SessionJid};
+use crate::router::{Hold, Session};
 use crate::server::Server;
+use crate::stanza::{self, StanzaCondition, StanzaError};
+use log::{debug, info};
+use smol::LocalExecutor;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
+
+pub const NS_SERVER: &str = "jabber:server";
+
+/// A local domain and a peer domain: what one outgoing stream authenticates.
+type Pair = (Box<str>, Box<str>);
+
+/// Federation's state: the outgoing links, the remote entities that stand for peers'
+/// users, the dialback secret.
+#[derive(Default)]
+pub struct Federation {
+    /// Outgoing links by (local domain, peer domain).
+    links: RefCell<HashMap<Pair, Rc<Link>>>,
+    /// Remote entities seen as senders or recipients, by local domain and JID.
+    remotes: RefCell<HashMap<Box<str>, Rc<Session>>>,
+    secret: RefCell<Option<Rc<dialback::Secret>>>,
+    spawner: RefCell<Option<Rc<LocalExecutor<'static>>>>,
+    /// The server links' tasks run for (set at start; the server owns this state).
+    server: RefCell<std::rc::Weak<Server>>,
+    /// Authenticated incoming streams per peer domain.
+    incoming: RefCell<HashMap<Box<str>, u32>>,
+    /// Set once the server begins to stop: links then bounce what they hold and end.
+    stopping: Cell<bool>,
+}
+
+impl Federation {
+    /// Starts federation: the dialback secret and the executor links run on.
+    pub fn start(
+        &self,
+        server: &Rc<Server>,
+        server_secret: &[u8],
+        ex: &Rc<LocalExecutor<'static>>,
+    ) {
+        *self.secret.borrow_mut() = Some(Rc::new(dialback::Secret::new(server_secret)));
+        *self.spawner.borrow_mut() = Some(ex.clone());
+        *self.server.borrow_mut() = Rc::downgrade(server);
+    }
+
+    pub fn secret(&self) -> Option<Rc<dialback::Secret>> {
+        self.secret.borrow().clone()
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static) -> bool {
+        match &*self.spawner.borrow() {
+            Some(ex) => {
+                ex.spawn(task).detach();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The link from `local` to `remote`, made (and its task started) on first use; `None`
+    /// when federation is not running.
+    pub fn link(&self, local: &str, remote: &str) -> Option<Rc<Link>> {
+        let key = (Box::<str>::from(local), Box::<str>::from(remote));
+        if let Some(link) = self.links.borrow().get(&key) {
+            return Some(link.clone());
+        }
+        let server = self.server.borrow().upgrade()?;
+        if self.stopping.get() {
+            return None;
+        }
+        let link = Rc::new(Link::new(local, remote));
+        if !self.spawn(link::run(server, link.clone())) {
+            return None;
+        }
+        self.links.borrow_mut().insert(key, link.clone());
+        Some(link)
+    }
+
+    /// A link's task ended: it is forgotten, and so are the remote entities whose stanzas
+    /// it carried (rooms see them leave).
+    fn forget_link(&self, server: &Rc<Server>, link: &Link) {
+        let key = (link.local.clone(), link.remote.clone());
+        let removed = {
+            let mut links = self.links.borrow_mut();
+            match links.get(&key) {
+                Some(current) if std::ptr::eq(&**current, link) => links.remove(&key),
+                _ => None,
+            }
+        };
+        drop(removed);
+        let gone: Vec<Rc<Session>> = {
+            let mut remotes = self.remotes.borrow_mut();
+            let keys: Vec<Box<str>> = remotes
+                .iter()
+                .filter(|(_, s)| Rc::ptr_eq(&s.mailbox, &link.mailbox))
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| remotes.remove(k)).collect()
+        };
+        for session in gone {
+            end_remote(server, &session);
+        }
+    }
+
+    /// The remote entity `jid` as a sender and recipient: stanzas delivered to it leave by
+    /// the link from `local` to its domain.
+    pub fn remote(&self, server: &Server, local: &str, jid: &Jid) -> Option<Rc<Session>> {
+        // One per local domain it talks with: each has its own link.
+        let key: Box<str> = format!("{local} {jid}").into();
+        if let Some(session) = self.remotes.borrow().get(&key) {
+            return Some(session.clone());
+        }
+        let link = self.link(local, jid.domain())?;
+        let session = Rc::new(Session {
+            id: server.next_id(),
+            jid: SessionJid::remote(jid.clone()),
+            mailbox: link.mailbox.clone(),
+            available: Cell::new(false),
+            priority: Cell::new(0),
+            interested: Cell::new(false),
+            presence: Default::default(),
+            carbons: Cell::new(false),
+            remote: true,
+        });
+        let mut remotes = self.remotes.borrow_mut();
+        // Entities nothing else holds any more are dropped as new ones come.
+        if remotes.len() >= 64 && remotes.len().is_power_of_two() {
+            remotes.retain(|_, s| Rc::strong_count(s) > 1);
+        }
+        remotes.insert(key, session.clone());
+        Some(session)
+    }
+
+    /// Counts an authenticated incoming stream from `domain`; false when there are already
+    /// `max` (the stream is then refused).
+    fn add_incoming(&self, domain: &str, max: u32) -> bool {
+        let mut incoming = self.incoming.borrow_mut();
+        let count = incoming.entry(domain.into()).or_default();
+        if *count >= max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn remove_incoming(&self, domain: &str) {
+        let mut incoming = self.incoming.borrow_mut();
+        if let Some(count) = incoming.get_mut(domain) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                incoming.remove(domain);
+            }
+        }
+    }
+
+    /// The server stops: every link bounces what it holds and closes its stream.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        for link in self.links.borrow().values() {
+            link.mailbox
+                .close(crate::stanza::StreamCondition::SystemShutdown);
+        }
+    }
+}
+
+/// A remote entity is gone (its server's link ended): the features that kept it (rooms)
+/// let it go. Only the hooks run: it was never bound and is no local user.
+fn end_remote(server: &Rc<Server>, session: &Rc<Session>) {
+    for hook in server.features().iter().filter_map(|f| f.session_ended) {
+        // Remote entities have nothing stored: their hooks start no disk work to wait for.
+        drop(hook(server, session));
+    }
+}
+
+/// The domain a stanza we send comes from: one of ours, read from its `from`.
+fn from_domain<'a>(server_domain: &'a str, xml: &'a str) -> &'a str {
+    let head = xml.split('>').next().unwrap_or_default();
+    let from = head
+        .split_once(" from='")
+        .and_then(|(_, rest)| rest.split('\'').next());
+    from.map(|jid| {
+        let bare = jid.split('/').next().unwrap_or(jid);
+        bare.rsplit('@').next().unwrap_or(bare)
+    })
+    .filter(|domain| !domain.is_empty())
+    .unwrap_or(server_domain)
+}
 
 /// Sends `xml` (one stanza, `from` stamped and `to` set) toward `to`'s server, opening the
 /// stream on demand. False when federation is off or refuses that domain: the caller then
 /// answers `remote-server-not-found`. A stanza that cannot be delivered later bounces to
 /// its sender (`storable` marks a message that must not vanish).
 pub fn send(server: &Server, to: &Jid, xml: Rc<str>, storable: bool) -> bool {
-    let _ = (server, to, xml, storable);
-    false
+    let config = server.config();
+    if !config.s2s.enabled || !config.s2s.allows(to.domain()) {
+        return false;
+    }
+    let local = from_domain(&config.domain, &xml).to_owned();
+    let Some(link) = server.s2s.link(&local, to.domain()) else {
+        return false;
+    };
+    let cap = config.s2s.max_queue_bytes as usize;
+    if link.mailbox.is_closing()
+        || link
+            .mailbox
+            .push_stanza(xml.clone(), storable, Hold::Urgent, cap)
+            .is_err()
+    {
+        info!(
+            "s2s {}: queue full ({} bytes queued), a stanza bounced",
+            to.domain(),
+            link.mailbox.queued_bytes()
+        );
+        bounce(server, &xml, StanzaCondition::ResourceConstraint);
+    }
+    true
 }
+
+/// A stanza that could not reach its peer: a message or iq request is answered to its
+/// (local) sender with `condition`; presence and errors vanish (RFC 6120 §8.3.1).
+pub fn bounce(server: &Server, xml: &str, condition: StanzaCondition) {
+    let wrapped = format!("<w xmlns='{}'>{xml}</w>", crate::xml::NS_CLIENT);
+    let Ok(doc) = crate::xml::parse_stanza(&wrapped) else {
+        return;
+    };
+    let Ok(node) = crate::xml::stanza_element(&doc) else {
+        return;
+    };
+    let Ok(parsed) = stanza::Stanza::parse(node) else {
+        return;
+    };
+    let answered = match parsed.ty {
+        stanza::StanzaType::Message(ty) => ty != stanza::MessageType::Error,
+        stanza::StanzaType::Iq(ty) => matches!(ty, stanza::IqType::Get | stanza::IqType::Set),
+        stanza::StanzaType::Presence(_) => false,
+    };
+    let (Some(from), Some(to)) = (&parsed.from, &parsed.to) else {
+        return;
+    };
+    if !answered {
+        debug!(
+            "s2s {}: dropped an undeliverable {:?}",
+            to.domain(),
+            parsed.kind
+        );
+        return;
+    }
+    let mut error = String::new();
+    stanza::write_error_reply(
+        &mut error,
+        parsed.kind,
+        parsed.id,
+        to.as_str(),
+        from.as_str(),
+        &StanzaError::new(condition),
+    );
+    deliver_local(server, from, error.into());
+}
+
+/// Hands a stanza from elsewhere to a local full JID's session (an error coming back).
+fn deliver_local(server: &Server, to: &Jid, xml: Rc<str>) {
+    let session = server.router.borrow().find(to).cloned();
+    if let Some(session) = session {
+        server.deliver(&session, xml, false);
+    }
+}
+
+/// Whether `domain` is one this server answers for: its own or a service's.
+pub fn is_ours(server: &Server, domain: &str) -> bool {
+    let config = server.config();
+    domain == config.domain || server.hooks().service(server, domain).is_some()
+}
+
+pub use incoming::serve as serve_incoming;

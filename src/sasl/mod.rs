@@ -22,6 +22,7 @@ pub use credentials::{
     DEFAULT_ITERATIONS, SALT_LEN,
 };
 
+pub(crate) use hash::constant_time_eq;
 use hash::ScramHash;
 
 /// Longest localpart in bytes (RFC 7622 §3.3.1).

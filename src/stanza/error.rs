@@ -16,6 +16,7 @@ pub enum StreamCondition {
     Conflict,
     ConnectionTimeout,
     HostUnknown,
+    ImproperAddressing,
     InternalServerError,
     InvalidFrom,
     InvalidNamespace,
@@ -39,6 +40,7 @@ impl StreamCondition {
             Conflict => "conflict",
             ConnectionTimeout => "connection-timeout",
             HostUnknown => "host-unknown",
+            ImproperAddressing => "improper-addressing",
             InternalServerError => "internal-server-error",
             InvalidFrom => "invalid-from",
             InvalidNamespace => "invalid-namespace",
@@ -112,6 +114,7 @@ pub enum StanzaCondition {
     RecipientUnavailable,
     RegistrationRequired,
     RemoteServerNotFound,
+    RemoteServerTimeout,
     ResourceConstraint,
     ServiceUnavailable,
     UnexpectedRequest,
@@ -134,6 +137,7 @@ impl StanzaCondition {
             RecipientUnavailable => "recipient-unavailable",
             RegistrationRequired => "registration-required",
             RemoteServerNotFound => "remote-server-not-found",
+            RemoteServerTimeout => "remote-server-timeout",
             ResourceConstraint => "resource-constraint",
             ServiceUnavailable => "service-unavailable",
             UnexpectedRequest => "unexpected-request",
@@ -146,7 +150,9 @@ impl StanzaCondition {
         match self {
             BadRequest | JidMalformed | NotAcceptable | PolicyViolation => ErrorType::Modify,
             NotAuthorized | Forbidden | RegistrationRequired => ErrorType::Auth,
-            RecipientUnavailable | ResourceConstraint | UnexpectedRequest => ErrorType::Wait,
+            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint | UnexpectedRequest => {
+                ErrorType::Wait
+            }
             _ => ErrorType::Cancel,
         }
     }

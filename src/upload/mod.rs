@@ -42,6 +42,7 @@ pub const FEATURE: Feature = Feature {
         serves: |server, domain| server.state::<Upload>().serves(domain),
         domain: |server| server.state::<Upload>().domain().map(str::to_owned),
         name: "HTTP File Upload",
+        federated: false,
         handle: |server, session, stanza, out| handle(server, session, stanza, out),
     }),
     account_deleted: Some(|server, user| {

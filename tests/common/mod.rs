@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod caps;
+pub mod federation;
 pub mod muc;
 pub mod net;
 pub mod roster;
@@ -87,10 +88,14 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 pub struct TestServer {
+    /// The XMPP domain it serves ([`DOMAIN`] unless started with another).
+    pub domain: String,
     pub dir: PathBuf,
     pub config: PathBuf,
     pub starttls: SocketAddr,
     pub direct_tls: SocketAddr,
+    /// The federation port, when `[s2s]` is enabled.
+    pub s2s: Option<SocketAddr>,
     child: Option<Child>,
     pub log: Arc<Mutex<String>>,
     /// Environment variables the server process gets besides `RUST_LOG`.
@@ -119,6 +124,15 @@ impl TestServer {
     /// Every server of the suite starts here, so every socket it binds is an ephemeral
     /// port on a specific address (see [`assert_ephemeral_ports`]).
     fn start_on(ip: &str, extra: &str, env: &[(&str, &Path)]) -> TestServer {
+        Self::start_as(DOMAIN, ip, extra, env)
+    }
+
+    /// A server for `domain` with its client ports on `ip` (federation tests run two).
+    pub fn start_domain(domain: &str, ip: &str, extra: &str) -> TestServer {
+        Self::start_as(domain, ip, extra, &[])
+    }
+
+    fn start_as(domain: &str, ip: &str, extra: &str, env: &[(&str, &Path)]) -> TestServer {
         let dir = temp_dir("srv");
         let data = dir.join("data");
         let config = dir.join("hearth.toml");
@@ -132,17 +146,19 @@ impl TestServer {
         std::fs::write(
             &config,
             format!(
-                "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n{top}\n[listen]\nstarttls = [\"{ip}:0\"]\ndirect_tls = [\"{ip}:0\"]\n{tables}\n",
+                "domain = \"{domain}\"\ndata_dir = \"{}\"\n{top}\n[listen]\nstarttls = [\"{ip}:0\"]\ndirect_tls = [\"{ip}:0\"]\n{tables}\n",
                 data.display()
             ),
         )
         .unwrap();
         assert_ephemeral_ports(&config);
         let mut server = TestServer {
+            domain: domain.to_owned(),
             dir,
             config,
             starttls: "127.0.0.1:1".parse().unwrap(),
             direct_tls: "127.0.0.1:1".parse().unwrap(),
+            s2s: None,
             child: None,
             log: Arc::default(),
             env: env
@@ -209,6 +225,9 @@ impl TestServer {
             if let Some(addr) = line.split("listening for direct-tls on ").nth(1) {
                 self.direct_tls = addr.trim().parse().unwrap();
             }
+            if let Some(addr) = line.split("listening for s2s on ").nth(1) {
+                self.s2s = Some(addr.trim().parse().unwrap());
+            }
             if line.contains(" ready for ") {
                 break;
             }
@@ -247,7 +266,11 @@ impl TestServer {
     /// Runs `hearth adduser` with the password on stdin.
     pub fn add_user(&self, user: &str) {
         let out = self.hearth(
-            &["adduser", &format!("{user}@{DOMAIN}"), "--password-stdin"],
+            &[
+                "adduser",
+                &format!("{user}@{}", self.domain),
+                "--password-stdin",
+            ],
             PASSWORD,
         );
         assert!(
@@ -334,6 +357,7 @@ pub fn assert_ephemeral_ports(path: &Path) {
         ),
         ("proxy.listen", config.proxy.enabled, &config.proxy.listen),
         ("stun.listen", config.stun.enabled, &config.stun.listen),
+        ("s2s.listen", config.s2s.enabled, &config.s2s.listen),
     ];
     for (key, bound, addrs) in services {
         for addr in addrs.iter().filter(|_| bound) {
@@ -435,11 +459,15 @@ pub struct Client {
     pub jid: String,
     /// The last stream header received: the namespace context stanzas are parsed in.
     header: Option<StreamHeader>,
+    /// The server's domain: the stream's `to` and the TLS name.
+    domain: String,
 }
 
 impl Client {
     pub fn connect(server: &TestServer) -> Client {
-        Self::connect_to(server.starttls, server.tls_client_config())
+        let mut client = Self::connect_to(server.starttls, server.tls_client_config());
+        client.domain.clone_from(&server.domain);
+        client
     }
 
     pub fn connect_to(addr: SocketAddr, tls_config: Arc<rustls::ClientConfig>) -> Client {
@@ -457,6 +485,7 @@ impl Client {
             transcript: String::new(),
             jid: String::new(),
             header: None,
+            domain: DOMAIN.to_owned(),
         }
     }
 
@@ -485,8 +514,9 @@ impl Client {
     }
 
     pub fn open_stream(&mut self) {
+        let domain = self.domain.clone();
         self.send(&format!(
-            "<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' \
+            "<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:client' \
              xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
         ));
     }
@@ -686,7 +716,7 @@ impl Client {
         };
         let conn = rustls::ClientConnection::new(
             self.tls_config.clone(),
-            ServerName::try_from(DOMAIN).unwrap(),
+            ServerName::try_from(self.domain.clone()).unwrap(),
         )
         .unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);

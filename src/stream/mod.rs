@@ -6,23 +6,22 @@
 //! the peer, a deadline). It knows nothing of what a stream negotiates.
 //!
 //! The seam: a stream kind is a [`Stream`] with its own negotiation on top.
-//! Client streams ([`super::Connection`]) add SASL, resource binding, Stream
-//! Management and CSI, each stage carrying what it has established. The
-//! server-to-server and component streams to come (issues 13 and 14) are to
-//! add their own stages (dialback or SASL EXTERNAL, the XEP-0114 handshake) the
-//! same way and reuse everything here. What a method needs from the layer
-//! above (whom to name in a log line, bytes that layer still holds for the
-//! peer, the bound address a rate warning goes to) it takes as an argument,
-//! so nothing here depends on a stage. It lives under `c2s` until a second
-//! stream kind exists, then moves to `crate::stream` as it is.
+//! Client streams ([`crate::c2s::Connection`]) add SASL, resource binding, Stream
+//! Management and CSI, each stage carrying what it has established; server-to-server
+//! streams ([`crate::s2s`]) add dialback or SASL EXTERNAL and the TLS client side. What a
+//! method needs from the layer above (whom to name in a log line, bytes that layer still
+//! holds for the peer, the bound address a rate warning goes to) it takes as an argument,
+//! so nothing here depends on a stage.
 
-use super::guard::Guard;
-use super::transport::{ReadError, Transport};
+pub mod guard;
+pub mod transport;
+
 use crate::limits::Counters;
 use crate::router::{Mailbox, Outbound};
 use crate::server::Server;
 use crate::stanza::StreamCondition;
 use crate::xml::{self, Event, Framer, FramerError, StreamHeader};
+use guard::Guard;
 use log::{debug, info};
 use smol::future;
 use smol::net::TcpStream;
@@ -32,6 +31,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use transport::{ReadError, Transport};
 
 /// How long and how much a closing stream still reads and drops.
 const LINGER: Duration = Duration::from_secs(1);
@@ -232,6 +232,16 @@ impl Stream {
     /// Waits for input (unless reading is paused), mail for the peer, or
     /// `deadline`, whichever comes first. Input goes straight into the framer.
     pub async fn wait(&mut self, deadline: Instant) -> Wake {
+        self.wait_for(deadline, true).await
+    }
+
+    /// [`Stream::wait`] leaving the mailbox alone: while a stream negotiates, what is
+    /// queued for its peer waits.
+    pub async fn wait_input(&mut self, deadline: Instant) -> Wake {
+        self.wait_for(deadline, false).await
+    }
+
+    async fn wait_for(&mut self, deadline: Instant, take_mail: bool) -> Wake {
         let (paused_until, input_waiting) = (self.guard.paused_until, self.guard.input_waiting);
         let transport = &mut self.transport;
         let framer = &mut self.framer;
@@ -247,7 +257,13 @@ impl Stream {
                 None => future::poll_fn(|cx| transport.poll_fill(cx, framer).map(Wake::Read)).await,
             }
         };
-        let mail = future::poll_fn(|cx| mailbox.poll_recv(cx).map(Wake::Mail));
+        let mail = async {
+            if take_mail {
+                future::poll_fn(|cx| mailbox.poll_recv(cx).map(Wake::Mail)).await
+            } else {
+                future::pending().await
+            }
+        };
         let deadline = async {
             Timer::at(deadline).await;
             Wake::Deadline

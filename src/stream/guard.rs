@@ -5,7 +5,7 @@
 //! lives in [`crate::limits`]; this module only applies it to the connection.
 //! It never logs stanza bodies or credentials.
 
-use super::stream::{End, Stream, Who};
+use super::{End, Stream, Who};
 use crate::jid::SessionJid;
 use crate::limits::bucket::Pair;
 use crate::limits::Counters;

@@ -30,6 +30,8 @@ thread_local! {
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// TLS as the client side: an outgoing server-to-server stream.
+    TlsClient(Box<futures_rustls::client::TlsStream<TcpStream>>),
     /// Taken out during a TLS upgrade that failed.
     Closed,
 }
@@ -75,7 +77,18 @@ pub enum ReadError {
 
 impl Transport {
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        matches!(self, Transport::Tls(_) | Transport::TlsClient(_))
+    }
+
+    /// The certificate chain the peer presented in the TLS handshake (none on plain TCP or
+    /// when it sent none).
+    pub fn peer_certificates(&self) -> &[rustls::pki_types::CertificateDer<'static>] {
+        let certificates = match self {
+            Transport::Tls(tls) => tls.get_ref().1.peer_certificates(),
+            Transport::TlsClient(tls) => tls.get_ref().1.peer_certificates(),
+            Transport::Plain(_) | Transport::Closed => None,
+        };
+        certificates.unwrap_or_default()
     }
 
     /// The `tls-exporter` channel-binding data (RFC 9266 §2: label
@@ -102,6 +115,7 @@ impl Transport {
         match self {
             Transport::Plain(tcp) => Some(tcp),
             Transport::Tls(tls) => Some(tls.get_ref().0),
+            Transport::TlsClient(tls) => Some(tls.get_ref().0),
             Transport::Closed => None,
         }
     }
@@ -130,6 +144,7 @@ impl Transport {
             let polled = match self {
                 Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, &mut scratch),
                 Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, &mut scratch),
+                Transport::TlsClient(tls) => Pin::new(tls.as_mut()).poll_read(cx, &mut scratch),
                 Transport::Closed => Poll::Ready(Ok(0)),
             };
             polled.map_ok(|n| (n, use_data(scratch.get(..n).unwrap_or_default())))
@@ -164,6 +179,10 @@ impl Transport {
                 tls.write_all(bytes).await?;
                 tls.flush().await
             }
+            Transport::TlsClient(tls) => {
+                tls.write_all(bytes).await?;
+                tls.flush().await
+            }
             Transport::Closed => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -180,11 +199,28 @@ impl Transport {
         Ok(())
     }
 
+    /// Upgrades plain TCP to TLS as the client side of the handshake, naming `server`.
+    pub async fn connect_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        server: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<()> {
+        let Transport::Plain(tcp) = std::mem::replace(self, Transport::Closed) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        let tls = futures_rustls::TlsConnector::from(config)
+            .connect(server, tcp)
+            .await?;
+        *self = Transport::TlsClient(Box::new(tls));
+        Ok(())
+    }
+
     /// Closes the write side (TLS close_notify, then TCP FIN).
     pub async fn shutdown(&mut self) {
         let _ = match self {
             Transport::Plain(tcp) => tcp.close().await,
             Transport::Tls(tls) => tls.close().await,
+            Transport::TlsClient(tls) => tls.close().await,
             Transport::Closed => Ok(()),
         };
     }
