@@ -20,6 +20,11 @@ use crate::config::Config;
 /// ALPN protocol id for client-to-server XMPP over direct TLS (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
 
+/// ALPN protocol id for server-to-server XMPP (XEP-0368): Prosody offers it on the TLS of
+/// its outgoing s2s STARTTLS, and a server that lists ALPN protocols but not this one must
+/// abort that handshake (RFC 7301 §3.2, `no_application_protocol`).
+pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
+
 /// TLS sessions kept for resumption (rustls' default is 256). Every login leaves two
 /// tickets, three small allocations each, placed among the sessions' own memory: after a wave
 /// of 1,000 or 10,000 logins a full cache of 256 kept 1.7–2.5 MiB of freed heap pages from
@@ -207,7 +212,8 @@ fn server_config(
                 key_path.display()
             ),
         })?;
-    config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
+    // One configuration serves c2s and s2s streams alike.
+    config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec(), ALPN_XMPP_SERVER.to_vec()];
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(RESUMPTION_ENTRIES);
     Ok(config)
 }
@@ -483,6 +489,17 @@ mod tests {
         version: &'static rustls::SupportedProtocolVersion,
         server_name: &str,
     ) -> Result<(Connection, Connection), rustls::Error> {
+        handshake_alpn(material, cert_path, version, server_name, ALPN_XMPP_CLIENT)
+    }
+
+    /// A client that offers only `alpn` (XEP-0368's xmpp-client or xmpp-server).
+    fn handshake_alpn(
+        material: &TlsMaterial,
+        cert_path: &Path,
+        version: &'static rustls::SupportedProtocolVersion,
+        server_name: &str,
+        alpn: &[u8],
+    ) -> Result<(Connection, Connection), rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(cert_path).unwrap() {
             roots.add(cert.unwrap()).unwrap();
@@ -493,7 +510,7 @@ mod tests {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        client_config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
+        client_config.alpn_protocols = vec![alpn.to_vec()];
         let name = ServerName::try_from(server_name.to_owned()).unwrap();
         let mut client: Connection = ClientConnection::new(Arc::new(client_config), name)?.into();
         let mut server: Connection = ServerConnection::new(Arc::clone(&material.config))?.into();
@@ -524,6 +541,24 @@ mod tests {
         }
         // The extra name (an IP address) is covered too.
         handshake(&material, &cert, &rustls::version::TLS13, "192.168.1.10").unwrap();
+    }
+
+    /// A peer server's STARTTLS offers ALPN xmpp-server (Prosody 0.12 does); the
+    /// handshake must not end in `no_application_protocol` (RFC 7301 §3.2).
+    #[test]
+    fn handshake_for_s2s_peer_offering_xmpp_server_alpn() {
+        let dir = TempDir::new("alpn-s2s");
+        let material = load_default(&dir, &[]).unwrap();
+        let cert = dir.0.join("tls/cert.pem");
+        let (_client, server) = handshake_alpn(
+            &material,
+            &cert,
+            &rustls::version::TLS13,
+            DOMAIN,
+            ALPN_XMPP_SERVER,
+        )
+        .unwrap();
+        assert_eq!(server.alpn_protocol(), Some(ALPN_XMPP_SERVER));
     }
 
     #[test]
