@@ -6,7 +6,7 @@ with its own self-signed certificate (so: STARTTLS, then Server Dialback).
 Usage: python tests/interop/federation.py [path/to/hearth]
        python tests/interop/federation.py --prosody-pair   (a second Prosody serves
          hearth.test: checks the harness itself, without hearth)
-(FEDERATION_ONLY=NAME runs one check)
+(FEDERATION_ONLY=NAME runs one check; FEDERATION_LOGS=DIR keeps both servers' logs there)
 
 No DNS, no /etc/hosts: hearth reaches Prosody by a static route in its config
 ([s2s.routes]); Prosody, which resolves through libunbound, is pointed by its
@@ -411,6 +411,11 @@ def main():
             print("".join(home.log[-60:]))
             print(f"---- last s2s lines of {PEER}'s log")
             print("".join([line for line in peer.log if "s2s" in line][-60:]))
+        if keep := os.environ.get("FEDERATION_LOGS"):
+            os.makedirs(keep, exist_ok=True)
+            for server in (home, peer):
+                with open(os.path.join(keep, f"{server.domain}.log"), "w") as f:
+                    f.writelines(server.log)
         home.stop()
         peer.stop()
         dns.close()
