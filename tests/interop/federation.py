@@ -253,6 +253,19 @@ async def check_message_both_ways(home, peer):
     await close(alice, bob)
 
 
+async def check_directed_presence(home, peer):
+    """RFC 6121 §4.6: available presence directed at bob crosses without a subscription,
+    and when alice goes offline her server sends bob her unavailable presence. (Runs
+    before the subscription check: afterwards bob would get it as a subscriber.)"""
+    alice, bob = await both_online(home, peer)
+    alice.send_presence(pto=bob.boundjid.full, pstatus="directed")
+    pres = await next_presence(bob, alice.boundjid.full, lambda p: p["status"] == "directed")
+    assert pres["type"] == "available", pres
+    alice.disconnect()
+    await next_presence(bob, alice.boundjid.full, lambda p: p["type"] == "unavailable")
+    await close(bob)
+
+
 async def roster_item(client, jid):
     """`jid`'s item on the roster as the server returns it now (RFC 6121 §2.1.3)."""
     query = client.Iq(stype="get")
@@ -356,6 +369,7 @@ async def check_iq_across(home, peer):
 
 CHECKS = [
     check_message_both_ways,
+    check_directed_presence,
     check_subscription_and_presence,
     check_room_on_peer,
     check_room_on_home,
@@ -402,7 +416,7 @@ def main():
                 passed += 1
             except Exception as exc:  # report and go on with the next check
                 here = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == __file__]
-                where = f" at line {here[-1].lineno}: {here[-1].line}" if here else ""
+                where = "".join(f"\n     line {f.lineno}: {f.line}" for f in here)
                 print(f"FAIL {name}: {exc!r}{where}")
                 failed += 1
     finally:
