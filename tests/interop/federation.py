@@ -287,12 +287,13 @@ async def check_subscription_and_presence(home, peer):
         client.add_event_handler("presence_subscribe", lambda p, c=client: asked[c].put_nowait(p))
         await client.get_roster(timeout=TIMEOUT)
     alice.send_presence_subscription(pto=bob_jid)
+    # §3.1.3: the request arrives from the user's bare JID.
     request = await asyncio.wait_for(asked[bob].get(), TIMEOUT)
-    assert request["from"].bare == alice_jid, request
+    assert request["from"].full == alice_jid, request
     bob.send_presence(pto=alice_jid, ptype="subscribed")
     bob.send_presence_subscription(pto=alice_jid)
     request = await asyncio.wait_for(asked[alice].get(), TIMEOUT)
-    assert request["from"].bare == bob_jid, request
+    assert request["from"].full == bob_jid, request
     alice.send_presence(pto=bob_jid, ptype="subscribed")
     deadline = time.time() + TIMEOUT
     while True:
