@@ -307,8 +307,17 @@ fn run(command: Command) -> Result<(), Failure> {
             let config = load_config("check", config.as_deref())?;
             // The certificate and key as `serve` loads them: a file that is missing or not
             // a pair stops the server at start (exit 1), so it fails the check the same way.
-            crate::tls::check(&config).map_err(|error| Failure::runtime("check", error))?;
+            let material =
+                crate::tls::check(&config).map_err(|error| Failure::runtime("check", error))?;
             print!("{}", config.to_toml());
+            if let Some(material) = material {
+                // What another server's admin pins in `[s2s.pins]` (a comment: the output
+                // stays a valid config file).
+                println!(
+                    "\n# TLS certificate SHA-256 fingerprint: {}",
+                    material.fingerprint_sha256
+                );
+            }
         }
         Command::Account { config, action } => run_account(config.as_deref(), action)?,
     }

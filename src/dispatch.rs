@@ -58,6 +58,10 @@ fn on_message(
 ) -> Deferred {
     // RFC 6121 §8.5: no `to` means the sender's own bare JID.
     let to = stanza.to.clone().unwrap_or_else(|| session.jid.bare());
+    if to.domain() != server.config().domain && !session.remote {
+        to_remote(server, session, stanza, &to, out);
+        return Deferred::None;
+    }
     if !served_here(server, session, stanza, &to, out) {
         return Deferred::None;
     }
@@ -119,6 +123,34 @@ fn on_message(
             Deferred::None
         }
     }
+}
+
+/// A local user's message to another server's user: gates, the sender's archive and copies
+/// to the sender's other resources as for a local recipient, then out over federation.
+fn to_remote(
+    server: &Rc<Server>,
+    session: &Rc<Session>,
+    stanza: &Stanza,
+    to: &Jid,
+    out: &mut String,
+) {
+    if !gates_pass(server, session, stanza, to, out) {
+        return;
+    }
+    // No local recipient: `prepare` and the routed hooks see an empty one.
+    let (xml, sent_id) = prepare(server, session, stanza, to, "");
+    let storable = offline::is_storable(stanza);
+    if !crate::s2s::send(server, to, xml.as_str().into(), storable) {
+        reply_error(
+            server,
+            session,
+            stanza,
+            StanzaCondition::RemoteServerNotFound,
+            out,
+        );
+        return;
+    }
+    routed(server, session, stanza, "", &[], &xml, sent_id);
 }
 
 /// Every declared gate lets the stanza from `session` go on to `to`.

@@ -67,11 +67,13 @@ pub type Gate = fn(&Server, &Session, &Stanza, &Jid, &mut String) -> bool;
 pub type Admit = fn(&Server, &Jid, &Session) -> bool;
 
 /// Writes a message to a local user (`to`, localpart `recipient`) as that user gets it,
-/// archiving it where it is kept: the XML, and the sender's archive id for its copies.
+/// archiving it where it is kept: the XML, and the sender's archive id for its copies. An
+/// empty `recipient` is another server's user (only the sender's side is kept here).
 pub type Prepare = fn(&Server, &Session, &Stanza, &Jid, &str) -> (String, Option<u64>);
 
 /// A message to a local user after it was routed: `delivered` are the sessions that took
-/// it (none when it is kept offline), `xml` what they got.
+/// it (none when it is kept offline), `xml` what they got. An empty `recipient` is another
+/// server's user: the message went out over federation.
 pub struct Routed<'a, 'b> {
     pub sender: &'a Session,
     pub stanza: &'a Stanza<'b, 'b>,

@@ -209,7 +209,9 @@ pub fn delivered(
     // Another server's user has no archive here, whatever its localpart.
     let sender_user = if sender.remote { "" } else { sender.jid.user() };
     let for_sender = !sender.remote && wants(server, sender_user, to);
-    let for_recipient = recipient != sender_user && wants(server, recipient, &sender.jid);
+    // An empty recipient is another server's user: nothing to archive on their side here.
+    let for_recipient =
+        !recipient.is_empty() && recipient != sender_user && wants(server, recipient, &sender.jid);
     if !for_sender && !for_recipient {
         return (xml, None);
     }

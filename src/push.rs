@@ -267,7 +267,12 @@ pub fn on_message(
     user: &str,
     delivered: &[Rc<Session>],
 ) {
-    if !server.config().push.enabled || sender.jid.local() == Some(user) || !wakes(stanza) {
+    // An empty user: the message went to another server, whose devices are its business.
+    if !server.config().push.enabled
+        || user.is_empty()
+        || sender.jid.local() == Some(user)
+        || !wakes(stanza)
+    {
         return;
     }
     // Not taken by a session and not stored: nobody will ever see it.
@@ -499,12 +504,15 @@ fn publish(
     xml
 }
 
-/// Hands the iq to the app server. Only a session of a local account can take it: there
-/// is no federation, and no local component is an app server.
+/// Hands the iq to the app server: over federation when it is on another server (the
+/// usual case: the phone vendor's), else to a local account's session.
 fn route(server: &Server, to: &str, xml: String) -> Result<(), StanzaCondition> {
     let to = Jid::parse(to).map_err(|_| StanzaCondition::JidMalformed)?;
     if to.domain() != server.config().domain {
-        return Err(StanzaCondition::RemoteServerNotFound);
+        return match crate::s2s::send(server, &to, xml.into(), false) {
+            true => Ok(()),
+            false => Err(StanzaCondition::RemoteServerNotFound),
+        };
     }
     if to.resource().is_none() {
         return Err(StanzaCondition::ServiceUnavailable);

@@ -96,6 +96,7 @@ pub fn run(
     let data_dir = config.data_dir.clone();
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let identity = material.identity.clone();
     let server = Rc::new(Server::new(
         config,
         store.clone(),
@@ -120,6 +121,7 @@ pub fn run(
         }
         if server.config().s2s.enabled {
             server.s2s.start(&server, &server_secret, &ex);
+            server.s2s.set_identity(&identity);
             let s2s = &server.config().s2s;
             let caps = crate::listener::Caps {
                 total: s2s.max_connections,

@@ -1,9 +1,11 @@
 //! TLS material: loads the configured certificate and key, or creates (once) and reuses a
 //! self-signed one under `data_dir/tls/`, and builds the one rustls `ServerConfig` every
-//! connection shares. It never handles connections and never overwrites configured files.
+//! client connection shares. It never handles connections and never overwrites configured
+//! files.
 //!
 //! Only TLS 1.3 and 1.2 with the ring provider; no client certificates; ALPN `xmpp-client` so
-//! direct-TLS clients (XEP-0368) can connect.
+//! direct-TLS clients (XEP-0368) can connect. Federation's configs (`s2s::certs`) are built
+//! from the same pieces: [`TlsMaterial::identity`], [`provider`], [`VERSIONS`], [`server_config`].
 
 use std::fmt::Write as _;
 use std::fs;
@@ -11,29 +13,40 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{ServerConfig, SupportedProtocolVersion};
 
 use crate::config::Config;
 
 /// ALPN protocol id for client-to-server XMPP over direct TLS (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
 
-/// ALPN protocol id for server-to-server XMPP (XEP-0368): Prosody offers it on the TLS of
-/// its outgoing s2s STARTTLS, and a server that lists ALPN protocols but not this one must
-/// abort that handshake (RFC 7301 §3.2, `no_application_protocol`).
-pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
-
 /// TLS sessions kept for resumption (rustls' default is 256). Every login leaves two
 /// tickets, three small allocations each, placed among the sessions' own memory: after a wave
 /// of 1,000 or 10,000 logins a full cache of 256 kept 1.7–2.5 MiB of freed heap pages from
 /// going back to the system (docs/PERFORMANCE.md). 64 still lets the last 32 logins resume.
-const RESUMPTION_ENTRIES: usize = 64;
+pub const RESUMPTION_ENTRIES: usize = 64;
+
+/// The TLS versions every stream speaks, client side and server side.
+pub const VERSIONS: &[&SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The crypto every TLS config uses: ring's.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
 
 /// What the server needs to accept TLS connections.
 pub struct TlsMaterial {
     pub config: Arc<ServerConfig>,
+    /// The certificate chain and its signing key: what `config` presents, and what
+    /// federation presents as a client certificate on its outgoing streams.
+    pub identity: Arc<CertifiedKey>,
     /// SHA-256 of the end-entity certificate, `AB:CD:…`, for users to compare against what
     /// their client shows when it asks whether to trust a self-signed certificate.
     pub fingerprint_sha256: String,
@@ -155,12 +168,35 @@ impl Files {
         };
         let fingerprint_sha256 = fingerprint_of(&ring::digest::SHA256);
         let fingerprint_sha1 = fingerprint_of(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
-        let config = server_config(chain, private_key, &self.cert, &self.key)?;
+        let identity = Arc::new(self.identity(chain, private_key)?);
+        let mut config = server_config(&identity, WebPkiClientVerifier::no_client_auth())?;
+        config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
         Ok(TlsMaterial {
             config: Arc::new(config),
+            identity,
             fingerprint_sha256,
             fingerprint_sha1,
             generated,
+        })
+    }
+
+    /// The chain with its key, checked to be a pair.
+    fn identity(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<CertifiedKey, String> {
+        CertifiedKey::from_der(chain, key, &provider()).map_err(|error| match error {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
+                "TLS key {} does not match certificate {}",
+                self.key.display(),
+                self.cert.display()
+            ),
+            other => format!(
+                "cannot use TLS certificate {} with key {}: {other}",
+                self.cert.display(),
+                self.key.display()
+            ),
         })
     }
 }
@@ -188,32 +224,18 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
-fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    cert_path: &Path,
-    key_path: &Path,
+/// The server side of every stream kind: [`VERSIONS`] with ring, `identity` for every
+/// name, a small resumption cache, no ALPN; `clients` decides about client certificates
+/// (c2s asks for none, s2s offers to take one).
+pub fn server_config(
+    identity: &Arc<CertifiedKey>,
+    clients: Arc<dyn ClientCertVerifier>,
 ) -> Result<ServerConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
         .map_err(|error| format!("TLS setup failed: {error}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|error| match error {
-            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
-                "TLS key {} does not match certificate {}",
-                key_path.display(),
-                cert_path.display()
-            ),
-            other => format!(
-                "cannot use TLS certificate {} with key {}: {other}",
-                cert_path.display(),
-                key_path.display()
-            ),
-        })?;
-    // One configuration serves c2s and s2s streams alike.
-    config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec(), ALPN_XMPP_SERVER.to_vec()];
+        .with_client_cert_verifier(clients)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(identity))));
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(RESUMPTION_ENTRIES);
     Ok(config)
 }
@@ -276,7 +298,10 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
 }
 
 /// A digest of the certificate's DER as uppercase hex pairs joined by colons.
-fn fingerprint(algorithm: &'static ring::digest::Algorithm, cert: &CertificateDer<'_>) -> String {
+pub fn fingerprint(
+    algorithm: &'static ring::digest::Algorithm,
+    cert: &CertificateDer<'_>,
+) -> String {
     let digest = ring::digest::digest(algorithm, cert.as_ref());
     let mut text = String::with_capacity(digest.as_ref().len() * 3);
     for (index, byte) in digest.as_ref().iter().enumerate() {
@@ -489,17 +514,6 @@ mod tests {
         version: &'static rustls::SupportedProtocolVersion,
         server_name: &str,
     ) -> Result<(Connection, Connection), rustls::Error> {
-        handshake_alpn(material, cert_path, version, server_name, ALPN_XMPP_CLIENT)
-    }
-
-    /// A client that offers only `alpn` (XEP-0368's xmpp-client or xmpp-server).
-    fn handshake_alpn(
-        material: &TlsMaterial,
-        cert_path: &Path,
-        version: &'static rustls::SupportedProtocolVersion,
-        server_name: &str,
-        alpn: &[u8],
-    ) -> Result<(Connection, Connection), rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(cert_path).unwrap() {
             roots.add(cert.unwrap()).unwrap();
@@ -510,7 +524,7 @@ mod tests {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        client_config.alpn_protocols = vec![alpn.to_vec()];
+        client_config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
         let name = ServerName::try_from(server_name.to_owned()).unwrap();
         let mut client: Connection = ClientConnection::new(Arc::new(client_config), name)?.into();
         let mut server: Connection = ServerConnection::new(Arc::clone(&material.config))?.into();
@@ -541,24 +555,6 @@ mod tests {
         }
         // The extra name (an IP address) is covered too.
         handshake(&material, &cert, &rustls::version::TLS13, "192.168.1.10").unwrap();
-    }
-
-    /// A peer server's STARTTLS offers ALPN xmpp-server (Prosody 0.12 does); the
-    /// handshake must not end in `no_application_protocol` (RFC 7301 §3.2).
-    #[test]
-    fn handshake_for_s2s_peer_offering_xmpp_server_alpn() {
-        let dir = TempDir::new("alpn-s2s");
-        let material = load_default(&dir, &[]).unwrap();
-        let cert = dir.0.join("tls/cert.pem");
-        let (_client, server) = handshake_alpn(
-            &material,
-            &cert,
-            &rustls::version::TLS13,
-            DOMAIN,
-            ALPN_XMPP_SERVER,
-        )
-        .unwrap();
-        assert_eq!(server.alpn_protocol(), Some(ALPN_XMPP_SERVER));
     }
 
     #[test]

@@ -116,3 +116,363 @@ fn without_federation_other_domains_are_not_found() {
     let error = alice.expect_where(|e| e.name() == "message" && e.attr("id") == Some("x"));
     error.assert_error("cancel", "remote-server-not-found");
 }
+
+/// XEP-0220 §2.1: a peer that proves its domain with the key its authoritative server
+/// confirms is accepted, and its users' stanzas are delivered.
+#[test]
+fn a_peer_with_a_verified_key_is_accepted() {
+    let (a, b) = pair("", "");
+    a.add_user("alice");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='bob@{B}/x' to='alice@{A}' type='chat' id='f1'><body>via a fake peer</body></message>"
+    ));
+    let got = alice.expect_message_from(&format!("bob@{B}/x"));
+    assert_eq!(
+        got.child_text("body", "jabber:client"),
+        Some("via a fake peer")
+    );
+}
+
+/// RFC 6120 §4.9.3.9: a stanza whose `from` is not a domain the stream authenticated
+/// ends the stream with `invalid-from`, and nothing reaches the user.
+#[test]
+fn a_spoofed_from_domain_is_refused() {
+    let (a, b) = pair("", "");
+    a.add_user("alice");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='mallory@c.test/x' to='alice@{A}' type='chat'><body>trust me</body></message>"
+    ));
+    peer.expect_stream_error("invalid-from");
+    alice.expect_silence(std::time::Duration::from_millis(300));
+}
+
+/// No relaying: a peer's stanza for a domain this server does not serve ends the stream
+/// (`host-unknown`, RFC 6120 §4.9.3.6).
+#[test]
+fn a_relay_attempt_is_refused() {
+    let (a, b) = pair("", "");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='bob@{B}/x' to='carol@c.test' type='chat'><body>pass it on</body></message>"
+    ));
+    peer.expect_stream_error("host-unknown");
+}
+
+/// XEP-0220 §2.4: a key the claimed domain's server does not confirm is answered
+/// `invalid`, and the stream stays unauthenticated (stanzas on it are refused).
+#[test]
+fn a_wrong_dialback_key_is_refused() {
+    let (a, _b) = pair("", "");
+    let (mut peer, _id) = common::federation::fake_peer(&a, B);
+    peer.send(&format!(
+        "<db:result from='{B}' to='{A}'>{}</db:result>",
+        "0".repeat(64)
+    ));
+    let answer = peer.receive();
+    assert!(answer.is("result", "jabber:server:dialback"), "{answer}");
+    assert_eq!(answer.attr("type"), Some("invalid"), "{answer}");
+    peer.send(&format!(
+        "<message from='bob@{B}/x' to='alice@{A}' type='chat'><body>hi</body></message>"
+    ));
+    peer.expect_stream_error("not-authorized");
+}
+
+/// Dialback for a domain this server does not serve: `host-unknown`.
+#[test]
+fn dialback_for_an_unknown_domain_is_refused() {
+    let (a, b) = pair("", "");
+    let (mut peer, id) = common::federation::fake_peer(&a, B);
+    let key = common::federation::dialback_key(&b, "nobody.test", &id);
+    peer.send(&format!(
+        "<db:result from='{B}' to='nobody.test'>{key}</db:result>"
+    ));
+    peer.expect_stream_error("host-unknown");
+}
+
+/// A peer that vanishes (SIGKILL) mid-conversation: later messages to it come back to
+/// their sender as errors once it stays unreachable, none vanishes silently.
+#[test]
+fn a_killed_peer_bounces_messages() {
+    let (a, mut b) = pair("", "");
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut bob = Client::online(&b, "bob", "desk");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='before'><body>one</body></message>"
+    ));
+    bob.expect_message_from(&alice.jid);
+    b.kill();
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='after'><body>two</body></message>"
+    ));
+    let error = alice.expect_where(|e| e.name() == "message" && e.attr("id") == Some("after"));
+    error.assert_error("wait", "remote-server-timeout");
+}
+
+const NS_MUC: &str = "http://jabber.org/protocol/muc";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+
+/// XEP-0045 across servers: a user of another server joins a room (on the sub-domain,
+/// found by the route to its server), sees the room's occupant, and groupchat messages
+/// reach both. `host` runs the room, its `owner` creates it; `guest` is on `visitor`.
+fn room_across(host: &TestServer, owner: &str, visitor: &TestServer, guest: &str) {
+    host.add_user(owner);
+    visitor.add_user(guest);
+    let mut owner_client = Client::online(host, owner, "phone");
+    let mut guest_client = Client::online(visitor, guest, "desk");
+    let room = format!("lounge@rooms.{}", host.domain);
+    let occupant = |nick: &str| format!("{room}/{nick}");
+    owner_client.send(&format!(
+        "<presence to='{}'><x xmlns='{NS_MUC}'/></presence>",
+        occupant(owner)
+    ));
+    owner_client.expect_where(|e| e.name() == "presence" && e.is_from(&occupant(owner)));
+    // A new room is locked until configured: take the default configuration.
+    owner_client.send(&format!(
+        "<iq type='set' id='cfg' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+         <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+    ));
+    owner_client.expect_iq_result("cfg");
+    guest_client.send(&format!(
+        "<presence to='{}'><x xmlns='{NS_MUC}'/></presence>",
+        occupant(guest)
+    ));
+    let seen = guest_client.expect_where(|e| e.name() == "presence" && e.is_from(&occupant(owner)));
+    assert!(seen.find("x", NS_MUC_USER).is_some(), "{seen}");
+    let own = guest_client.expect_where(|e| e.name() == "presence" && e.is_from(&occupant(guest)));
+    assert!(own.find("x", NS_MUC_USER).is_some(), "{own}");
+    owner_client.expect_where(|e| e.name() == "presence" && e.is_from(&occupant(guest)));
+    guest_client.send(&format!(
+        "<message to='{room}' type='groupchat' id='g1'><body>hello room</body></message>"
+    ));
+    let got = owner_client.expect_where(|e| e.name() == "message" && e.is_from(&occupant(guest)));
+    assert_eq!(got.child_text("body", "jabber:client"), Some("hello room"));
+    let echo = guest_client.expect_where(|e| e.name() == "message" && e.is_from(&occupant(guest)));
+    assert_eq!(echo.attr("type"), Some("groupchat"));
+    owner_client.send(&format!(
+        "<message to='{room}' type='groupchat' id='g2'><body>welcome</body></message>"
+    ));
+    let got = guest_client.expect_where(|e| e.name() == "message" && e.is_from(&occupant(owner)));
+    assert_eq!(got.child_text("body", "jabber:client"), Some("welcome"));
+}
+
+#[test]
+fn a_remote_user_joins_a_local_room() {
+    let (a, b) = pair("", "");
+    room_across(&a, "alice", &b, "bob");
+}
+
+#[test]
+fn a_local_user_joins_a_remote_room() {
+    let (a, b) = pair("", "");
+    room_across(&b, "bob", &a, "alice");
+}
+
+/// XEP-0280 §6 and XEP-0313 §3: a message to another server's user is copied to the
+/// sender's other carbon-enabled resources and kept in the sender's archive, as one to a
+/// local user is.
+#[test]
+fn a_message_out_is_carbon_copied_and_archived() {
+    let (a, b) = pair("", "");
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut phone = Client::online(&a, "alice", "phone");
+    phone.send("<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+    phone.expect_iq_result("cb");
+    let mut desk = Client::online(&a, "alice", "desk");
+    let mut bob = Client::online(&b, "bob", "desk");
+    desk.send(&format!(
+        "<message to='bob@{B}' type='chat' id='c1'><body>copied</body></message>"
+    ));
+    bob.expect_message_from(&desk.jid);
+    let copy = phone
+        .expect_where(|e| e.name() == "message" && e.find("sent", "urn:xmpp:carbons:2").is_some());
+    let forwarded = copy
+        .child("sent", "urn:xmpp:carbons:2")
+        .child("forwarded", "urn:xmpp:forward:0")
+        .child("message", "jabber:client");
+    assert_eq!(
+        forwarded.attr("to"),
+        Some(format!("bob@{B}").as_str()),
+        "{copy}"
+    );
+    assert_eq!(
+        forwarded.child_text("body", "jabber:client"),
+        Some("copied")
+    );
+    phone.send("<iq type='set' id='q'><query xmlns='urn:xmpp:mam:2' queryid='q'/></iq>");
+    let archived = phone
+        .expect_where(|e| e.name() == "message" && e.find("result", "urn:xmpp:mam:2").is_some());
+    let message = archived
+        .child("result", "urn:xmpp:mam:2")
+        .child("forwarded", "urn:xmpp:forward:0")
+        .child("message", "jabber:client");
+    assert_eq!(
+        message.attr("to"),
+        Some(format!("bob@{B}").as_str()),
+        "{archived}"
+    );
+    assert_eq!(message.child_text("body", "jabber:client"), Some("copied"));
+    phone.expect_iq_result("q");
+}
+
+/// `hearth check` shows the certificate's SHA-256 fingerprint (what a peer's admin pins),
+/// the one the server logs.
+#[test]
+fn check_shows_the_fingerprint_a_peer_pins() {
+    let (a, _b) = pair("", "");
+    let logged = common::federation::fingerprint(&a);
+    let out = a.hearth(&["check"], "");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let shown = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# TLS certificate SHA-256 fingerprint: "))
+        .expect("fingerprint shown");
+    assert_eq!(shown, logged);
+    let s2s: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "[s2s]")
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(s2s.contains(&"enabled = true"), "{text}");
+}
+
+/// A pinned peer whose certificate is another is refused, whatever dialback says.
+#[test]
+fn a_pin_that_does_not_match_refuses_the_peer() {
+    let (a, b) = pair(
+        &format!("[s2s.pins]\n\"{B}\" = \"{}\"\n", "ab".repeat(32)),
+        "",
+    );
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='pin'><body>hi</body></message>"
+    ));
+    let error = alice.expect_where(|e| e.name() == "message" && e.attr("id") == Some("pin"));
+    error.assert_error("wait", "remote-server-timeout");
+    a.wait_for_log("not the one pinned");
+}
+
+/// XEP-0220 with a pinned certificate: the peer whose certificate is the pinned one is
+/// accepted, and the log says the pin vouched for it.
+#[test]
+fn a_matching_pin_authenticates_the_peer() {
+    let (a, b) = pair("", "");
+    common::federation::add_table(&a, "pins", B, &common::federation::fingerprint(&b));
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut bob = Client::online(&b, "bob", "desk");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='pinned'><body>hi</body></message>"
+    ));
+    bob.expect_message_from(&alice.jid);
+    a.wait_for_log(&format!("s2s {A} → {B}: connected"));
+    a.wait_for_log("(dialback, pinned certificate)");
+}
+
+/// Opens a plain s2s stream to `server` claiming `from`, and reads the header and features.
+fn plain_peer(server: &TestServer, from: &str) -> Client {
+    let mut peer = Client::connect_to(server.s2s.expect("s2s port"), server.tls_client_config());
+    peer.send(&format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+         xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+         from='{from}' to='{}' version='1.0'>",
+        server.domain
+    ));
+    peer.header();
+    let features = peer.receive();
+    assert!(features.is("features", STREAM_NS), "{features}");
+    peer
+}
+
+/// A peer that does not authenticate within `s2s.auth_timeout_secs` is dropped
+/// (`connection-timeout`), so idle unauthenticated streams cannot pile up.
+#[test]
+fn an_unauthenticated_peer_is_dropped() {
+    let (a, _b) = pair("auth_timeout_secs = 1", "");
+    let mut peer = plain_peer(&a, B);
+    peer.expect_stream_error("connection-timeout");
+}
+
+/// `s2s.require_encryption`: dialback before STARTTLS ends the stream (`policy-violation`).
+#[test]
+fn dialback_before_tls_is_refused() {
+    let (a, _b) = pair("", "");
+    let mut peer = plain_peer(&a, B);
+    peer.send(&format!("<db:result from='{B}' to='{A}'>00</db:result>"));
+    peer.expect_stream_error("policy-violation");
+}
+
+/// `s2s.max_connections_per_ip`: one address cannot take every federation slot.
+#[test]
+fn connections_per_address_are_capped() {
+    let (a, _b) = pair("max_connections_per_ip = 2", "");
+    let _first = plain_peer(&a, B);
+    let _second = plain_peer(&a, B);
+    let mut third = Client::connect_to(a.s2s.unwrap(), a.tls_client_config());
+    third.expect_eof();
+    a.wait_for_log("s2s: refused");
+}
+
+/// `s2s.max_stanza_bytes`: an oversized stanza from a peer ends that stream
+/// (`policy-violation`); local users go on chatting.
+#[test]
+fn an_oversized_stanza_from_a_peer_ends_only_its_stream() {
+    let (a, b) = pair("max_stanza_bytes = 4096", "");
+    a.add_user("alice");
+    a.add_user("carol");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut carol = Client::online(&a, "carol", "phone");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='bob@{B}/x' to='alice@{A}' type='chat'><body>{}</body></message>",
+        "x".repeat(8192)
+    ));
+    peer.expect_stream_error("policy-violation");
+    carol.send(&format!(
+        "<message to='alice@{A}' type='chat' id='local'><body>still here</body></message>"
+    ));
+    let got = alice.expect_message_from(&carol.jid);
+    assert_eq!(got.child_text("body", "jabber:client"), Some("still here"));
+}
+
+/// RFC 6120 §4.9.3.7: between servers a stanza needs both `from` and `to`; one without
+/// `to` ends the stream with `improper-addressing`.
+#[test]
+fn a_peers_stanza_without_to_is_improper_addressing() {
+    let (a, b) = pair("", "");
+    let mut peer = common::federation::authenticated_peer(&a, &b);
+    peer.send(&format!(
+        "<message from='bob@{B}/x' type='chat'><body>to whom?</body></message>"
+    ));
+    peer.expect_stream_error("improper-addressing");
+}
+
+/// `s2s.idle_timeout_secs`: a quiet stream is closed, and the next stanza opens a new one.
+#[test]
+fn idle_streams_close_and_reopen_on_demand() {
+    let (a, b) = pair("idle_timeout_secs = 1", "idle_timeout_secs = 1");
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut bob = Client::online(&b, "bob", "desk");
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='i1'><body>one</body></message>"
+    ));
+    bob.expect_message_from(&alice.jid);
+    b.wait_for_log(&format!("s2s {A} → {B}: incoming stream closed"));
+    alice.send(&format!(
+        "<message to='bob@{B}' type='chat' id='i2'><body>two</body></message>"
+    ));
+    let got = bob.expect_message_from(&alice.jid);
+    assert_eq!(got.child_text("body", "jabber:client"), Some("two"));
+}

@@ -29,14 +29,13 @@
 
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
+use hearth::s2s::certs::AnyCertificate;
 use hearth::sasl::client::ScramClient;
 use hearth::sasl::{base64, Credentials, Mechanism, DEFAULT_ITERATIONS};
 use hearth::store::{Store, DEFAULT_CACHE_BYTES};
 use hearth::xml::{Event, Framer, Limits};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use smol::net::TcpStream;
@@ -371,52 +370,16 @@ fn report(mode: &str, rows: &[(&str, f64)]) {
 
 // ---------------------------------------------------------------- client
 
-/// Accepts the server's (self-signed) certificate but still checks the
-/// handshake signatures, so the client does the work a real one does.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn client_config() -> Res<Arc<ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
+    let provider = hearth::tls::provider();
+    // Accepts the server's (self-signed) certificate but still checks the handshake
+    // signatures, so the client does the work a real one does.
+    let verifier = Arc::new(AnyCertificate::new(&provider));
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"xmpp-client".to_vec()];
     // Every login is a full handshake, as for a client that just started.

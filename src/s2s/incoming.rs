@@ -130,7 +130,8 @@ async fn on_input(
         (Some(NS_TLS), "starttls") if !stream.transport.is_tls() => {
             stream.out.push_str(&format!("<proceed xmlns='{NS_TLS}'/>"));
             negotiate::flush(stream).await?;
-            stream.start_tls().await?;
+            let tls = server.s2s.tls().ok_or(End::Gone)?;
+            stream.start_tls_with(tls.server).await?;
             stream.restart(server.config().s2s.max_stanza_bytes as usize);
             Ok(())
         }
@@ -201,7 +202,12 @@ fn on_header(
 fn trust(server: &Server, stream: &Stream, domain: &str) -> certs::Trust {
     let config = server.config();
     let pin = config.s2s.pins.get(domain).map(String::as_str);
-    certs::assess(stream.transport.peer_certificates(), domain, pin)
+    certs::assess(
+        stream.transport.peer_certificates(),
+        domain,
+        pin,
+        certs::Roots::system(),
+    )
 }
 
 fn certificate_proves(server: &Server, stream: &Stream, domain: Option<&str>) -> bool {

@@ -220,8 +220,9 @@ async fn negotiate_out(
         End::Gone => "connection lost".to_owned(),
     };
     let (local, remote) = (&*link.local, &*link.remote);
+    let tls = server.s2s.tls().ok_or("no TLS settings")?;
     if direct_tls {
-        secure(&mut stream, remote).await?;
+        secure(&mut stream, &tls, remote).await?;
     }
     let (mut id, mut offered) = open(&mut stream, local, remote, deadline)
         .await
@@ -239,7 +240,7 @@ async fn negotiate_out(
                 Input::Element(text) if element_is(&text, NS_TLS, "proceed") => {}
                 _ => return Err("STARTTLS refused".into()),
             }
-            secure(&mut stream, remote).await?;
+            secure(&mut stream, &tls, remote).await?;
             (id, offered) = open(&mut stream, local, remote, deadline)
                 .await
                 .map_err(fail)?;
@@ -247,7 +248,8 @@ async fn negotiate_out(
     }
     link.write_requests(&mut stream.out);
     let pin = config.s2s.pins.get(remote).map(String::as_str);
-    let trust = certs::assess(stream.transport.peer_certificates(), remote, pin);
+    let roots = certs::Roots::system();
+    let trust = certs::assess(stream.transport.peer_certificates(), remote, pin, roots);
     match &trust {
         certs::Trust::PinMismatch => {
             return Err("its certificate is not the one pinned in [s2s.pins]".into())
@@ -264,8 +266,16 @@ async fn negotiate_out(
             "<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>{}</auth>",
             crate::sasl::base64::encode(local.as_bytes())
         ));
-        match negotiate::next(&mut stream, deadline).await.map_err(fail)? {
-            Input::Element(text) if element_is(&text, NS_SASL, "success") => {
+        // Answers to our verification requests may come first.
+        let answer = loop {
+            match negotiate::next(&mut stream, deadline).await.map_err(fail)? {
+                Input::Element(text) if !took_verification(link, &text) => break Some(text),
+                Input::Element(_) => {}
+                Input::Open(_) => break None,
+            }
+        };
+        match answer {
+            Some(text) if element_is(&text, NS_SASL, "success") => {
                 stream.restart(max_stanza);
                 open(&mut stream, local, remote, deadline)
                     .await
@@ -279,33 +289,40 @@ async fn negotiate_out(
     let key = secret.key(remote, local, &id);
     dialback::write_result_request(&mut stream.out, local, remote, &key);
     loop {
-        let input = future::or(
-            async { Some(negotiate::next(&mut stream, deadline).await) },
-            async {
+        // Verification requests keep going out while we wait for our own answer: the peer
+        // may need ours answered before it can answer us.
+        link.write_requests(&mut stream.out);
+        negotiate::flush(&mut stream).await.map_err(fail)?;
+        let Some(input) = stream.next_input().map_err(fail)? else {
+            // Only reads and the request queue are raced: no write is ever cut short.
+            let woke = future::or(async { Some(stream.wait_input(deadline).await) }, async {
                 let request = link.requests.1.recv().await.ok()?;
                 let _ = link.requests.0.try_send(request);
                 None
-            },
-        )
-        .await;
-        let Some(input) = input else {
-            link.write_requests(&mut stream.out);
+            })
+            .await;
+            match woke {
+                Some(Wake::Read(Ok(0))) => return Err(fail(End::Gone)),
+                Some(Wake::Read(Err(ReadError::Io(_)))) => return Err(fail(End::Gone)),
+                Some(Wake::Read(Err(ReadError::Xml(e)))) => return Err(fail(framer_end(e))),
+                Some(Wake::Deadline) => return Err("dialback timed out".into()),
+                Some(_) | None => {}
+            }
             continue;
         };
-        let Input::Element(text) = input.map_err(fail)? else {
+        let Input::Element(text) = input else {
             return Err("unexpected stream restart".into());
         };
-        let answer = crate::xml::parse_stanza(&text).ok().and_then(|doc| {
-            let node = doc.root_element().first_element_child()?;
-            let request = dialback::Request::parse(node)?;
-            Some((
-                request.verify,
-                request.ty.map(str::to_owned),
-                request.id.map(str::to_owned),
-            ))
+        if took_verification(link, &text) {
+            continue;
+        }
+        // Our own answer: `db:result` with a type.
+        let verdict = crate::xml::parse_stanza(&text).ok().and_then(|doc| {
+            let request = dialback::Request::parse(doc.root_element().first_element_child()?)?;
+            (!request.verify).then(|| request.ty.map(|ty| ty == "valid"))?
         });
-        match answer {
-            Some((false, Some(ty), _)) if ty == "valid" => {
+        match verdict {
+            Some(true) => {
                 let how = match trust {
                     certs::Trust::Pinned => "dialback, pinned certificate",
                     certs::Trust::Verified => "dialback, verified certificate",
@@ -313,13 +330,33 @@ async fn negotiate_out(
                 };
                 return Ok((stream, how));
             }
-            Some((false, Some(_), _)) => return Err("dialback refused by the peer".into()),
-            // A verification answer arriving early belongs to this link.
-            Some((true, Some(ty), Some(verified))) => {
-                link.answer_verification(&verified, ty == "valid")
-            }
-            _ => {}
+            Some(false) => return Err("dialback refused by the peer".into()),
+            None => {}
         }
+    }
+}
+
+/// Whether the element in `wrapped` answered one of our verification requests (then handed
+/// to its waiter).
+fn took_verification(link: &Link, wrapped: &str) -> bool {
+    let Ok(doc) = crate::xml::parse_stanza(wrapped) else {
+        return false;
+    };
+    let answer = doc
+        .root_element()
+        .first_element_child()
+        .and_then(dialback::Request::parse);
+    match answer {
+        Some(dialback::Request {
+            verify: true,
+            id: Some(id),
+            ty: Some(ty),
+            ..
+        }) => {
+            link.answer_verification(id, ty == "valid");
+            true
+        }
+        _ => false,
     }
 }
 
@@ -335,15 +372,14 @@ fn element_is(wrapped: &str, ns: &str, name: &str) -> bool {
 }
 
 /// The TLS client handshake, naming the peer's domain.
-async fn secure(stream: &mut Stream, remote: &str) -> Result<(), String> {
+async fn secure(stream: &mut Stream, tls: &super::Tls, remote: &str) -> Result<(), String> {
     negotiate::flush(stream)
         .await
         .map_err(|_| "connection lost before TLS".to_owned())?;
-    let name = rustls::pki_types::ServerName::try_from(remote.to_owned())
-        .map_err(|_| format!("`{remote}` cannot be named in TLS"))?;
+    let name = certs::server_name(remote, stream.peer.ip());
     stream
         .transport
-        .connect_tls(certs::client_config(), name)
+        .connect_tls(tls.client.clone(), name)
         .await
         .map_err(|e| format!("TLS handshake failed: {e}"))
 }
@@ -398,6 +434,10 @@ async fn serve(
         let item = match pending.take() {
             Some(item) => Some(item),
             None => {
+                // What negotiation read past its last element is handled first.
+                if let Err(end) = read_answers(&mut stream, link) {
+                    break (end, false);
+                }
                 link.write_requests(&mut stream.out);
                 if let Err(end) = negotiate::flush(&mut stream).await {
                     break (end, false);

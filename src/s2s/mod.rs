@@ -49,6 +49,16 @@ pub struct Federation {
     incoming: RefCell<HashMap<Box<str>, u32>>,
     /// Set once the server begins to stop: links then bounce what they hold and end.
     stopping: Cell<bool>,
+    /// TLS for outgoing and incoming streams, made from the server's certificate (again
+    /// at every reload).
+    tls: RefCell<Option<Tls>>,
+}
+
+/// Both sides' TLS settings of server-to-server streams.
+#[derive(Clone)]
+pub struct Tls {
+    pub client: std::sync::Arc<rustls::ClientConfig>,
+    pub server: std::sync::Arc<rustls::ServerConfig>,
 }
 
 impl Federation {
@@ -62,6 +72,23 @@ impl Federation {
         *self.secret.borrow_mut() = Some(Rc::new(dialback::Secret::new(server_secret)));
         *self.spawner.borrow_mut() = Some(ex.clone());
         *self.server.borrow_mut() = Rc::downgrade(server);
+        // The system's roots are read once, here, not on the loop when a peer connects.
+        certs::Roots::system();
+    }
+
+    /// Makes both sides' TLS settings from the server's certificate (start-up, reload).
+    pub fn set_identity(&self, identity: &std::sync::Arc<rustls::sign::CertifiedKey>) {
+        match (
+            certs::client_config(identity),
+            certs::server_config(identity),
+        ) {
+            (Ok(client), Ok(server)) => *self.tls.borrow_mut() = Some(Tls { client, server }),
+            (Err(e), _) | (_, Err(e)) => log::error!("s2s: {e}"),
+        }
+    }
+
+    pub fn tls(&self) -> Option<Tls> {
+        self.tls.borrow().clone()
     }
 
     pub fn secret(&self) -> Option<Rc<dialback::Secret>> {

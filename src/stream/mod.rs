@@ -30,6 +30,7 @@ use std::fmt::{self, Display};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transport::{ReadError, Transport};
 
@@ -164,7 +165,14 @@ impl Stream {
 
     /// STARTTLS (RFC 6120 §5): the handshake after `<proceed/>` was written.
     pub async fn start_tls(&mut self) -> Result<(), End> {
-        if let Err(e) = self.transport.start_tls(self.server.tls_config()).await {
+        let config = self.server.tls_config();
+        self.start_tls_with(config).await
+    }
+
+    /// [`Stream::start_tls`] with these settings (a stream kind with its own, as s2s asks
+    /// peers for their certificates).
+    pub async fn start_tls_with(&mut self, config: Arc<rustls::ServerConfig>) -> Result<(), End> {
+        if let Err(e) = self.transport.start_tls(config).await {
             debug!("{}: STARTTLS handshake failed: {e}", self.peer);
             return Err(End::Gone);
         }
