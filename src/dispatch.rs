@@ -8,7 +8,9 @@ use crate::feature::{self, Deferred, Routed};
 use crate::iq::{Iq, IqTarget};
 use crate::jid::Jid;
 use crate::offline::{self, Pending};
-use crate::route::{account_exists, forwarded, reply_error, reply_unavailable, served_here};
+use crate::route::{
+    account_exists, forwarded, reply_error, reply_remote_not_found, reply_unavailable, served_here,
+};
 use crate::router::{Hold, MessageTarget, Session};
 use crate::server::Server;
 use crate::stanza::{self, IqType, MessageType, Stanza, StanzaCondition, StanzaType};
@@ -141,13 +143,7 @@ fn to_remote(
     let (xml, sent_id) = prepare(server, session, stanza, to, "");
     let storable = offline::is_storable(stanza);
     if !crate::s2s::send(server, to, xml.as_str().into(), storable) {
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::RemoteServerNotFound,
-            out,
-        );
+        reply_remote_not_found(server, session, stanza, out);
         return;
     }
     routed(server, session, stanza, "", &[], &xml, sent_id);

@@ -72,16 +72,26 @@ pub fn served_here(
                 return false;
             }
         }
-        reply_error(
-            server,
-            session,
-            stanza,
-            StanzaCondition::RemoteServerNotFound,
-            out,
-        );
+        reply_remote_not_found(server, session, stanza, out);
         return false;
     }
     true
+}
+
+/// `remote-server-not-found` (RFC 6120 §8.3.3.16): another domain federation cannot reach.
+pub fn reply_remote_not_found(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    out: &mut String,
+) {
+    reply_error(
+        server,
+        session,
+        stanza,
+        StanzaCondition::RemoteServerNotFound,
+        out,
+    );
 }
 
 /// `service-unavailable`: RFC 6121 §8.5's answer for no such account, resource or service

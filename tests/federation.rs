@@ -379,19 +379,9 @@ fn a_matching_pin_authenticates_the_peer() {
     a.wait_for_log("(dialback, pinned certificate)");
 }
 
-/// Opens a plain s2s stream to `server` claiming `from`, and reads the header and features.
+/// [`common::federation::plain_peer`] without its features.
 fn plain_peer(server: &TestServer, from: &str) -> Client {
-    let mut peer = Client::connect_to(server.s2s.expect("s2s port"), server.tls_client_config());
-    peer.send(&format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
-         xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
-         from='{from}' to='{}' version='1.0'>",
-        server.domain
-    ));
-    peer.header();
-    let features = peer.receive();
-    assert!(features.is("features", STREAM_NS), "{features}");
-    peer
+    common::federation::plain_peer(server, from).0
 }
 
 /// A peer that does not authenticate within `s2s.auth_timeout_secs` is dropped
@@ -475,4 +465,22 @@ fn idle_streams_close_and_reopen_on_demand() {
     ));
     let got = bob.expect_message_from(&alice.jid);
     assert_eq!(got.child_text("body", "jabber:client"), Some("two"));
+}
+
+/// Each dialback request makes the server ask the claimed domain's server: one stream may
+/// have only a few in flight, the rest are answered `invalid` at once.
+#[test]
+fn dialback_requests_in_flight_are_capped() {
+    let (a, _b) = pair("", "");
+    let (mut peer, _id) = common::federation::fake_peer(&a, "x0.test");
+    for n in 0..6 {
+        peer.send(&format!(
+            "<db:result from='x{n}.test' to='{A}'>{}</db:result>",
+            "0".repeat(64)
+        ));
+    }
+    let first = peer.receive();
+    assert!(first.is("result", "jabber:server:dialback"), "{first}");
+    assert_eq!(first.attr("type"), Some("invalid"), "{first}");
+    a.wait_for_log("too many verifications at once");
 }

@@ -37,7 +37,13 @@ struct Incoming {
     /// Stanza allowance: `s2s.stanzas_per_sec`, bursts of `s2s.stanza_burst`.
     allowance: f64,
     filled: Instant,
+    /// Dialback verifications this stream is waiting for: each makes us ask (and perhaps
+    /// connect to) the claimed domain's server, so a peer gets only a few at a time.
+    verifying: Rc<std::cell::Cell<u32>>,
 }
+
+/// Dialback verifications one incoming stream may have in flight.
+const MAX_VERIFYING: u32 = 4;
 
 pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr) {
     let config = server.config();
@@ -53,6 +59,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr) {
         sasl: false,
         allowance: config.s2s.stanza_burst.into(),
         filled: Instant::now(),
+        verifying: Rc::default(),
     };
     let end = run(&server, &mut stream, &mut incoming).await;
     match &end {
@@ -136,7 +143,10 @@ async fn on_input(
             Ok(())
         }
         (Some(NS_SASL), "auth") => on_external(server, stream, incoming, node),
-        (Some(dialback::NS), _) => on_dialback(server, stream, incoming, node),
+        (Some(dialback::NS), _) => {
+            pace(server, incoming).await;
+            on_dialback(server, stream, incoming, node)
+        }
         (Some(crate::xml::NS_CLIENT), "message" | "presence" | "iq") => {
             if incoming.domains.borrow().is_empty() {
                 return Err(End::Error(StreamCondition::NotAuthorized, None));
@@ -350,12 +360,17 @@ fn on_dialback(
     if !config.s2s.allows(&from) {
         return refuse(stream, "s2s.allow/s2s.deny");
     }
+    if incoming.verifying.get() >= MAX_VERIFYING {
+        return refuse(stream, "too many verifications at once on one stream");
+    }
     // Ask the authoritative server over our link to it; answer when it has.
     let Some(link) = server.s2s.link(&to, &from) else {
         return refuse(stream, "federation is stopping");
     };
     let (key, id) = (request.key.to_owned(), incoming.id.clone());
     let (domains, replies) = (incoming.domains.clone(), stream.mailbox.clone());
+    let verifying = incoming.verifying.clone();
+    verifying.set(verifying.get() + 1);
     let owner = server.clone();
     let timeout = Duration::from_secs(config.s2s.connect_timeout_secs.into()) * 2;
     let ask = async move {
@@ -381,6 +396,7 @@ fn on_dialback(
         } else {
             info!("s2s {from} → {to}: dialback failed: the key did not verify");
         }
+        verifying.set(verifying.get().saturating_sub(1));
         let mut answer = String::new();
         dialback::write_result_answer(&mut answer, &to, &from, admitted);
         let _ = replies.push_stanza(answer.into(), false, Hold::Urgent, usize::MAX);

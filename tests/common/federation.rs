@@ -62,27 +62,13 @@ pub fn fingerprint(server: &TestServer) -> String {
 /// secured with STARTTLS, not yet authenticated. Returns it and the stream id the server
 /// gave (dialback keys are bound to it).
 pub fn fake_peer(server: &TestServer, from: &str) -> (Client, String) {
-    let mut peer = Client::connect_to(server.s2s.expect("s2s port"), server.tls_client_config());
-    peer.domain.clone_from(&server.domain);
-    let open = |peer: &mut Client| {
-        peer.send(&format!(
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
-             xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
-             from='{from}' to='{}' version='1.0'>",
-            server.domain
-        ));
-        peer.header();
-        let features = peer.receive();
-        assert!(features.is("features", STREAM_NS), "{features}");
-        features
-    };
-    let features = open(&mut peer);
+    let (mut peer, features) = plain_peer(server, from);
     assert!(features.find("starttls", TLS_NS).is_some(), "{features}");
     peer.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
     let proceed = peer.receive();
     assert!(proceed.is("proceed", TLS_NS), "{proceed}");
     peer.tls_handshake();
-    let features = open(&mut peer);
+    let features = open(&mut peer, server, from);
     assert!(
         features
             .find("dialback", "urn:xmpp:features:dialback")
@@ -95,6 +81,29 @@ pub fn fake_peer(server: &TestServer, from: &str) -> (Client, String) {
         .and_then(|h| h.id.clone())
         .expect("stream id");
     (peer, id)
+}
+
+/// A plain (not yet secured) s2s stream to `server` claiming `from`, and the features it
+/// offered.
+pub fn plain_peer(server: &TestServer, from: &str) -> (Client, Element) {
+    let mut peer = Client::connect_to(server.s2s.expect("s2s port"), server.tls_client_config());
+    peer.domain.clone_from(&server.domain);
+    let features = open(&mut peer, server, from);
+    (peer, features)
+}
+
+/// Sends a server-to-server stream header and reads the answer's header and features.
+fn open(peer: &mut Client, server: &TestServer, from: &str) -> Element {
+    peer.send(&format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+         xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+         from='{from}' to='{}' version='1.0'>",
+        server.domain
+    ));
+    peer.header();
+    let features = peer.receive();
+    assert!(features.is("features", STREAM_NS), "{features}");
+    features
 }
 
 /// The dialback key `authority` (a running server) would give on a stream to `receiving`
