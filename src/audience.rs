@@ -1,7 +1,9 @@
-//! Who hears a local user: their local contacts as their roster's subscription states say
-//! (`contacts`), each user's available sessions, and presence addressed to those sessions
-//! on a user's behalf. Presence, subscriptions, privacy lists and PEP all ask it. It decides
-//! nothing about whether a stanza may pass ([`crate::verdict`]) and changes no roster.
+//! Who hears a local user: their contacts as their roster's subscription states say (local
+//! users in `contacts`, addresses on other servers too in `contacts_everywhere`), each user's
+//! available sessions, and presence addressed to those sessions on a user's behalf; a bare
+//! JID elsewhere is reached through its server (`crate::s2s::send`). Presence, subscriptions,
+//! privacy lists and PEP all ask it. It decides nothing about whether a stanza may pass
+//! ([`crate::verdict`]) and changes no roster.
 
 use crate::jid::Jid;
 use crate::router::Hold;
@@ -16,19 +18,71 @@ pub(crate) fn contacts(
     user: &str,
     wanted: fn(&crate::store::RosterItem) -> bool,
 ) -> Vec<Jid> {
+    contacts_everywhere(server, user, wanted).local
+}
+
+/// A user's contacts, where they are.
+#[derive(Debug, Default)]
+pub(crate) struct Contacts {
+    /// Accounts on this server.
+    pub local: Vec<Jid>,
+    /// Addresses on servers federation reaches ([`reaches`]).
+    pub remote: Vec<Jid>,
+}
+
+/// The contacts whose item on `user`'s roster satisfies `wanted`, here and on other servers;
+/// with one roster read. Addresses federation does not reach (it is off, or refuses the
+/// domain, or a service of this server's) are in neither list.
+pub(crate) fn contacts_everywhere(
+    server: &Server,
+    user: &str,
+    wanted: fn(&crate::store::RosterItem) -> bool,
+) -> Contacts {
     let roster = match server.store.roster(user) {
         Ok(roster) => roster,
         Err(e) => {
             warn!("{user}: cannot read roster: {e}");
-            return Vec::new();
+            return Contacts::default();
         }
     };
-    roster
+    let mut contacts = Contacts::default();
+    let jids = roster
         .live()
         .filter(|item| wanted(item))
-        .filter_map(|item| Jid::parse(&item.jid).ok())
-        .filter(|jid| jid.domain() == server.config().domain && jid.local().is_some())
-        .collect()
+        .filter_map(|item| Jid::parse(&item.jid).ok());
+    for jid in jids {
+        if jid.domain() == server.config().domain {
+            if jid.local().is_some() {
+                contacts.local.push(jid);
+            }
+        } else if reaches(server, &jid) {
+            contacts.remote.push(jid);
+        }
+    }
+    contacts
+}
+
+/// Whether `jid` is on another server that federation is on for: not this domain nor one of
+/// its services, and a domain the `[s2s]` allow and deny lists let through.
+pub(crate) fn reaches(server: &Server, jid: &Jid) -> bool {
+    let config = server.config();
+    let domain = jid.domain();
+    config.s2s.enabled
+        && domain != config.domain
+        && config.s2s.allows(domain)
+        && server.hooks().service(server, domain).is_none()
+}
+
+/// Queues `xml` for a bare JID: every available resource of a local user, or the server of
+/// an address elsewhere. False if federation refused it.
+pub fn deliver_to_bare(server: &Server, to: &Jid, xml: Rc<str>, hold: Hold) -> bool {
+    if to.domain() == server.config().domain {
+        if let Some(local) = to.local() {
+            deliver_to_user(server, local, xml, hold);
+        }
+        return true;
+    }
+    reaches(server, to) && crate::s2s::send(server, to, xml, false)
 }
 
 /// Queues `xml` for every available resource of a local user.
@@ -39,21 +93,21 @@ pub fn deliver_to_user(server: &Server, local: &str, xml: Rc<str>, hold: Hold) {
     }
 }
 
-/// The presence of each available resource of `from` (or `unavailable` from each) to the
-/// bare JID of `to`: after a subscription is approved or cancelled (RFC 6121 §3).
-pub fn send_presence_of(server: &Server, from: &str, to: &str, available: bool) {
-    let to_jid = format!("{to}@{}", server.config().domain);
-    let router = server.router.borrow();
-    for session in router.resources(from).iter().filter(|s| s.available.get()) {
+/// The presence of each available resource of the local user `from` (or `unavailable` from
+/// each) to the bare JID `to`, here or elsewhere: after a subscription is approved or
+/// cancelled (RFC 6121 §3).
+pub fn send_presence_of(server: &Server, from: &str, to: &Jid, available: bool) {
+    let sessions: Vec<_> = server.router.borrow().resources(from).to_vec();
+    for session in sessions.iter().filter(|s| s.available.get()) {
         let xml = if available {
             match session.presence.current.borrow().as_deref() {
-                Some(current) => addressed(current, &to_jid),
+                Some(current) => addressed(current, to.as_str()),
                 None => continue,
             }
         } else {
-            addressed(&unavailable_from(&session.jid), &to_jid)
+            addressed(&unavailable_from(&session.jid), to.as_str())
         };
-        deliver_to_user(server, to, xml.into(), Hold::Presence(session.id));
+        deliver_to_bare(server, to, xml.into(), Hold::Presence(session.id));
     }
 }
 

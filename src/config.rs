@@ -458,6 +458,8 @@ impl Default for Registration {
 pub struct Roster {
     /// Items one user may keep; past it roster sets get `not-allowed` and
     /// subscriptions that would add an item get `resource-constraint`.
+    /// Also the most subscription requests from other servers that wait for one user's
+    /// answer; a further one is dropped.
     #[serde(deserialize_with = "max_items")]
     pub max_items: u32,
 }

@@ -142,7 +142,7 @@ fn to_remote(
     // No local recipient: `prepare` and the routed hooks see an empty one.
     let (xml, sent_id) = prepare(server, session, stanza, to, "");
     let storable = offline::is_storable(stanza);
-    if !crate::s2s::send(server, to, xml.as_str().into(), storable) {
+    if !server.send_remote(to, xml.as_str().into(), storable) {
         reply_remote_not_found(server, session, stanza, out);
         return;
     }
@@ -254,6 +254,11 @@ fn on_iq(
         reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
         return Deferred::None;
     };
+    if session.remote && ty == IqType::Set {
+        // Another server's user reads public data here; it changes nothing.
+        reply_error(server, session, stanza, StanzaCondition::Forbidden, out);
+        return Deferred::None;
+    }
     let ns = payload.tag_name().namespace().unwrap_or_default();
     let iq = Iq {
         server,

@@ -150,8 +150,9 @@ pub struct Feature {
     /// bare JID, and the handler for them.
     pub iq: &'static [&'static str],
     pub on_iq: IqHandler,
-    /// Its iq handler also answers other servers' entities (public information: disco,
-    /// ping, vCards, …); the requester is then a remote session and never an owner.
+    /// Its iq handler also answers other servers' entities' get requests (public
+    /// information: disco, ping, vCards, …; their sets are refused before any handler);
+    /// the requester is then a remote session, never an owner, and `Iq::user` is empty.
     pub answers_remote: bool,
     /// Answers to iq results and errors addressed to the server (queries it sent).
     pub on_server_response: Option<fn(&Server, &Session, &Stanza)>,

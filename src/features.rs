@@ -5,7 +5,7 @@
 use crate::feature::Feature;
 use crate::{
     blocking, carbons, csi, disco, extdisco, last, mam, muc, offline, pep, ping, presence, privacy,
-    private, proxy, push, register, roster, sm, stun, subscription, upload, vcard, version,
+    private, proxy, push, register, roster, s2s, sm, stun, subscription, upload, vcard, version,
 };
 
 pub const ALL: &[&Feature] = &[
@@ -35,4 +35,6 @@ pub const ALL: &[&Feature] = &[
     &upload::FEATURE,
     &proxy::FEATURE,
     &stun::FEATURE,
+    // Federation: its listeners, its start and stop (the core reaches it as `send_remote`).
+    &s2s::FEATURE,
 ];

@@ -31,8 +31,12 @@ pub struct Iq<'a> {
 }
 
 impl<'a> Iq<'a> {
-    /// The asking user's localpart.
+    /// The asking user's localpart; empty for another server's user, who is no local
+    /// account whatever its localpart.
     pub fn user(&self) -> &'a str {
+        if self.session.remote {
+            return "";
+        }
         self.session.jid.user()
     }
 

@@ -2,10 +2,13 @@
 //! contacts subscribed `from` the user and to all the user's resources (the sender included),
 //! probes answered on behalf of local contacts (their current presence, or the last unavailable
 //! one with a XEP-0203 delay), directed presence and the `unavailable` its recipients get at
-//! logout.
+//! logout. Contacts on other servers get the same over s2s: the broadcast one stanza per
+//! contact's bare JID, probes from the user's bare JID at initial presence; presence from a
+//! peer (a remote [`Session`]) is delivered to the user it is addressed to, and its probes
+//! answered for that user.
 //! Subscription stanzas go to [`crate::subscription`]; this module never changes a roster.
 
-use crate::audience::{addressed, contacts, deliver_to_user, unavailable_from};
+use crate::audience::{addressed, contacts_everywhere, deliver_to_user, reaches, unavailable_from};
 use crate::feature::Deferred;
 use crate::feature::{Feature, Wait};
 use crate::jid::Jid;
@@ -32,6 +35,11 @@ const MAX_DIRECTED: usize = 32;
 pub const FEATURE: Feature = Feature {
     name: "presence",
     on_presence: Some(|server, session, stanza, ty, out| {
+        if session.remote {
+            // Another server's user: no vCard of ours to announce (its localpart may name
+            // a different account here).
+            return on_presence(server, session, stanza, ty, out);
+        }
         crate::vcard::with_photo_update(server, session, stanza, |stanza| {
             on_presence(server, session, stanza, ty, out)
         })
@@ -73,8 +81,15 @@ fn with_child(mut xml: String, child: &str) -> String {
     xml
 }
 
-/// A bare JID reaches the user's available resources, a full JID that resource.
+/// A bare JID reaches the user's available resources, a full JID that resource; an address
+/// on another server, its server.
 fn deliver_to_jid(server: &Server, to: &Jid, xml: Rc<str>, hold: Hold) {
+    if to.domain() != server.config().domain {
+        if reaches(server, to) {
+            crate::s2s::send(server, to, xml, false);
+        }
+        return;
+    }
     let Some(local) = to.local() else { return };
     if to.resource().is_none() {
         deliver_to_user(server, local, xml, hold);
@@ -87,7 +102,15 @@ fn deliver_to_jid(server: &Server, to: &Jid, xml: Rc<str>, hold: Hold) {
 /// user's other available resources. The sending resource's own copy is [`echo`].
 fn broadcast(server: &Server, session: &Session, xml: &str) {
     let user = session.jid.user();
-    for contact in contacts(server, user, |item| item.from) {
+    let contacts = contacts_everywhere(server, user, |item| item.from);
+    for contact in contacts.remote {
+        // §4.2.2, §4.4.2: to the contact's bare JID; its server delivers to its resources.
+        if verdict::allows(server, &session.jid, &contact, StanzaKind::Presence) == Verdict::Allow {
+            let xml = addressed(xml, contact.as_str()).into();
+            crate::s2s::send(server, &contact, xml, false);
+        }
+    }
+    for contact in contacts.local {
         let local = contact.local().unwrap_or_default();
         let xml: Rc<str> = addressed(xml, contact.as_str()).into();
         let router = server.router.borrow();
@@ -182,6 +205,10 @@ pub fn on_presence(
             reply_error(server, session, stanza, StanzaCondition::BadRequest, out);
             Deferred::None
         }
+        (_, _) if session.remote => {
+            inbound(server, session, stanza, ty, out);
+            Deferred::None
+        }
         (Probe, Some(to)) => {
             probe(server, session, to, out);
             Deferred::None
@@ -243,13 +270,23 @@ fn available(
             }
         }
     }
-    for contact in contacts(server, user, |item| item.to) {
+    let contacts = contacts_everywhere(server, user, |item| item.to);
+    for contact in contacts.local {
         answer_probe(
             server,
             contact.local().unwrap_or_default(),
             &session.jid,
             out,
         );
+    }
+    // §4.3.1: a contact elsewhere is probed from the user's bare JID; its answers, addressed
+    // to that bare JID, reach every available resource (§4.3.2).
+    let bare = session.jid.bare();
+    for contact in contacts.remote {
+        if verdict::allows(server, &bare, &contact, StanzaKind::Presence) == Verdict::Allow {
+            let xml = probe_stanza(&bare, &contact).into();
+            crate::s2s::send(server, &contact, xml, false);
+        }
     }
     // RFC 6121 §3.1.3: requests not yet answered are shown again at each login.
     match server.store.pending_in(user) {
@@ -263,7 +300,17 @@ fn available(
     Deferred::FlushOffline
 }
 
-/// A probe from the client: answered for contacts it is subscribed to, else ignored.
+/// A presence probe between two addresses (RFC 6121 §4.3.1).
+fn probe_stanza(from: &Jid, to: &Jid) -> String {
+    format!(
+        "<presence type='probe' from='{}' to='{}'/>",
+        Esc(from.as_str()),
+        Esc(to.as_str())
+    )
+}
+
+/// A probe from the client: answered for contacts it is subscribed to (one elsewhere is
+/// asked, its answer coming to this resource), else ignored.
 fn probe(server: &Server, session: &Session, to: &Jid, out: &mut String) {
     let user = session.jid.user();
     let subscribed = server
@@ -272,9 +319,64 @@ fn probe(server: &Server, session: &Session, to: &Jid, out: &mut String) {
         .ok()
         .flatten()
         .is_some_and(|item| item.to);
-    if let (true, Some(contact)) = (subscribed, to.local()) {
-        if to.domain() == server.config().domain {
-            answer_probe(server, contact, &session.jid, out);
+    if !subscribed {
+        return;
+    }
+    if to.domain() != server.config().domain {
+        if reaches(server, to) {
+            let xml = probe_stanza(&session.jid, &to.bare()).into();
+            crate::s2s::send(server, to, xml, false);
+        }
+    } else if let Some(contact) = to.local() {
+        answer_probe(server, contact, &session.jid, out);
+    }
+}
+
+/// Presence from an entity on another server to a local user (RFC 6121 §4.3.2, §4.4.3,
+/// §4.5.3, §4.6.3), already past the block and privacy gate for its `to`: a probe is answered
+/// for the user when the prober is subscribed to the user's presence (else ignored, revealing
+/// nothing), anything else goes to the user's available resources (bare `to`) or the one
+/// resource (full `to`), each resource's own privacy list deciding whether it hears.
+fn inbound(
+    server: &Server,
+    session: &Session,
+    stanza: &Stanza,
+    ty: PresenceType,
+    out: &mut String,
+) {
+    let Some(to) = &stanza.to else { return };
+    let Some(user) = to.local().filter(|_| to.domain() == server.config().domain) else {
+        return;
+    };
+    if ty == PresenceType::Probe {
+        // `session.jid` is the prober's address; its localpart is no account here.
+        let subscribed = server
+            .store
+            .roster_item(user, session.jid.bare().as_str())
+            .ok()
+            .flatten()
+            .is_some_and(|item| item.from);
+        if subscribed && !server.is_retired(user) {
+            answer_probe(server, user, &session.jid, out);
+        }
+        return;
+    }
+    let xml: Rc<str> = forwarded(stanza, &session.jid).into();
+    let router = server.router.borrow();
+    let recipients: Vec<&Rc<Session>> = if to.resource().is_some() {
+        router.find(to).into_iter().collect()
+    } else {
+        router
+            .resources(user)
+            .iter()
+            .filter(|s| s.available.get())
+            .collect()
+    };
+    for recipient in recipients {
+        if verdict::allows(server, &session.jid, &recipient.jid, StanzaKind::Presence)
+            == Verdict::Allow
+        {
+            server.deliver_as(recipient, xml.clone(), false, Hold::Presence(session.id));
         }
     }
 }
@@ -289,7 +391,9 @@ fn directed(
     to: &Jid,
     out: &mut String,
 ) {
-    if !served_here(server, session, stanza, to, out) {
+    // §4.6.2: to another server's address too, when federation reaches it.
+    let elsewhere = to.domain() != server.config().domain && reaches(server, to);
+    if !elsewhere && !served_here(server, session, stanza, to, out) {
         return;
     }
     let mut list = session.presence.directed.borrow_mut();

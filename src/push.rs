@@ -509,7 +509,7 @@ fn publish(
 fn route(server: &Server, to: &str, xml: String) -> Result<(), StanzaCondition> {
     let to = Jid::parse(to).map_err(|_| StanzaCondition::JidMalformed)?;
     if to.domain() != server.config().domain {
-        return match crate::s2s::send(server, &to, xml.into(), false) {
+        return match server.send_remote(&to, xml.into(), false) {
             true => Ok(()),
             false => Err(StanzaCondition::RemoteServerNotFound),
         };

@@ -46,7 +46,7 @@ pub fn reload(server: &Server, path: Option<&Path>) {
     }
     tls::log_fingerprints(&material);
     if effective.s2s.enabled {
-        server.s2s.set_identity(&material.identity);
+        crate::s2s::federation(server).set_identity(&material.identity);
     }
     server.replace_config(effective, material.config);
 }

@@ -14,7 +14,7 @@ use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, IqType, Kind, Stanza, StanzaCondition, StanzaError};
 use crate::store::{RosterItem, RosterTxn, StoreError, Stored};
-use crate::subscription::{self, Change, Outcome};
+use crate::subscription::{self, Change, End, Outcome};
 use crate::xml::build::Element;
 use log::warn;
 use roxmltree::Node;
@@ -254,23 +254,12 @@ fn set(
             }))
         }),
         SetRequest::Remove { jid } => {
+            // A contact here or on another server (the cancellations then cross over s2s).
             let contact = Jid::parse(&jid)
                 .ok()
-                .filter(|j| j.domain() == domain)
-                .and_then(|j| j.local().map(str::to_owned));
-            let contact_exists = contact
-                .as_deref()
-                .is_some_and(|c| crate::route::account_exists(server, c));
-            Box::new(move |txn| {
-                remove(
-                    txn,
-                    &user,
-                    &jid,
-                    contact.as_deref(),
-                    contact_exists,
-                    &domain,
-                )
-            })
+                .filter(|j| j.local().is_some())
+                .map_or(End::Nobody, |j| End::of(server, &j));
+            Box::new(move |txn| remove(txn, &user, &jid, &contact, &domain))
         }
     };
     let id = stanza.id.map(str::to_owned);
@@ -309,8 +298,7 @@ fn remove(
     txn: &RosterTxn,
     user: &str,
     jid: &str,
-    contact: Option<&str>,
-    contact_exists: bool,
+    contact: &End,
     domain: &str,
 ) -> Result<SetResult, StoreError> {
     let Some(item) = txn.item(user, jid)? else {
@@ -318,14 +306,14 @@ fn remove(
     };
     let mut outcome = Outcome::default();
     let user_jid = format!("{user}@{domain}");
-    if let Some(contact) = contact {
+    if *contact != End::Nobody {
         let cancel = |kind, ty| Change {
             kind,
-            sender: user.to_owned(),
-            target: contact.to_owned(),
-            domain: domain.to_owned(),
+            from: user_jid.clone(),
+            to: jid.to_owned(),
+            sender: End::Account(user.to_owned()),
+            target: contact.clone(),
             xml: subscription::stanza(ty, &user_jid, jid),
-            target_exists: contact_exists,
             max_items: usize::MAX,
         };
         use crate::stanza::PresenceType::{Unsubscribe, Unsubscribed};

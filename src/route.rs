@@ -68,7 +68,7 @@ pub fn served_here(
     if to.domain() != server.config().domain {
         if !session.remote {
             let xml = forwarded(stanza, &session.jid).into();
-            if crate::s2s::send(server, to, xml, crate::offline::is_storable(stanza)) {
+            if server.send_remote(to, xml, crate::offline::is_storable(stanza)) {
                 return false;
             }
         }

@@ -293,7 +293,9 @@ pub struct Session {
     /// An entity on another server (federation), standing in for it as a sender and a
     /// recipient: its `jid` is whatever address the peer used (a bare JID or a domain too,
     /// not a local account), and its mailbox is the queue to the peer's server. It is never
-    /// bound in the router.
+    /// bound in the router; its `available` and `presence.directed` say whether it sent
+    /// available presence and to which local addresses (told `unavailable` if its server
+    /// is lost, `s2s::peer_lost`).
     pub remote: bool,
 }
 

@@ -28,8 +28,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 struct Listeners {
     starttls: Vec<TcpListener>,
     direct_tls: Vec<TcpListener>,
-    /// Other servers' streams (federation), when `[s2s]` is enabled.
-    s2s: Vec<TcpListener>,
 }
 
 fn bind_all(config: &Config) -> Result<Listeners, String> {
@@ -51,15 +49,6 @@ fn bind_all(config: &Config) -> Result<Listeners, String> {
             .iter()
             .map(bind)
             .collect::<Result<_, _>>()?,
-        s2s: match config.s2s.enabled {
-            true => config
-                .s2s
-                .listen
-                .iter()
-                .map(bind)
-                .collect::<Result<_, _>>()?,
-            false => Vec::new(),
-        },
     })
 }
 
@@ -74,8 +63,7 @@ pub fn run(
     crate::store::files::restrict_new_files();
     create_private_dir(&config.data_dir)?;
     crate::store::files::warn_if_readable(&config.data_dir);
-    let server_secret = crate::store::files::server_secret(&config.data_dir)?;
-    crate::sasl::set_decoy_secret(&server_secret);
+    crate::sasl::set_decoy_secret(&crate::store::files::server_secret(&config.data_dir)?);
     // Absolute, so an admin sees which directory account commands must be pointed at.
     let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
     info!("data directory {}", data_dir.display());
@@ -96,7 +84,6 @@ pub fn run(
     let data_dir = config.data_dir.clone();
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
-    let identity = material.identity.clone();
     let server = Rc::new(Server::new(
         config,
         store.clone(),
@@ -118,19 +105,6 @@ pub fn run(
         }
         for start in starters {
             start(&ex, &server);
-        }
-        if server.config().s2s.enabled {
-            server.s2s.start(&server, &server_secret, &ex);
-            server.s2s.set_identity(&identity);
-            let s2s = &server.config().s2s;
-            let caps = crate::listener::Caps {
-                total: s2s.max_connections,
-                per_ip: s2s.max_connections_per_ip,
-            };
-            let owner = server.clone();
-            crate::listener::spawn_accept(&ex, listeners.s2s, "s2s", caps, move |tcp, peer| {
-                crate::s2s::serve_incoming(owner.clone(), tcp, peer)
-            });
         }
         let hooks = Rc::new(control::Hooks {
             delete: {
@@ -220,7 +194,6 @@ async fn shutdown(server: &Server) {
         server.connection_count()
     );
     server.close_all(StreamCondition::SystemShutdown);
-    server.s2s.stop();
     for hook in server.features().iter().filter_map(|f| f.stopping) {
         hook(server);
     }

@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::feature::{Feature, Hooks, State};
+use crate::jid::Jid;
 use crate::limits::{Counters, Protection};
 use crate::router::{Mailbox, Router, Session};
 use crate::stanza::StreamCondition;
@@ -46,8 +47,8 @@ pub struct Server {
     pub started: Instant,
     /// Connection admission, rate buckets, login delays, limit counters.
     pub protection: Protection,
-    /// Federation: links to other servers and the remote entities they carry.
-    pub s2s: crate::s2s::Federation,
+    /// How stanzas for other domains leave, when federation runs (see `set_remote`).
+    remote: RefCell<Option<Rc<RemoteSend>>>,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     /// Most connections since memory was last handed back (see [`release_memory`]).
@@ -55,6 +56,9 @@ pub struct Server {
     next_id: Cell<u64>,
     rng: SystemRandom,
 }
+
+/// Sends a stanza to another domain's server (federation's `send`).
+pub type RemoteSend = dyn Fn(&Server, &Jid, Rc<str>, bool) -> bool;
 
 impl Server {
     pub fn new(
@@ -73,7 +77,7 @@ impl Server {
             .collect();
         Server {
             protection: Protection::new(&config),
-            s2s: Default::default(),
+            remote: RefCell::default(),
             features,
             hooks: Hooks::new(features),
             states,
@@ -216,6 +220,20 @@ impl Server {
 
     pub fn connection_count(&self) -> usize {
         self.connections.borrow().len()
+    }
+
+    /// Sends a stanza (`from` stamped, `to` set) toward another domain's server. False when
+    /// nothing federates (federation off, or the domain refused): the caller then answers
+    /// `remote-server-not-found`. What cannot be delivered later bounces to its sender.
+    pub fn send_remote(&self, to: &Jid, xml: Rc<str>, storable: bool) -> bool {
+        let send = self.remote.borrow().clone();
+        send.is_some_and(|send| send(self, to, xml, storable))
+    }
+
+    /// Federation, as it starts, says how stanzas for other domains leave: the core routes
+    /// to it without depending on it.
+    pub fn set_remote(&self, send: Rc<RemoteSend>) {
+        *self.remote.borrow_mut() = Some(send);
     }
 
     /// Queues a stanza for a session. A session whose queue is over the cap

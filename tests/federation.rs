@@ -80,6 +80,24 @@ fn a_remote_user_gets_no_local_namesakes_roster() {
     let answer = remote_alice.expect_iq("r2");
     assert_eq!(answer.attr("type"), Some("error"), "{answer}");
     assert!(!answer.xml().contains("secret@x.test"), "{answer}");
+    // Nor change anything of theirs: a vCard set is refused, the local one unchanged.
+    local_alice
+        .send("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Local</FN></vCard></iq>");
+    local_alice.expect_iq_result("v1");
+    remote_alice.send(&format!(
+        "<iq type='set' id='v2' to='alice@{A}'><vCard xmlns='vcard-temp'><FN>Impostor</FN></vCard></iq>"
+    ));
+    remote_alice.expect_iq_error("v2", "auth", "forbidden");
+    remote_alice.send(&format!(
+        "<iq type='get' id='v3' to='alice@{A}'><vCard xmlns='vcard-temp'/></iq>"
+    ));
+    let card = remote_alice.expect_iq_result("v3");
+    assert_eq!(
+        card.child("vCard", "vcard-temp")
+            .child_text("FN", "vcard-temp"),
+        Some("Local"),
+        "{card}"
+    );
 }
 
 /// A server that cannot be reached: the message bounces to its sender with
@@ -483,4 +501,23 @@ fn dialback_requests_in_flight_are_capped() {
     assert!(first.is("result", "jabber:server:dialback"), "{first}");
     assert_eq!(first.attr("type"), Some("invalid"), "{first}");
     a.wait_for_log("too many verifications at once");
+}
+
+/// RFC 6121 §4: presence is only as good as the path it came by. When a peer's server
+/// vanishes, the local users who had presence from its users get `unavailable` from them.
+#[test]
+fn a_lost_peer_leaves_its_users_unavailable() {
+    let (a, mut b) = pair("", "");
+    a.add_user("alice");
+    b.add_user("bob");
+    let mut alice = Client::online(&a, "alice", "phone");
+    let mut bob = Client::online(&b, "bob", "desk");
+    bob.send(&format!(
+        "<presence to='alice@{A}'><status>here</status></presence>"
+    ));
+    let seen = alice.expect_presence_from(&bob.jid);
+    assert_eq!(seen.attr("type"), None, "{seen}");
+    b.kill();
+    let gone = alice.expect_presence_from(&bob.jid);
+    assert_eq!(gone.attr("type"), Some("unavailable"), "{gone}");
 }

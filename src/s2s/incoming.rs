@@ -62,6 +62,15 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr) {
         verifying: Rc::default(),
     };
     let end = run(&server, &mut stream, &mut incoming).await;
+    // The peer vanished rather than closing: its users' presence is stale.
+    if matches!(
+        end,
+        End::Gone | End::Error(StreamCondition::ConnectionTimeout, _)
+    ) {
+        for domain in incoming.domains.borrow().iter() {
+            super::peer_lost(&server, domain);
+        }
+    }
     match &end {
         End::Error(condition, _) => info!("s2s {peer}: stream error {}", condition.name()),
         End::Gone => debug!("s2s {peer}: connection lost"),
@@ -71,7 +80,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr) {
     negotiate::finish(&mut stream, end, &local, from.as_deref()).await;
     server.unregister_connection(conn_id);
     for domain in incoming.domains.borrow().iter() {
-        server.s2s.remove_incoming(domain);
+        super::federation(&server).remove_incoming(domain);
         info!("s2s {domain} → {local}: incoming stream closed");
     }
 }
@@ -137,7 +146,7 @@ async fn on_input(
         (Some(NS_TLS), "starttls") if !stream.transport.is_tls() => {
             stream.out.push_str(&format!("<proceed xmlns='{NS_TLS}'/>"));
             negotiate::flush(stream).await?;
-            let tls = server.s2s.tls().ok_or(End::Gone)?;
+            let tls = super::federation(server).tls().ok_or(End::Gone)?;
             stream.start_tls_with(tls.server).await?;
             stream.restart(server.config().s2s.max_stanza_bytes as usize);
             Ok(())
@@ -240,10 +249,7 @@ fn admit(server: &Server, incoming: &Incoming, domain: &str) -> bool {
     if incoming.domains.borrow().iter().any(|d| &**d == domain) {
         return true;
     }
-    if !server
-        .s2s
-        .add_incoming(domain, config.s2s.max_connections_per_domain)
-    {
+    if !super::federation(server).add_incoming(domain, config.s2s.max_connections_per_domain) {
         info!("s2s {domain}: refused, s2s.max_connections_per_domain reached");
         return false;
     }
@@ -308,7 +314,7 @@ fn on_dialback(
     if config.s2s.require_encryption && !stream.transport.is_tls() {
         return Err(End::Error(StreamCondition::PolicyViolation, None));
     }
-    let secret = server.s2s.secret().ok_or(End::Gone)?;
+    let secret = super::federation(server).secret().ok_or(End::Gone)?;
     if request.verify {
         // The peer received `key` on our outgoing stream with id `id`.
         let valid = super::is_ours(server, request.to)
@@ -364,7 +370,7 @@ fn on_dialback(
         return refuse(stream, "too many verifications at once on one stream");
     }
     // Ask the authoritative server over our link to it; answer when it has.
-    let Some(link) = server.s2s.link(&to, &from) else {
+    let Some(link) = super::federation(server).link(&to, &from) else {
         return refuse(stream, "federation is stopping");
     };
     let (key, id) = (request.key.to_owned(), incoming.id.clone());
@@ -383,8 +389,7 @@ fn on_dialback(
         if valid {
             let config = owner.config();
             let counted = domains.borrow().iter().any(|d| **d == *from)
-                || owner
-                    .s2s
+                || super::federation(&owner)
                     .add_incoming(&from, config.s2s.max_connections_per_domain);
             if counted {
                 if !domains.borrow().iter().any(|d| **d == *from) {
@@ -401,7 +406,7 @@ fn on_dialback(
         dialback::write_result_answer(&mut answer, &to, &from, admitted);
         let _ = replies.push_stanza(answer.into(), false, Hold::Urgent, usize::MAX);
     };
-    if !server.s2s.spawn(ask) {
+    if !super::federation(server).spawn(ask) {
         return Err(End::Gone);
     }
     Ok(())
@@ -465,9 +470,10 @@ async fn on_stanza(
         );
         return Err(End::Error(StreamCondition::HostUnknown, None));
     }
-    let Some(session) = server.s2s.remote(server, to.domain(), from) else {
+    let Some(session) = super::federation(server).remote(server, to.domain(), from) else {
         return Ok(());
     };
+    super::note_presence(&session, &stanza);
     let mut out = String::new();
     match crate::dispatch::handle(server, &session, &stanza, &mut out) {
         Deferred::StoreOffline(pending) => pending.store(server, &mut out).await,

@@ -109,6 +109,7 @@ pub async fn run(server: Rc<Server>, link: Rc<Link>) {
         };
         let Some((stream, how)) = connect(&server, &link).await else {
             give_up(&server, &link, first, StanzaCondition::RemoteServerTimeout);
+            super::peer_lost(&server, &link.remote);
             continue;
         };
         info!(
@@ -120,7 +121,7 @@ pub async fn run(server: Rc<Server>, link: Rc<Link>) {
         }
     }
     give_up(&server, &link, None, StanzaCondition::RemoteServerNotFound);
-    server.s2s.forget_link(&server, &link);
+    super::federation(&server).forget_link(&server, &link);
     debug!("s2s {} → {}: link ended", link.local, link.remote);
 }
 
@@ -220,7 +221,7 @@ async fn negotiate_out(
         End::Gone => "connection lost".to_owned(),
     };
     let (local, remote) = (&*link.local, &*link.remote);
-    let tls = server.s2s.tls().ok_or("no TLS settings")?;
+    let tls = super::federation(server).tls().ok_or("no TLS settings")?;
     if direct_tls {
         secure(&mut stream, &tls, remote).await?;
     }
@@ -285,7 +286,9 @@ async fn negotiate_out(
             _ => debug!("s2s {local} → {remote}: SASL EXTERNAL refused, trying dialback"),
         }
     }
-    let secret = server.s2s.secret().ok_or("federation not started")?;
+    let secret = super::federation(server)
+        .secret()
+        .ok_or("federation not started")?;
     let key = secret.key(remote, local, &id);
     dialback::write_result_request(&mut stream.out, local, remote, &key);
     loop {

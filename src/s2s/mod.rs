@@ -18,6 +18,7 @@ pub mod resolve;
 
 pub use link::Link;
 
+use crate::feature::{Feature, Starter, State};
 use crate::jid::{Jid, SessionJid};
 use crate::router::{Hold, Session};
 use crate::server::Server;
@@ -29,6 +30,62 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 pub const NS_SERVER: &str = "jabber:server";
+
+/// Federation's declaration: its listeners and start (when `[s2s]` is enabled) and its
+/// stop. The core routes to it only through `Server::send_remote`, which the start sets.
+pub const FEATURE: Feature = Feature {
+    name: "s2s",
+    state: Some(crate::feature::init::<Federation>),
+    listen: Some(listen),
+    stopping: Some(|server| federation(server).stop()),
+    ..Feature::NONE
+};
+
+/// Federation's state on this server.
+pub fn federation(server: &Server) -> Rc<Federation> {
+    server.state::<Federation>()
+}
+
+impl State for Federation {
+    fn new(_: &crate::config::Config, _: &crate::store::Store) -> Federation {
+        Federation::default()
+    }
+}
+
+/// Binds the federation port and reads what the streams need (the dialback secret, the
+/// certificate), so a problem stops the start at once; the starter begins serving.
+fn listen(config: &crate::config::Config) -> Result<Starter, String> {
+    if !config.s2s.enabled {
+        return Ok(Box::new(|_, _| {}));
+    }
+    let listeners = config
+        .s2s
+        .listen
+        .iter()
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .and_then(smol::net::TcpListener::try_from)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let secret = crate::store::files::server_secret(&config.data_dir)?;
+    let identity = crate::tls::load_for(config)?.identity;
+    Ok(Box::new(move |ex, server| {
+        let state = federation(server);
+        state.start(server, &secret, ex);
+        state.set_identity(&identity);
+        server.set_remote(Rc::new(send));
+        let s2s = &server.config().s2s;
+        let caps = crate::listener::Caps {
+            total: s2s.max_connections,
+            per_ip: s2s.max_connections_per_ip,
+        };
+        let owner = server.clone();
+        crate::listener::spawn_accept(ex, listeners, "s2s", caps, move |tcp, peer| {
+            incoming::serve(owner.clone(), tcp, peer)
+        });
+    }))
+}
 
 /// A local domain and a peer domain: what one outgoing stream authenticates.
 type Pair = (Box<str>, Box<str>);
@@ -211,6 +268,72 @@ impl Federation {
     }
 }
 
+/// Most local addresses remembered per remote entity as having its available presence.
+const MAX_WATCHERS: usize = 32;
+
+/// Notes an available or unavailable presence a remote entity sends a local address: who
+/// saw it available is told `unavailable` if its server is lost (see [`peer_lost`]). Kept
+/// in the remote session's `available` and `presence.directed`.
+pub fn note_presence(session: &Session, stanza: &stanza::Stanza) {
+    let (stanza::StanzaType::Presence(ty), Some(to)) = (stanza.ty, &stanza.to) else {
+        return;
+    };
+    let watcher = to.bare();
+    let mut watchers = session.presence.directed.borrow_mut();
+    match ty {
+        stanza::PresenceType::Available => {
+            session.available.set(true);
+            if !watchers.contains(&watcher) {
+                if watchers.len() >= MAX_WATCHERS {
+                    watchers.remove(0);
+                }
+                watchers.push(watcher);
+            }
+        }
+        stanza::PresenceType::Unavailable => {
+            watchers.retain(|w| *w != watcher);
+            if watchers.is_empty() {
+                session.available.set(false);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The connection to `domain`'s server was lost (not closed): every local user who had
+/// presence from one of its entities gets `unavailable` from it, since no one will send it
+/// (RFC 6121 §4.3: presence is only as good as the path it came by).
+pub fn peer_lost(server: &Server, domain: &str) {
+    let lost: Vec<Rc<Session>> = federation(server)
+        .remotes
+        .borrow()
+        .values()
+        .filter(|s| s.jid.domain() == domain && s.available.get())
+        .cloned()
+        .collect();
+    for session in lost {
+        session.available.set(false);
+        let watchers = std::mem::take(&mut *session.presence.directed.borrow_mut());
+        for watcher in watchers {
+            let Some(user) = watcher.local() else {
+                continue;
+            };
+            let mut xml = String::new();
+            crate::xml::build::Element::new("presence")
+                .attr("type", "unavailable")
+                .attr("from", session.jid.as_str())
+                .attr("to", watcher.as_str())
+                .empty(&mut xml);
+            let xml: Rc<str> = xml.into();
+            let router = server.router.borrow();
+            for target in router.resources(user).iter().filter(|s| s.available.get()) {
+                server.deliver(target, xml.clone(), false);
+            }
+        }
+        info!("s2s {domain}: lost; {} is unavailable", session.jid);
+    }
+}
+
 /// A remote entity is gone (its server's link ended): the features that kept it (rooms)
 /// let it go. Only the hooks run: it was never bound and is no local user.
 fn end_remote(server: &Rc<Server>, session: &Rc<Session>) {
@@ -244,7 +367,7 @@ pub fn send(server: &Server, to: &Jid, xml: Rc<str>, storable: bool) -> bool {
         return false;
     }
     let local = from_domain(&config.domain, &xml).to_owned();
-    let Some(link) = server.s2s.link(&local, to.domain()) else {
+    let Some(link) = federation(server).link(&local, to.domain()) else {
         return false;
     };
     let cap = config.s2s.max_queue_bytes as usize;
@@ -318,5 +441,3 @@ pub fn is_ours(server: &Server, domain: &str) -> bool {
     let config = server.config();
     domain == config.domain || server.hooks().service(server, domain).is_some()
 }
-
-pub use incoming::serve as serve_incoming;

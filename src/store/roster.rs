@@ -2,9 +2,11 @@
 //! unavailable presence (§4.3.2, XEP-0012). It stores items and bytes; it never decides a
 //! subscription transition and never parses a stanza.
 //!
-//! A roster change is a read-modify-write of two users' rosters at once (both ends of a
-//! subscription are local), so it runs as one op on the writer thread through
-//! [`Store::roster_update`]: the op sees committed state and nothing interleaves with it.
+//! A roster change is a read-modify-write of one user's roster, or of two users' at once
+//! (both ends of a subscription are local; a contact on another server has only its
+//! local user's side here, every item and request keyed by the user and the contact's bare
+//! JID), so it runs as one op on the writer thread through [`Store::roster_update`]: the op
+//! sees committed state and nothing interleaves with it.
 //!
 //! Versioning (XEP-0237): each user has a counter bumped by every item change, and each item
 //! records the counter value of its last change. A removed item stays as a tombstone carrying
@@ -277,6 +279,17 @@ impl RosterTxn<'_> {
             .open_table(PENDING_IN)?
             .get((user, contact))?
             .is_some())
+    }
+
+    /// How many subscription requests wait for `user`'s answer.
+    pub fn pending_count(&self, user: &str) -> Result<usize, StoreError> {
+        let table = self.txn.open_table(PENDING_IN)?;
+        let mut count = 0;
+        for entry in table.range((user, "")..(user, "\u{10FFFF}"))? {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     pub fn set_pending(&self, user: &str, contact: &str, stanza: &[u8]) -> Result<(), StoreError> {
