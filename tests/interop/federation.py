@@ -143,6 +143,7 @@ class Prosody:
 run_as_root = true
 pidfile = "{self.dir}/prosody.pid"
 data_path = "{self.dir}/data"
+certificates = "{self.dir}"  -- the ssl options below name the files; this only stops a search
 log = {{ debug = "{self.log_file}" }}
 interfaces = {{ "{host}" }}
 local_interfaces = {{ "{host}" }}
