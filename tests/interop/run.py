@@ -12,124 +12,17 @@ with `hearth adduser`, then runs each scenario; prints
 import asyncio
 import logging
 import os
-import re
-import shutil
 import ssl
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
 
 import slixmpp
 
+from harness import TIMEOUT, Hearth, close, default_binary, make_client, online
+
 DOMAIN = "localhost"
-PASSWORD = "interop secret"
-TIMEOUT = 20
-
-
-class Hearth:
-    """One hearth process with its own data dir and ports."""
-
-    def __init__(self, binary):
-        self.binary = binary
-        self.dir = tempfile.mkdtemp(prefix="hearth-interop-")
-        self.config = os.path.join(self.dir, "hearth.toml")
-        with open(self.config, "w") as f:
-            f.write(
-                f'domain = "{DOMAIN}"\ndata_dir = "{self.dir}/data"\n'
-                '[listen]\nstarttls = ["127.0.0.1:0"]\ndirect_tls = ["127.0.0.1:0"]\n'
-                '[upload]\nlisten = ["127.0.0.1:0"]\n[proxy]\nlisten = ["127.0.0.1:0"]\n'
-                '[stun]\nlisten = ["127.0.0.1:0"]\n'
-            )
-        self.proc = None
-        self.log = []
-
-    def start(self):
-        env = dict(os.environ, RUST_LOG="info")
-        self.proc = subprocess.Popen(
-            [self.binary, "serve", "--config", self.config],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True,
-        )
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                raise RuntimeError("hearth exited:\n" + "".join(self.log))
-            self.log.append(line)
-            m = re.search(r"listening for starttls on (\S+)", line)
-            if m:
-                self.starttls = m.group(1).rsplit(":", 1)
-            m = re.search(r"listening for direct-tls on (\S+)", line)
-            if m:
-                self.direct_tls = m.group(1).rsplit(":", 1)
-            if " ready for " in line:
-                break
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            self.log.append(line)
-
-    def adduser(self, user):
-        subprocess.run(
-            [self.binary, "adduser", f"{user}@{DOMAIN}", "--password-stdin", "--config", self.config],
-            input=PASSWORD + "\n", text=True, check=True, capture_output=True,
-        )
-
-    def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    @property
-    def cert(self):
-        return os.path.join(self.dir, "data", "tls", "cert.pem")
-
-
-def make_client(server, user, resource, direct_tls=False):
-    client = slixmpp.ClientXMPP(f"{user}@{DOMAIN}/{resource}", PASSWORD)
-    context = ssl.create_default_context(cafile=server.cert)
-    client.ssl_context = context
-    client.enable_direct_tls = direct_tls
-    client.enable_starttls = not direct_tls
-    client.enable_plaintext = False
-    client.register_plugin("xep_0030")
-    client.register_plugin("xep_0199")
-    client.register_plugin("xep_0203")
-    client.register_plugin("xep_0191")
-    return client
-
-
-async def online(server, user, resource, direct_tls=False, presence=True, plugins=()):
-    client = make_client(server, user, resource, direct_tls)
-    for plugin in plugins:
-        client.register_plugin(plugin)
-    started = asyncio.get_running_loop().create_future()
-    failed = lambda *_: started.done() or started.set_exception(RuntimeError(f"{user}: auth failed"))
-    client.add_event_handler("session_start", lambda _: started.done() or started.set_result(True))
-    client.add_event_handler("failed_all_auth", failed)
-    client.inbox = asyncio.Queue()
-    client.add_event_handler("message", lambda msg: client.inbox.put_nowait(msg))
-    client.errors = asyncio.Queue()
-    client.add_event_handler("message_error", lambda msg: client.errors.put_nowait(msg))
-    client.pushes = asyncio.Queue()
-    client.add_event_handler("blocked", lambda iq: client.pushes.put_nowait(iq))
-    host, port = server.direct_tls if direct_tls else server.starttls
-    client.connect(host, int(port))
-    await asyncio.wait_for(started, TIMEOUT)
-    if presence:
-        client.send_presence()
-    return client
-
-
-async def close(*clients):
-    for c in clients:
-        c.disconnect()
-    await asyncio.sleep(0.2)
 
 
 async def scenario_starttls_scram_ping_disco(server):
@@ -577,9 +470,7 @@ SCENARIOS = [
 
 def main():
     logging.basicConfig(level=logging.ERROR)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    default = os.environ.get("HEARTH_BIN") or os.path.join(root, "target", "debug", "hearth")
-    binary = sys.argv[1] if len(sys.argv) > 1 else default
+    binary = sys.argv[1] if len(sys.argv) > 1 else default_binary()
     server = Hearth(binary)
     passed = failed = 0
     try:
