@@ -11,7 +11,7 @@ use crate::feature::Deferred;
 use crate::feature::{Feature, StreamStage, Wait};
 use crate::jid::Jid;
 use crate::roster_push;
-use crate::route::reply_error;
+use crate::route::{reply_error, reply_remote_not_found};
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{PresenceType, Stanza, StanzaCondition};
@@ -416,13 +416,7 @@ pub fn handle(
     } else {
         if !here && !audience::reaches(server, to) {
             // RFC 6120 §10.4.3: federation is off or refuses the domain.
-            reply_error(
-                server,
-                session,
-                stanza,
-                StanzaCondition::RemoteServerNotFound,
-                out,
-            );
+            reply_remote_not_found(server, session, stanza, out);
             return Deferred::None;
         }
         End::Account(session.jid.user().into())
