@@ -560,3 +560,17 @@ fn a_denied_domain_is_refused_both_ways() {
     let answer = peer.receive();
     assert_eq!(answer.attr("type"), Some("invalid"), "{answer}");
 }
+
+/// A peer claiming one of this server's own domains is refused.
+#[test]
+fn a_peer_claiming_our_domain_is_refused() {
+    let (a, _b) = pair("", "");
+    let (mut peer, _id) = common::federation::fake_peer(&a, A);
+    peer.send(&format!(
+        "<db:result from='{A}' to='{A}'>{}</db:result>",
+        "0".repeat(64)
+    ));
+    let answer = peer.receive();
+    assert_eq!(answer.attr("type"), Some("invalid"), "{answer}");
+    a.wait_for_log("claims one of our own domains");
+}

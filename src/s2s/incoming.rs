@@ -339,6 +339,9 @@ fn on_dialback(
         dialback::write_result_answer(&mut stream.out, &to, &from, false);
         Ok(())
     };
+    if super::is_ours(server, &from) {
+        return refuse(stream, "it claims one of our own domains");
+    }
     match trust(server, stream, &from) {
         certs::Trust::PinMismatch => {
             return refuse(
