@@ -494,6 +494,7 @@ async fn serve(
     let unwritten = std::mem::take(&mut stream.guard.unwritten);
     if matches!(end, End::Gone) {
         info!("s2s {} → {}: connection lost", link.local, link.remote);
+        super::peer_lost(server, &link.remote);
     }
     negotiate::finish(&mut stream, end, &link.local, Some(&link.remote)).await;
     server.unregister_connection(conn_id);
