@@ -382,3 +382,41 @@ fn a_room_on_the_other_server_is_joined_and_left_by_directed_presence_rfc6121_4_
     let left = bob.expect_presence_from(&format!("{room}/al"));
     assert_eq!(left.attr("type"), Some("unavailable"), "{left}");
 }
+
+/// XEP-0163 §4.3 across servers: a contact elsewhere with a presence subscription gets the
+/// owner's PEP notifications (OMEMO device lists travel this way), through its server.
+#[test]
+fn pep_notifications_reach_a_contact_on_the_other_server_xep0163_4_3() {
+    let (a, b) = servers();
+    let mut alice = ready(&a, "alice", "a");
+    let mut bob = ready(&b, "bob", "b");
+    subscribe_both_ways(&mut alice, &mut bob);
+    alice.sync();
+    bob.sync();
+    alice.send(
+        "<iq type='set' id='pub'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <publish node='http://jabber.org/protocol/tune'><item id='current'>\
+         <tune xmlns='http://jabber.org/protocol/tune'><title>Federated</title></tune>\
+         </item></publish></pubsub></iq>",
+    );
+    alice.expect_iq_result("pub");
+    let event = bob.expect_where(|e| {
+        e.name() == "message"
+            && e.find("event", "http://jabber.org/protocol/pubsub#event")
+                .is_some()
+    });
+    assert!(event.is_from(ALICE), "{event}");
+    let items = event
+        .child("event", "http://jabber.org/protocol/pubsub#event")
+        .child("items", "http://jabber.org/protocol/pubsub#event");
+    assert_eq!(
+        items.attr("node"),
+        Some("http://jabber.org/protocol/tune"),
+        "{event}"
+    );
+    let title = items
+        .child("item", "http://jabber.org/protocol/pubsub#event")
+        .child("tune", "http://jabber.org/protocol/tune")
+        .child_text("title", "http://jabber.org/protocol/tune");
+    assert_eq!(title, Some("Federated"));
+}

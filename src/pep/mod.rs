@@ -300,8 +300,19 @@ fn broadcast(
     };
     let interest = caps::notify_feature(node);
     let mut users = vec![from.clone()];
+    let mut elsewhere = Vec::new();
     if access != Access::Whitelist {
-        users.extend(crate::audience::contacts(server, owner, |item| item.from));
+        let contacts = crate::audience::contacts_everywhere(server, owner, |item| item.from);
+        users.extend(contacts.local);
+        elsewhere = contacts.remote;
+    }
+    // Contacts on other servers: their capabilities are not known here, so the event goes
+    // to the bare JID, a headline their server hands to every available resource (RFC
+    // 6121 §8.5.2.1.1); clients not interested ignore it.
+    for contact in &elsewhere {
+        if verdict::allows(server, &from, contact, StanzaKind::Message) == Verdict::Allow {
+            server.send_remote(contact, event(&from, contact, payload).into(), false);
+        }
     }
     let router = server.router.borrow();
     let mut reached: Vec<u64> = Vec::new();
