@@ -190,7 +190,8 @@ fn push(server: &Server, user: &str, change: &Change) {
     }
 }
 
-/// §3.3: a newly blocked contact who is online here stops seeing the user as available.
+/// §3.3: a newly blocked contact stops seeing the user as available: sessions here, and
+/// subscribers on other servers (through their server).
 fn hide_from(server: &Server, user: &str, blocked: &[Jid]) {
     let router = server.router.borrow();
     let mine: Vec<&Rc<Session>> = router
@@ -211,6 +212,18 @@ fn hide_from(server: &Server, user: &str, blocked: &[Jid]) {
             let mut xml = String::new();
             write_unavailable(&mut xml, &own.jid, &contact.jid);
             server.deliver(contact, xml.into(), false);
+        }
+    }
+    // Subscribers on other servers: their server hands it to their resources.
+    let elsewhere = crate::audience::contacts_everywhere(server, user, |item| item.from).remote;
+    for contact in elsewhere
+        .iter()
+        .filter(|c| blocked.iter().any(|item| matches(item, c)))
+    {
+        for own in &mine {
+            let mut xml = String::new();
+            write_unavailable(&mut xml, &own.jid, contact);
+            server.send_remote(contact, xml.into(), false);
         }
     }
 }

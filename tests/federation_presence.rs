@@ -420,3 +420,20 @@ fn pep_notifications_reach_a_contact_on_the_other_server_xep0163_4_3() {
         .child_text("title", "http://jabber.org/protocol/tune");
     assert_eq!(title, Some("Federated"));
 }
+
+/// XEP-0191 §3.3 across servers: blocking a contact elsewhere sends it `unavailable` from
+/// the user's available resources.
+#[test]
+fn blocking_a_contact_elsewhere_hides_the_user_xep0191_3_3() {
+    let (a, b) = servers();
+    let mut alice = ready(&a, "alice", "a");
+    let mut bob = ready(&b, "bob", "b");
+    subscribe_both_ways(&mut alice, &mut bob);
+    alice.sync();
+    bob.sync();
+    alice.send(&format!(
+        "<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='{BOB}'/></block></iq>"
+    ));
+    alice.expect_iq_result("blk");
+    expect_presence(&mut bob, &alice.jid, Some("unavailable"));
+}
