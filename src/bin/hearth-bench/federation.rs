@@ -37,9 +37,11 @@ pub async fn throughput(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<(
     let total = if o.messages == 0 { 200_000 } else { o.messages };
     let per_sender = (total / pairs).max(1) as u64;
     let paced = o.rate > 0.0;
-    let period = match paced {
-        true => Duration::from_secs_f64(pairs as f64 / o.rate),
-        false => Duration::ZERO,
+    let (period, pace) = if paced {
+        let period = Duration::from_secs_f64(pairs as f64 / o.rate);
+        (period, ("target_rate", o.rate))
+    } else {
+        (Duration::ZERO, ("window", window as f64))
     };
     let senders = login_many(ex, ctx, 0, pairs, o.concurrency).await?;
     let receivers = login_many(ex, &peer, 0, pairs, o.concurrency).await?;
@@ -90,13 +92,7 @@ pub async fn throughput(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<(
     let received = stats.received.get() as f64;
     let mut rows = vec![
         ("pairs", pairs as f64),
-        (if paced { "target_rate" } else { "window" }, {
-            if paced {
-                o.rate
-            } else {
-                window as f64
-            }
-        }),
+        pace,
         ("sent", stats.sent.get() as f64),
         ("received", received),
         ("lost", stats.sent.get() as f64 - received),
