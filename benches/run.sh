@@ -55,6 +55,7 @@ STARTS=0
 start() { # start CONFIG: sets SERVER, and ADDR from the server's log
     STARTS=$((STARTS + 1))
     LOG="$OUT/server.$STARTS.log"
+    : > "$LOG"   # exists before the first grep below
     "$BIN" serve --config "$1" 2>"$LOG" &
     SERVER=$!
     i=0
