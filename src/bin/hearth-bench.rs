@@ -49,6 +49,9 @@ use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+#[path = "hearth-bench/federation.rs"]
+mod federation;
+
 const PASSWORD: &str = "bench";
 const RESOURCE: &str = "b";
 
@@ -65,6 +68,9 @@ modes:
   latency [--pairs P] [--rate R] [--seconds S]
   login [--count N] [--concurrency C]
   offline [--messages N] [--senders S] [--rate R]
+  s2s --peer-addr A --peer-domain D --peer-pid PID [--pairs P] [--messages M] [--window W]
+      [--rate R --seconds S]            senders on this server, receivers on the peer (federated)
+  s2s-peers --peers D1,D2,…             server RSS per idle federated peer (first one: warm-up)
   startup --hearth BIN --config FILE --accounts N [--runs K]
                                         (connects to the address the server logs)
   parse [--bytes B] [--runs K] [--seeds DIR]
@@ -72,10 +78,17 @@ modes:
                                         --seeds writes each shape as a framer fuzz seed
 defaults: --addr 127.0.0.1:5223 --domain localhost";
 
+#[derive(Clone)]
 struct Opts {
     addr: SocketAddr,
     domain: String,
     pid: u32,
+    /// The other server of a federated run (`s2s`).
+    peer_addr: Option<SocketAddr>,
+    peer_domain: String,
+    peer_pid: u32,
+    /// Peer domains for `s2s-peers`.
+    peers: Vec<String>,
     mode: String,
     n: usize,
     pairs: usize,
@@ -99,6 +112,10 @@ fn parse_args() -> Res<Opts> {
         addr: SocketAddr::from(([127, 0, 0, 1], 5223)),
         domain: "localhost".into(),
         pid: 0,
+        peer_addr: None,
+        peer_domain: String::new(),
+        peer_pid: 0,
+        peers: Vec::new(),
         mode: String::new(),
         n: 0,
         pairs: 50,
@@ -128,6 +145,13 @@ fn parse_args() -> Res<Opts> {
             Long("addr") => o.addr = num(&mut p)?,
             Long("domain") => o.domain = p.value().map_err(err)?.string().map_err(err)?,
             Long("pid") => o.pid = num(&mut p)?,
+            Long("peer-addr") => o.peer_addr = Some(num(&mut p)?),
+            Long("peer-domain") => o.peer_domain = p.value().map_err(err)?.string().map_err(err)?,
+            Long("peer-pid") => o.peer_pid = num(&mut p)?,
+            Long("peers") => {
+                let list = p.value().map_err(err)?.string().map_err(err)?;
+                o.peers = list.split(',').map(str::to_owned).collect();
+            }
             Long("pairs") => o.pairs = num(&mut p)?,
             Long("messages") => o.messages = num(&mut p)?,
             Long("window") => o.window = num(&mut p)?,
@@ -304,10 +328,15 @@ fn tick_us() -> f64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `… kB` field of /proc/PID/status (`VmRSS:`, `RssAnon:`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -762,6 +791,8 @@ async fn run_mode(ex: Rc<LocalExecutor<'static>>, opts: Rc<Opts>) -> Res<()> {
         "latency" => latency(&ex, &ctx).await,
         "login" => login_mode(&ex, &ctx).await,
         "offline" => offline(&ex, &ctx).await,
+        "s2s" => federation::throughput(&ex, &ctx).await,
+        "s2s-peers" => federation::idle_peers(&ex, &ctx).await,
         other => Err(format!("unknown mode {other:?}\n{USAGE}")),
     }
 }
@@ -888,6 +919,12 @@ async fn finish(
 ) -> (f64, f64, f64) {
     drain(stats).await;
     let reading = cpu.stop();
+    close_run(writers, readers).await;
+    reading
+}
+
+/// Closes every stream of a run and gives its readers a moment to see the close.
+async fn close_run(writers: Vec<WriteHalf<Tls>>, readers: Vec<smol::Task<()>>) {
     for mut wr in writers {
         let _ = wr.write_all(b"</stream:stream>").await;
         let _ = wr.close().await;
@@ -898,7 +935,6 @@ async fn finish(
         })
         .await;
     }
-    reading
 }
 
 async fn latency(ex: &Rc<LocalExecutor<'static>>, ctx: &Rc<Ctx>) -> Res<()> {
