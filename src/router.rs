@@ -299,6 +299,24 @@ pub struct Session {
     pub remote: bool,
 }
 
+impl Session {
+    /// A [`Session::remote`] one standing for `jid`, its stanzas queued in `mailbox` (the
+    /// link to its server, or its component's stream).
+    pub fn remote_entity(id: u64, jid: crate::jid::Jid, mailbox: Rc<Mailbox>) -> Session {
+        Session {
+            id,
+            jid: crate::jid::SessionJid::remote(jid),
+            mailbox,
+            available: Cell::new(false),
+            priority: Cell::new(0),
+            interested: Cell::new(false),
+            presence: PresenceState::default(),
+            carbons: Cell::new(false),
+            remote: true,
+        }
+    }
+}
+
 /// Where a message addressed to a local user goes (RFC 6121 §8.5).
 #[derive(Debug, PartialEq)]
 pub enum MessageTarget {
