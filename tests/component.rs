@@ -26,9 +26,16 @@ fn component_gets(component: &mut Client, name: &str) -> Element {
 /// `<handshake/>`; a port is bound only when a component is configured.
 #[test]
 fn handshake_with_the_secret_connects() {
-    let server = server_with_gateway("");
+    let server = TestServer::start(&config(&[GATEWAY, "bot.localhost"], ""));
     let _component = connect(&server, GATEWAY);
     server.wait_for_log(&format!("component {GATEWAY}: connected"));
+    // The handshake may name the stream's namespace itself (biboumi's does).
+    let (mut bot, id) = open(&server, "bot.localhost");
+    bot.send(&format!(
+        "<handshake xmlns='{NS_ACCEPT}'>{}</handshake>",
+        handshake(&id.unwrap(), SECRET)
+    ));
+    assert!(bot.receive().is("handshake", NS_ACCEPT));
     let plain = TestServer::start("");
     assert!(plain.component.is_none(), "no [[components]], no port");
 }
@@ -309,4 +316,41 @@ fn subscriptions_and_presence_with_gateway_contacts() {
     let probe =
         component.expect_where(|s| s.name() == "presence" && s.attr("type") == Some("probe"));
     assert_eq!(probe.attr("to"), Some(IRC_USER));
+}
+
+/// Limits: a stanza over `component.max_stanza_bytes` ends the stream (`policy-violation`);
+/// a component sending faster than its own `stanzas_per_sec` is read no faster (logged
+/// once) and loses nothing.
+#[test]
+fn a_component_is_held_to_its_limits() {
+    let server = TestServer::start(&format!(
+        "[component]\nlisten = [\"127.0.0.1:0\"]\nmax_stanza_bytes = 4096\n\
+         [[components]]\ndomain = \"{GATEWAY}\"\nsecret = \"{SECRET}\"\n\
+         stanzas_per_sec = 5\nstanza_burst = 1\n"
+    ));
+    server.add_user("alice");
+    let mut alice = Client::online(&server, "alice", "phone");
+    let mut component = connect(&server, GATEWAY);
+    for n in 0..4 {
+        component.send(&format!(
+            "<message from='{IRC_USER}' to='{}' type='chat'><body>n{n}</body></message>",
+            alice.jid
+        ));
+    }
+    for n in 0..4 {
+        let got = alice.expect_message_from(IRC_USER);
+        assert_eq!(
+            got.child_text("body", CLIENT_NS),
+            Some(format!("n{n}").as_str())
+        );
+    }
+    server.wait_for_log(&format!(
+        "component {GATEWAY}: sending faster than its stanzas_per_sec (5), reading paused"
+    ));
+    let big = "x".repeat(5000);
+    component.send(&format!(
+        "<message from='{IRC_USER}' to='{}'><body>{big}</body></message>",
+        alice.jid
+    ));
+    component.expect_stream_error("policy-violation");
 }

@@ -42,6 +42,8 @@ enum Stage {
 struct Connected {
     domain: Box<str>,
     pacer: Pacer,
+    /// Its reading was paused for its rate once already (logged once).
+    paced: bool,
     /// The entities it sent from, as remote sessions (rooms and presence keep them).
     entities: HashMap<Box<str>, Rc<Session>>,
     /// The id of our disco#info query about it (its answer names it in disco#items).
@@ -152,9 +154,10 @@ async fn on_input(
     let node = crate::xml::stanza_element(&doc)
         .map_err(|_| End::Error(StreamCondition::NotWellFormed, None))?;
     let name = node.tag_name();
-    // The header's namespace was read as the client one (see `on_header`).
+    // The header's namespace was read as the client one (see `on_header`); a component
+    // may also name its own on the handshake (biboumi does).
     match (&mut *stage, name.namespace(), name.name()) {
-        (Stage::Handshake { domain }, Some(NS_CLIENT), "handshake") => {
+        (Stage::Handshake { domain }, Some(NS_CLIENT | NS_ACCEPT), "handshake") => {
             let connected = on_handshake(server, stream, id, domain, node)?;
             *stage = Stage::Connected(connected);
             Ok(())
@@ -164,7 +167,13 @@ async fn on_input(
             let (rate, burst) = config
                 .component_for(&connected.domain)
                 .map_or((1, 1), |c| (c.stanzas_per_sec, c.stanza_burst));
-            connected.pacer.take(rate, burst).await;
+            if connected.pacer.take(rate, burst).await && !connected.paced {
+                connected.paced = true;
+                info!(
+                    "component {}: sending faster than its stanzas_per_sec ({rate}), reading paused",
+                    connected.domain
+                );
+            }
             on_stanza(server, &stream.mailbox, connected, node).await
         }
         (Stage::Connected(_), ..) => Err(End::Error(StreamCondition::UnsupportedStanzaType, None)),
@@ -257,6 +266,7 @@ fn on_handshake(
     Ok(Connected {
         domain: domain.into(),
         pacer: Pacer::new(component.stanza_burst),
+        paced: false,
         entities: HashMap::new(),
         disco_id,
     })

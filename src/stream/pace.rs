@@ -20,8 +20,8 @@ impl Pacer {
     }
 
     /// Takes one stanza's allowance, first waiting for it at `rate` stanzas a second (at
-    /// most `burst` saved up).
-    pub async fn take(&mut self, rate: u32, burst: u32) {
+    /// most `burst` saved up). True when it had to wait.
+    pub async fn take(&mut self, rate: u32, burst: u32) -> bool {
         let rate = f64::from(rate.max(1));
         let now = Instant::now();
         let refill = now.duration_since(self.filled).as_secs_f64() * rate;
@@ -32,7 +32,10 @@ impl Pacer {
             Timer::after(Duration::from_secs_f64(wait)).await;
             self.allowance = 1.0;
             self.filled = Instant::now();
+            self.allowance -= 1.0;
+            return true;
         }
         self.allowance -= 1.0;
+        false
     }
 }
