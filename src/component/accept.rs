@@ -164,9 +164,14 @@ async fn on_input(
         }
         (Stage::Connected(connected), Some(NS_CLIENT), "message" | "presence" | "iq") => {
             let config = server.config();
-            let (rate, burst) = config
-                .component_for(&connected.domain)
-                .map_or((1, 1), |c| (c.stanzas_per_sec, c.stanza_burst));
+            let Some(component) = config.component_for(&connected.domain) else {
+                info!(
+                    "component {}: no longer configured, closing",
+                    connected.domain
+                );
+                return Err(End::Error(StreamCondition::NotAuthorized, None));
+            };
+            let (rate, burst) = (component.stanzas_per_sec, component.stanza_burst);
             if connected.pacer.take(rate, burst).await && !connected.paced {
                 connected.paced = true;
                 info!(

@@ -106,7 +106,8 @@ impl Components {
 }
 
 /// Binds the component port when any component is configured (a restart binds it for the
-/// first one); the starter routes their domains and begins accepting.
+/// first one: until then a reload keeps the list empty); the starter routes their domains
+/// and begins accepting.
 fn listen(config: &crate::config::Config) -> Result<Starter, String> {
     if config.components.is_empty() {
         return Ok(Box::new(|_, _| {}));
