@@ -141,6 +141,14 @@ fn stanzas_flow_both_ways() {
     ));
     let presence = alice.expect_presence_from(&format!("{ROOM}/bob"));
     assert_eq!(presence.attr("type"), None);
+    // A stanza naming the component namespace itself reaches the user in the client one.
+    component.send(&format!(
+        "<message xmlns='{NS_ACCEPT}' from='{IRC_USER}' to='{}' type='chat'>\
+         <body>explicit</body></message>",
+        alice.jid
+    ));
+    let got = alice.expect_message_from(IRC_USER);
+    assert_eq!(got.child_text("body", CLIENT_NS), Some("explicit"), "{got}");
 }
 
 /// A component may send only from its own domain (the issue's "never speak for a domain

@@ -149,6 +149,7 @@ async fn on_input(
         }
         Input::Element(text) => text,
     };
+    let text = in_client_namespace(text)?;
     let doc = crate::xml::parse_stanza(&text)
         .map_err(|_| End::Error(StreamCondition::NotWellFormed, None))?;
     let node = crate::xml::stanza_element(&doc)
@@ -184,6 +185,41 @@ async fn on_input(
         (Stage::Connected(_), ..) => Err(End::Error(StreamCondition::UnsupportedStanzaType, None)),
         _ => Err(End::Error(StreamCondition::NotAuthorized, None)),
     }
+}
+
+/// A stanza that declares the component namespace itself (`<message
+/// xmlns='jabber:component:accept'>`, as some component libraries write it) without that
+/// declaration, so it and its children are read in the client namespace like the others
+/// and reach users as theirs. Any other element unchanged.
+fn in_client_namespace(text: String) -> Result<String, End> {
+    // The usual stanza never names it: parsed once, by the caller.
+    if !text.contains(NS_ACCEPT) {
+        return Ok(text);
+    }
+    let rewritten = {
+        let doc = crate::xml::parse_stanza(&text)
+            .map_err(|_| End::Error(StreamCondition::NotWellFormed, None))?;
+        let node = crate::xml::stanza_element(&doc)
+            .map_err(|_| End::Error(StreamCondition::NotWellFormed, None))?;
+        if node.tag_name().namespace() != Some(NS_ACCEPT) {
+            return Ok(text);
+        }
+        let start = node.range().start;
+        let element = text.get(start..).unwrap_or_default();
+        [
+            format!(" xmlns='{NS_ACCEPT}'"),
+            format!(" xmlns=\"{NS_ACCEPT}\""),
+        ]
+        .iter()
+        .find_map(|declaration| {
+            let at = start + element.find(declaration.as_str())?;
+            let rest = text.get(at + declaration.len()..)?;
+            Some(format!("{}{rest}", text.get(..at)?))
+        })
+    };
+    // Not found (a declaration written otherwise): the element stays in the component
+    // namespace and is refused as an unknown kind.
+    Ok(rewritten.unwrap_or(text))
 }
 
 /// The component opened its stream: the domain it names must be one of `[[components]]`.
