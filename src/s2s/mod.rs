@@ -32,7 +32,8 @@ use std::rc::Rc;
 pub const NS_SERVER: &str = "jabber:server";
 
 /// Federation's declaration: its listeners and start (when `[s2s]` is enabled) and its
-/// stop. The core routes to it only through `Server::send_remote`, which the start sets.
+/// stop. The core routes to it only through `Server::send_remote`, to which the start adds
+/// its `send`.
 pub const FEATURE: Feature = Feature {
     name: "s2s",
     state: Some(crate::feature::init::<Federation>),
