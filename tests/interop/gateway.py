@@ -199,8 +199,9 @@ async def scenario(home, results):
     try:
         async def gateway_listed():
             items = await alice.plugin["xep_0030"].get_items(jid=home.domain, timeout=TIMEOUT)
-            jids = [i[0] for i in items["disco_items"]["items"]]
-            assert GATEWAY in jids, jids
+            # (jid, node, name): listed with the name of the identity biboumi reports.
+            named = {i[0]: i[2] for i in items["disco_items"]["items"]}
+            assert "biboumi" in (named.get(GATEWAY) or "").lower(), named
         await results.check("gateway_in_disco_items", gateway_listed)
 
         async def nick_list():
