@@ -62,11 +62,15 @@ pub(crate) fn contacts_everywhere(
     contacts
 }
 
-/// Whether `jid` is on another server that federation is on for: not this domain nor one of
-/// its services, and a domain the `[s2s]` allow and deny lists let through.
+/// Whether `jid` is elsewhere and reachable: an external component's (`[[components]]`,
+/// whether connected now or not), or on another server that federation is on for: not this
+/// domain nor one of its services, and a domain the `[s2s]` allow and deny lists let through.
 pub(crate) fn reaches(server: &Server, jid: &Jid) -> bool {
     let config = server.config();
     let domain = jid.domain();
+    if config.component_for(domain).is_some() {
+        return true;
+    }
     config.s2s.enabled
         && domain != config.domain
         && config.s2s.allows(domain)

@@ -56,6 +56,10 @@ pub struct Config {
     pub extdisco: ExtDisco,
     pub contact: Contact,
     pub s2s: S2s,
+    /// The external components' port and limits (`[component]`).
+    pub component: ComponentListener,
+    /// External components that may connect (`[[components]]`, XEP-0114).
+    pub components: Vec<Component>,
 }
 
 /// XEP-0363 HTTP File Upload (`[upload]`): the service `upload.<domain>` and its HTTPS port.
@@ -709,6 +713,65 @@ impl Default for S2s {
     }
 }
 
+/// The port external components (XEP-0114: gateways, bridges, bots) connect to (`[component]`).
+/// It listens only when `[[components]]` names at least one, and on loopback by default: a
+/// component is trusted with its whole domain, and the handshake is not encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentListener {
+    #[serde(deserialize_with = "socket_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// A second connection for a connected component's domain replaces the first; off, it
+    /// is refused with `<conflict/>`.
+    pub replace: bool,
+    /// A connection must complete its handshake within this.
+    #[serde(deserialize_with = "first_byte_secs")]
+    pub auth_timeout_secs: u32,
+    /// Largest stanza a component may send.
+    #[serde(deserialize_with = "stanza_bytes")]
+    pub max_stanza_bytes: u32,
+    /// Bytes queued for one component; past this it is not reading and is cut off.
+    #[serde(deserialize_with = "queue_bytes")]
+    pub max_queue_bytes: u32,
+}
+
+impl Default for ComponentListener {
+    fn default() -> Self {
+        ComponentListener {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5347))],
+            replace: false,
+            auth_timeout_secs: 10,
+            max_stanza_bytes: 256 * 1024,
+            max_queue_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// One external component (`[[components]]`): it serves `domain` and authenticates with
+/// `secret` (XEP-0114 §3).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    #[serde(deserialize_with = "domain")]
+    pub domain: String,
+    #[serde(deserialize_with = "required_secret")]
+    pub secret: Secret,
+    /// Stanzas per second it may send on average, and in a burst (a gateway speaks for
+    /// many users, so more than a client).
+    #[serde(default = "component_rate", deserialize_with = "positive_count")]
+    pub stanzas_per_sec: u32,
+    #[serde(default = "component_burst", deserialize_with = "positive_count")]
+    pub stanza_burst: u32,
+}
+
+fn component_rate() -> u32 {
+    500
+}
+
+fn component_burst() -> u32 {
+    2000
+}
+
 impl S2s {
     /// Whether federation with `domain` is allowed by the allow and deny lists.
     pub fn allows(&self, domain: &str) -> bool {
@@ -728,6 +791,11 @@ impl Config {
     /// The bytestreams proxy's domain, when the proxy is enabled.
     pub fn proxy_domain(&self) -> Option<String> {
         self.proxy.enabled.then(|| format!("proxy.{}", self.domain))
+    }
+
+    /// The external component configured for `domain` (`[[components]]`).
+    pub fn component_for(&self, domain: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.domain == domain)
     }
 
     /// The chat-room service's domain, when the service is enabled.
@@ -765,6 +833,8 @@ impl Default for Config {
             extdisco: ExtDisco::default(),
             contact: Contact::default(),
             s2s: S2s::default(),
+            component: ComponentListener::default(),
+            components: Vec::new(),
         }
     }
 }
@@ -877,7 +947,31 @@ fn parse(text: &str) -> Result<Config, String> {
         // The upload and proxy services would never see their stanzas.
         return Err(" muc.domain: must differ from the upload and proxy services' domains".into());
     }
+    component_domains_differ(&config)?;
     Ok(config)
+}
+
+/// Each component's domain is its own: not the server's, a service's or another component's
+/// (stanzas to it would never reach it).
+fn component_domains_differ(config: &Config) -> Result<(), String> {
+    let taken = [
+        Some(config.domain.clone()),
+        config.muc_domain(),
+        config.upload_domain(),
+        config.proxy_domain(),
+    ];
+    for (i, component) in config.components.iter().enumerate() {
+        let domain = Some(component.domain.clone());
+        let earlier = config.components.get(..i).unwrap_or_default();
+        if taken.contains(&domain) || earlier.iter().any(|c| c.domain == component.domain) {
+            return Err(format!(
+                " components.domain: `{}` must differ from the server's, its services' and the \
+                 other components' domains",
+                component.domain
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Turns a toml error into one line with its position and the dotted key it is about.
@@ -1247,6 +1341,10 @@ fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
     u16::try_from(value).map_err(serde::de::Error::custom)
 }
 
+fn required_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+    non_empty(deserializer).map(Secret)
+}
+
 fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
     non_empty(deserializer).map(|text| Some(Secret(text)))
 }
@@ -1510,7 +1608,31 @@ impl Config {
         let _ = writeln!(out, "max_relay_secs = {}", proxy.max_relay_secs);
         self.stun_to_toml(&mut out);
         self.s2s_to_toml(&mut out);
+        self.components_to_toml(&mut out);
         out
+    }
+
+    /// `[component]` and each `[[components]]`, secrets masked.
+    fn components_to_toml(&self, out: &mut String) {
+        let listener = &self.component;
+        let listen: Vec<String> = listener
+            .listen
+            .iter()
+            .map(|a| quote(&a.to_string()))
+            .collect();
+        let _ = writeln!(out, "\n[component]");
+        let _ = writeln!(out, "listen = [{}]", listen.join(", "));
+        let _ = writeln!(out, "replace = {}", listener.replace);
+        let _ = writeln!(out, "auth_timeout_secs = {}", listener.auth_timeout_secs);
+        let _ = writeln!(out, "max_stanza_bytes = {}", listener.max_stanza_bytes);
+        let _ = writeln!(out, "max_queue_bytes = {}", listener.max_queue_bytes);
+        for component in &self.components {
+            let _ = writeln!(out, "\n[[components]]");
+            let _ = writeln!(out, "domain = {}", quote(&component.domain));
+            let _ = writeln!(out, "secret = {}", quote(SECRET_MASK));
+            let _ = writeln!(out, "stanzas_per_sec = {}", component.stanzas_per_sec);
+            let _ = writeln!(out, "stanza_burst = {}", component.stanza_burst);
+        }
     }
 
     /// `[s2s]` with its routes and pins.
@@ -2037,6 +2159,12 @@ auth_timeout_secs = 1
                 pins: [("office.lan".to_string(), "ab".repeat(32))].into(),
                 ..S2s::default()
             },
+            component: ComponentListener {
+                listen: vec!["127.0.0.1:5348".parse().unwrap()],
+                replace: true,
+                ..ComponentListener::default()
+            },
+            components: Vec::new(),
         };
         let text = custom.to_toml();
         assert_eq!(parse(&text).unwrap(), custom, "{text}");
@@ -2050,6 +2178,48 @@ auth_timeout_secs = 1
         assert!(error.contains("muc.domain: must differ"), "{error}");
         let text = "domain = \"d.example\"\n[muc]\ndomain = \"proxy.d.example\"\n[proxy]\nenabled = false\n";
         assert!(parse(text).is_ok());
+    }
+
+    #[test]
+    fn components_section() {
+        let text = "[component]\nlisten = [\"127.0.0.1:0\"]\nreplace = true\n\
+                    [[components]]\ndomain = \"irc.localhost\"\nsecret = \"s3cret\"\n\
+                    stanzas_per_sec = 50\n[[components]]\ndomain = \"bot.localhost\"\nsecret = \"x\"\n";
+        let config = parse(text).unwrap();
+        assert!(config.component.replace);
+        assert_eq!(config.components.len(), 2);
+        assert_eq!(config.components[0].secret.expose(), b"s3cret");
+        assert_eq!(config.components[0].stanzas_per_sec, 50);
+        assert_eq!(config.components[1].stanza_burst, 2000);
+        // `hearth check` never prints a component's secret.
+        let shown = config.to_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let mut read_back = parse(&shown).unwrap();
+        for (back, original) in read_back.components.iter_mut().zip(&config.components) {
+            back.secret = original.secret.clone();
+        }
+        assert_eq!(read_back, config);
+        assert!(Config::default().components.is_empty());
+        assert_eq!(
+            Config::default().component.listen,
+            vec![SocketAddr::from(([127, 0, 0, 1], 5347))]
+        );
+        let error = error_of("[[components]]\ndomain = \"irc.localhost\"\n");
+        assert!(error.contains("secret"), "{error}");
+        let error = error_of("[[components]]\ndomain = \"irc.localhost\"\nsecret = \"\"\n");
+        assert!(
+            error.contains("components.secret") || error.contains("secret"),
+            "{error}"
+        );
+        for domain in ["localhost", "rooms.localhost", "upload.localhost"] {
+            let error = error_of(&format!(
+                "[[components]]\ndomain = \"{domain}\"\nsecret = \"x\"\n"
+            ));
+            assert!(error.contains("components.domain: "), "{error}");
+        }
+        let twice = "[[components]]\ndomain = \"a.localhost\"\nsecret = \"x\"\n";
+        let error = error_of(&format!("{twice}{twice}"));
+        assert!(error.contains("components.domain: "), "{error}");
     }
 
     #[test]

@@ -69,6 +69,15 @@ fn handle(iq: &Iq, out: &mut String) -> bool {
                         .empty(out);
                 }
             }
+            for items in feature::enabled(server.features(), &config).filter_map(|f| f.server_items)
+            {
+                for (jid, name) in items(server) {
+                    Element::new("item")
+                        .attr("jid", &jid)
+                        .attr_opt("name", name.as_deref())
+                        .empty(out);
+                }
+            }
         }
         if ns == NS_INFO {
             match target {

@@ -282,6 +282,27 @@ fn on_iq(
     })
 }
 
+/// A stanza from a remote session (another server's entity, a component's), handled as any
+/// and its answers queued for the remote side (at most `cap` bytes waiting there).
+pub async fn handle_remote(
+    server: &Rc<Server>,
+    session: &Rc<Session>,
+    stanza: &Stanza<'_, '_>,
+    cap: usize,
+) {
+    let mut out = String::new();
+    match handle(server, session, stanza, &mut out) {
+        Deferred::StoreOffline(pending) => pending.store(server, &mut out).await,
+        Deferred::Reply(task) => out.push_str(&task.await),
+        Deferred::None | Deferred::CloseStream(_) | Deferred::FlushOffline => {}
+    }
+    if !out.is_empty() {
+        let _ = session
+            .mailbox
+            .push_stanza(out.into(), false, Hold::Urgent, cap);
+    }
+}
+
 /// RFC 6121 §8.5.3: an iq to a full JID goes to that resource or is
 /// answered with an error; responses to a vanished resource are dropped.
 fn route_iq_to_resource(

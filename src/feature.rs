@@ -90,6 +90,9 @@ pub type PresenceHandler =
 /// Handles every stanza addressed to a service sub-domain (or a JID in it).
 pub type ServiceHandler = fn(&Rc<Server>, &Rc<Session>, &Stanza, &mut String) -> Deferred;
 
+/// An entry of the server's disco#items besides the services: a JID and its name, if any.
+pub type ServerItem = (Box<str>, Option<Box<str>>);
+
 /// A service on a sub-domain of its own (chat rooms, upload, bytestream proxy).
 pub struct Service {
     /// Whether stanzas to this domain are the service's (asked for every routed stanza).
@@ -183,6 +186,9 @@ pub struct Feature {
     /// Writes its stream features for this stage of negotiation.
     pub stream_features: Option<fn(&Server, StreamStage, &mut String)>,
     pub service: Option<Service>,
+    /// Entries (JID, name) it lists in the server's disco#items besides its service's
+    /// (connected external components).
+    pub server_items: Option<fn(&Server) -> Vec<ServerItem>>,
     /// A bound session ended (before its undelivered messages are kept offline).
     pub session_ended: Option<SessionHook>,
     /// The last session of a user ended.
@@ -233,6 +239,7 @@ impl Feature {
         account_disco: &[],
         stream_features: None,
         service: None,
+        server_items: None,
         session_ended: None,
         user_offline: None,
         account_deleting: None,

@@ -4,8 +4,9 @@
 
 use crate::feature::Feature;
 use crate::{
-    blocking, carbons, csi, disco, extdisco, last, mam, muc, offline, pep, ping, presence, privacy,
-    private, proxy, push, register, roster, s2s, sm, stun, subscription, upload, vcard, version,
+    blocking, carbons, component, csi, disco, extdisco, last, mam, muc, offline, pep, ping,
+    presence, privacy, private, proxy, push, register, roster, s2s, sm, stun, subscription, upload,
+    vcard, version,
 };
 
 pub const ALL: &[&Feature] = &[
@@ -35,6 +36,8 @@ pub const ALL: &[&Feature] = &[
     &upload::FEATURE,
     &proxy::FEATURE,
     &stun::FEATURE,
+    // External components before federation: a component's domain is offered to it first.
+    &component::FEATURE,
     // Federation: its listeners, its start and stop (the core reaches it as `send_remote`).
     &s2s::FEATURE,
 ];

@@ -21,6 +21,7 @@ pub mod blocking;
 pub mod c2s;
 pub mod carbons;
 pub mod cli;
+pub mod component;
 pub mod config;
 pub mod contact;
 pub mod control;

@@ -75,6 +75,12 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     // Federation's listeners; its routes, pins, lists and limits change live.
     new.s2s.enabled = old.s2s.enabled;
     new.s2s.listen.clone_from(&old.s2s.listen);
+    // The component port, bound at start only when a component was configured; the
+    // components themselves (domains, secrets, rates) change live while it is.
+    new.component.listen.clone_from(&old.component.listen);
+    if old.components.is_empty() {
+        new.components.clear();
+    }
 }
 
 /// Dotted keys (`limits.max_stanza_bytes`) whose values differ, in file order. Compares
@@ -160,6 +166,34 @@ mod tests {
         keep_restart_only(&Config::default(), &mut effective);
         assert_eq!(effective, wanted);
         assert_eq!(changed_keys(&Config::default(), &effective).len(), 11);
+    }
+
+    #[test]
+    fn components_change_live_only_once_their_port_is_bound() {
+        let path =
+            std::env::temp_dir().join(format!("hearth-reload-c-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[component]\nlisten = [\"127.0.0.1:6000\"]\n\
+             [[components]]\ndomain = \"irc.localhost\"\nsecret = \"s\"\n",
+        )
+        .unwrap();
+        let wanted = config::load(Some(&path)).unwrap();
+        let _ = std::fs::remove_file(&path);
+        // No component at start: no port was bound, so the new one waits for a restart.
+        let mut effective = wanted.clone();
+        keep_restart_only(&Config::default(), &mut effective);
+        assert!(effective.components.is_empty());
+        assert_eq!(
+            effective.component.listen,
+            Config::default().component.listen
+        );
+        // With one at start, the list (domains, secrets, rates) follows the file.
+        let mut old = wanted.clone();
+        old.components[0].stanzas_per_sec = 1;
+        let mut effective = wanted.clone();
+        keep_restart_only(&old, &mut effective);
+        assert_eq!(effective, wanted);
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Addressing rules the core dispatcher and the features share: whether a `to` is served
 //! here, whether an account exists, how a stanza is forwarded with its sender stamped and
-//! how it is answered with an error. It decides nothing about what a feature does.
+//! how it is answered with an error (also when another domain could not be reached: a
+//! bounce). It decides nothing about what a feature does.
 
 use crate::jid::Jid;
 use crate::router::Session;
 use crate::server::Server;
 use crate::stanza::{self, Stanza, StanzaCondition, StanzaError};
 use crate::xml::{write_element_without, NS_CLIENT};
+use log::debug;
+use std::rc::Rc;
 
 /// Serialises a stanza for delivery with the sender's full JID stamped.
 pub fn forwarded(stanza: &Stanza, from: &Jid) -> String {
@@ -111,4 +114,54 @@ pub fn account_exists(server: &Server, local: &str) -> bool {
     !server.is_retired(local)
         && (!server.router.borrow().resources(local).is_empty()
             || server.store.user_exists(local).unwrap_or(false))
+}
+
+/// A stanza that could not reach another domain (a server, a component): a message or iq
+/// request is answered to its (local) sender with `condition`; presence and errors vanish
+/// (RFC 6120 §8.3.1).
+pub fn bounce(server: &Server, xml: &str, condition: StanzaCondition) {
+    let wrapped = format!("<w xmlns='{}'>{xml}</w>", crate::xml::NS_CLIENT);
+    let Ok(doc) = crate::xml::parse_stanza(&wrapped) else {
+        return;
+    };
+    let Ok(node) = crate::xml::stanza_element(&doc) else {
+        return;
+    };
+    let Ok(parsed) = stanza::Stanza::parse(node) else {
+        return;
+    };
+    let answered = match parsed.ty {
+        stanza::StanzaType::Message(ty) => ty != stanza::MessageType::Error,
+        stanza::StanzaType::Iq(ty) => matches!(ty, stanza::IqType::Get | stanza::IqType::Set),
+        stanza::StanzaType::Presence(_) => false,
+    };
+    let (Some(from), Some(to)) = (&parsed.from, &parsed.to) else {
+        return;
+    };
+    if !answered {
+        debug!(
+            "{}: dropped an undeliverable {:?}",
+            to.domain(),
+            parsed.kind
+        );
+        return;
+    }
+    let mut error = String::new();
+    stanza::write_error_reply(
+        &mut error,
+        parsed.kind,
+        parsed.id,
+        to.as_str(),
+        from.as_str(),
+        &StanzaError::new(condition),
+    );
+    deliver_local(server, from, error.into());
+}
+
+/// Hands a stanza from elsewhere to a local full JID's session (an error coming back).
+fn deliver_local(server: &Server, to: &Jid, xml: Rc<str>) {
+    let session = server.router.borrow().find(to).cloned();
+    if let Some(session) = session {
+        server.deliver(&session, xml, false);
+    }
 }

@@ -290,13 +290,32 @@ pub struct Session {
     pub presence: PresenceState,
     /// Wants copies of its user's other conversations (XEP-0280).
     pub carbons: Cell<bool>,
-    /// An entity on another server (federation), standing in for it as a sender and a
-    /// recipient: its `jid` is whatever address the peer used (a bare JID or a domain too,
-    /// not a local account), and its mailbox is the queue to the peer's server. It is never
+    /// An entity on another server (federation) or of an external component, standing in
+    /// for it as a sender and a recipient: its `jid` is whatever address the peer used (a
+    /// bare JID or a domain too, not a local account), and its mailbox is the queue to the
+    /// peer's server (or the component's stream). It is never
     /// bound in the router; its `available` and `presence.directed` say whether it sent
     /// available presence and to which local addresses (told `unavailable` if its server
     /// is lost, `s2s::peer_lost`).
     pub remote: bool,
+}
+
+impl Session {
+    /// A [`Session::remote`] one standing for `jid`, its stanzas queued in `mailbox` (the
+    /// link to its server, or its component's stream).
+    pub fn remote_entity(id: u64, jid: crate::jid::Jid, mailbox: Rc<Mailbox>) -> Session {
+        Session {
+            id,
+            jid: crate::jid::SessionJid::remote(jid),
+            mailbox,
+            available: Cell::new(false),
+            priority: Cell::new(0),
+            interested: Cell::new(false),
+            presence: PresenceState::default(),
+            carbons: Cell::new(false),
+            remote: true,
+        }
+    }
 }
 
 /// Where a message addressed to a local user goes (RFC 6121 §8.5).

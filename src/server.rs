@@ -47,8 +47,9 @@ pub struct Server {
     pub started: Instant,
     /// Connection admission, rate buckets, login delays, limit counters.
     pub protection: Protection,
-    /// How stanzas for other domains leave, when federation runs (see `set_remote`).
-    remote: RefCell<Option<Rc<RemoteSend>>>,
+    /// The ways stanzas for other domains leave (external components, federation), in the
+    /// order they are offered a stanza (see `add_remote`).
+    remote: RefCell<Vec<Rc<RemoteSend>>>,
     tls: RefCell<Arc<rustls::ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Mailbox>>>,
     /// Most connections since memory was last handed back (see [`release_memory`]).
@@ -57,7 +58,8 @@ pub struct Server {
     rng: SystemRandom,
 }
 
-/// Sends a stanza to another domain's server (federation's `send`).
+/// Sends a stanza to another domain (federation's `send`, a component's): false when it is
+/// not one this way reaches.
 pub type RemoteSend = dyn Fn(&Server, &Jid, Rc<str>, bool) -> bool;
 
 impl Server {
@@ -222,18 +224,21 @@ impl Server {
         self.connections.borrow().len()
     }
 
-    /// Sends a stanza (`from` stamped, `to` set) toward another domain's server. False when
-    /// nothing federates (federation off, or the domain refused): the caller then answers
-    /// `remote-server-not-found`. What cannot be delivered later bounces to its sender.
+    /// Sends a stanza (`from` stamped, `to` set) toward another domain: a connected
+    /// component's or another server's. False when nothing reaches it (federation off, or
+    /// the domain refused): the caller then answers `remote-server-not-found`. What cannot
+    /// be delivered later bounces to its sender.
     pub fn send_remote(&self, to: &Jid, xml: Rc<str>, storable: bool) -> bool {
-        let send = self.remote.borrow().clone();
-        send.is_some_and(|send| send(self, to, xml, storable))
+        let ways = self.remote.borrow().clone();
+        ways.iter()
+            .any(|send| send(self, to, xml.clone(), storable))
     }
 
-    /// Federation, as it starts, says how stanzas for other domains leave: the core routes
-    /// to it without depending on it.
-    pub fn set_remote(&self, send: Rc<RemoteSend>) {
-        *self.remote.borrow_mut() = Some(send);
+    /// A way out (external components, federation), as it starts, says how stanzas for
+    /// other domains leave: the core routes to it without depending on it. Ways are offered
+    /// a stanza in the order they were added (the features' declaration order).
+    pub fn add_remote(&self, send: Rc<RemoteSend>) {
+        self.remote.borrow_mut().push(send);
     }
 
     /// Queues a stanza for a session. A session whose queue is over the cap

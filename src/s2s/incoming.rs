@@ -8,10 +8,10 @@
 
 use super::negotiate::{self, NS_SASL, NS_TLS};
 use super::{certs, dialback};
-use crate::feature::Deferred;
 use crate::router::{Hold, Mailbox, Outbound};
 use crate::server::Server;
 use crate::stanza::{Rejection, Stanza, StreamCondition};
+use crate::stream::pace::Pacer;
 use crate::stream::transport::ReadError;
 use crate::stream::{framer_end, End, Input, Stream, Wake};
 use log::{debug, info};
@@ -35,8 +35,7 @@ struct Incoming {
     /// Authenticated by SASL EXTERNAL: the stream restarted without dialback.
     sasl: bool,
     /// Stanza allowance: `s2s.stanzas_per_sec`, bursts of `s2s.stanza_burst`.
-    allowance: f64,
-    filled: Instant,
+    pacer: Pacer,
     /// Dialback verifications this stream is waiting for: each makes us ask (and perhaps
     /// connect to) the claimed domain's server, so a peer gets only a few at a time.
     verifying: Rc<std::cell::Cell<u32>>,
@@ -57,8 +56,7 @@ pub async fn serve(server: Rc<Server>, tcp: TcpStream, peer: SocketAddr) {
         id: String::new(),
         domains: Rc::default(),
         sasl: false,
-        allowance: config.s2s.stanza_burst.into(),
-        filled: Instant::now(),
+        pacer: Pacer::new(config.s2s.stanza_burst),
         verifying: Rc::default(),
     };
     let end = run(&server, &mut stream, &mut incoming).await;
@@ -419,18 +417,8 @@ fn on_dialback(
 /// no faster: the peer's TCP window fills, nobody else waits.
 async fn pace(server: &Server, incoming: &mut Incoming) {
     let config = server.config();
-    let rate = f64::from(config.s2s.stanzas_per_sec);
-    let now = Instant::now();
-    let refill = now.duration_since(incoming.filled).as_secs_f64() * rate;
-    incoming.allowance = (incoming.allowance + refill).min(config.s2s.stanza_burst.into());
-    incoming.filled = now;
-    if incoming.allowance < 1.0 {
-        let wait = (1.0 - incoming.allowance) / rate;
-        Timer::after(Duration::from_secs_f64(wait)).await;
-        incoming.allowance = 1.0;
-        incoming.filled = Instant::now();
-    }
-    incoming.allowance -= 1.0;
+    let (rate, burst) = (config.s2s.stanzas_per_sec, config.s2s.stanza_burst);
+    incoming.pacer.take(rate, burst).await;
 }
 
 /// A stanza from the peer, checked and handed to the dispatcher from a remote session.
@@ -477,17 +465,7 @@ async fn on_stanza(
         return Ok(());
     };
     super::note_presence(&session, &stanza);
-    let mut out = String::new();
-    match crate::dispatch::handle(server, &session, &stanza, &mut out) {
-        Deferred::StoreOffline(pending) => pending.store(server, &mut out).await,
-        Deferred::Reply(task) => out.push_str(&task.await),
-        Deferred::None | Deferred::CloseStream(_) | Deferred::FlushOffline => {}
-    }
-    if !out.is_empty() {
-        let cap = server.config().s2s.max_queue_bytes as usize;
-        let _ = session
-            .mailbox
-            .push_stanza(out.into(), false, Hold::Urgent, cap);
-    }
+    let cap = server.config().s2s.max_queue_bytes as usize;
+    crate::dispatch::handle_remote(server, &session, &stanza, cap).await;
     Ok(())
 }

@@ -19,11 +19,11 @@ pub mod resolve;
 pub use link::Link;
 
 use crate::feature::{Feature, Starter, State};
-use crate::jid::{Jid, SessionJid};
+use crate::jid::Jid;
 use crate::router::{Hold, Session};
 use crate::server::Server;
-use crate::stanza::{self, StanzaCondition, StanzaError};
-use log::{debug, info};
+use crate::stanza::{self, StanzaCondition};
+use log::info;
 use smol::LocalExecutor;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -32,7 +32,8 @@ use std::rc::Rc;
 pub const NS_SERVER: &str = "jabber:server";
 
 /// Federation's declaration: its listeners and start (when `[s2s]` is enabled) and its
-/// stop. The core routes to it only through `Server::send_remote`, which the start sets.
+/// stop. The core routes to it only through `Server::send_remote`, to which the start adds
+/// its `send`.
 pub const FEATURE: Feature = Feature {
     name: "s2s",
     state: Some(crate::feature::init::<Federation>),
@@ -74,7 +75,7 @@ fn listen(config: &crate::config::Config) -> Result<Starter, String> {
         let state = federation(server);
         state.start(server, &secret, ex);
         state.set_identity(&identity);
-        server.set_remote(Rc::new(send));
+        server.add_remote(Rc::new(send));
         let s2s = &server.config().s2s;
         let caps = crate::listener::Caps {
             total: s2s.max_connections,
@@ -216,17 +217,11 @@ impl Federation {
             return Some(session.clone());
         }
         let link = self.link(local, jid.domain())?;
-        let session = Rc::new(Session {
-            id: server.next_id(),
-            jid: SessionJid::remote(jid.clone()),
-            mailbox: link.mailbox.clone(),
-            available: Cell::new(false),
-            priority: Cell::new(0),
-            interested: Cell::new(false),
-            presence: Default::default(),
-            carbons: Cell::new(false),
-            remote: true,
-        });
+        let session = Rc::new(Session::remote_entity(
+            server.next_id(),
+            jid.clone(),
+            link.mailbox.clone(),
+        ));
         let mut remotes = self.remotes.borrow_mut();
         // Entities nothing else holds any more are dropped as new ones come.
         if remotes.len() >= 64 && remotes.len().is_power_of_two() {
@@ -308,10 +303,16 @@ pub fn peer_lost(server: &Server, domain: &str) {
         .remotes
         .borrow()
         .values()
-        .filter(|s| s.jid.domain() == domain && s.available.get())
+        .filter(|s| s.jid.domain() == domain)
         .cloned()
         .collect();
-    for session in lost {
+    entities_lost(server, &lost);
+}
+
+/// Remote entities (another server's, a component's) whose path here is lost: each local
+/// user who had available presence from one of them gets `unavailable` from it.
+pub fn entities_lost(server: &Server, lost: &[Rc<Session>]) {
+    for session in lost.iter().filter(|s| s.available.get()) {
         session.available.set(false);
         let watchers = std::mem::take(&mut *session.presence.directed.borrow_mut());
         for watcher in watchers {
@@ -330,13 +331,13 @@ pub fn peer_lost(server: &Server, domain: &str) {
                 server.deliver(target, xml.clone(), false);
             }
         }
-        info!("s2s {domain}: lost; {} is unavailable", session.jid);
+        info!("{}: lost, now unavailable", session.jid);
     }
 }
 
 /// A remote entity is gone (its server's link ended): the features that kept it (rooms)
 /// let it go. Only the hooks run: it was never bound and is no local user.
-fn end_remote(server: &Rc<Server>, session: &Rc<Session>) {
+pub fn end_remote(server: &Rc<Server>, session: &Rc<Session>) {
     for hook in server.features().iter().filter_map(|f| f.session_ended) {
         // Remote entities have nothing stored: their hooks start no disk work to wait for.
         drop(hook(server, session));
@@ -387,54 +388,7 @@ pub fn send(server: &Server, to: &Jid, xml: Rc<str>, storable: bool) -> bool {
     true
 }
 
-/// A stanza that could not reach its peer: a message or iq request is answered to its
-/// (local) sender with `condition`; presence and errors vanish (RFC 6120 §8.3.1).
-pub fn bounce(server: &Server, xml: &str, condition: StanzaCondition) {
-    let wrapped = format!("<w xmlns='{}'>{xml}</w>", crate::xml::NS_CLIENT);
-    let Ok(doc) = crate::xml::parse_stanza(&wrapped) else {
-        return;
-    };
-    let Ok(node) = crate::xml::stanza_element(&doc) else {
-        return;
-    };
-    let Ok(parsed) = stanza::Stanza::parse(node) else {
-        return;
-    };
-    let answered = match parsed.ty {
-        stanza::StanzaType::Message(ty) => ty != stanza::MessageType::Error,
-        stanza::StanzaType::Iq(ty) => matches!(ty, stanza::IqType::Get | stanza::IqType::Set),
-        stanza::StanzaType::Presence(_) => false,
-    };
-    let (Some(from), Some(to)) = (&parsed.from, &parsed.to) else {
-        return;
-    };
-    if !answered {
-        debug!(
-            "s2s {}: dropped an undeliverable {:?}",
-            to.domain(),
-            parsed.kind
-        );
-        return;
-    }
-    let mut error = String::new();
-    stanza::write_error_reply(
-        &mut error,
-        parsed.kind,
-        parsed.id,
-        to.as_str(),
-        from.as_str(),
-        &StanzaError::new(condition),
-    );
-    deliver_local(server, from, error.into());
-}
-
-/// Hands a stanza from elsewhere to a local full JID's session (an error coming back).
-fn deliver_local(server: &Server, to: &Jid, xml: Rc<str>) {
-    let session = server.router.borrow().find(to).cloned();
-    if let Some(session) = session {
-        server.deliver(&session, xml, false);
-    }
-}
+pub use crate::route::bounce;
 
 /// Whether `domain` is one this server answers for: its own or a service's.
 pub fn is_ours(server: &Server, domain: &str) -> bool {

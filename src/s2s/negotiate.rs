@@ -71,15 +71,7 @@ pub async fn next(stream: &mut Stream, deadline: Instant) -> Result<Input, End> 
 
 /// Writes what is waiting in the stream's output.
 pub async fn flush(stream: &mut Stream) -> Result<(), End> {
-    if stream.out.is_empty() {
-        return Ok(());
-    }
-    let out = std::mem::take(&mut stream.out);
-    let who = crate::stream::Who {
-        peer: stream.peer,
-        name: None,
-    };
-    stream.write_raw(out.as_bytes(), 0, who).await
+    stream.flush_out().await
 }
 
 /// What the peer's `<stream:features/>` offered.

@@ -14,6 +14,7 @@
 //! so nothing here depends on a stage.
 
 pub mod guard;
+pub mod pace;
 pub mod transport;
 
 use crate::limits::Counters;
@@ -340,6 +341,19 @@ impl Stream {
             Counters::bump(&self.server.protection.counters.idle_timeouts);
         }
         End::Gone
+    }
+
+    /// Writes what is waiting in the output (see [`Stream::write_raw`]).
+    pub async fn flush_out(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let who = Who {
+            peer: self.peer,
+            name: None,
+        };
+        self.write_raw(out.as_bytes(), 0, who).await
     }
 
     /// Writes to the peer, giving up (and ending the stream) when the write

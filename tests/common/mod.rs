@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod caps;
+pub mod component;
 pub mod federation;
 pub mod muc;
 pub mod net;
@@ -96,6 +97,8 @@ pub struct TestServer {
     pub direct_tls: SocketAddr,
     /// The federation port, when `[s2s]` is enabled.
     pub s2s: Option<SocketAddr>,
+    /// The external components' port, when `[[components]]` names any.
+    pub component: Option<SocketAddr>,
     child: Option<Child>,
     pub log: Arc<Mutex<String>>,
     /// Environment variables the server process gets besides `RUST_LOG`.
@@ -159,6 +162,7 @@ impl TestServer {
             starttls: "127.0.0.1:1".parse().unwrap(),
             direct_tls: "127.0.0.1:1".parse().unwrap(),
             s2s: None,
+            component: None,
             child: None,
             log: Arc::default(),
             env: env
@@ -230,6 +234,9 @@ impl TestServer {
             }
             if let Some(addr) = line.split("listening for s2s on ").nth(1) {
                 self.s2s = Some(addr.trim().parse().unwrap());
+            }
+            if let Some(addr) = line.split("listening for component on ").nth(1) {
+                self.component = Some(addr.trim().parse().unwrap());
             }
             if line.contains(" ready for ") {
                 break;
@@ -361,6 +368,11 @@ pub fn assert_ephemeral_ports(path: &Path) {
         ("proxy.listen", config.proxy.enabled, &config.proxy.listen),
         ("stun.listen", config.stun.enabled, &config.stun.listen),
         ("s2s.listen", config.s2s.enabled, &config.s2s.listen),
+        (
+            "component.listen",
+            !config.components.is_empty(),
+            &config.component.listen,
+        ),
     ];
     for (key, bound, addrs) in services {
         for addr in addrs.iter().filter(|_| bound) {
