@@ -112,16 +112,7 @@ fn listen(config: &crate::config::Config) -> Result<Starter, String> {
     if config.components.is_empty() {
         return Ok(Box::new(|_, _| {}));
     }
-    let listeners = config
-        .component
-        .listen
-        .iter()
-        .map(|addr| {
-            std::net::TcpListener::bind(addr)
-                .and_then(smol::net::TcpListener::try_from)
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let listeners = crate::listener::bind(true, &config.component.listen)?;
     // Each component, a replacement for it, and a few that fail their handshake.
     let cap = u32::try_from(config.components.len() * 2 + 4).unwrap_or(u32::MAX);
     Ok(Box::new(move |ex, server| {

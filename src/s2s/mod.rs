@@ -59,16 +59,7 @@ fn listen(config: &crate::config::Config) -> Result<Starter, String> {
     if !config.s2s.enabled {
         return Ok(Box::new(|_, _| {}));
     }
-    let listeners = config
-        .s2s
-        .listen
-        .iter()
-        .map(|addr| {
-            std::net::TcpListener::bind(addr)
-                .and_then(smol::net::TcpListener::try_from)
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let listeners = crate::listener::bind(true, &config.s2s.listen)?;
     let secret = crate::store::files::server_secret(&config.data_dir)?;
     let identity = crate::tls::load_for(config)?.identity;
     Ok(Box::new(move |ex, server| {
